@@ -1,0 +1,67 @@
+package main
+
+import (
+	"bufio"
+	"errors"
+	"os"
+	"os/exec"
+	"strings"
+	"syscall"
+)
+
+// daemonize starts `tempfs mount` again as a background process in its own session and returns once it says
+// the mount is ready (exit status 0), or with its error and exit status when it could not mount.
+func daemonize(o *mountOptions, mountpoint string) error {
+	self, err := os.Executable()
+	if err != nil {
+		return failure(err)
+	}
+	r, w, err := os.Pipe()
+	if err != nil {
+		return failure(err)
+	}
+	args := []string{"mount", "--ready-fd=3"}
+	for _, a := range os.Args[2:] {
+		if a != "--daemon" && a != "--daemon=true" {
+			args = append(args, a)
+		}
+	}
+	_ = mountpoint // already among the arguments
+	devnull, err := os.OpenFile(os.DevNull, os.O_RDWR, 0)
+	if err != nil {
+		return failure(err)
+	}
+	defer devnull.Close()
+	cmd := exec.Command(self, args...)
+	cmd.Stdin = devnull
+	cmd.Stdout = devnull
+	cmd.Stderr = devnull
+	if o.debug || o.fuseLogs {
+		cmd.Stderr = os.Stderr
+	}
+	cmd.ExtraFiles = []*os.File{w}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		w.Close()
+		r.Close()
+		return failure(err)
+	}
+	w.Close()
+	line, _ := bufio.NewReader(r).ReadString('\n')
+	r.Close()
+	line = strings.TrimSpace(line)
+	if line == "ready" {
+		_ = cmd.Process.Release()
+		return nil
+	}
+	state, _ := cmd.Process.Wait()
+	code := exitFailure
+	if state != nil && state.ExitCode() > 0 {
+		code = state.ExitCode()
+	}
+	msg, found := strings.CutPrefix(line, "error: ")
+	if !found || msg == "" {
+		msg = "the background daemon exited before the mount was ready"
+	}
+	return &exitError{code: code, err: errors.New(msg)}
+}

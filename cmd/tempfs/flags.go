@@ -1,0 +1,53 @@
+package main
+
+import (
+	"strconv"
+
+	"github.com/tempfs/tempfs/naming"
+)
+
+// sizeValue is a pflag.Value for sizes: 4096, 64KiB, 1MiB, 2GiB, 4K, 1M, 2G (binary units, as dd reads them).
+type sizeValue struct {
+	bytes int64
+	set   bool
+}
+
+func (s *sizeValue) String() string {
+	if !s.set && s.bytes == 0 {
+		return ""
+	}
+	return naming.FormatSize(s.bytes)
+}
+
+func (s *sizeValue) Set(v string) error {
+	n, err := naming.ParseSize(v)
+	if err != nil {
+		return err
+	}
+	s.bytes, s.set = n, true
+	return nil
+}
+
+func (s *sizeValue) Type() string { return "size" }
+
+// modeValue is a pflag.Value for octal permission bits (1777, 0755).
+type modeValue uint32
+
+func (m *modeValue) String() string { return "0" + strconv.FormatUint(uint64(*m), 8) }
+
+func (m *modeValue) Set(v string) error {
+	n, err := strconv.ParseUint(v, 8, 32)
+	if err != nil || n > 07777 {
+		return &modeError{v}
+	}
+	*m = modeValue(n)
+	return nil
+}
+
+func (m *modeValue) Type() string { return "octal" }
+
+type modeError struct{ v string }
+
+func (e *modeError) Error() string {
+	return "invalid mode " + strconv.Quote(e.v) + ": use octal permission bits, e.g. 1777 or 0700"
+}

@@ -1,0 +1,46 @@
+package main
+
+import (
+	"path/filepath"
+
+	"github.com/spf13/cobra"
+
+	tempfs "github.com/tempfs/tempfs/fs"
+)
+
+type unmountOptions struct {
+	lazy bool
+}
+
+func newUnmountCommand() *cobra.Command {
+	o := &unmountOptions{}
+	cmd := &cobra.Command{
+		Use:     "unmount MOUNTPOINT",
+		Aliases: []string{"umount"},
+		Short:   "Unmount a tempfs mount (also a dead one left by a killed daemon)",
+		Long: `Unmount a tempfs mount. The daemon then frees all memory, removes its disk store and exits.
+A busy mount (files still open) is refused unless -z detaches it: the name goes at once,
+open files keep working, and the daemon exits after the last one closes. A dead mount left
+by a killed daemon (every access fails with 'Transport endpoint is not connected') is
+cleaned up too.`,
+		Example: "  tempfs unmount /scratch\n  tempfs unmount -z /scratch   # detach even if files are open",
+		Args:    cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return runUnmount(o, args[0])
+		},
+	}
+	cmd.Flags().BoolVarP(&o.lazy, "lazy", "z", false, "detach a busy mount now; it goes when the last open file closes")
+	return cmd
+}
+
+func runUnmount(o *unmountOptions, arg string) error {
+	mp, err := filepath.Abs(arg)
+	if err != nil {
+		return usageErrorf("%v", err)
+	}
+	lazy := o.lazy || tempfs.IsStale(mp)
+	if err := tempfs.Unmount(mp, lazy); err != nil {
+		return failure(err)
+	}
+	return nil
+}

@@ -1,0 +1,122 @@
+package fs
+
+import (
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/hanwen/go-fuse/v2/fuse"
+)
+
+// attrs holds the metadata every node has. It is embedded by value in each node type.
+//
+// Lock order: FS.nsMu, then attrs.mu, then the spool file's own lock. attrs.mu is a leaf for everything in this
+// package: no method holding it calls into go-fuse or takes nsMu.
+type attrs struct {
+	mu    sync.Mutex
+	mode  uint32 // S_IFMT | permission bits
+	uid   uint32
+	gid   uint32
+	rdev  uint32
+	atime int64 // nanoseconds since the epoch; int64 rather than time.Time keeps empty entries small
+	mtime int64
+	ctime int64
+	// xattrs holds stored extended attributes (user.*, trusted.*, security.*); nil until the first one is set.
+	xattrs map[string][]byte
+}
+
+func nowNanos() int64 { return time.Now().UnixNano() }
+
+func newAttrs(mode, uid, gid uint32) attrs {
+	now := nowNanos()
+	return attrs{mode: mode, uid: uid, gid: gid, atime: now, mtime: now, ctime: now}
+}
+
+// fill copies the metadata into out; the caller fills size, blocks and nlink, which depend on the node type.
+func (a *attrs) fill(out *fuse.Attr) {
+	a.mu.Lock()
+	out.Mode = a.mode
+	out.Uid = a.uid
+	out.Gid = a.gid
+	out.Rdev = a.rdev
+	setTime(&out.Atime, &out.Atimensec, a.atime)
+	setTime(&out.Mtime, &out.Mtimensec, a.mtime)
+	setTime(&out.Ctime, &out.Ctimensec, a.ctime)
+	a.mu.Unlock()
+	out.Blksize = 4096
+}
+
+func setTime(sec *uint64, nsec *uint32, nanos int64) {
+	*sec = uint64(nanos / 1e9)
+	*nsec = uint32(nanos % 1e9)
+}
+
+// touchModified records a change of content: mtime and ctime move, as write(2) and truncate(2) move them.
+func (a *attrs) touchModified() {
+	now := nowNanos()
+	a.mu.Lock()
+	a.mtime, a.ctime = now, now
+	a.mu.Unlock()
+}
+
+// touchChanged records a change of metadata only (chmod, link count, rename): ctime moves.
+func (a *attrs) touchChanged() {
+	now := nowNanos()
+	a.mu.Lock()
+	a.ctime = now
+	a.mu.Unlock()
+}
+
+// touchAccessed follows relatime: atime moves when it is older than mtime or ctime, or a day old.
+func (a *attrs) touchAccessed() {
+	now := nowNanos()
+	a.mu.Lock()
+	if a.atime <= a.mtime || a.atime <= a.ctime || now-a.atime > int64(24*time.Hour) {
+		a.atime = now
+	}
+	a.mu.Unlock()
+}
+
+// setattr applies mode, owner and times from in. Size is the caller's business (only files have data).
+// Permission checks were done by the kernel (the mount always uses default_permissions).
+func (a *attrs) setattr(in *fuse.SetAttrIn) {
+	now := nowNanos()
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	changed := false
+	if mode, ok := in.GetMode(); ok {
+		a.mode = a.mode&syscall.S_IFMT | mode&07777
+		changed = true
+	}
+	if uid, ok := in.GetUID(); ok {
+		a.uid = uid
+		changed = true
+	}
+	if gid, ok := in.GetGID(); ok {
+		a.gid = gid
+		changed = true
+	}
+	if t, ok := in.GetATime(); ok {
+		a.atime = t.UnixNano()
+		changed = true
+	}
+	if t, ok := in.GetMTime(); ok {
+		a.mtime = t.UnixNano()
+		changed = true
+	}
+	if in.Valid&fuse.FATTR_SIZE != 0 {
+		changed = true
+	}
+	if changed {
+		a.ctime = now
+	}
+	if t, ok := in.GetCTime(); ok {
+		a.ctime = t.UnixNano()
+	}
+}
+
+func (a *attrs) fileType() uint32 {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.mode & syscall.S_IFMT
+}

@@ -1,0 +1,181 @@
+package fs
+
+import (
+	"context"
+	"slices"
+	"strings"
+	"syscall"
+
+	fusefs "github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+
+	"github.com/tempfs/tempfs/naming"
+)
+
+// Dir is a directory. Its children are go-fuse's Inode children; the counts below are kept beside them because
+// go-fuse's tree also holds template aliases and is updated only after a node method returns.
+//
+// Lock order: FS.nsMu, then attrs.mu (see fs.go).
+type Dir struct {
+	fusefs.Inode
+	attrs
+	fs *FS
+
+	// Guarded by FS.nsMu.
+	parent   *Dir   // nil for the root and after rmdir
+	name     string // name in parent
+	entries  int    // real entries (aliases excluded): rmdir needs 0, st_size counts them
+	subdirs  int    // child directories, for st_nlink
+	removed  bool
+	alias    string                   // last template name go-fuse linked here; dropped on the next template create
+	created  map[uint32]createdRecord // user.tempfs.created, by creating thread id
+	fromTmpl bool                     // made by mkdir of a template
+}
+
+var (
+	_ = (fusefs.NodeLookuper)((*Dir)(nil))
+	_ = (fusefs.NodeReaddirer)((*Dir)(nil))
+	_ = (fusefs.NodeGetattrer)((*Dir)(nil))
+	_ = (fusefs.NodeSetattrer)((*Dir)(nil))
+	_ = (fusefs.NodeStatfser)((*Dir)(nil))
+	_ = (fusefs.NodeMkdirer)((*Dir)(nil))
+	_ = (fusefs.NodeCreater)((*Dir)(nil))
+	_ = (fusefs.NodeTmpfiler)((*Dir)(nil))
+	_ = (fusefs.NodeMknoder)((*Dir)(nil))
+	_ = (fusefs.NodeSymlinker)((*Dir)(nil))
+	_ = (fusefs.NodeLinker)((*Dir)(nil))
+	_ = (fusefs.NodeUnlinker)((*Dir)(nil))
+	_ = (fusefs.NodeRmdirer)((*Dir)(nil))
+	_ = (fusefs.NodeRenamer)((*Dir)(nil))
+	_ = (fusefs.NodeGetxattrer)((*Dir)(nil))
+	_ = (fusefs.NodeSetxattrer)((*Dir)(nil))
+	_ = (fusefs.NodeListxattrer)((*Dir)(nil))
+	_ = (fusefs.NodeRemovexattrer)((*Dir)(nil))
+)
+
+// createdRecord remembers the last entry a thread made from a template in a directory.
+type createdRecord struct {
+	name string
+	seq  uint64
+}
+
+// maxCreatedRecords bounds user.tempfs.created memory per directory; the oldest record goes first.
+const maxCreatedRecords = 4096
+
+func (d *Dir) base() *attrs { return &d.attrs }
+
+// path is the directory's absolute path in the mount. The caller holds FS.nsMu.
+func (d *Dir) pathLocked() string {
+	var parts []string
+	for p := d; p.parent != nil; p = p.parent {
+		parts = append(parts, p.name)
+	}
+	if len(parts) == 0 && d != d.fs.root {
+		return "" // removed
+	}
+	slices.Reverse(parts)
+	mp := strings.TrimSuffix(d.fs.opts.Mountpoint, "/")
+	if len(parts) == 0 {
+		if mp == "" {
+			return "/"
+		}
+		return mp
+	}
+	return mp + "/" + strings.Join(parts, "/")
+}
+
+func (d *Dir) getattr(out *fuse.Attr) {
+	d.attrs.fill(out)
+	d.fs.nsMu.Lock()
+	out.Nlink = uint32(2 + d.subdirs)
+	out.Size = uint64(40 + 20*d.entries) // as tmpfs counts: BOGO_DIRENT_SIZE per entry
+	if d.removed {
+		out.Nlink = 0
+	}
+	d.fs.nsMu.Unlock()
+	out.Blocks = 0
+}
+
+func (d *Dir) Getattr(ctx context.Context, f fusefs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	d.getattr(&out.Attr)
+	out.SetTimeout(d.fs.opts.AttrTimeout)
+	return 0
+}
+
+func (d *Dir) Setattr(ctx context.Context, f fusefs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
+	if _, ok := in.GetSize(); ok {
+		return syscall.EISDIR
+	}
+	d.attrs.setattr(in)
+	d.getattr(&out.Attr)
+	out.SetTimeout(d.fs.opts.AttrTimeout)
+	return 0
+}
+
+// Lookup finds a real entry. A template name never matches anything (contract section 2), so a template can
+// never be shadowed and open without O_CREAT on it fails with ENOENT.
+func (d *Dir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fusefs.Inode, syscall.Errno) {
+	if len(name) > naming.MaxNameLen {
+		return nil, syscall.ENAMETOOLONG
+	}
+	if naming.IsTemplate(name) {
+		return nil, syscall.ENOENT
+	}
+	ch := d.GetChild(name)
+	if ch == nil {
+		return nil, syscall.ENOENT
+	}
+	n, ok := ch.Operations().(node)
+	if !ok {
+		return nil, syscall.ENOENT
+	}
+	n.getattr(&out.Attr)
+	d.fs.entryTimeouts(out)
+	return ch, 0
+}
+
+// Readdir lists the real entries, in a stable order (by name) so that concurrent readers of one directory see
+// consistent offsets. Template aliases are hidden.
+func (d *Dir) Readdir(ctx context.Context) (fusefs.DirStream, syscall.Errno) {
+	children := d.Children()
+	entries := make([]fuse.DirEntry, 0, len(children))
+	for name, ch := range children {
+		if naming.IsTemplate(name) {
+			continue
+		}
+		entries = append(entries, fuse.DirEntry{Name: name, Mode: ch.Mode(), Ino: ch.StableAttr().Ino})
+	}
+	slices.SortFunc(entries, func(a, b fuse.DirEntry) int { return strings.Compare(a.Name, b.Name) })
+	d.attrs.touchAccessed()
+	return fusefs.NewListDirStream(entries), 0
+}
+
+// Statfs reports the caps: blocks are the RAM cap plus the disk space (the disk cap, or the store's filesystem).
+func (d *Dir) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errno {
+	d.fs.statfs(out)
+	return 0
+}
+
+func (d *Dir) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, syscall.Errno) {
+	return getxattr(ctx, d, attr, dest)
+}
+
+func (d *Dir) Setxattr(ctx context.Context, attr string, data []byte, flags uint32) syscall.Errno {
+	return setxattr(ctx, d, attr, data, flags)
+}
+
+func (d *Dir) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errno) {
+	return listxattr(ctx, d, dest)
+}
+
+func (d *Dir) Removexattr(ctx context.Context, attr string) syscall.Errno {
+	return removexattr(ctx, d, attr)
+}
+
+// dropAlias removes go-fuse's template alias in d, if any. Aliases are never looked up, so dropping one is
+// always safe, even if it is not the one that was recorded.
+func (d *Dir) dropAlias(name string) {
+	if name != "" {
+		d.RmChild(name)
+	}
+}

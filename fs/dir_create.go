@@ -1,0 +1,285 @@
+package fs
+
+import (
+	"context"
+	"syscall"
+
+	fusefs "github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+
+	"github.com/tempfs/tempfs/naming"
+)
+
+// This file holds the operations that add entries to a directory, and the template rules of contract
+// section 2: a last component with a run of at least six X makes a fresh, private entry under a generated name.
+
+// parseNewName checks a name for a new entry and says whether it is a template.
+func (d *Dir) parseNewName(name string) (naming.Template, bool, syscall.Errno) {
+	if err := naming.ValidateName(name); err != nil {
+		return naming.Template{}, false, toErrno(d.fs.log, "name", err)
+	}
+	if !naming.IsTemplate(name) {
+		return naming.Template{}, false, 0
+	}
+	t, err := naming.ParseTemplate(name)
+	if err != nil {
+		return naming.Template{}, false, toErrno(d.fs.log, "template", err)
+	}
+	return t, true, 0
+}
+
+// checkPlainName refuses template names where a template makes no sense (symlink, mknod, link, rename target):
+// such an entry could never be looked up.
+func (d *Dir) checkPlainName(name string) syscall.Errno {
+	if err := naming.ValidateName(name); err != nil {
+		return toErrno(d.fs.log, "name", err)
+	}
+	if naming.IsTemplate(name) {
+		return syscall.EINVAL
+	}
+	return 0
+}
+
+// owner decides the owner and permission bits of a new entry: the caller's uid, and the caller's gid unless
+// the directory is setgid (then its gid, and new directories inherit the bit), as tmpfs does.
+func (d *Dir) owner(ctx context.Context, perm uint32, isDir bool) (uid, gid, mode uint32) {
+	uid, gid, _ = caller(ctx)
+	d.attrs.mu.Lock()
+	if d.attrs.mode&syscall.S_ISGID != 0 {
+		gid = d.attrs.gid
+		if isDir {
+			perm |= syscall.S_ISGID
+		}
+	}
+	d.attrs.mu.Unlock()
+	return uid, gid, perm
+}
+
+// claimNameLocked picks the entry's real name and records the template alias. For a template it draws a free
+// name under nsMu (the directory's names cannot change meanwhile) and returns the alias to drop; for a plain
+// name it fails with EEXIST if the name is taken. The caller holds FS.nsMu.
+func (d *Dir) claimNameLocked(name string, tmpl naming.Template, isTmpl bool, pid uint32) (realName, oldAlias string, errno syscall.Errno) {
+	if d.removed {
+		return "", "", syscall.ENOENT
+	}
+	if !isTmpl {
+		if d.GetChild(name) != nil {
+			return "", "", syscall.EEXIST
+		}
+		return name, "", 0
+	}
+	realName, err := tmpl.Draw(func(candidate string) bool { return d.GetChild(candidate) != nil })
+	if err != nil {
+		return "", "", toErrno(d.fs.log, "template draw", err)
+	}
+	oldAlias, d.alias = d.alias, name
+	d.recordCreatedLocked(pid, realName)
+	d.fs.counts.templateEntries.Add(1)
+	return realName, oldAlias, 0
+}
+
+// recordCreatedLocked remembers, for user.tempfs.created, the last name thread pid made here.
+func (d *Dir) recordCreatedLocked(pid uint32, name string) {
+	if d.created == nil {
+		d.created = make(map[uint32]createdRecord)
+	}
+	seq := d.fs.createdSeq.Add(1)
+	if _, ok := d.created[pid]; !ok && len(d.created) >= maxCreatedRecords {
+		var oldest uint32
+		oldestSeq := ^uint64(0)
+		for p, r := range d.created {
+			if r.seq < oldestSeq {
+				oldest, oldestSeq = p, r.seq
+			}
+		}
+		delete(d.created, oldest)
+	}
+	d.created[pid] = createdRecord{name: name, seq: seq}
+}
+
+// newEntryOut answers a new entry: templates with timeouts 0, so the kernel never keeps the template name bound
+// to the new entry (kernel-notes.md); ordinary names with the usual timeouts.
+func (d *Dir) newEntryOut(n node, isTmpl bool, out *fuse.EntryOut) {
+	n.getattr(&out.Attr)
+	if isTmpl {
+		out.SetEntryTimeout(0)
+		out.SetAttrTimeout(0)
+		return
+	}
+	d.fs.entryTimeouts(out)
+}
+
+func (d *Dir) Create(ctx context.Context, name string, flags uint32, mode uint32, out *fuse.EntryOut) (*fusefs.Inode, fusefs.FileHandle, uint32, syscall.Errno) {
+	tmpl, isTmpl, errno := d.parseNewName(name)
+	if errno != 0 {
+		return nil, nil, 0, errno
+	}
+	perm := mode & 07777
+	if isTmpl {
+		perm = 0o600
+	}
+	uid, gid, perm := d.owner(ctx, perm, false)
+	_, _, pid := caller(ctx)
+	f := &File{leaf: leaf{attrs: newAttrs(syscall.S_IFREG|perm, uid, gid)}, fs: d.fs, data: d.fs.pool.NewFile()}
+	ch := d.NewPersistentInode(ctx, f, fusefs.StableAttr{Mode: syscall.S_IFREG})
+
+	d.fs.nsMu.Lock()
+	realName, oldAlias, errno := d.claimNameLocked(name, tmpl, isTmpl, pid)
+	if errno != 0 {
+		d.fs.nsMu.Unlock()
+		f.data.Close()
+		return nil, nil, 0, errno
+	}
+	if isTmpl {
+		d.AddChild(realName, ch, false)
+		f.auto = link{d, realName}
+		d.fs.counts.ephemeralFiles.Add(1)
+	}
+	f.links = []link{{d, realName}}
+	d.entries++
+	h := f.openLocked(flags)
+	d.fs.nsMu.Unlock()
+
+	d.fs.counts.files.Add(1)
+	d.dropAlias(oldAlias)
+	d.attrs.touchModified()
+	d.newEntryOut(f, isTmpl, out)
+	return ch, h, 0, 0
+}
+
+func (d *Dir) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.EntryOut) (*fusefs.Inode, syscall.Errno) {
+	tmpl, isTmpl, errno := d.parseNewName(name)
+	if errno != 0 {
+		return nil, errno
+	}
+	perm := mode & 07777
+	if isTmpl {
+		perm = 0o700
+	}
+	uid, gid, perm := d.owner(ctx, perm, !isTmpl)
+	_, _, pid := caller(ctx)
+	sub := &Dir{attrs: newAttrs(syscall.S_IFDIR|perm, uid, gid), fs: d.fs, fromTmpl: isTmpl}
+	ch := d.NewPersistentInode(ctx, sub, fusefs.StableAttr{Mode: syscall.S_IFDIR})
+
+	d.fs.nsMu.Lock()
+	realName, oldAlias, errno := d.claimNameLocked(name, tmpl, isTmpl, pid)
+	if errno != 0 {
+		d.fs.nsMu.Unlock()
+		return nil, errno
+	}
+	if isTmpl {
+		d.AddChild(realName, ch, false)
+	}
+	sub.parent, sub.name = d, realName
+	d.entries++
+	d.subdirs++
+	d.fs.nsMu.Unlock()
+
+	d.fs.counts.dirs.Add(1)
+	d.dropAlias(oldAlias)
+	d.attrs.touchModified()
+	d.newEntryOut(sub, isTmpl, out)
+	return ch, 0
+}
+
+// Tmpfile answers open(dir, O_TMPFILE): a file with no name, freed at its last close unless linkat gives it one.
+func (d *Dir) Tmpfile(ctx context.Context, flags uint32, mode uint32, out *fuse.EntryOut) (*fusefs.Inode, fusefs.FileHandle, uint32, syscall.Errno) {
+	uid, gid, perm := d.owner(ctx, mode&07777, false)
+	f := &File{leaf: leaf{attrs: newAttrs(syscall.S_IFREG|perm, uid, gid)}, fs: d.fs, data: d.fs.pool.NewFile()}
+	ch := d.NewPersistentInode(ctx, f, fusefs.StableAttr{Mode: syscall.S_IFREG})
+	d.fs.nsMu.Lock()
+	if d.removed {
+		d.fs.nsMu.Unlock()
+		f.data.Close()
+		return nil, nil, 0, syscall.ENOENT
+	}
+	h := f.openLocked(flags)
+	d.fs.nsMu.Unlock()
+	d.fs.counts.files.Add(1)
+	f.getattr(&out.Attr)
+	// The kernel's d_tmpfile drops one link from what we answer here; the file has none afterwards.
+	out.Attr.Nlink = 1
+	out.SetEntryTimeout(0)
+	out.SetAttrTimeout(0)
+	return ch, h, 0, 0
+}
+
+func (d *Dir) Mknod(ctx context.Context, name string, mode uint32, dev uint32, out *fuse.EntryOut) (*fusefs.Inode, syscall.Errno) {
+	if errno := d.checkPlainName(name); errno != 0 {
+		return nil, errno
+	}
+	uid, gid, perm := d.owner(ctx, mode&07777, false)
+	var n leafNode
+	switch mode & syscall.S_IFMT {
+	case syscall.S_IFREG, 0:
+		n = &File{leaf: leaf{attrs: newAttrs(syscall.S_IFREG|perm, uid, gid)}, fs: d.fs, data: d.fs.pool.NewFile()}
+	case syscall.S_IFIFO, syscall.S_IFSOCK, syscall.S_IFCHR, syscall.S_IFBLK:
+		s := &Special{leaf: leaf{attrs: newAttrs(mode&syscall.S_IFMT|perm, uid, gid)}, fs: d.fs}
+		s.attrs.rdev = dev
+		n = s
+	default:
+		return nil, syscall.EINVAL
+	}
+	return d.addLeaf(ctx, name, n, out)
+}
+
+func (d *Dir) Symlink(ctx context.Context, target, name string, out *fuse.EntryOut) (*fusefs.Inode, syscall.Errno) {
+	if errno := d.checkPlainName(name); errno != 0 {
+		return nil, errno
+	}
+	uid, gid, _ := d.owner(ctx, 0o777, false)
+	s := &Symlink{leaf: leaf{attrs: newAttrs(syscall.S_IFLNK|0o777, uid, gid)}, fs: d.fs, target: []byte(target)}
+	return d.addLeaf(ctx, name, s, out)
+}
+
+// addLeaf links a new non-directory node under a plain name.
+func (d *Dir) addLeaf(ctx context.Context, name string, n leafNode, out *fuse.EntryOut) (*fusefs.Inode, syscall.Errno) {
+	ch := d.NewPersistentInode(ctx, n, fusefs.StableAttr{Mode: n.base().fileType()})
+	d.fs.nsMu.Lock()
+	if _, _, errno := d.claimNameLocked(name, naming.Template{}, false, 0); errno != 0 {
+		d.fs.nsMu.Unlock()
+		if f, ok := n.(*File); ok {
+			f.data.Close()
+		}
+		return nil, errno
+	}
+	n.leafPart().links = []link{{d, name}}
+	d.entries++
+	d.fs.nsMu.Unlock()
+	if _, ok := n.(*File); ok {
+		d.fs.counts.files.Add(1)
+	} else {
+		d.fs.counts.others.Add(1)
+	}
+	d.attrs.touchModified()
+	d.newEntryOut(n, false, out)
+	return ch, 0
+}
+
+// Link adds a name to an existing node. It is also how an O_TMPFILE file gets its first name (linkat).
+func (d *Dir) Link(ctx context.Context, target fusefs.InodeEmbedder, name string, out *fuse.EntryOut) (*fusefs.Inode, syscall.Errno) {
+	if errno := d.checkPlainName(name); errno != 0 {
+		return nil, errno
+	}
+	n, ok := target.(leafNode)
+	if !ok {
+		return nil, syscall.EPERM
+	}
+	d.fs.nsMu.Lock()
+	if _, _, errno := d.claimNameLocked(name, naming.Template{}, false, 0); errno != 0 {
+		d.fs.nsMu.Unlock()
+		return nil, errno
+	}
+	if f, ok := n.(*File); ok && f.freed {
+		d.fs.nsMu.Unlock()
+		return nil, syscall.ENOENT
+	}
+	l := n.leafPart()
+	l.links = append(l.links, link{d, name})
+	d.entries++
+	d.fs.nsMu.Unlock()
+	n.base().touchChanged()
+	d.attrs.touchModified()
+	d.newEntryOut(n, false, out)
+	return n.EmbeddedInode(), 0
+}

@@ -1,0 +1,221 @@
+package fs
+
+import (
+	"context"
+	"syscall"
+
+	fusefs "github.com/hanwen/go-fuse/v2/fs"
+	"golang.org/x/sys/unix"
+
+	"github.com/tempfs/tempfs/naming"
+)
+
+// This file holds the operations that remove or move entries. go-fuse updates its own tree after each of these
+// returns OK; they update the metadata tempfs keeps beside it.
+
+// lookupRealLocked finds a real entry (never a template alias). The caller holds FS.nsMu.
+func (d *Dir) lookupRealLocked(name string) (node, syscall.Errno) {
+	if err := naming.ValidateName(name); err != nil {
+		return nil, toErrno(d.fs.log, "name", err)
+	}
+	if naming.IsTemplate(name) {
+		return nil, syscall.ENOENT
+	}
+	ch := d.GetChild(name)
+	if ch == nil {
+		return nil, syscall.ENOENT
+	}
+	n, ok := ch.Operations().(node)
+	if !ok {
+		return nil, syscall.ENOENT
+	}
+	return n, 0
+}
+
+func (d *Dir) Unlink(ctx context.Context, name string) syscall.Errno {
+	d.fs.nsMu.Lock()
+	n, errno := d.lookupRealLocked(name)
+	if errno != 0 {
+		d.fs.nsMu.Unlock()
+		return errno
+	}
+	l, ok := n.(leafNode)
+	if !ok {
+		d.fs.nsMu.Unlock()
+		return syscall.EISDIR
+	}
+	unused := d.unlinkLeafLocked(l, name)
+	d.fs.nsMu.Unlock()
+	l.base().touchChanged()
+	d.attrs.touchModified()
+	if unused {
+		l.free()
+	}
+	return 0
+}
+
+// unlinkLeafLocked drops the name (d, name) of l and reports whether l is now unused. The caller holds nsMu.
+func (d *Dir) unlinkLeafLocked(l leafNode, name string) bool {
+	if l.leafPart().removeLinkLocked(d, name) {
+		d.entries--
+	}
+	if f, ok := l.(*File); ok && f.auto == (link{d, name}) {
+		f.persistLocked() // the generated name is gone already: nothing is left to remove at last close
+	}
+	unused := l.unusedLocked()
+	if f, ok := l.(*File); ok && unused {
+		f.freed = true
+	}
+	return unused
+}
+
+func (d *Dir) Rmdir(ctx context.Context, name string) syscall.Errno {
+	d.fs.nsMu.Lock()
+	n, errno := d.lookupRealLocked(name)
+	if errno != 0 {
+		d.fs.nsMu.Unlock()
+		return errno
+	}
+	sub, ok := n.(*Dir)
+	if !ok {
+		d.fs.nsMu.Unlock()
+		return syscall.ENOTDIR
+	}
+	if sub.entries > 0 {
+		d.fs.nsMu.Unlock()
+		return syscall.ENOTEMPTY
+	}
+	d.removeSubdirLocked(sub)
+	alias := sub.alias
+	sub.alias = ""
+	d.fs.nsMu.Unlock()
+	sub.dropAlias(alias)
+	d.attrs.touchModified()
+	d.fs.counts.dirs.Add(-1)
+	sub.ForgetPersistent()
+	return 0
+}
+
+// removeSubdirLocked detaches an empty directory from d. The caller holds nsMu.
+func (d *Dir) removeSubdirLocked(sub *Dir) {
+	sub.removed = true
+	sub.parent = nil
+	sub.created = nil
+	d.entries--
+	d.subdirs--
+}
+
+// Rename moves an entry, with RENAME_NOREPLACE and RENAME_EXCHANGE. A file made from a template becomes
+// ordinary when its generated name is renamed (contract section 3: rename persists it).
+func (d *Dir) Rename(ctx context.Context, name string, newParent fusefs.InodeEmbedder, newName string, flags uint32) syscall.Errno {
+	nd, ok := newParent.(*Dir)
+	if !ok {
+		return syscall.EXDEV
+	}
+	if errno := nd.checkPlainName(newName); errno != 0 {
+		return errno
+	}
+	if flags&unix.RENAME_WHITEOUT != 0 {
+		return syscall.EINVAL
+	}
+	fsys := d.fs
+	fsys.nsMu.Lock()
+	src, errno := d.lookupRealLocked(name)
+	if errno != 0 {
+		fsys.nsMu.Unlock()
+		return errno
+	}
+	if nd.removed {
+		fsys.nsMu.Unlock()
+		return syscall.ENOENT
+	}
+	var dst node
+	if ch := nd.GetChild(newName); ch != nil {
+		dst, _ = ch.Operations().(node)
+	}
+	switch {
+	case flags&unix.RENAME_EXCHANGE != 0:
+		if dst == nil {
+			fsys.nsMu.Unlock()
+			return syscall.ENOENT
+		}
+		d.moveLocked(src, name, nd, newName)
+		nd.moveLocked(dst, newName, d, name)
+		fsys.nsMu.Unlock()
+		src.base().touchChanged()
+		dst.base().touchChanged()
+		d.attrs.touchModified()
+		nd.attrs.touchModified()
+		return 0
+	case flags&unix.RENAME_NOREPLACE != 0 && dst != nil:
+		fsys.nsMu.Unlock()
+		return syscall.EEXIST
+	}
+
+	var freeLeaf leafNode
+	var freeDir *Dir
+	if dst != nil && dst != src {
+		srcDir, srcIsDir := src.(*Dir)
+		dstDir, dstIsDir := dst.(*Dir)
+		switch {
+		case srcIsDir && !dstIsDir:
+			fsys.nsMu.Unlock()
+			return syscall.ENOTDIR
+		case !srcIsDir && dstIsDir:
+			fsys.nsMu.Unlock()
+			return syscall.EISDIR
+		case dstIsDir && dstDir.entries > 0:
+			fsys.nsMu.Unlock()
+			return syscall.ENOTEMPTY
+		case dstIsDir:
+			_ = srcDir
+			nd.removeSubdirLocked(dstDir)
+			freeDir = dstDir
+		default:
+			l := dst.(leafNode)
+			if nd.unlinkLeafLocked(l, newName) {
+				freeLeaf = l
+			}
+		}
+	}
+	d.moveLocked(src, name, nd, newName)
+	fsys.nsMu.Unlock()
+
+	src.base().touchChanged()
+	d.attrs.touchModified()
+	if nd != d {
+		nd.attrs.touchModified()
+	}
+	if freeLeaf != nil {
+		freeLeaf.free()
+	}
+	if freeDir != nil {
+		fsys.counts.dirs.Add(-1)
+		freeDir.ForgetPersistent()
+	}
+	return 0
+}
+
+// moveLocked changes n's name (d, name) to (nd, newName) in tempfs's metadata. The caller holds nsMu and has
+// removed whatever was at the destination.
+func (d *Dir) moveLocked(n node, name string, nd *Dir, newName string) {
+	switch n := n.(type) {
+	case *Dir:
+		n.parent, n.name = nd, newName
+		d.subdirs--
+		nd.subdirs++
+	case leafNode:
+		l := n.leafPart()
+		for i := range l.links {
+			if l.links[i] == (link{d, name}) {
+				l.links[i] = link{nd, newName}
+				break
+			}
+		}
+		if f, ok := n.(*File); ok && f.auto == (link{d, name}) {
+			f.persistLocked()
+		}
+	}
+	d.entries--
+	nd.entries++
+}

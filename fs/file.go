@@ -1,0 +1,197 @@
+package fs
+
+import (
+	"context"
+	"syscall"
+
+	fusefs "github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+
+	"github.com/tempfs/tempfs/spool"
+)
+
+// File is a regular file. Its bytes live in a spool.File; this node keeps names, open counts and the lifetime
+// rule of contract section 3: a file made from a template loses its generated name when its last handle is
+// released, unless it was persisted (rename, or user.tempfs.lifetime=keep).
+//
+// Lock order: FS.nsMu, then attrs.mu, then the spool file's lock.
+type File struct {
+	fusefs.Inode
+	leaf
+	fs   *FS
+	data *spool.File
+
+	// Guarded by FS.nsMu.
+	opens       int  // open handles of every kind
+	cachedOpens int  // handles served by the daemon
+	ptOpens     int  // handles the kernel serves by passthrough
+	auto        link // the generated name removed at last close; auto.dir == nil when persisted
+	freed       bool
+}
+
+var (
+	_ = (fusefs.NodeOpener)((*File)(nil))
+	_ = (fusefs.NodeGetattrer)((*File)(nil))
+	_ = (fusefs.NodeSetattrer)((*File)(nil))
+	_ = (fusefs.NodeGetxattrer)((*File)(nil))
+	_ = (fusefs.NodeSetxattrer)((*File)(nil))
+	_ = (fusefs.NodeListxattrer)((*File)(nil))
+	_ = (fusefs.NodeRemovexattrer)((*File)(nil))
+	_ = (leafNode)((*File)(nil))
+)
+
+func (f *File) base() *attrs { return &f.attrs }
+
+func (f *File) getattr(out *fuse.Attr) {
+	f.attrs.fill(out)
+	out.Size = uint64(f.data.Size())
+	out.Blocks = uint64(f.data.Blocks())
+	f.fs.nsMu.Lock()
+	out.Nlink = uint32(len(f.links))
+	f.fs.nsMu.Unlock()
+}
+
+func (f *File) unusedLocked() bool { return len(f.links) == 0 && f.opens == 0 && !f.freed }
+
+func (f *File) free() {
+	f.fs.nsMu.Lock()
+	f.freed = true
+	f.fs.nsMu.Unlock()
+	if err := f.data.Close(); err != nil {
+		f.fs.log.Warn("closing spool file", "err", err)
+	}
+	f.fs.counts.files.Add(-1)
+	f.ForgetPersistent()
+}
+
+// ephemeralLocked reports whether the file still goes away at its last close.
+func (f *File) ephemeralLocked() bool { return f.auto.dir != nil }
+
+// persistLocked makes the file ordinary: it keeps its names after the last close.
+func (f *File) persistLocked() {
+	if f.auto.dir != nil {
+		f.auto = link{}
+		f.fs.counts.ephemeralFiles.Add(-1)
+	}
+}
+
+func (f *File) Getattr(ctx context.Context, fh fusefs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	f.getattr(&out.Attr)
+	out.SetTimeout(f.fs.opts.AttrTimeout)
+	return 0
+}
+
+func (f *File) Setattr(ctx context.Context, fh fusefs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
+	if size, ok := in.GetSize(); ok {
+		if size > uint64(spool.MaxFileSize) {
+			return syscall.EFBIG
+		}
+		if err := f.data.Truncate(int64(size)); err != nil {
+			return toErrno(f.fs.log, "truncate", err)
+		}
+		f.attrs.touchModified()
+	}
+	f.attrs.setattr(in)
+	f.getattr(&out.Attr)
+	out.SetTimeout(f.fs.opts.AttrTimeout)
+	return 0
+}
+
+// Open hands out a handle. A disk-resident file may be served by passthrough; the kernel refuses to mix
+// passthrough and daemon-served handles on one inode, so passthrough is offered only while no daemon-served
+// handle is open, and RAM-resident files are always daemon-served (the daemon must see their writes to roll
+// them over and keep the memory cap).
+func (f *File) Open(ctx context.Context, flags uint32) (fusefs.FileHandle, uint32, syscall.Errno) {
+	if flags&syscall.O_TRUNC != 0 && flags&syscall.O_ACCMODE != syscall.O_RDONLY {
+		if err := f.data.Truncate(0); err != nil {
+			return nil, 0, toErrno(f.fs.log, "open O_TRUNC", err)
+		}
+		f.attrs.touchModified()
+	}
+	f.fs.nsMu.Lock()
+	if f.freed {
+		f.fs.nsMu.Unlock()
+		return nil, 0, syscall.ENOENT
+	}
+	h := f.openLocked(flags)
+	f.fs.nsMu.Unlock()
+	return h, 0, 0
+}
+
+// openLocked counts a new handle and decides how the kernel serves it. The caller holds FS.nsMu.
+func (f *File) openLocked(flags uint32) *handle {
+	h := &handle{file: f, flags: flags}
+	if f.fs.passthrough.Load() && f.cachedOpens == 0 && f.data.Tier() == spool.Disk {
+		h.passthrough = true
+		f.ptOpens++
+		if flags&syscall.O_ACCMODE != syscall.O_RDONLY {
+			f.data.NoteExternalWrite()
+		}
+		f.fs.counts.passthroughOpens.Add(1)
+	} else {
+		f.cachedOpens++
+	}
+	f.opens++
+	f.fs.counts.openHandles.Add(1)
+	return h
+}
+
+// release is the end of one handle; at the last one an ephemeral file loses its generated name and a file
+// without names frees its data. RELEASE is the only reliable last-close signal (kernel-notes.md).
+func (f *File) release(h *handle) {
+	fsys := f.fs
+	fsys.nsMu.Lock()
+	f.opens--
+	if h.passthrough {
+		f.ptOpens--
+	} else {
+		f.cachedOpens--
+	}
+	var gone link
+	var alias string
+	if f.opens == 0 && f.auto.dir != nil {
+		gone = f.auto
+		f.persistLocked()
+		if f.removeLinkLocked(gone.dir, gone.name) {
+			gone.dir.entries--
+			alias = gone.dir.alias
+		} else {
+			gone = link{}
+		}
+	}
+	unused := f.unusedLocked()
+	fsys.nsMu.Unlock()
+	fsys.counts.openHandles.Add(-1)
+
+	if gone.dir != nil {
+		d := gone.dir
+		d.RmChild(gone.name)
+		if alias != "" && d.GetChild(alias) == f.EmbeddedInode() {
+			d.dropAlias(alias)
+		}
+		d.attrs.touchModified()
+		// Tell the kernel the name is gone, so that a cached dentry cannot outlive the file.
+		if errno := d.NotifyDelete(gone.name, f.EmbeddedInode()); errno != 0 && errno != syscall.ENOENT {
+			fsys.log.Debug("notify delete", "name", gone.name, "errno", errno)
+		}
+	}
+	if unused {
+		f.free()
+	}
+}
+
+func (f *File) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, syscall.Errno) {
+	return getxattr(ctx, f, attr, dest)
+}
+
+func (f *File) Setxattr(ctx context.Context, attr string, data []byte, flags uint32) syscall.Errno {
+	return setxattr(ctx, f, attr, data, flags)
+}
+
+func (f *File) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errno) {
+	return listxattr(ctx, f, dest)
+}
+
+func (f *File) Removexattr(ctx context.Context, attr string) syscall.Errno {
+	return removexattr(ctx, f, attr)
+}

@@ -1,0 +1,117 @@
+// Package fs serves tempfs's node tree over FUSE. It is the only package that speaks FUSE or returns
+// syscall.Errno: names come from package naming, file bytes from package spool, and the lifetimes of contract
+// section 3 (open counts, removal at last close, persisting) live here.
+//
+// The go-fuse Inode tree is the directory structure. tempfs keeps, beside it, what go-fuse does not know:
+// the links of each node (for st_nlink and user.tempfs.path), entry counts (for rmdir and st_size), open counts
+// and the template rules. All of that is guarded by FS.nsMu, a namespace lock held for microseconds.
+//
+// Template aliases: when Create or Mkdir answers for a template name, go-fuse's bridge links the new node under
+// the template name too (kernel-notes.md). tempfs links the generated name itself and treats every child whose
+// name is a template as such an alias: Lookup never finds it, Readdir hides it, and it is dropped on the next
+// template create in that directory or when its node goes away. Real entries never have template names.
+package fs
+
+import (
+	"context"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	fusefs "github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+
+	"github.com/tempfs/tempfs/spool"
+)
+
+// Options configure a filesystem.
+type Options struct {
+	// Mountpoint is the absolute path where the tree is mounted; user.tempfs.path answers below it.
+	Mountpoint string
+	// Pool stores the bytes of every regular file.
+	Pool *spool.Pool
+	// RootMode is the permission bits of the root directory (like /tmp: 01777).
+	RootMode uint32
+	// RootUID and RootGID own the root directory: the user who mounted.
+	RootUID, RootGID uint32
+	// Passthrough lets the kernel read and write disk-resident files directly. It must be off when the disk
+	// cap is set: the daemon must see every write to enforce it.
+	Passthrough bool
+	// EntryTimeout and AttrTimeout are how long the kernel may cache ordinary names and attributes. Entries
+	// made from templates are always answered with 0 (kernel-notes.md).
+	EntryTimeout, AttrTimeout time.Duration
+	// Logger receives errors that collapse to EIO and other events worth a line.
+	Logger *slog.Logger
+}
+
+// FS is one mounted tempfs.
+type FS struct {
+	opts Options
+	log  *slog.Logger
+	pool *spool.Pool
+	root *Dir
+
+	// nsMu guards the namespace metadata kept beside go-fuse's tree: links, entry counts, open counts,
+	// template draws and aliases. Lock order: nsMu, then a node's attrs.mu, then spool locks, then go-fuse's
+	// own Inode locks (taken inside GetChild/AddChild/RmChild). Never hold it across a kernel notification.
+	nsMu sync.Mutex
+
+	passthrough       atomic.Bool
+	passthroughLogged atomic.Bool
+	started           time.Time
+	counts            counters
+	createdSeq        atomic.Uint64
+}
+
+// counters are what `tempfs status` reports about the tree.
+type counters struct {
+	files, dirs, others atomic.Int64
+	openHandles         atomic.Int64
+	templateEntries     atomic.Int64 // entries made from templates so far
+	ephemeralFiles      atomic.Int64 // live files that go away at last close
+	bytesWritten        atomic.Int64
+	passthroughOpens    atomic.Int64
+}
+
+// New builds the tree; mount it with Mount.
+func New(opts Options) *FS {
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.RootMode == 0 {
+		opts.RootMode = 01777
+	}
+	fsys := &FS{opts: opts, log: opts.Logger, pool: opts.Pool, started: time.Now()}
+	fsys.passthrough.Store(opts.Passthrough)
+	fsys.root = &Dir{attrs: newAttrs(syscall.S_IFDIR|opts.RootMode&07777, opts.RootUID, opts.RootGID)}
+	fsys.root.fs = fsys
+	fsys.counts.dirs.Add(1)
+	return fsys
+}
+
+// Root is the root node, for fusefs.NewNodeFS.
+func (fsys *FS) Root() fusefs.InodeEmbedder { return fsys.root }
+
+// caller returns the uid, gid and pid (thread id) of the process behind a request.
+func caller(ctx context.Context) (uid, gid, pid uint32) {
+	if c, ok := fuse.FromContext(ctx); ok {
+		return c.Uid, c.Gid, c.Pid
+	}
+	return 0, 0, 0
+}
+
+// entryTimeouts sets the cache timeouts for an ordinary entry.
+func (fsys *FS) entryTimeouts(out *fuse.EntryOut) {
+	out.SetEntryTimeout(fsys.opts.EntryTimeout)
+	out.SetAttrTimeout(fsys.opts.AttrTimeout)
+}
+
+// node is what every node type of this package is: an InodeEmbedder with attrs and a place in the tree.
+type node interface {
+	fusefs.InodeEmbedder
+	base() *attrs
+	// getattr fills out completely (mode, owner, times, size, blocks, nlink).
+	getattr(out *fuse.Attr)
+}

@@ -1,0 +1,101 @@
+package fs
+
+import (
+	"context"
+	"syscall"
+
+	fusefs "github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+)
+
+// handle is one open file description of a File. Handles served by passthrough still implement Read and Write:
+// if the kernel or go-fuse turned passthrough off, requests come here and are served all the same.
+type handle struct {
+	file        *File
+	flags       uint32
+	passthrough bool
+}
+
+var (
+	_ = (fusefs.FileReader)((*handle)(nil))
+	_ = (fusefs.FileWriter)((*handle)(nil))
+	_ = (fusefs.FileReleaser)((*handle)(nil))
+	_ = (fusefs.FileFlusher)((*handle)(nil))
+	_ = (fusefs.FileFsyncer)((*handle)(nil))
+	_ = (fusefs.FileAllocater)((*handle)(nil))
+	_ = (fusefs.FileLseeker)((*handle)(nil))
+	_ = (fusefs.FilePassthroughFder)((*handle)(nil))
+)
+
+// PassthroughFd is asked by go-fuse once per inode, at the first open, to register the backing file.
+func (h *handle) PassthroughFd() (int, bool) {
+	if !h.passthrough {
+		return -1, false
+	}
+	return h.file.data.PassthroughFd()
+}
+
+// notePassthroughMiss is called when a request reaches a handle that was meant to be served by the kernel:
+// passthrough did not take effect (go-fuse turns it off for the whole mount when registration fails).
+func (h *handle) notePassthroughMiss() {
+	fsys := h.file.fs
+	if fsys.passthroughLogged.CompareAndSwap(false, true) {
+		fsys.log.Warn("passthrough did not take effect; serving file data from the daemon")
+	}
+	fsys.passthrough.Store(false)
+}
+
+func (h *handle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
+	if h.passthrough {
+		h.notePassthroughMiss()
+	}
+	n, err := h.file.data.ReadAt(dest, off)
+	if err != nil {
+		return nil, toErrno(h.file.fs.log, "read", err)
+	}
+	h.file.attrs.touchAccessed()
+	return fuse.ReadResultData(dest[:n]), 0
+}
+
+func (h *handle) Write(ctx context.Context, data []byte, off int64) (uint32, syscall.Errno) {
+	if h.passthrough {
+		h.notePassthroughMiss()
+	}
+	n, err := h.file.data.WriteAt(data, off)
+	if n > 0 {
+		h.file.attrs.touchModified()
+		h.file.fs.counts.bytesWritten.Add(int64(n))
+	}
+	if err != nil {
+		return uint32(n), toErrno(h.file.fs.log, "write", err)
+	}
+	return uint32(n), 0
+}
+
+// Flush answers ENOSYS: nothing needs it, and the kernel then stops sending FLUSH on every close(2), which
+// saves a round trip per close (kernel-notes.md).
+func (h *handle) Flush(ctx context.Context) syscall.Errno { return syscall.ENOSYS }
+
+// Fsync has nothing to do: tempfs data is never meant to survive the mount.
+func (h *handle) Fsync(ctx context.Context, flags uint32) syscall.Errno { return 0 }
+
+func (h *handle) Release(ctx context.Context) syscall.Errno {
+	h.file.release(h)
+	return 0
+}
+
+func (h *handle) Allocate(ctx context.Context, off uint64, size uint64, mode uint32) syscall.Errno {
+	if err := h.file.data.Allocate(int64(off), int64(size), mode); err != nil {
+		return toErrno(h.file.fs.log, "fallocate", err)
+	}
+	h.file.attrs.touchModified()
+	return 0
+}
+
+func (h *handle) Lseek(ctx context.Context, off uint64, whence uint32) (uint64, syscall.Errno) {
+	pos, err := h.file.data.Seek(int64(off), int(whence))
+	if err != nil {
+		return 0, toErrno(h.file.fs.log, "lseek", err)
+	}
+	return uint64(pos), 0
+}

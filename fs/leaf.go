@@ -1,0 +1,54 @@
+package fs
+
+import (
+	"slices"
+	"strings"
+)
+
+// link is one name of a node: an entry in a directory.
+type link struct {
+	dir  *Dir
+	name string
+}
+
+// leaf is the part that files, symlinks and special files share: they can have several names (hard links) or
+// none (unlinked but open, or made with O_TMPFILE).
+type leaf struct {
+	attrs
+	links []link // guarded by FS.nsMu
+}
+
+// leafNode is implemented by every node type that is not a directory.
+type leafNode interface {
+	node
+	leafPart() *leaf
+	// unusedLocked reports whether the node has neither names nor open handles left, so that its resources
+	// can go. The caller holds FS.nsMu.
+	unusedLocked() bool
+	// free releases the node's resources. It is called once, after unusedLocked said so, without FS.nsMu.
+	free()
+}
+
+func (l *leaf) leafPart() *leaf { return l }
+
+// removeLinkLocked drops the name (d, name); the caller holds FS.nsMu.
+func (l *leaf) removeLinkLocked(d *Dir, name string) bool {
+	i := slices.Index(l.links, link{d, name})
+	if i < 0 {
+		return false
+	}
+	l.links = slices.Delete(l.links, i, i+1)
+	return true
+}
+
+// pathLocked is the absolute path of the node's first remaining name, or "" when it has none.
+func (l *leaf) pathLocked() string {
+	if len(l.links) == 0 {
+		return ""
+	}
+	dp := l.links[0].dir.pathLocked()
+	if dp == "" {
+		return ""
+	}
+	return strings.TrimSuffix(dp, "/") + "/" + l.links[0].name
+}

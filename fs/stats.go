@@ -1,0 +1,103 @@
+package fs
+
+import (
+	"encoding/json"
+	"syscall"
+	"time"
+
+	"github.com/hanwen/go-fuse/v2/fuse"
+)
+
+// Stats is what `tempfs status` shows; the JSON names are part of the contract (section 5).
+type Stats struct {
+	Entries         int64   `json:"entries"`
+	Files           int64   `json:"files"`
+	Dirs            int64   `json:"dirs"`
+	Others          int64   `json:"others"`
+	EphemeralFiles  int64   `json:"ephemeral_files"`
+	TemplateEntries int64   `json:"template_entries"`
+	OpenHandles     int64   `json:"open_handles"`
+	RAMBytes        int64   `json:"ram_bytes"`
+	RAMCap          int64   `json:"ram_cap"`
+	PeakRAMBytes    int64   `json:"peak_ram_bytes"`
+	DiskBytes       int64   `json:"disk_bytes"`
+	DiskCap         int64   `json:"disk_cap"`
+	MemoryFiles     int64   `json:"memory_files"`
+	DiskFiles       int64   `json:"disk_files"`
+	Rollovers       int64   `json:"rollovers"`
+	SpilledBytes    int64   `json:"spilled_bytes"`
+	BytesWritten    int64   `json:"bytes_written"`
+	Passthrough     bool    `json:"passthrough"`
+	MaxSize         int64   `json:"max_size"`
+	Store           string  `json:"store"`
+	UptimeSeconds   float64 `json:"uptime_seconds"`
+}
+
+// Stats gathers the tree's and the spool's counters.
+func (fsys *FS) Stats() Stats {
+	ps := fsys.pool.Stats()
+	cfg := fsys.pool.Config()
+	s := Stats{
+		Files:           fsys.counts.files.Load(),
+		Dirs:            fsys.counts.dirs.Load() - 1, // the root is not an entry
+		Others:          fsys.counts.others.Load(),
+		EphemeralFiles:  fsys.counts.ephemeralFiles.Load(),
+		TemplateEntries: fsys.counts.templateEntries.Load(),
+		OpenHandles:     fsys.counts.openHandles.Load(),
+		RAMBytes:        ps.RAMBytes,
+		RAMCap:          ps.RAMCap,
+		PeakRAMBytes:    ps.PeakRAMBytes,
+		DiskBytes:       ps.DiskBytes,
+		DiskCap:         ps.DiskCap,
+		MemoryFiles:     ps.MemoryFiles,
+		DiskFiles:       ps.DiskFiles,
+		Rollovers:       ps.Rollovers,
+		SpilledBytes:    ps.SpilledBytes,
+		BytesWritten:    fsys.counts.bytesWritten.Load(),
+		Passthrough:     fsys.passthrough.Load(),
+		MaxSize:         cfg.MaxSize,
+		UptimeSeconds:   time.Since(fsys.started).Seconds(),
+	}
+	if cfg.Store != nil {
+		s.Store = cfg.Store.Path()
+	}
+	s.Entries = s.Files + s.Dirs + s.Others
+	return s
+}
+
+// StatsJSON is Stats as user.tempfs.stats answers it.
+func (fsys *FS) StatsJSON() ([]byte, error) {
+	return json.Marshal(fsys.Stats())
+}
+
+// statfs reports the space tempfs can hold: the RAM cap plus the disk (the disk cap, or the store's filesystem),
+// so that df shows what a writer can count on.
+func (fsys *FS) statfs(out *fuse.StatfsOut) {
+	const bsize = 4096
+	ps := fsys.pool.Stats()
+	cfg := fsys.pool.Config()
+	var diskTotal, diskFree int64
+	if cfg.Store != nil {
+		var st syscall.Statfs_t
+		if err := syscall.Statfs(cfg.Store.Path(), &st); err == nil {
+			diskTotal = int64(st.Blocks) * st.Bsize
+			diskFree = int64(st.Bavail) * st.Bsize
+		}
+	}
+	if ps.DiskCap > 0 {
+		diskTotal = ps.DiskCap
+		diskFree = min(diskFree, max(ps.DiskCap-ps.DiskBytes, 0))
+	}
+	total := ps.RAMCap + diskTotal
+	free := max(ps.RAMCap-ps.RAMBytes, 0) + diskFree
+	out.Bsize = bsize
+	out.Frsize = bsize
+	out.Blocks = uint64(total / bsize)
+	out.Bfree = uint64(free / bsize)
+	out.Bavail = out.Bfree
+	out.NameLen = 255
+	const maxFiles = 1 << 32
+	used := fsys.counts.files.Load() + fsys.counts.dirs.Load() + fsys.counts.others.Load()
+	out.Files = maxFiles
+	out.Ffree = uint64(max(maxFiles-used, 0))
+}

@@ -1,0 +1,300 @@
+package fs
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+// Extended attributes. Stored ones (user.*, trusted.*, security.*) live in memory with the node. The
+// user.tempfs.* names are answered by tempfs itself (contract sections 2-4):
+//
+//	user.tempfs.path      every entry: its absolute path in the mount
+//	user.tempfs.lifetime  "close" for a file that goes at its last close, else "keep"; set "keep" to persist
+//	user.tempfs.spool     regular files: "memory" or "disk"
+//	user.tempfs.rollover  regular files, set only: move the data to disk now (SpooledTemporaryFile.rollover)
+//	user.tempfs.created   directories: the last name the calling process made here from a template
+//	user.tempfs.stats     the root: the daemon's status as JSON (tempfs status reads it)
+const (
+	xattrPrefix   = "user.tempfs."
+	xattrPath     = "user.tempfs.path"
+	xattrLifetime = "user.tempfs.lifetime"
+	xattrSpool    = "user.tempfs.spool"
+	xattrRollover = "user.tempfs.rollover"
+	xattrCreated  = "user.tempfs.created"
+	xattrStats    = "user.tempfs.stats"
+)
+
+// storableNamespace reports whether attr may be stored. system.* (ACLs) is not supported, as on a tmpfs
+// mounted without ACLs.
+func storableNamespace(attr string) bool {
+	return strings.HasPrefix(attr, "user.") || strings.HasPrefix(attr, "trusted.") || strings.HasPrefix(attr, "security.")
+}
+
+// virtualXattr answers a user.tempfs.* name; ok is false when the name means nothing for this node.
+func virtualXattr(ctx context.Context, n node, attr string) (value []byte, ok bool, errno syscall.Errno) {
+	fsys := fsOf(n)
+	switch attr {
+	case xattrPath:
+		fsys.nsMu.Lock()
+		p := pathLocked(n)
+		fsys.nsMu.Unlock()
+		if p == "" {
+			return nil, false, 0
+		}
+		return []byte(p), true, 0
+	case xattrLifetime:
+		lifetime := "keep"
+		if f, isFile := n.(*File); isFile {
+			fsys.nsMu.Lock()
+			if f.ephemeralLocked() {
+				lifetime = "close"
+			}
+			fsys.nsMu.Unlock()
+		}
+		return []byte(lifetime), true, 0
+	case xattrSpool:
+		if f, isFile := n.(*File); isFile {
+			return []byte(f.data.Tier().String()), true, 0
+		}
+	case xattrCreated:
+		if d, isDir := n.(*Dir); isDir {
+			if name := d.createdFor(ctx); name != "" {
+				return []byte(name), true, 0
+			}
+		}
+	case xattrStats:
+		if d, isDir := n.(*Dir); isDir && d == fsys.root {
+			js, err := fsys.StatsJSON()
+			if err != nil {
+				return nil, false, toErrno(fsys.log, "stats", err)
+			}
+			return js, true, 0
+		}
+	}
+	return nil, false, 0
+}
+
+func fsOf(n node) *FS {
+	switch n := n.(type) {
+	case *Dir:
+		return n.fs
+	case *File:
+		return n.fs
+	case *Symlink:
+		return n.fs
+	case *Special:
+		return n.fs
+	}
+	panic("fs: unknown node type")
+}
+
+// pathLocked is a node's absolute path in the mount, "" when it has no name. The caller holds nsMu.
+func pathLocked(n node) string {
+	switch n := n.(type) {
+	case *Dir:
+		if n.removed {
+			return ""
+		}
+		return n.pathLocked()
+	case leafNode:
+		return n.leafPart().pathLocked()
+	}
+	return ""
+}
+
+// copyOut answers a get/list request: the size when dest is empty, ERANGE when it is too small.
+func copyOut(value, dest []byte) (uint32, syscall.Errno) {
+	if len(dest) == 0 {
+		return uint32(len(value)), 0
+	}
+	if len(dest) < len(value) {
+		return uint32(len(value)), syscall.ERANGE
+	}
+	return uint32(copy(dest, value)), 0
+}
+
+func getxattr(ctx context.Context, n node, attr string, dest []byte) (uint32, syscall.Errno) {
+	if strings.HasPrefix(attr, xattrPrefix) {
+		value, ok, errno := virtualXattr(ctx, n, attr)
+		if errno != 0 {
+			return 0, errno
+		}
+		if !ok {
+			return 0, syscall.ENODATA
+		}
+		return copyOut(value, dest)
+	}
+	a := n.base()
+	a.mu.Lock()
+	value, ok := a.xattrs[attr]
+	a.mu.Unlock()
+	if !ok {
+		return 0, syscall.ENODATA
+	}
+	return copyOut(value, dest)
+}
+
+func setxattr(ctx context.Context, n node, attr string, data []byte, flags uint32) syscall.Errno {
+	if strings.HasPrefix(attr, xattrPrefix) {
+		return setVirtualXattr(n, attr, data)
+	}
+	if !storableNamespace(attr) {
+		return syscall.EOPNOTSUPP
+	}
+	a := n.base()
+	a.mu.Lock()
+	_, exists := a.xattrs[attr]
+	switch {
+	case flags&unix.XATTR_CREATE != 0 && exists:
+		a.mu.Unlock()
+		return syscall.EEXIST
+	case flags&unix.XATTR_REPLACE != 0 && !exists:
+		a.mu.Unlock()
+		return syscall.ENODATA
+	}
+	if a.xattrs == nil {
+		a.xattrs = make(map[string][]byte)
+	}
+	a.xattrs[attr] = bytes.Clone(data)
+	a.mu.Unlock()
+	a.touchChanged()
+	return 0
+}
+
+// setVirtualXattr performs the user.tempfs.* actions; the read-only names answer EPERM.
+func setVirtualXattr(n node, attr string, data []byte) syscall.Errno {
+	f, isFile := n.(*File)
+	value := strings.TrimRight(string(data), "\x00\n")
+	switch {
+	case attr == xattrLifetime && isFile:
+		switch value {
+		case "keep":
+			f.fs.nsMu.Lock()
+			f.persistLocked()
+			f.fs.nsMu.Unlock()
+			return 0
+		case "close":
+			f.fs.nsMu.Lock()
+			ephemeral := f.ephemeralLocked()
+			f.fs.nsMu.Unlock()
+			if ephemeral {
+				return 0
+			}
+		}
+		return syscall.EINVAL
+	case attr == xattrLifetime && value == "keep":
+		return 0 // directories and other entries are kept anyway
+	case attr == xattrRollover && isFile:
+		if err := f.data.Rollover(); err != nil {
+			return toErrno(f.fs.log, "rollover", err)
+		}
+		return 0
+	}
+	return syscall.EPERM
+}
+
+func removexattr(ctx context.Context, n node, attr string) syscall.Errno {
+	if strings.HasPrefix(attr, xattrPrefix) {
+		return syscall.EPERM
+	}
+	a := n.base()
+	a.mu.Lock()
+	_, ok := a.xattrs[attr]
+	delete(a.xattrs, attr)
+	if len(a.xattrs) == 0 {
+		a.xattrs = nil
+	}
+	a.mu.Unlock()
+	if !ok {
+		return syscall.ENODATA
+	}
+	a.touchChanged()
+	return 0
+}
+
+func listxattr(ctx context.Context, n node, dest []byte) (uint32, syscall.Errno) {
+	names := []string{xattrPath, xattrLifetime}
+	switch n := n.(type) {
+	case *File:
+		names = append(names, xattrSpool)
+	case *Dir:
+		if n == n.fs.root {
+			names = append(names, xattrStats)
+		}
+	}
+	a := n.base()
+	a.mu.Lock()
+	stored := make([]string, 0, len(a.xattrs))
+	for k := range a.xattrs {
+		stored = append(stored, k)
+	}
+	a.mu.Unlock()
+	slices.Sort(stored)
+	var buf bytes.Buffer
+	for _, name := range append(names, stored...) {
+		buf.WriteString(name)
+		buf.WriteByte(0)
+	}
+	return copyOut(buf.Bytes(), dest)
+}
+
+// createdFor answers user.tempfs.created for the calling process. Requests carry the calling thread's id; the
+// record may have been made by another thread of the same process, so records are matched by thread id first
+// and then through /proc/PID/task of the caller's process (kernel-notes.md: map tids to their process).
+func (d *Dir) createdFor(ctx context.Context) string {
+	_, _, tid := caller(ctx)
+	d.fs.nsMu.Lock()
+	if r, ok := d.created[tid]; ok {
+		d.fs.nsMu.Unlock()
+		return r.name
+	}
+	records := make(map[uint32]createdRecord, len(d.created))
+	for k, v := range d.created {
+		records[k] = v
+	}
+	d.fs.nsMu.Unlock()
+	tgid := processOf(tid)
+	if tgid == 0 {
+		return ""
+	}
+	var best createdRecord
+	for recTid, r := range records {
+		if r.seq <= best.seq {
+			continue
+		}
+		if recTid == tgid || sameProcess(tgid, recTid) {
+			best = r
+		}
+	}
+	return best.name
+}
+
+// processOf maps a thread id to its process id (the Tgid line of /proc/TID/status).
+func processOf(tid uint32) uint32 {
+	data, err := os.ReadFile("/proc/" + strconv.FormatUint(uint64(tid), 10) + "/status")
+	if err != nil {
+		return 0
+	}
+	for line := range strings.Lines(string(data)) {
+		if v, ok := strings.CutPrefix(line, "Tgid:"); ok {
+			n, err := strconv.ParseUint(strings.TrimSpace(v), 10, 32)
+			if err != nil {
+				return 0
+			}
+			return uint32(n)
+		}
+	}
+	return 0
+}
+
+func sameProcess(tgid, tid uint32) bool {
+	_, err := os.Stat("/proc/" + strconv.FormatUint(uint64(tgid), 10) + "/task/" + strconv.FormatUint(uint64(tid), 10))
+	return err == nil
+}

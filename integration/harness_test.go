@@ -1,0 +1,288 @@
+// Package integration runs the built tempfs binary against real mounts and checks the contract
+// (../shared/design/contract.md) from separate processes. It never imports the project's packages.
+package integration
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// tempfsBin is the binary under test, built once by TestMain.
+var tempfsBin string
+
+func TestMain(m *testing.M) {
+	os.Exit(runTests(m))
+}
+
+func runTests(m *testing.M) int {
+	dir, err := os.MkdirTemp("", "tempfs-integration-bin-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	tempfsBin = filepath.Join(dir, "tempfs")
+	args := []string{"build", "-o", tempfsBin}
+	if raceEnabled {
+		args = append(args, "-race")
+	}
+	build := exec.Command("go", append(args, "github.com/tempfs/tempfs/cmd/tempfs")...)
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "building tempfs:", err)
+		return 1
+	}
+	return m.Run()
+}
+
+// requireFUSE skips a test that needs a real mount when the machine cannot mount; in CI (CI=true) that is a
+// failure instead, so that integration tests can never be skipped silently there.
+func requireFUSE(t testing.TB) {
+	t.Helper()
+	reason := ""
+	if _, err := os.Stat("/dev/fuse"); err != nil {
+		reason = "no /dev/fuse"
+	} else if os.Geteuid() != 0 {
+		if _, err := exec.LookPath("fusermount3"); err != nil {
+			reason = "not root and no fusermount3"
+		}
+	}
+	if reason == "" {
+		return
+	}
+	if os.Getenv("CI") == "true" {
+		t.Fatalf("cannot mount (%s), and CI=true forbids skipping integration tests", reason)
+	}
+	t.Skipf("cannot mount: %s", reason)
+}
+
+// syncBuffer collects a daemon's stderr while the test reads it.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// mount is a running `tempfs mount` serving Dir, with its disk store under StoreParent.
+type mount struct {
+	Dir         string
+	StoreParent string
+	cmd         *exec.Cmd
+	log         *syncBuffer
+	exited      chan struct{}
+	exitErr     error
+	stopped     bool
+}
+
+// startMount runs `tempfs mount --ready-fd=3 --store STORE [args] DIR` and returns once the daemon wrote
+// "ready" on fd 3 (no sleeps). Cleanup unmounts with SIGTERM and fails the test if the daemon does not exit
+// cleanly, a mount is left, or the store directory is left behind.
+func startMount(t testing.TB, args ...string) *mount {
+	t.Helper()
+	requireFUSE(t)
+	m := &mount{Dir: t.TempDir(), StoreParent: t.TempDir(), log: &syncBuffer{}, exited: make(chan struct{})}
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	full := append([]string{"mount", "--ready-fd=3", "--store", m.StoreParent}, args...)
+	full = append(full, m.Dir)
+	m.cmd = exec.Command(tempfsBin, full...)
+	m.cmd.Stderr = m.log
+	m.cmd.ExtraFiles = []*os.File{w}
+	if err := m.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	w.Close()
+	go func() {
+		m.exitErr = m.cmd.Wait()
+		close(m.exited)
+	}()
+	line := make(chan string, 1)
+	go func() {
+		s, _ := bufio.NewReader(r).ReadString('\n')
+		r.Close()
+		line <- strings.TrimSpace(s)
+	}()
+	select {
+	case l := <-line:
+		if l != "ready" {
+			<-m.exited
+			t.Fatalf("tempfs mount did not become ready: %q; exit: %v; log:\n%s", l, m.exitErr, m.log.String())
+		}
+	case <-time.After(60 * time.Second):
+		_ = m.cmd.Process.Kill()
+		t.Fatalf("tempfs mount: no ready signal after 60s; log:\n%s", m.log.String())
+	}
+	t.Cleanup(func() { m.stop(t) })
+	return m
+}
+
+// Path joins names below the mountpoint.
+func (m *mount) Path(elem ...string) string { return filepath.Join(append([]string{m.Dir}, elem...)...) }
+
+// Pid is the daemon's process id.
+func (m *mount) Pid() int { return m.cmd.Process.Pid }
+
+// Log is what the daemon wrote on stderr so far.
+func (m *mount) Log() string { return m.log.String() }
+
+// stop unmounts with SIGTERM and checks that everything is gone.
+func (m *mount) stop(t testing.TB) {
+	t.Helper()
+	if m.stopped {
+		return
+	}
+	m.stopped = true
+	select {
+	case <-m.exited:
+	default:
+		_ = m.cmd.Process.Signal(syscall.SIGTERM)
+	}
+	select {
+	case <-m.exited:
+	case <-time.After(30 * time.Second):
+		abortConnection(m.Dir)
+		_ = m.cmd.Process.Kill()
+		<-m.exited
+		_ = syscall.Unmount(m.Dir, syscall.MNT_DETACH)
+		t.Errorf("tempfs mount did not exit 30s after SIGTERM; log:\n%s", m.log.String())
+		return
+	}
+	if m.exitErr != nil {
+		t.Errorf("tempfs mount exited with %v; log:\n%s", m.exitErr, m.log.String())
+	}
+	if isMounted(m.Dir) {
+		_ = syscall.Unmount(m.Dir, syscall.MNT_DETACH)
+		t.Errorf("%s is still mounted after the daemon exited", m.Dir)
+	}
+	if left := storeDirs(t, m.StoreParent); len(left) > 0 {
+		t.Errorf("store directories left behind: %v", left)
+	}
+}
+
+// wait waits for the daemon to exit on its own (after an external unmount) and returns its exit error.
+func (m *mount) wait(t testing.TB, d time.Duration) error {
+	t.Helper()
+	select {
+	case <-m.exited:
+		return m.exitErr
+	case <-time.After(d):
+		t.Fatalf("daemon still running after %v; log:\n%s", d, m.log.String())
+		return nil
+	}
+}
+
+// storeDirs lists tempfs store directories under parent.
+func storeDirs(t testing.TB, parent string) []string {
+	t.Helper()
+	matches, err := filepath.Glob(filepath.Join(parent, "tempfs-store-*"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return matches
+}
+
+// isMounted reports whether dir is a mountpoint in /proc/self/mountinfo.
+func isMounted(dir string) bool {
+	data, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return false
+	}
+	for line := range strings.Lines(string(data)) {
+		f := strings.Fields(line)
+		if len(f) > 4 && f[4] == dir {
+			return true
+		}
+	}
+	return false
+}
+
+// abortConnection aborts the FUSE connection of dir, for a daemon that hangs (kernel-notes.md).
+func abortConnection(dir string) {
+	data, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return
+	}
+	for line := range strings.Lines(string(data)) {
+		f := strings.Fields(line)
+		if len(f) > 4 && f[4] == dir {
+			if _, minor, ok := strings.Cut(f[2], ":"); ok {
+				_ = os.WriteFile("/sys/fs/fuse/connections/"+minor+"/abort", []byte("1"), 0)
+			}
+		}
+	}
+}
+
+// eventually polls cond until it holds or the deadline passes: the kernel releases handles asynchronously, so a
+// name made from a template goes within milliseconds after the last close, not necessarily before close returns.
+func eventually(t testing.TB, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("after %v: %s", d, what)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// sh runs a shell command line in dir from a separate process and returns its combined output.
+func sh(t testing.TB, dir, script string) string {
+	t.Helper()
+	cmd := exec.Command("sh", "-ec", script)
+	cmd.Dir = dir
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("sh -c %q: %v\n%s", script, err, out)
+	}
+	return string(out)
+}
+
+// shFails runs a shell command that must fail, and returns its output.
+func shFails(t testing.TB, dir, script string) string {
+	t.Helper()
+	cmd := exec.Command("sh", "-ec", script)
+	cmd.Dir = dir
+	out, err := cmd.CombinedOutput()
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) {
+		t.Fatalf("sh -c %q should have failed, got err=%v\n%s", script, err, out)
+	}
+	return string(out)
+}
+
+// listDir returns the names in dir (readdir through the mount).
+func listDir(t testing.TB, dir string) []string {
+	t.Helper()
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	names := make([]string, len(entries))
+	for i, e := range entries {
+		names[i] = e.Name()
+	}
+	return names
+}

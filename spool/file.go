@@ -1,0 +1,524 @@
+package spool
+
+// Lock order: see the package comment in pool.go (File.mu → Pool.mu; other Files only by TryLock).
+// Methods whose names start with "_" need f.mu held for writing unless their comment says otherwise.
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+
+	"golang.org/x/sys/unix"
+)
+
+// File is one regular file's bytes. All methods are safe for concurrent use: reads share f.mu,
+// everything that changes data, size or tier holds it exclusively, so a rollover is atomic with
+// respect to every other call on the File.
+type File struct {
+	pool *Pool
+
+	mu sync.RWMutex
+	// Guarded by mu.
+	fd       int   // memfd (Memory) or unlinked store file (Disk); -1 while a Memory file is empty
+	size     int64 // logical size; not used once external is set (fstat is then the truth)
+	tier     Tier  // written under mu and pool.mu both, so either lock suffices to read it
+	closed   bool
+	external bool // the kernel may write the backing fd directly (passthrough)
+
+	// Guarded by pool.mu.
+	accounted int64 // this file's share of pool.ramBytes or pool.diskBytes, by tier
+	heapIndex int   // position in pool.ramFiles, -1 when absent
+}
+
+// ReadAt reads like pread(2): a short count at end of file and 0, nil past it (never io.EOF,
+// since the FUSE layer answers with plain counts). Holes read as zeros.
+func (f *File) ReadAt(p []byte, off int64) (int, error) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	switch {
+	case f.closed:
+		return 0, ErrClosed
+	case off < 0:
+		return 0, fmt.Errorf("spool: read at negative offset %d: %w", off, errInvalid)
+	case len(p) == 0 || f.fd < 0 || off >= MaxFileSize:
+		return 0, nil
+	}
+	if int64(len(p)) > MaxFileSize-off {
+		p = p[:MaxFileSize-off]
+	}
+	n, err := preadFull(f.fd, p, off)
+	if err != nil {
+		return n, mapIOError("read", err)
+	}
+	return n, nil
+}
+
+// WriteAt writes like pwrite(2), extending the file if needed and leaving any gap before off as a
+// hole. A write that takes the file past MaxSize, or that the memory budget cannot hold, moves the
+// file to disk first. On failure the file keeps its old size; the count returned is the number of
+// bytes that stay written (only ever inside the old size).
+func (f *File) WriteAt(p []byte, off int64) (int, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	switch {
+	case f.closed:
+		return 0, ErrClosed
+	case off < 0:
+		return 0, fmt.Errorf("spool: write at negative offset %d: %w", off, errInvalid)
+	case len(p) == 0:
+		return 0, nil
+	case int64(len(p)) > MaxFileSize || off > MaxFileSize-int64(len(p)):
+		return 0, fmt.Errorf("spool: write of %d bytes at %d: %w", len(p), off, ErrTooLarge)
+	}
+	oldSize, err := f._currentSize()
+	if err != nil {
+		return 0, err
+	}
+	newSize := max(oldSize, off+int64(len(p)))
+	if newSize > oldSize {
+		if err := f._grow(oldSize, newSize, "write"); err != nil {
+			return 0, err
+		}
+	}
+	n, err := pwriteFull(f.fd, p, off)
+	if err != nil {
+		if newSize > oldSize {
+			f._undoGrowth(oldSize)
+		}
+		return int(min(int64(n), max(0, oldSize-off))), mapIOError("write", err)
+	}
+	f._commitSize(newSize)
+	return n, nil
+}
+
+// Truncate sets the size like ftruncate(2). Growing past MaxSize, or past what the memory budget
+// holds, moves the file to disk first; shrinking never moves it back. A Memory file truncated to 0
+// gives its memfd back, so idle empty files hold no descriptor.
+func (f *File) Truncate(size int64) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	switch {
+	case f.closed:
+		return ErrClosed
+	case size < 0:
+		return fmt.Errorf("spool: truncate to %d: %w", size, errInvalid)
+	case size > MaxFileSize:
+		return fmt.Errorf("spool: truncate to %d: %w", size, ErrTooLarge)
+	}
+	oldSize, err := f._currentSize()
+	if err != nil {
+		return err
+	}
+	switch {
+	case size > oldSize:
+		if err := f._grow(oldSize, size, "truncate"); err != nil {
+			return err
+		}
+		if err := ftruncate(f.fd, size); err != nil {
+			f._undoGrowth(oldSize)
+			return mapIOError("truncate", err)
+		}
+	case size < oldSize:
+		if err := ftruncate(f.fd, size); err != nil {
+			return mapIOError("truncate", err)
+		}
+		if f.tier == Memory && size == 0 {
+			f._dropMemfd()
+		}
+	}
+	f._commitSize(size)
+	return nil
+}
+
+// The fallocate(2) modes Allocate serves: the ones a memfd supports too, so that a file behaves
+// the same in both tiers.
+const (
+	allocKeepSize  = unix.FALLOC_FL_KEEP_SIZE
+	allocPunchHole = unix.FALLOC_FL_PUNCH_HOLE | unix.FALLOC_FL_KEEP_SIZE
+)
+
+// Allocate is fallocate(2) for mode 0 (allocate, extending the size), FALLOC_FL_KEEP_SIZE and
+// FALLOC_FL_PUNCH_HOLE|FALLOC_FL_KEEP_SIZE; other modes answer EOPNOTSUPP. Growth by mode 0 obeys
+// MaxSize and both caps like a write. With KEEP_SIZE only the part inside the current size is
+// allocated: blocks past the end are invisible to the size accounting that the caps rest on, so
+// honouring them would let a client fill RAM or disk past the caps; the size and the data a
+// reader sees are the same either way.
+func (f *File) Allocate(off, length int64, mode uint32) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	switch {
+	case f.closed:
+		return ErrClosed
+	case mode != 0 && mode != allocKeepSize && mode != allocPunchHole:
+		return fmt.Errorf("spool: fallocate mode %#x: %w", mode, errUnsupported)
+	case off < 0 || length <= 0:
+		return fmt.Errorf("spool: fallocate offset %d length %d: %w", off, length, errInvalid)
+	case length > MaxFileSize || off > MaxFileSize-length:
+		return fmt.Errorf("spool: fallocate offset %d length %d: %w", off, length, ErrTooLarge)
+	}
+	oldSize, err := f._currentSize()
+	if err != nil {
+		return err
+	}
+	end := off + length
+	if mode != 0 { // keep size, or punch a hole: nothing past the end matters
+		end = min(end, oldSize)
+		if f.fd < 0 || off >= end {
+			return nil
+		}
+		if err := fallocate(f.fd, mode, off, end-off); err != nil {
+			return mapIOError("fallocate", err)
+		}
+		return nil
+	}
+	newSize := max(oldSize, end)
+	if newSize > oldSize {
+		if err := f._grow(oldSize, newSize, "fallocate"); err != nil {
+			return err
+		}
+	}
+	if err := fallocate(f.fd, 0, off, length); err != nil {
+		if newSize > oldSize {
+			f._undoGrowth(oldSize)
+		}
+		return mapIOError("fallocate", err)
+	}
+	f._commitSize(newSize)
+	return nil
+}
+
+// Seek answers lseek(2) with SEEK_DATA or SEEK_HOLE (other whence values are EINVAL): the
+// offset of the next data or hole at or after off, or an error wrapping ENXIO when off is
+// negative or at or past the end, or when no data follows, as the kernel does. The answer has
+// the backing filesystem's granularity (a page in RAM, a block on disk).
+func (f *File) Seek(off int64, whence int) (int64, error) {
+	if whence != unix.SEEK_DATA && whence != unix.SEEK_HOLE {
+		return 0, fmt.Errorf("spool: seek whence %d: %w", whence, errInvalid)
+	}
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	if f.closed {
+		return 0, ErrClosed
+	}
+	if f.fd < 0 || off < 0 {
+		return 0, errNoData
+	}
+	// The fd's own offset is never used for I/O (only pread/pwrite), so moving it is harmless.
+	pos, err := unix.Seek(f.fd, off, whence)
+	switch {
+	case errors.Is(err, unix.ENXIO):
+		return 0, errNoData
+	case err != nil:
+		return 0, mapIOError("seek", err)
+	}
+	return pos, nil
+}
+
+// Size is the logical size. After NoteExternalWrite it comes from fstat, and the pool's DiskBytes
+// catches up with it here.
+func (f *File) Size() int64 {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	if f.closed {
+		return 0
+	}
+	size, err := f._currentSize()
+	if err != nil {
+		f.pool.log.Warn("spool: fstat of a passthrough file failed", "err", err)
+		return f.size
+	}
+	return size
+}
+
+// Blocks is the number of 512-byte blocks the backing fd has allocated, as stat(2)'s st_blocks;
+// 0 for an empty RAM file, which has no fd, and for a closed file.
+func (f *File) Blocks() int64 {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	if f.closed || f.fd < 0 {
+		return 0
+	}
+	var st unix.Stat_t
+	if err := fstat(f.fd, &st); err != nil {
+		f.pool.log.Warn("spool: fstat failed", "err", err)
+		return 0
+	}
+	return st.Blocks
+}
+
+// Tier says where the bytes are now.
+func (f *File) Tier() Tier {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return f.tier
+}
+
+// Rollover moves the file to disk now, as SpooledTemporaryFile.rollover(); it is a no-op on a
+// file already there. If the disk cap or the store refuses, the file stays in RAM unchanged.
+func (f *File) Rollover() error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	switch {
+	case f.closed:
+		return ErrClosed
+	case f.tier == Disk:
+		return nil
+	}
+	return f._rollover(f.size, "explicit")
+}
+
+// Sync is fdatasync(2) for a disk file; RAM files have nothing to sync.
+func (f *File) Sync() error {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	switch {
+	case f.closed:
+		return ErrClosed
+	case f.tier == Memory:
+		return nil
+	}
+	for {
+		err := unix.Fdatasync(f.fd)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return mapIOError("fdatasync", err)
+		}
+		return nil
+	}
+}
+
+// PassthroughFd returns the disk backing fd when the file is on disk, for the FUSE layer to
+// register with the kernel; (-1, false) otherwise. The fd stays owned by the File: it is valid
+// until Close, and the caller must not close it. A RAM file is never handed out, because its
+// writes must pass through the daemon to keep MaxSize and the memory budget exact.
+func (f *File) PassthroughFd() (fd int, ok bool) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	if f.closed || f.tier != Disk {
+		return -1, false
+	}
+	return f.fd, true
+}
+
+// NoteExternalWrite tells the File that the kernel may now write its backing fd directly
+// (passthrough), so its cached size can no longer be trusted: from now on Size and every
+// size-dependent operation use fstat, and the pool's DiskBytes is brought up to date lazily
+// (whenever the daemon looks at the size). It is a no-op on a RAM file, which is never handed out.
+func (f *File) NoteExternalWrite() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if !f.closed && f.tier == Disk {
+		f.external = true
+	}
+}
+
+// Close frees the file's RAM or disk space and its descriptor. Calls after the first return
+// ErrClosed and change nothing, as do all other methods.
+func (f *File) Close() error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.closed {
+		return ErrClosed
+	}
+	f.closed = true
+	var err error
+	if f.fd >= 0 {
+		err = unix.Close(f.fd)
+		f.fd = -1
+	}
+	p := f.pool
+	p.mu.Lock()
+	p.setAccounted(f, 0)
+	p.files--
+	if f.tier == Memory {
+		p.memoryFiles--
+	} else {
+		p.diskFiles--
+	}
+	p.mu.Unlock()
+	if err != nil {
+		return fmt.Errorf("spool: close: %w", err)
+	}
+	return nil
+}
+
+// _currentSize is the logical size. f.mu may be held for reading only: for a passthrough file it
+// fstats and refreshes the pool's DiskBytes, which pool.mu guards.
+func (f *File) _currentSize() (int64, error) {
+	if !f.external {
+		return f.size, nil
+	}
+	var st unix.Stat_t
+	if err := fstat(f.fd, &st); err != nil {
+		return 0, mapIOError("fstat", err)
+	}
+	f.pool.account(f, st.Size)
+	return st.Size, nil
+}
+
+// _grow prepares the file to reach newSize (> oldSize): it moves the file to disk if MaxSize or
+// the memory budget requires it, reserves newSize in the tier's counter (checking the disk cap),
+// and makes sure there is an fd. Nothing changes if it fails. The caller then does the I/O and
+// calls _commitSize on success or _undoGrowth on failure.
+func (f *File) _grow(oldSize, newSize int64, op string) error {
+	p := f.pool
+	if f.tier == Disk {
+		if !p.reserveDisk(f, newSize) {
+			return fmt.Errorf("spool: %s to size %d: disk cap %d reached: %w", op, newSize, p.cfg.DiskCap, ErrNoSpace)
+		}
+		return nil
+	}
+	var reason string
+	switch {
+	case p.cfg.MaxSize > 0 && newSize > p.cfg.MaxSize:
+		reason = "max-size"
+	case newSize > p.cfg.MemoryCap || !f._reserveRAM(newSize):
+		reason = "memory-cap"
+	}
+	if reason != "" {
+		return f._rollover(newSize, reason)
+	}
+	if f.fd < 0 {
+		fd, err := unix.MemfdCreate("tempfs", unix.MFD_CLOEXEC)
+		if err != nil {
+			p.account(f, oldSize)
+			return fmt.Errorf("spool: %s: memfd_create: %w", op, err)
+		}
+		f.fd = fd
+	}
+	return nil
+}
+
+// _reserveRAM grows the file's share of the memory budget to size, first moving other RAM files
+// to disk, largest first, while the budget is short. It returns false when it cannot make room
+// (no other RAM file could be locked without waiting, or the disk refused one); the caller then
+// moves this file to disk instead. Victims are locked with TryLock while f.mu is held, which is
+// why this cannot deadlock against a writer of a victim doing the same with f.
+func (f *File) _reserveRAM(size int64) bool {
+	p := f.pool
+	for {
+		p.mu.Lock()
+		if size-f.accounted <= p.cfg.MemoryCap-p.ramBytes {
+			p.setAccounted(f, size)
+			p.mu.Unlock()
+			return true
+		}
+		victim := p.lockLargestVictim(f)
+		p.mu.Unlock()
+		if victim == nil {
+			return false
+		}
+		err := victim._rollover(victim.size, "memory budget (largest other RAM file)")
+		victim.mu.Unlock()
+		if err != nil {
+			// A full disk is an expected state under --disk; anything else deserves a look.
+			level := slog.LevelWarn
+			if errors.Is(err, ErrNoSpace) {
+				level = slog.LevelDebug
+			}
+			p.log.Log(context.Background(), level, "spool: could not move a file to disk to make room in RAM", "err", err)
+			return false
+		}
+	}
+}
+
+// _rollover moves a Memory file to a new backing file in the store, keeping holes, and reserves
+// reserve (>= its size) bytes of disk for it. Under the disk cap and on store errors it fails
+// with the file still in RAM, unchanged.
+func (f *File) _rollover(reserve int64, reason string) error {
+	p := f.pool
+	p.mu.Lock()
+	if p.cfg.DiskCap > 0 && reserve > p.cfg.DiskCap-p.diskBytes {
+		p.mu.Unlock()
+		return fmt.Errorf("spool: rollover of %d bytes: disk cap %d reached: %w", reserve, p.cfg.DiskCap, ErrNoSpace)
+	}
+	p.diskBytes += reserve // held for this file while copying, so concurrent rollovers cannot overbook
+	p.mu.Unlock()
+
+	backing, copied, err := f._copyToBacking()
+	if err != nil {
+		p.mu.Lock()
+		p.diskBytes -= reserve
+		p.mu.Unlock()
+		return mapIOError("rollover", err)
+	}
+
+	p.mu.Lock()
+	p.setAccounted(f, 0) // leaves the RAM counter and the heap
+	f.tier = Disk
+	p.diskBytes -= reserve // the reservation becomes the file's own share
+	p.setAccounted(f, reserve)
+	p.memoryFiles--
+	p.diskFiles++
+	p.rollovers++
+	p.spilledBytes += copied
+	p.mu.Unlock()
+
+	if f.fd >= 0 {
+		if err := unix.Close(f.fd); err != nil {
+			p.log.Warn("spool: closing a memfd after rollover failed", "err", err)
+		}
+	}
+	f.fd = backing
+	p.log.Debug("spool: rolled over to disk", "reason", reason, "size", f.size, "copied", copied)
+	return nil
+}
+
+// _copyToBacking makes a backing file of the same size with the same data ranges as f's memfd,
+// and returns it with the number of data bytes copied.
+func (f *File) _copyToBacking() (backing int, copied int64, err error) {
+	backing, err = f.pool.cfg.Store.createBackingFd()
+	if err != nil {
+		return -1, 0, err
+	}
+	if f.size > 0 {
+		err = ftruncate(backing, f.size)
+		if err == nil {
+			copied, err = f.pool.copyDataRanges(f.fd, backing, f.size)
+		}
+		if err != nil {
+			unix.Close(backing)
+			return -1, 0, err
+		}
+	}
+	return backing, copied, nil
+}
+
+// _undoGrowth puts the size back after _grow succeeded but the I/O failed: the file is truncated
+// back (a partial write may have extended it) and its reservation shrinks to oldSize.
+func (f *File) _undoGrowth(oldSize int64) {
+	if err := ftruncate(f.fd, oldSize); err != nil {
+		f.pool.log.Warn("spool: truncating back after a failed write failed", "size", oldSize, "err", err)
+	}
+	if f.tier == Memory && oldSize == 0 {
+		f._dropMemfd()
+	}
+	f.pool.account(f, oldSize)
+}
+
+// _commitSize records the size after a successful operation.
+func (f *File) _commitSize(size int64) {
+	if f.external {
+		if _, err := f._currentSize(); err != nil {
+			f.pool.log.Warn("spool: fstat of a passthrough file failed", "err", err)
+		}
+		return
+	}
+	f.size = size
+	f.pool.account(f, size)
+}
+
+// _dropMemfd closes the memfd of an empty Memory file.
+func (f *File) _dropMemfd() {
+	if f.fd < 0 {
+		return
+	}
+	if err := unix.Close(f.fd); err != nil {
+		f.pool.log.Warn("spool: closing an empty memfd failed", "err", err)
+	}
+	f.fd = -1
+}

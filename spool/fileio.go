@@ -1,0 +1,168 @@
+package spool
+
+import (
+	"errors"
+	"fmt"
+	"io"
+
+	"golang.org/x/sys/unix"
+)
+
+// The raw descriptor calls, retried on EINTR. They return bare errno values; the File methods
+// map them with mapIOError.
+
+func preadFull(fd int, p []byte, off int64) (int, error) {
+	done := 0
+	for done < len(p) {
+		n, err := unix.Pread(fd, p[done:], off+int64(done))
+		switch {
+		case err == unix.EINTR:
+			continue
+		case err != nil:
+			return done, err
+		case n == 0:
+			return done, nil
+		}
+		done += n
+	}
+	return done, nil
+}
+
+func pwriteFull(fd int, p []byte, off int64) (int, error) {
+	done := 0
+	for done < len(p) {
+		n, err := unix.Pwrite(fd, p[done:], off+int64(done))
+		switch {
+		case err == unix.EINTR:
+			continue
+		case err != nil:
+			return done, err
+		case n == 0:
+			return done, io.ErrShortWrite
+		}
+		done += n
+	}
+	return done, nil
+}
+
+func ftruncate(fd int, size int64) error {
+	for {
+		if err := unix.Ftruncate(fd, size); err != unix.EINTR {
+			return err
+		}
+	}
+}
+
+func fallocate(fd int, mode uint32, off, length int64) error {
+	for {
+		if err := unix.Fallocate(fd, mode, off, length); err != unix.EINTR {
+			return err
+		}
+	}
+}
+
+func fstat(fd int, st *unix.Stat_t) error {
+	for {
+		if err := unix.Fstat(fd, st); err != unix.EINTR {
+			return err
+		}
+	}
+}
+
+// mapIOError turns an errno from the backing file into the package's errors: a full disk or
+// quota is ErrNoSpace, a size the filesystem refuses is ErrTooLarge; anything else keeps its
+// errno, wrapped with the operation's name.
+func mapIOError(op string, err error) error {
+	switch {
+	case errors.Is(err, ErrNoSpace) || errors.Is(err, ErrTooLarge) || errors.Is(err, ErrClosed):
+		return err
+	case errors.Is(err, unix.ENOSPC) || errors.Is(err, unix.EDQUOT):
+		return fmt.Errorf("spool: %s: %w", op, ErrNoSpace)
+	case errors.Is(err, unix.EFBIG):
+		return fmt.Errorf("spool: %s: %w", op, ErrTooLarge)
+	}
+	return fmt.Errorf("spool: %s: %w", op, err)
+}
+
+// copyBufferSize is the chunk of the pread/pwrite fallback copy.
+const copyBufferSize = 1 << 20
+
+// copyDataRanges copies the data ranges of src below size to the same offsets in dst, walking
+// SEEK_DATA/SEEK_HOLE so that holes stay holes, and returns the bytes copied. dst must already
+// have its size. src's file offset moves; nothing else uses it.
+func (p *Pool) copyDataRanges(src, dst int, size int64) (int64, error) {
+	var copied int64
+	for off := int64(0); off < size; {
+		data, err := unix.Seek(src, off, unix.SEEK_DATA)
+		if errors.Is(err, unix.ENXIO) {
+			break // only a hole is left
+		}
+		if err != nil {
+			return copied, err
+		}
+		if data >= size {
+			break
+		}
+		hole, err := unix.Seek(src, data, unix.SEEK_HOLE)
+		if err != nil {
+			return copied, err
+		}
+		hole = min(hole, size)
+		if err := p.copyRange(src, dst, data, hole-data); err != nil {
+			return copied, err
+		}
+		copied += hole - data
+		off = hole
+	}
+	return copied, nil
+}
+
+// copyRange copies length bytes at off from src to dst: in the kernel with copy_file_range when
+// it can, else through a pooled buffer. A memfd and a disk file are on different filesystems, for
+// which current kernels refuse copy_file_range (EXDEV); the pool remembers the refusal.
+func (p *Pool) copyRange(src, dst int, off, length int64) error {
+	end := off + length
+	if !p.copyRangeUnsupported.Load() {
+		for off < end {
+			roff, woff := off, off
+			n, err := unix.CopyFileRange(src, &roff, dst, &woff, int(min(end-off, 1<<30)), 0)
+			if err == unix.EINTR {
+				continue
+			}
+			if err != nil || n == 0 {
+				if err == unix.ENOSPC || err == unix.EDQUOT || err == unix.EFBIG || err == unix.EIO {
+					return err
+				}
+				// EXDEV, EINVAL, EOPNOTSUPP, ENOSYS, ...: the plain copy below does it.
+				p.copyRangeUnsupported.Store(true)
+				break
+			}
+			off += int64(n)
+		}
+	}
+	if off >= end {
+		return nil
+	}
+	bufp, _ := p.copyBuffers.Get().(*[]byte)
+	if bufp == nil {
+		buf := make([]byte, copyBufferSize)
+		bufp = &buf
+	}
+	defer p.copyBuffers.Put(bufp)
+	buf := *bufp
+	for off < end {
+		chunk := buf[:min(int64(len(buf)), end-off)]
+		n, err := preadFull(src, chunk, off)
+		if err != nil {
+			return err
+		}
+		if n < len(chunk) {
+			return fmt.Errorf("source ended at %d, inside a data range: %w", off+int64(n), io.ErrUnexpectedEOF)
+		}
+		if _, err := pwriteFull(dst, chunk, off); err != nil {
+			return err
+		}
+		off += int64(n)
+	}
+	return nil
+}

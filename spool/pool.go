@@ -1,0 +1,305 @@
+// Package spool owns the bytes of tempfs's regular files, the way Python's SpooledTemporaryFile
+// does for one file: a file's data lives in kernel memory (a memfd) until it grows past
+// Config.MaxSize, then it is rolled over to an unlinked file in a private disk store. A Pool adds
+// what a filesystem of many such files needs: one memory budget for all RAM-resident data (a file
+// that would pass it pushes the largest other RAM files to disk first), a cap on disk bytes, and
+// the counters that `tempfs status` reports.
+//
+// Data is kept in memfds rather than Go slices because file data in the Go heap was measured as
+// the slowest option (page faults on fresh anonymous memory), and because a memfd can be copied
+// to disk with its holes intact. Both tiers use the same pread/pwrite path on a descriptor.
+//
+// Lock order (for pool.go and file.go):
+//
+//	File.mu  →  Pool.mu
+//
+// A goroutine takes at most one File.mu by blocking: the File it operates on. While holding it,
+// it may take other Files' locks only with TryLock (memory-budget victims, see
+// File._reserveRAM), so two writers that want each other's files never wait on each other.
+// Pool.mu is a leaf for blocking purposes: nothing blocks while holding it (TryLock never
+// blocks), and no I/O larger than a stat is done under it. Functions whose names start with "_"
+// need the receiver File's mu held for writing, unless their comment says otherwise.
+package spool
+
+import (
+	"container/heap"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"syscall"
+)
+
+// Tier says where a File's bytes live.
+type Tier int
+
+const (
+	// Memory: in a memfd (or nowhere yet, for an empty file); counted in Stats.RAMBytes.
+	Memory Tier = iota
+	// Disk: in an unlinked file in the Store; counted in Stats.DiskBytes. Files never come back.
+	Disk
+)
+
+// String gives the names used by the user.tempfs.spool xattr.
+func (t Tier) String() string {
+	switch t {
+	case Memory:
+		return "memory"
+	case Disk:
+		return "disk"
+	}
+	return fmt.Sprintf("Tier(%d)", int(t))
+}
+
+// MaxFileSize is the largest size, and the largest end offset of a write, truncate or allocate,
+// that a File accepts (1 PiB). It refuses nothing real: it is far above any RAM or disk this
+// daemon will see, and above ext4's own limit (16 TiB with 4 KiB blocks, which answers EFBIG and
+// so ErrTooLarge itself). What it buys is arithmetic safety: once an end offset is checked
+// against it, off+len, sizes, and sums of a few thousand sizes in the pool's counters can never
+// overflow int64, whatever offsets a client sends.
+const MaxFileSize = 1 << 50
+
+// The errors a caller maps to errno values. Each wraps the errno it stands for, so both
+// errors.Is(err, ErrNoSpace) and errors.Is(err, syscall.ENOSPC) hold (and errors.As finds it).
+var (
+	// ErrNoSpace: the disk cap would be passed, or the store's filesystem is full.
+	ErrNoSpace = fmt.Errorf("spool: no space left in the disk store: %w", syscall.ENOSPC)
+	// ErrTooLarge: an end offset overflows int64 or passes MaxFileSize (or the store's own limit).
+	ErrTooLarge = fmt.Errorf("spool: file would be too large: %w", syscall.EFBIG)
+	// ErrClosed: the File (or Store) was used after Close.
+	ErrClosed = fmt.Errorf("spool: file already closed: %w", syscall.EBADF)
+
+	errInvalid     = fmt.Errorf("spool: invalid argument: %w", syscall.EINVAL)
+	errNoData      = fmt.Errorf("spool: no data or hole at or after offset: %w", syscall.ENXIO)
+	errUnsupported = fmt.Errorf("spool: fallocate mode not supported: %w", syscall.EOPNOTSUPP)
+)
+
+// Config is what a Pool is built from; see NewPool for the rules.
+type Config struct {
+	// MaxSize: a file rolls over to disk once its size would exceed it; 0 means never by size
+	// (as Python's max_size=0). The memory budget can still move a file to disk.
+	MaxSize int64
+	// MemoryCap caps the logical sizes of all RAM-resident files together; must be > 0.
+	MemoryCap int64
+	// DiskCap caps the logical (apparent) sizes of all disk-resident files together; 0 means no
+	// cap beyond the store's free space.
+	DiskCap int64
+	// Store is the private directory that holds rolled-over files; required.
+	Store *Store
+	// Logger receives rollover events (Debug) and unexpected failures (Warn); nil means
+	// slog.Default().
+	Logger *slog.Logger
+}
+
+// Stats is a consistent snapshot of a Pool's counters.
+type Stats struct {
+	// Files, MemoryFiles, DiskFiles count live (not closed) files, in all and by tier.
+	Files, MemoryFiles, DiskFiles int64
+	// RAMBytes is the sum of the logical sizes of Memory-tier files (holes count: the cap must
+	// hold however the holes are filled later); RAMCap is Config.MemoryCap; PeakRAMBytes is the
+	// highest RAMBytes seen.
+	RAMBytes, RAMCap, PeakRAMBytes int64
+	// DiskBytes is the sum of the logical sizes of Disk-tier files, the "apparent size" of
+	// `du --apparent-size`; DiskCap is Config.DiskCap. For a file whose backing fd the kernel
+	// writes directly (passthrough, see File.NoteExternalWrite) the daemon learns the new size
+	// only when it next looks (Size, a write, Close), so DiskBytes may lag until then. The
+	// FUSE layer uses passthrough only when DiskCap is 0, so the cap itself is always exact.
+	DiskBytes, DiskCap int64
+	// Rollovers counts files moved to disk; SpilledBytes counts the data bytes they copied
+	// (holes are not copied).
+	Rollovers    int64
+	SpilledBytes int64
+}
+
+// Pool is the set of Files that share one memory budget, one disk cap and one Store.
+// All its methods are safe for concurrent use.
+type Pool struct {
+	cfg Config
+	log *slog.Logger
+
+	// copyRangeUnsupported remembers that copy_file_range refused memfd → store copies
+	// (cross-filesystem copies answer EXDEV on current kernels), so rollovers go straight to
+	// pread/pwrite.
+	copyRangeUnsupported atomic.Bool
+	// copyBuffers recycles the 1 MiB buffers of the pread/pwrite copy, so that a rollover does
+	// not fault in fresh memory each time.
+	copyBuffers sync.Pool
+
+	mu sync.Mutex
+	// The counters behind Stats; each File's share is File.accounted.
+	files, memoryFiles, diskFiles int64
+	ramBytes, peakRAMBytes        int64
+	diskBytes                     int64
+	rollovers, spilledBytes       int64
+	// ramFiles holds the non-empty Memory-tier files as a max-heap by accounted size, so the
+	// memory budget finds its largest victims without scanning a million files.
+	ramFiles fileHeap
+}
+
+// NewPool checks cfg and makes an empty pool.
+func NewPool(cfg Config) (*Pool, error) {
+	switch {
+	case cfg.Store == nil:
+		return nil, errors.New("spool: Config.Store is required")
+	case cfg.MemoryCap <= 0:
+		return nil, fmt.Errorf("spool: Config.MemoryCap must be > 0, got %d", cfg.MemoryCap)
+	case cfg.MaxSize < 0:
+		return nil, fmt.Errorf("spool: Config.MaxSize must be >= 0, got %d", cfg.MaxSize)
+	case cfg.DiskCap < 0:
+		return nil, fmt.Errorf("spool: Config.DiskCap must be >= 0, got %d", cfg.DiskCap)
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	return &Pool{cfg: cfg, log: log}, nil
+}
+
+// Config returns the configuration the pool was built with.
+func (p *Pool) Config() Config { return p.cfg }
+
+// NewFile returns an empty Memory-tier file. It holds no descriptor until it first grows, so a
+// million empty files cost only their structs.
+func (p *Pool) NewFile() *File {
+	f := &File{pool: p, fd: -1, heapIndex: -1}
+	p.mu.Lock()
+	p.files++
+	p.memoryFiles++
+	p.mu.Unlock()
+	return f
+}
+
+// Stats returns a snapshot of the counters, taken under one lock so that they agree.
+func (p *Pool) Stats() Stats {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return Stats{
+		Files:        p.files,
+		MemoryFiles:  p.memoryFiles,
+		DiskFiles:    p.diskFiles,
+		RAMBytes:     p.ramBytes,
+		RAMCap:       p.cfg.MemoryCap,
+		PeakRAMBytes: p.peakRAMBytes,
+		DiskBytes:    p.diskBytes,
+		DiskCap:      p.cfg.DiskCap,
+		Rollovers:    p.rollovers,
+		SpilledBytes: p.spilledBytes,
+	}
+}
+
+// setAccounted moves f's share of its tier's counter to size, keeping the heap of RAM files in
+// order. It needs p.mu held (and f's tier stable, which f.mu guarantees).
+func (p *Pool) setAccounted(f *File, size int64) {
+	delta := size - f.accounted
+	f.accounted = size
+	if f.tier == Disk {
+		p.diskBytes += delta
+		return
+	}
+	p.ramBytes += delta
+	if p.ramBytes > p.peakRAMBytes {
+		p.peakRAMBytes = p.ramBytes
+	}
+	switch {
+	case f.heapIndex < 0 && size > 0:
+		heap.Push(&p.ramFiles, f)
+	case f.heapIndex >= 0 && size == 0:
+		heap.Remove(&p.ramFiles, f.heapIndex)
+	case f.heapIndex >= 0:
+		heap.Fix(&p.ramFiles, f.heapIndex)
+	}
+}
+
+// account is setAccounted under p.mu; f.mu must be held.
+func (p *Pool) account(f *File, size int64) {
+	p.mu.Lock()
+	p.setAccounted(f, size)
+	p.mu.Unlock()
+}
+
+// reserveRAM grows f's RAM share to size if that fits under MemoryCap. f is Memory-tier, f.mu held.
+func (p *Pool) reserveRAM(f *File, size int64) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if size-f.accounted > p.cfg.MemoryCap-p.ramBytes {
+		return false
+	}
+	p.setAccounted(f, size)
+	return true
+}
+
+// reserveDisk grows f's disk share to size if that fits under DiskCap. f is Disk-tier, f.mu held.
+func (p *Pool) reserveDisk(f *File, size int64) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.cfg.DiskCap > 0 && size-f.accounted > p.cfg.DiskCap-p.diskBytes {
+		return false
+	}
+	p.setAccounted(f, size)
+	return true
+}
+
+// maxVictimTries bounds how many busy files the budget skips before it gives up on others and
+// moves the writing file itself, so a pool whose large files are all in use cannot stall a write.
+const maxVictimTries = 64
+
+// lockLargestVictim returns the largest non-empty Memory-tier file other than self whose lock it
+// could take without waiting (busy files are skipped), locked for writing; or nil. It walks the
+// heap best-first without changing it. p.mu must be held; self.mu is held by the caller.
+func (p *Pool) lockLargestVictim(self *File) *File {
+	h := p.ramFiles
+	if len(h) == 0 {
+		return nil
+	}
+	frontier := []int{0}
+	for tries := 0; len(frontier) > 0 && tries < maxVictimTries; {
+		best := 0
+		for i := range frontier {
+			if h[frontier[i]].accounted > h[frontier[best]].accounted {
+				best = i
+			}
+		}
+		idx := frontier[best]
+		frontier[best] = frontier[len(frontier)-1]
+		frontier = frontier[:len(frontier)-1]
+		for _, child := range [2]int{2*idx + 1, 2*idx + 2} {
+			if child < len(h) {
+				frontier = append(frontier, child)
+			}
+		}
+		candidate := h[idx]
+		if candidate == self {
+			continue
+		}
+		tries++
+		if candidate.mu.TryLock() {
+			return candidate
+		}
+	}
+	return nil
+}
+
+// fileHeap is a max-heap of Memory-tier files by accounted size; each File knows its index.
+type fileHeap []*File
+
+func (h fileHeap) Len() int           { return len(h) }
+func (h fileHeap) Less(i, j int) bool { return h[i].accounted > h[j].accounted }
+func (h fileHeap) Swap(i, j int) {
+	h[i], h[j] = h[j], h[i]
+	h[i].heapIndex = i
+	h[j].heapIndex = j
+}
+func (h *fileHeap) Push(x any) {
+	f := x.(*File)
+	f.heapIndex = len(*h)
+	*h = append(*h, f)
+}
+func (h *fileHeap) Pop() any {
+	old := *h
+	f := old[len(old)-1]
+	old[len(old)-1] = nil
+	*h = old[:len(old)-1]
+	f.heapIndex = -1
+	return f
+}
