@@ -62,10 +62,7 @@ func (d *Dir) unlinkLeafLocked(l leafNode, name string) bool {
 	if f, ok := l.(*File); ok && f.auto == (link{d, name}) {
 		f.persistLocked() // the generated name is gone already: nothing is left to remove at last close
 	}
-	unused := l.unusedLocked()
-	if f, ok := l.(*File); ok && unused {
-		f.freed = true
-	}
+	unused := l.takeUnusedLocked()
 	return unused
 }
 

@@ -51,12 +51,15 @@ func (f *File) getattr(out *fuse.Attr) {
 	f.fs.nsMu.Unlock()
 }
 
-func (f *File) unusedLocked() bool { return len(f.links) == 0 && f.opens == 0 && !f.freed }
+func (f *File) takeUnusedLocked() bool {
+	if len(f.links) > 0 || f.opens > 0 || f.freed {
+		return false
+	}
+	f.freed = true // from now on Link and Open refuse the node
+	return true
+}
 
 func (f *File) free() {
-	f.fs.nsMu.Lock()
-	f.freed = true
-	f.fs.nsMu.Unlock()
 	if err := f.data.Close(); err != nil {
 		f.fs.log.Warn("closing spool file", "err", err)
 	}
@@ -159,7 +162,7 @@ func (f *File) release(h *handle) {
 			gone = link{}
 		}
 	}
-	unused := f.unusedLocked()
+	unused := f.takeUnusedLocked()
 	fsys.nsMu.Unlock()
 	fsys.counts.openHandles.Add(-1)
 

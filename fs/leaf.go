@@ -22,10 +22,10 @@ type leaf struct {
 type leafNode interface {
 	node
 	leafPart() *leaf
-	// unusedLocked reports whether the node has neither names nor open handles left, so that its resources
-	// can go. The caller holds FS.nsMu.
-	unusedLocked() bool
-	// free releases the node's resources. It is called once, after unusedLocked said so, without FS.nsMu.
+	// takeUnusedLocked reports whether the node has neither names nor open handles left, so that its
+	// resources can go; it answers true only once. The caller holds FS.nsMu.
+	takeUnusedLocked() bool
+	// free releases the node's resources. It is called once, after takeUnusedLocked said so, without nsMu.
 	free()
 }
 

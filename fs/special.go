@@ -34,7 +34,7 @@ func (s *Special) getattr(out *fuse.Attr) {
 	s.fs.nsMu.Unlock()
 }
 
-func (s *Special) unusedLocked() bool { return len(s.links) == 0 }
+func (s *Special) takeUnusedLocked() bool { return len(s.links) == 0 }
 
 func (s *Special) free() {
 	s.fs.counts.others.Add(-1)

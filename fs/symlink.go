@@ -37,7 +37,7 @@ func (s *Symlink) getattr(out *fuse.Attr) {
 	s.fs.nsMu.Unlock()
 }
 
-func (s *Symlink) unusedLocked() bool { return len(s.links) == 0 }
+func (s *Symlink) takeUnusedLocked() bool { return len(s.links) == 0 }
 
 func (s *Symlink) free() {
 	s.fs.counts.others.Add(-1)

@@ -16,6 +16,7 @@ package spool
 //     link count is 0). In both cases it starts again under a new name.
 
 import (
+	"context"
 	"crypto/rand"
 	"errors"
 	"fmt"
@@ -63,13 +64,18 @@ type Store struct {
 // daemons left there. parent must be a directory owned by us or by root, and not writable by
 // other users unless it has the sticky bit (as /tmp): like ssh with loose key permissions, we
 // refuse a place where someone else could rename or replace our directory.
+// It logs what it cleans up to slog.Default().
 func OpenStore(parent string) (*Store, error) {
+	return openStore(parent, slog.Default())
+}
+
+func openStore(parent string, log *slog.Logger) (*Store, error) {
 	parentFd, err := openParent(parent)
 	if err != nil {
 		return nil, err
 	}
-	removeStaleStores(parentFd, parent, slog.Default())
-	s, err := createStore(parentFd, parent)
+	removeStaleStores(parentFd, parent, log)
+	s, err := createStore(parentFd, parent, log)
 	if err != nil {
 		unix.Close(parentFd)
 		return nil, err
@@ -105,7 +111,7 @@ func openParent(parent string) (int, error) {
 }
 
 // createStore makes the store directory, following the protocol at the top of this file.
-func createStore(parentFd int, parent string) (*Store, error) {
+func createStore(parentFd int, parent string, log *slog.Logger) (*Store, error) {
 	for range storeCreateAttempts {
 		name := storePrefix + randomName(storeNameRandomChars)
 		err := unix.Mkdirat(parentFd, name, 0o700)
@@ -133,7 +139,7 @@ func createStore(parentFd int, parent string) (*Store, error) {
 		return &Store{
 			path:     filepath.Join(parent, name),
 			name:     name,
-			logger:   slog.Default(),
+			logger:   log,
 			parentFd: parentFd,
 			dirFd:    dirFd,
 			lockFd:   lockFd,
@@ -336,7 +342,11 @@ func removeStoreIfDead(parentFd int, path, name string, log *slog.Logger) {
 		}
 	}
 	if err := unix.Unlinkat(parentFd, name, unix.AT_REMOVEDIR); err != nil && err != unix.ENOENT {
-		log.Warn("spool: cannot remove a stale store", "store", path, "err", err)
+		level := slog.LevelWarn
+		if lockFd < 0 && err == unix.ENOTEMPTY {
+			level = slog.LevelDebug // a daemon starting right now has just made its lock: it lives
+		}
+		log.Log(context.Background(), level, "spool: cannot remove a stale store", "store", path, "err", err)
 		return
 	}
 	log.Info("spool: removed the store of a dead daemon", "store", path)

@@ -33,6 +33,7 @@ type mountOptions struct {
 	readyFD  int
 	debug    bool
 	fuseLogs bool
+	maxAge   time.Duration
 }
 
 func newMountOptions() *mountOptions {
@@ -49,6 +50,7 @@ func (o *mountOptions) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.store, "store", "", "parent directory of the private disk store (default: the first usable of $TMPDIR, $TEMP, $TMP, /tmp, /var/tmp, /usr/tmp, .)")
 	fs.Var(&o.mode, "mode", "permission bits of the mount's root")
 	fs.StringSliceVarP(&o.options, "options", "o", nil, "mount options, comma-separated: allow_other, default_permissions, and others passed to the kernel")
+	fs.DurationVar(&o.maxAge, "max-age", 0, "remove ordinary and kept entries neither accessed nor modified for this long, unless open (e.g. 24h; 0: never)")
 	fs.BoolVar(&o.debug, "debug", false, "log at debug level")
 	fs.BoolVar(&o.fuseLogs, "fuse-debug", false, "log every FUSE request (very verbose)")
 }
@@ -164,6 +166,9 @@ func (o *mountOptions) prepare(arg string) (*prepared, error) {
 	if p.memory <= 0 {
 		return nil, usageErrorf("--memory must be larger than 0")
 	}
+	if o.maxAge < 0 {
+		return nil, usageErrorf("--max-age must not be negative")
+	}
 	return p, nil
 }
 
@@ -205,9 +210,10 @@ func newLogger(o *mountOptions, w *os.File) *slog.Logger {
 
 // served is a running mount with its store, as runMount and runRun use it.
 type served struct {
-	mount *tempfs.Mount
-	store *spool.Store
-	log   *slog.Logger
+	mount      *tempfs.Mount
+	store      *spool.Store
+	log        *slog.Logger
+	stopReaper func()
 }
 
 // serve mounts a prepared request. On error nothing is left mounted and the store is gone.
@@ -251,7 +257,13 @@ func (o *mountOptions) serve(p *prepared, log *slog.Logger) (*served, error) {
 	log.Info("mounted", "mountpoint", p.mountpoint, "store", store.Path(),
 		"max_size", naming.FormatSize(o.maxSize.bytes), "memory", naming.FormatSize(p.memory),
 		"disk", diskCapString(o.disk.bytes))
-	return &served{mount: m, store: store, log: log}, nil
+	s := &served{mount: m, store: store, log: log, stopReaper: func() {}}
+	if o.maxAge > 0 {
+		ctx, cancel := context.WithCancel(context.Background())
+		fsys.StartReaper(ctx, o.maxAge)
+		s.stopReaper = cancel
+	}
+	return s, nil
 }
 
 func diskCapString(n int64) string {
@@ -261,7 +273,7 @@ func diskCapString(n int64) string {
 	return naming.FormatSize(n)
 }
 
-// shutdown unmounts on the first signal (detaching a busy mount) and exits at once on the second. It returns
+// waitAndShutdown unmounts on the first signal (detaching a busy mount) and exits at once on the second. It returns
 // when the mount is gone: unmounted by a signal, by `tempfs unmount`, or detached and its last handle closed.
 func (s *served) waitAndShutdown(ctx context.Context, signals <-chan os.Signal) {
 	done := make(chan struct{})
@@ -308,6 +320,7 @@ func (s *served) stop() {
 
 // cleanup removes the store directory; every backing file in it was unlinked from the start.
 func (s *served) cleanup() {
+	s.stopReaper()
 	if err := s.store.Close(); err != nil {
 		s.log.Error("removing the disk store", "err", err)
 	}

@@ -1,0 +1,206 @@
+package fs
+
+import (
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	fusefs "github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+
+	"github.com/tempfs/tempfs/naming"
+	"github.com/tempfs/tempfs/spool"
+)
+
+// These tests drive the node tree through go-fuse's raw bridge (fusefs.NewNodeFS) without a kernel, so that
+// go-fuse's own tree updates (such as linking a created node under the template name) happen as on a mount.
+
+// fakeServer stands in for the kernel connection: it records delete notifications.
+type fakeServer struct {
+	mu      sync.Mutex
+	deleted []string
+}
+
+func (s *fakeServer) DeleteNotify(parent, child uint64, name string) fuse.Status {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.deleted = append(s.deleted, name)
+	return fuse.OK
+}
+func (s *fakeServer) EntryNotify(parent uint64, name string) fuse.Status           { return fuse.OK }
+func (s *fakeServer) InodeNotify(node uint64, off int64, length int64) fuse.Status { return fuse.OK }
+func (s *fakeServer) InodeRetrieveCache(node uint64, offset int64, dest []byte) (int, fuse.Status) {
+	return 0, fuse.OK
+}
+func (s *fakeServer) InodeNotifyStoreCache(node uint64, offset int64, data []byte) fuse.Status {
+	return fuse.OK
+}
+
+type testTree struct {
+	fsys   *FS
+	raw    fuse.RawFileSystem
+	server *fakeServer
+}
+
+func newTestTree(t *testing.T) *testTree {
+	t.Helper()
+	store, err := spool.OpenStore(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { store.Close() })
+	pool, err := spool.NewPool(spool.Config{MaxSize: 1 << 20, MemoryCap: 64 << 20, Store: store})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fsys := New(Options{Mountpoint: "/mnt", Pool: pool, EntryTimeout: time.Second, AttrTimeout: time.Second})
+	srv := &fakeServer{}
+	raw := fusefs.NewNodeFS(fsys.Root(), &fusefs.Options{ServerCallbacks: srv, NullPermissions: true})
+	return &testTree{fsys: fsys, raw: raw, server: srv}
+}
+
+var testCaller = fuse.Caller{Owner: fuse.Owner{Uid: 1000, Gid: 1000}, Pid: 4242}
+
+func (tt *testTree) header(node uint64) fuse.InHeader {
+	return fuse.InHeader{NodeId: node, Caller: testCaller}
+}
+
+// create opens name in the root with O_CREAT and returns the entry and the file handle.
+func (tt *testTree) create(t *testing.T, name string, mode uint32) fuse.CreateOut {
+	t.Helper()
+	in := &fuse.CreateIn{InHeader: tt.header(fuse.FUSE_ROOT_ID), Flags: syscall.O_RDWR | syscall.O_CREAT, Mode: mode}
+	var out fuse.CreateOut
+	if st := tt.raw.Create(nil, in, name, &out); st != fuse.OK {
+		t.Fatalf("create %q: %v", name, st)
+	}
+	return out
+}
+
+func (tt *testTree) lookup(name string) (fuse.EntryOut, fuse.Status) {
+	var out fuse.EntryOut
+	h := tt.header(fuse.FUSE_ROOT_ID)
+	st := tt.raw.Lookup(nil, &h, name, &out)
+	return out, st
+}
+
+func (tt *testTree) release(node, fh uint64) {
+	tt.raw.Release(nil, &fuse.ReleaseIn{InHeader: tt.header(node), Fh: fh})
+}
+
+// names lists the root through the tree tempfs answers readdir from.
+func (tt *testTree) names(t *testing.T) []string {
+	t.Helper()
+	ds, errno := tt.fsys.root.Readdir(&fuse.Context{Caller: testCaller})
+	if errno != 0 {
+		t.Fatal(errno)
+	}
+	var names []string
+	for ds.HasNext() {
+		e, _ := ds.Next()
+		names = append(names, e.Name)
+	}
+	return names
+}
+
+func TestTemplateCreate(t *testing.T) {
+	tt := newTestTree(t)
+	out := tt.create(t, "jobXXXXXX.txt", 0o666)
+	if out.EntryTimeout() != 0 || out.AttrTimeout() != 0 {
+		t.Errorf("template entry timeouts = %v/%v, want 0/0", out.EntryTimeout(), out.AttrTimeout())
+	}
+	if perm := out.Attr.Mode & 07777; perm != 0o600 {
+		t.Errorf("mode = %o, want 0600 whatever was asked", perm)
+	}
+	if out.Attr.Uid != testCaller.Uid || out.Attr.Gid != testCaller.Gid {
+		t.Errorf("owner = %d:%d, want the caller's", out.Attr.Uid, out.Attr.Gid)
+	}
+	names := tt.names(t)
+	if len(names) != 1 || !strings.HasPrefix(names[0], "job") || !strings.HasSuffix(names[0], ".txt") || naming.IsTemplate(names[0]) {
+		t.Fatalf("readdir = %q, want one generated job??????.txt name and no template", names)
+	}
+	if _, st := tt.lookup("jobXXXXXX.txt"); st != fuse.ENOENT {
+		t.Errorf("lookup of the template = %v, want ENOENT", st)
+	}
+	e, st := tt.lookup(names[0])
+	if st != fuse.OK || e.NodeId != out.NodeId {
+		t.Fatalf("lookup of %q = %v node %d, want node %d", names[0], st, e.NodeId, out.NodeId)
+	}
+	// A second open of the same file by its real name keeps it alive past the creator's close.
+	var open fuse.OpenOut
+	if st := tt.raw.Open(nil, &fuse.OpenIn{InHeader: tt.header(out.NodeId), Flags: syscall.O_RDONLY}, &open); st != fuse.OK {
+		t.Fatal(st)
+	}
+	tt.release(out.NodeId, out.Fh)
+	if got := tt.names(t); len(got) != 1 {
+		t.Fatalf("after the first of two closes readdir = %q, want the file still there", got)
+	}
+	tt.release(out.NodeId, open.Fh)
+	if got := tt.names(t); len(got) != 0 {
+		t.Fatalf("after the last close readdir = %q, want empty", got)
+	}
+	if _, st := tt.lookup(names[0]); st != fuse.ENOENT {
+		t.Errorf("lookup after last close = %v, want ENOENT", st)
+	}
+	if len(tt.server.deleted) != 1 || tt.server.deleted[0] != names[0] {
+		t.Errorf("delete notifications = %q, want [%s]", tt.server.deleted, names[0])
+	}
+	if n := len(tt.fsys.root.Children()); n != 0 {
+		t.Errorf("go-fuse tree still holds %d children (template alias leaked?)", n)
+	}
+	if s := tt.fsys.Stats(); s.Files != 0 || s.OpenHandles != 0 || s.RAMBytes != 0 {
+		t.Errorf("stats after last close = %+v, want no files, handles or RAM", s)
+	}
+}
+
+func TestTemplateRefusals(t *testing.T) {
+	tt := newTestTree(t)
+	for _, tc := range []struct {
+		name string
+		want fuse.Status
+	}{
+		{"aXXXXXXbXXXXXX", fuse.EINVAL},
+		{strings.Repeat("a", 256), fuse.Status(syscall.ENAMETOOLONG)},
+	} {
+		var out fuse.CreateOut
+		in := &fuse.CreateIn{InHeader: tt.header(fuse.FUSE_ROOT_ID), Flags: syscall.O_RDWR | syscall.O_CREAT, Mode: 0o600}
+		if st := tt.raw.Create(nil, in, tc.name, &out); st != tc.want {
+			t.Errorf("create %q = %v, want %v", tc.name, st, tc.want)
+		}
+	}
+}
+
+func TestRenamePersistsTemplateFile(t *testing.T) {
+	tt := newTestTree(t)
+	out := tt.create(t, "XXXXXX", 0o600)
+	gen := tt.names(t)[0]
+	in := &fuse.RenameIn{InHeader: tt.header(fuse.FUSE_ROOT_ID), Newdir: fuse.FUSE_ROOT_ID}
+	if st := tt.raw.Rename(nil, in, gen, "kept"); st != fuse.OK {
+		t.Fatal(st)
+	}
+	tt.release(out.NodeId, out.Fh)
+	if got := tt.names(t); len(got) != 1 || got[0] != "kept" {
+		t.Fatalf("after rename and close readdir = %q, want [kept]", got)
+	}
+}
+
+func TestReaperSparesOpenFiles(t *testing.T) {
+	tt := newTestTree(t)
+	openOut := tt.create(t, "open", 0o644)
+	closed := tt.create(t, "closed", 0o644)
+	tt.release(closed.NodeId, closed.Fh)
+	var mk fuse.EntryOut
+	if st := tt.raw.Mkdir(nil, &fuse.MkdirIn{InHeader: tt.header(fuse.FUSE_ROOT_ID), Mode: 0o755}, "dir", &mk); st != fuse.OK {
+		t.Fatal(st)
+	}
+	// Nothing is old yet: a sweep at the present removes nothing.
+	if n := tt.fsys.Reap(time.Hour, time.Now()); n != 0 {
+		t.Fatalf("reaped %d young entries", n)
+	}
+	n := tt.fsys.Reap(time.Hour, time.Now().Add(2*time.Hour))
+	if got := tt.names(t); n != 2 || len(got) != 1 || got[0] != "open" {
+		t.Fatalf("reaped %d, left %q; want 2 reaped and only the open file left", n, got)
+	}
+	tt.release(openOut.NodeId, openOut.Fh)
+}

@@ -1,0 +1,273 @@
+package spool
+
+import (
+	"errors"
+	"log/slog"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"slices"
+	"syscall"
+	"testing"
+
+	"golang.org/x/sys/unix"
+)
+
+// TestMemoryCapEvictsLargestFirst writes 40 files of a bit more than a third of the cap each, in
+// 64 KiB chunks, and checks at every chunk that the write succeeded, RAM stayed under the cap,
+// and the files moved to disk were exactly the largest other RAM files, no more than needed.
+func TestMemoryCapEvictsLargestFirst(t *testing.T) {
+	const memoryCap, chunk = mib, 64 * kib
+	pool := newTestPool(t, Config{MemoryCap: memoryCap})
+	rng := rand.New(rand.NewPCG(1, 2))
+	var files []*File
+	var contents [][]byte
+	for i := range 40 {
+		size := memoryCap/3 + 1 + rng.Int64N(8*kib) // distinct enough that "largest" is clear
+		data := pattern(int(size), byte(i))
+		f := pool.NewFile()
+		files = append(files, f)
+		contents = append(contents, data)
+		for off := int64(0); off < size; off += chunk {
+			// RAM sizes of the other files before the write.
+			before := map[*File]int64{}
+			var ramBefore int64
+			for _, g := range files {
+				if g.Tier() == Memory {
+					ramBefore += g.Size()
+					if g != f {
+						before[g] = g.Size()
+					}
+				}
+			}
+			end := min(off+chunk, size)
+			mustWrite(t, f, data[off:end], off)
+			checkAccounting(t, pool, files)
+			if f.Tier() != Memory {
+				t.Fatalf("file %d went to disk although other RAM files could make room", i)
+			}
+			var moved []int64
+			for g, s := range before {
+				if g.Tier() == Disk {
+					moved = append(moved, s)
+				}
+			}
+			if len(moved) == 0 {
+				continue
+			}
+			// The moved files are the largest others.
+			var others []int64
+			for _, s := range before {
+				others = append(others, s)
+			}
+			slices.Sort(others)
+			slices.Reverse(others)
+			slices.Sort(moved)
+			slices.Reverse(moved)
+			if !slices.Equal(moved, others[:len(moved)]) {
+				t.Fatalf("file %d chunk at %d moved sizes %v to disk; the largest others were %v", i, off, moved, others)
+			}
+			// And no more than needed: without the last (smallest) victim the write did not fit.
+			var sumMoved int64
+			for _, s := range moved {
+				sumMoved += s
+			}
+			growth := end - off
+			if ramBefore-sumMoved+growth > memoryCap || ramBefore-sumMoved+moved[len(moved)-1]+growth <= memoryCap {
+				t.Fatalf("file %d chunk at %d: moved %v with %d in RAM before: not the fewest that make room", i, off, moved, ramBefore)
+			}
+		}
+	}
+	for i, f := range files {
+		checkContent(t, f, contents[i])
+	}
+	st := pool.Stats()
+	if st.Rollovers != st.DiskFiles || st.Rollovers < 30 || st.PeakRAMBytes > memoryCap {
+		t.Errorf("Stats = %+v: want ≥ 30 rollovers, one per disk file, peak under the cap", st)
+	}
+	for _, f := range files {
+		f.Close()
+	}
+}
+
+// TestMemoryCapTooSmallForOneFile: a file larger than the whole budget goes to disk itself,
+// without pushing the others out for nothing.
+func TestMemoryCapTooSmallForOneFile(t *testing.T) {
+	pool := newTestPool(t, Config{MemoryCap: 64 * kib})
+	small, big := pool.NewFile(), pool.NewFile()
+	defer small.Close()
+	defer big.Close()
+	mustWrite(t, small, pattern(int(32*kib), 1), 0)
+	mustWrite(t, big, pattern(int(65*kib), 2), 0)
+	if small.Tier() != Memory || big.Tier() != Disk {
+		t.Errorf("tiers = small %v, big %v; want memory, disk", small.Tier(), big.Tier())
+	}
+	checkAccounting(t, pool, []*File{small, big})
+}
+
+func TestDiskCap(t *testing.T) {
+	const maxSize, diskCap = 16 * kib, 64 * kib
+	pool := newTestPool(t, Config{MaxSize: maxSize, MemoryCap: mib, DiskCap: diskCap})
+	onDisk, inRAM, other := pool.NewFile(), pool.NewFile(), pool.NewFile()
+	files := []*File{onDisk, inRAM, other}
+	defer func() {
+		for _, f := range files {
+			f.Close()
+		}
+	}()
+	diskData, ramData, otherData := pattern(int(40*kib), 1), pattern(int(10*kib), 2), pattern(int(8*kib), 3)
+	mustWrite(t, onDisk, diskData, 0) // rolls over: 40 KiB of 64 on disk
+	mustWrite(t, inRAM, ramData, 0)
+	mustWrite(t, other, otherData, 0)
+	if onDisk.Tier() != Disk || inRAM.Tier() != Memory {
+		t.Fatalf("setup: tiers %v, %v", onDisk.Tier(), inRAM.Tier())
+	}
+	rolloversBefore := pool.Stats().Rollovers
+	fdsBefore := openFdCount(t)
+
+	tests := []struct {
+		name string
+		f    *File
+		op   func(f *File) error
+	}{
+		{"write past the cap on disk", onDisk, func(f *File) error { _, err := f.WriteAt(pattern(int(30*kib), 9), 40*kib); return err }},
+		{"sparse write past the cap", onDisk, func(f *File) error { _, err := f.WriteAt([]byte{1}, 200*kib); return err }},
+		{"truncate past the cap", onDisk, func(f *File) error { return f.Truncate(65 * kib) }},
+		{"allocate past the cap", onDisk, func(f *File) error { return f.Allocate(0, 100*kib, 0) }},
+		{"write whose rollover does not fit", inRAM, func(f *File) error { _, err := f.WriteAt(pattern(int(20*kib), 9), 10*kib); return err }},
+		{"truncate whose rollover does not fit", inRAM, func(f *File) error { return f.Truncate(30 * kib) }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tier := tt.f.Tier()
+			err := tt.op(tt.f)
+			if !errors.Is(err, ErrNoSpace) || !errors.Is(err, syscall.ENOSPC) {
+				t.Fatalf("error = %v, want ErrNoSpace", err)
+			}
+			if got := tt.f.Tier(); got != tier {
+				t.Errorf("tier changed from %v to %v", tier, got)
+			}
+			checkContent(t, onDisk, diskData)
+			checkContent(t, inRAM, ramData)
+			checkContent(t, other, otherData)
+			checkAccounting(t, pool, files)
+		})
+	}
+	// An explicit rollover that does not fit leaves the file in RAM: 60 KiB on disk, 10 to move.
+	if err := onDisk.Truncate(60 * kib); err != nil {
+		t.Fatal(err)
+	}
+	if err := inRAM.Rollover(); !errors.Is(err, ErrNoSpace) {
+		t.Fatalf("Rollover of 10 KiB with 4 KiB left: %v, want ErrNoSpace", err)
+	}
+	if inRAM.Tier() != Memory {
+		t.Errorf("tier after a failed Rollover = %v, want memory", inRAM.Tier())
+	}
+	checkContent(t, inRAM, ramData)
+	checkAccounting(t, pool, files)
+	if st := pool.Stats(); st.Rollovers != rolloversBefore {
+		t.Errorf("Rollovers went from %d to %d through failed operations", rolloversBefore, st.Rollovers)
+	}
+	if got := openFdCount(t); got != fdsBefore {
+		t.Errorf("open fds = %d, want %d: a failed rollover leaked its backing file", got, fdsBefore)
+	}
+	// Room made on disk makes the same operations work.
+	if err := onDisk.Truncate(0); err != nil {
+		t.Fatal(err)
+	}
+	if err := inRAM.Truncate(30 * kib); err != nil {
+		t.Fatalf("truncate after freeing disk: %v", err)
+	}
+	if inRAM.Tier() != Disk {
+		t.Errorf("tier after truncate past MaxSize = %v", inRAM.Tier())
+	}
+	checkContent(t, inRAM, layout(30*kib, piece{0, ramData}))
+	checkAccounting(t, pool, files)
+}
+
+// TestMemoryCapWithFullDisk: when neither a victim nor the file itself can go to disk, the write
+// fails with ErrNoSpace and leaves everything as it was.
+func TestMemoryCapWithFullDisk(t *testing.T) {
+	pool := newTestPool(t, Config{MemoryCap: 64 * kib, DiskCap: 16 * kib})
+	a, b := pool.NewFile(), pool.NewFile()
+	defer a.Close()
+	defer b.Close()
+	aData, bData := pattern(int(40*kib), 1), pattern(int(20*kib), 2)
+	mustWrite(t, a, aData, 0)
+	mustWrite(t, b, bData, 0)
+	if _, err := b.WriteAt(pattern(int(10*kib), 3), 20*kib); !errors.Is(err, ErrNoSpace) {
+		t.Fatalf("write that needs disk room: %v, want ErrNoSpace", err)
+	}
+	checkContent(t, a, aData)
+	checkContent(t, b, bData)
+	checkAccounting(t, pool, []*File{a, b})
+	if a.Tier() != Memory || b.Tier() != Memory {
+		t.Errorf("tiers = %v, %v; want both in RAM", a.Tier(), b.Tier())
+	}
+}
+
+// TestStoreFilesystemFull fills a real (tiny tmpfs) store filesystem: the write fails with
+// ErrNoSpace, the size it had is restored, and a rollover that cannot be copied leaves the file
+// in RAM. It needs root to mount the tmpfs.
+func TestStoreFilesystemFull(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to mount a small tmpfs")
+	}
+	parent := filepath.Join(t.TempDir(), "small")
+	if err := os.Mkdir(parent, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Mount("tmpfs", parent, "tmpfs", 0, "size=1m,mode=0700"); err != nil {
+		t.Skipf("cannot mount a tmpfs: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := unix.Unmount(parent, 0); err != nil {
+			t.Errorf("unmounting the test tmpfs: %v", err)
+		}
+	})
+	store, err := OpenStore(parent)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { store.Close() })
+	pool, err := NewPool(Config{MemoryCap: 8 * mib, Store: store, Logger: slog.New(failOnWarn{t})})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	onDisk := pool.NewFile()
+	defer onDisk.Close()
+	head := pattern(int(100*kib), 1)
+	mustWrite(t, onDisk, head, 0)
+	if err := onDisk.Rollover(); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := onDisk.WriteAt(pattern(int(2*mib), 2), 50*kib); !errors.Is(err, ErrNoSpace) || n != int(50*kib) {
+		t.Fatalf("write past the filesystem's end = %d, %v; want %d (the part inside the old size), ErrNoSpace", n, err, 50*kib)
+	}
+	if got := onDisk.Size(); got != 100*kib {
+		t.Errorf("size after a failed write = %d, want the old %d", got, 100*kib)
+	}
+	var st unix.Stat_t
+	fd, _ := onDisk.PassthroughFd()
+	if err := unix.Fstat(fd, &st); err != nil || st.Size != 100*kib {
+		t.Errorf("backing file size after a failed write = %d (%v), want %d", st.Size, err, 100*kib)
+	}
+
+	inRAM := pool.NewFile()
+	defer inRAM.Close()
+	ramData := pattern(int(2*mib), 3)
+	mustWrite(t, inRAM, ramData, 0)
+	fdsBefore := openFdCount(t)
+	if err := inRAM.Rollover(); !errors.Is(err, ErrNoSpace) {
+		t.Fatalf("rollover onto a full filesystem: %v, want ErrNoSpace", err)
+	}
+	if inRAM.Tier() != Memory {
+		t.Errorf("tier after a failed rollover = %v, want memory", inRAM.Tier())
+	}
+	if got := openFdCount(t); got != fdsBefore {
+		t.Errorf("fds = %d after a failed rollover, want %d", got, fdsBefore)
+	}
+	checkContent(t, inRAM, ramData)
+	checkAccounting(t, pool, []*File{onDisk, inRAM})
+}
