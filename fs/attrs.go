@@ -1,6 +1,7 @@
 package fs
 
 import (
+	"context"
 	"sync"
 	"syscall"
 	"time"
@@ -107,12 +108,45 @@ func (a *attrs) setattr(in *fuse.SetAttrIn) {
 	if in.Valid&fuse.FATTR_SIZE != 0 {
 		changed = true
 	}
+	// tempfs negotiates FUSE_HANDLE_KILLPRIV_V2 (it saves a GETXATTR round trip on every write), so the
+	// kernel leaves it to us to drop set-user-ID and set-group-ID where the kernel would: on chown of a
+	// regular file, and on a truncate by an unprivileged caller (FATTR_KILL_SUIDGID).
+	_, chownUID := in.GetUID()
+	_, chownGID := in.GetGID()
+	_, chmod := in.GetMode()
+	if (chownUID || chownGID) && !chmod || in.Valid&fuse.FATTR_KILL_SUIDGID != 0 {
+		a.killPrivLocked()
+	}
 	if changed {
 		a.ctime = now
 	}
 	if t, ok := in.GetCTime(); ok {
 		a.ctime = t.UnixNano()
 	}
+}
+
+// killPrivLocked drops set-user-ID, and set-group-ID when group execute is set (otherwise it marks mandatory
+// locking), from a regular file, as the kernel's should_remove_suid does. The caller holds a.mu.
+func (a *attrs) killPrivLocked() {
+	if a.mode&syscall.S_IFMT != syscall.S_IFREG {
+		return
+	}
+	a.mode &^= syscall.S_ISUID
+	if a.mode&(syscall.S_ISGID|syscall.S_IXGRP) == syscall.S_ISGID|syscall.S_IXGRP {
+		a.mode &^= syscall.S_ISGID
+	}
+}
+
+// killPrivForWrite drops the privilege bits before a write or O_TRUNC open by a caller that is not root,
+// which is when the kernel would set FUSE_WRITE_KILL_SUIDGID (go-fuse does not pass that flag on).
+func (a *attrs) killPrivForWrite(ctx context.Context) {
+	a.mu.Lock()
+	if a.mode&(syscall.S_ISUID|syscall.S_ISGID) != 0 {
+		if uid, _, _ := caller(ctx); uid != 0 {
+			a.killPrivLocked()
+		}
+	}
+	a.mu.Unlock()
 }
 
 func (a *attrs) fileType() uint32 {

@@ -40,14 +40,15 @@ func MountFS(mountpoint string, fsys *FS, cfg MountConfig) (*Mount, error) {
 	stdLog := log.New(slogWriter{fsys.log}, "", 0)
 	nodeOpts := &fusefs.Options{
 		MountOptions: fuse.MountOptions{
-			AllowOther:  cfg.AllowOther,
-			Options:     opts,
-			FsName:      "tempfs",
-			Name:        "tempfs",
-			MaxWrite:    maxWrite,
-			DirectMount: os.Geteuid() == 0,
-			Debug:       cfg.Debug,
-			Logger:      stdLog,
+			AllowOther:        cfg.AllowOther,
+			Options:           opts,
+			FsName:            "tempfs",
+			Name:              "tempfs",
+			MaxWrite:          maxWrite,
+			DirectMount:       os.Geteuid() == 0,
+			ExtraCapabilities: fuse.CAP_HANDLE_KILLPRIV_V2,
+			Debug:             cfg.Debug,
+			Logger:            stdLog,
 			PanicHandler: func(v any) fuse.Status {
 				fsys.log.Error("recovered panic in a request; answering EIO", "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
 				return fuse.EIO

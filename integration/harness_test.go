@@ -101,7 +101,14 @@ type mount struct {
 func startMount(t testing.TB, args ...string) *mount {
 	t.Helper()
 	requireFUSE(t)
-	m := &mount{Dir: t.TempDir(), StoreParent: t.TempDir(), log: &syncBuffer{}, exited: make(chan struct{})}
+	return startMountAt(t, t.TempDir(), t.TempDir(), args...)
+}
+
+// startMountAt is startMount on a given mountpoint and store parent (to remount after a crash).
+func startMountAt(t testing.TB, dir, storeParent string, args ...string) *mount {
+	t.Helper()
+	requireFUSE(t)
+	m := &mount{Dir: dir, StoreParent: storeParent, log: &syncBuffer{}, exited: make(chan struct{})}
 	r, w, err := os.Pipe()
 	if err != nil {
 		t.Fatal(err)
@@ -147,6 +154,27 @@ func (m *mount) Pid() int { return m.cmd.Process.Pid }
 
 // Log is what the daemon wrote on stderr so far.
 func (m *mount) Log() string { return m.log.String() }
+
+// crash kills the daemon with SIGKILL and waits for it to die, leaving a dead FUSE mount at Dir and the
+// daemon's store directory behind; cleanup then only detaches the dead mount.
+func (m *mount) crash(t testing.TB) {
+	t.Helper()
+	if err := m.cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-m.exited:
+	case <-time.After(30 * time.Second):
+		abortConnection(m.Dir)
+		<-m.exited
+	}
+	m.stopped = true
+	t.Cleanup(func() {
+		if isMounted(m.Dir) {
+			_ = syscall.Unmount(m.Dir, syscall.MNT_DETACH)
+		}
+	})
+}
 
 // stop unmounts with SIGTERM and checks that everything is gone.
 func (m *mount) stop(t testing.TB) {
