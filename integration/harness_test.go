@@ -147,7 +147,9 @@ func startMountAt(t testing.TB, dir, storeParent string, args ...string) *mount 
 }
 
 // Path joins names below the mountpoint.
-func (m *mount) Path(elem ...string) string { return filepath.Join(append([]string{m.Dir}, elem...)...) }
+func (m *mount) Path(elem ...string) string {
+	return filepath.Join(append([]string{m.Dir}, elem...)...)
+}
 
 // Pid is the daemon's process id.
 func (m *mount) Pid() int { return m.cmd.Process.Pid }
