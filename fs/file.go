@@ -43,9 +43,15 @@ var (
 func (f *File) base() *attrs { return &f.attrs }
 
 func (f *File) getattr(out *fuse.Attr) {
+	st := f.data.Stat()
 	f.attrs.fill(out)
-	out.Size = uint64(f.data.Size())
-	out.Blocks = uint64(f.data.Blocks())
+	out.Size = uint64(st.Size)
+	out.Blocks = uint64(st.Blocks)
+	if st.External && st.ModTime > int64(out.Mtime)*1e9+int64(out.Mtimensec) {
+		// Written by passthrough: the kernel wrote the backing file, which holds the true mtime.
+		setTime(&out.Mtime, &out.Mtimensec, st.ModTime)
+		setTime(&out.Ctime, &out.Ctimensec, max(st.ModTime, int64(out.Ctime)*1e9+int64(out.Ctimensec)))
+	}
 	f.fs.nsMu.Lock()
 	out.Nlink = uint32(len(f.links))
 	f.fs.nsMu.Unlock()

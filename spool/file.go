@@ -248,6 +248,36 @@ func (f *File) Blocks() int64 {
 	return st.Blocks
 }
 
+// Stat is what stat(2) needs of a File, read with at most one fstat.
+type Stat struct {
+	Size   int64
+	Blocks int64 // 512-byte blocks allocated
+	// ModTime is the backing file's modification time in nanoseconds, set only when the kernel may write
+	// the file directly (External): the daemon does not see those writes, so only the backing file knows.
+	ModTime  int64
+	External bool
+}
+
+// Stat returns size, allocated blocks and, for a file written by passthrough, the backing file's mtime.
+func (f *File) Stat() Stat {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	if f.closed || f.fd < 0 {
+		return Stat{Size: f.size}
+	}
+	var st unix.Stat_t
+	if err := fstat(f.fd, &st); err != nil {
+		f.pool.log.Warn("spool: fstat failed", "err", err)
+		return Stat{Size: f.size}
+	}
+	out := Stat{Size: f.size, Blocks: st.Blocks, External: f.external}
+	if f.external {
+		out.Size = st.Size
+		out.ModTime = st.Mtim.Nano()
+	}
+	return out
+}
+
 // Tier says where the bytes are now.
 func (f *File) Tier() Tier {
 	f.mu.RLock()
@@ -500,7 +530,8 @@ func (f *File) _undoGrowth(oldSize int64) {
 	f.pool.account(f, oldSize)
 }
 
-// _commitSize records the size after a successful operation.
+// _commitSize records the size after a successful operation. Growth was already counted by
+// _grow, so only a shrink touches the pool: an overwrite inside the file takes no pool lock.
 func (f *File) _commitSize(size int64) {
 	if f.external {
 		if _, err := f._currentSize(); err != nil {
@@ -508,8 +539,11 @@ func (f *File) _commitSize(size int64) {
 		}
 		return
 	}
+	shrunk := size < f.size
 	f.size = size
-	f.pool.account(f, size)
+	if shrunk {
+		f.pool.account(f, size)
+	}
 }
 
 // _dropMemfd closes the memfd of an empty Memory file.

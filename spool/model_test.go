@@ -479,3 +479,81 @@ func FuzzFileOps(f *testing.F) {
 		}
 	})
 }
+
+// TestSharedFilesConcurrentWriters: goroutines write interleaved 4 KiB stripes of the same two
+// files (each goroutine owns every fourth block), while others call Size, Stats and Seek, with a
+// budget that forces rollovers of files other goroutines are using. Each stripe must hold what
+// its owner wrote last.
+func TestSharedFilesConcurrentWriters(t *testing.T) {
+	seed := seedForTest(t)
+	const writers, blocks, block = 4, 40, 4 * kib
+	pool := newTestPool(t, Config{MaxSize: 96 * kib, MemoryCap: 100 * kib})
+	files := []*File{pool.NewFile(), pool.NewFile(), pool.NewFile()}
+	last := make([][][]byte, writers) // last[w][file*blocks+b]
+	var wg sync.WaitGroup
+	for w := range writers {
+		last[w] = make([][]byte, len(files)*blocks)
+		wg.Go(func() {
+			rng := rand.New(rand.NewPCG(seed, uint64(w)))
+			for i := range 300 {
+				fi := rng.IntN(len(files))
+				b := rng.IntN(blocks/writers)*writers + w
+				data := pattern(int(block), byte(w*31+i))
+				if _, err := files[fi].WriteAt(data, int64(b)*block); err != nil {
+					t.Errorf("writer %d: %v", w, err)
+					return
+				}
+				last[w][fi*blocks+b] = data
+			}
+		})
+	}
+	stop := make(chan struct{})
+	var observers sync.WaitGroup
+	observers.Go(func() {
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			for _, f := range files {
+				f.Size()
+				f.Tier()
+				f.Seek(0, unix.SEEK_HOLE)
+			}
+			if st := pool.Stats(); st.RAMBytes > st.RAMCap {
+				t.Errorf("RAM %d over the cap %d", st.RAMBytes, st.RAMCap)
+				return
+			}
+		}
+	})
+	wg.Wait()
+	close(stop)
+	observers.Wait()
+	for fi, f := range files {
+		content := readAll(t, f)
+		for b := range blocks {
+			want := last[b%writers][fi*blocks+b]
+			if want == nil {
+				want = make([]byte, block)
+			}
+			start := int64(b) * block
+			if start >= int64(len(content)) {
+				if bytes.ContainsFunc(want, func(r rune) bool { return r != 0 }) {
+					t.Errorf("file %d block %d: past the end (size %d), but was written", fi, b, len(content))
+				}
+				continue
+			}
+			if !bytes.Equal(content[start:start+block], want) {
+				t.Errorf("file %d block %d: not what its writer wrote last", fi, b)
+			}
+		}
+	}
+	checkAccounting(t, pool, files)
+	if st := pool.Stats(); st.Rollovers < 2 {
+		t.Errorf("only %d rollovers: the budget was not exercised", st.Rollovers)
+	}
+	for _, f := range files {
+		f.Close()
+	}
+}

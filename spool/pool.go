@@ -218,17 +218,6 @@ func (p *Pool) account(f *File, size int64) {
 	p.mu.Unlock()
 }
 
-// reserveRAM grows f's RAM share to size if that fits under MemoryCap. f is Memory-tier, f.mu held.
-func (p *Pool) reserveRAM(f *File, size int64) bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if size-f.accounted > p.cfg.MemoryCap-p.ramBytes {
-		return false
-	}
-	p.setAccounted(f, size)
-	return true
-}
-
 // reserveDisk grows f's disk share to size if that fits under DiskCap. f is Disk-tier, f.mu held.
 func (p *Pool) reserveDisk(f *File, size int64) bool {
 	p.mu.Lock()
