@@ -57,8 +57,11 @@ func MountFS(mountpoint string, fsys *FS, cfg MountConfig) (*Mount, error) {
 		// Timeouts stay nil: go-fuse's global timeouts would override the 0 that template entries need
 		// (kernel-notes.md); every answer sets its own.
 		NullPermissions: true,
-		UID:             0,
 		Logger:          stdLog,
+		// Small inode numbers, as tmpfs hands out: go-fuse's default starts at 2^63, which breaks programs
+		// built without large-file support (stat fails with EOVERFLOW). The counter only grows, so numbers
+		// stay unique for the mount's life.
+		FirstAutomaticIno: 2,
 	}
 	raw := fusefs.NewNodeFS(fsys.root, nodeOpts)
 	server, err := fuse.NewServer(raw, mountpoint, &nodeOpts.MountOptions)
