@@ -44,6 +44,9 @@ type Options struct {
 	EntryTimeout, AttrTimeout time.Duration
 	// Logger receives errors that collapse to EIO and other events worth a line.
 	Logger *slog.Logger
+	// PanicProbe arms a test hook: getxattr "user.tempfs.test.panic" panics inside the request, so that
+	// integration tests can check that a panicking request is answered EIO and the daemon lives on.
+	PanicProbe bool
 }
 
 // FS is one mounted tempfs.

@@ -29,6 +29,8 @@ const (
 	xattrRollover = "user.tempfs.rollover"
 	xattrCreated  = "user.tempfs.created"
 	xattrStats    = "user.tempfs.stats"
+
+	xattrPanicProbe = "user.tempfs.test.panic" // see Options.PanicProbe
 )
 
 // storableNamespace reports whether attr may be stored. system.* (ACLs) is not supported, as on a tmpfs
@@ -122,6 +124,9 @@ func copyOut(value, dest []byte) (uint32, syscall.Errno) {
 
 func getxattr(ctx context.Context, n node, attr string, dest []byte) (uint32, syscall.Errno) {
 	if strings.HasPrefix(attr, xattrPrefix) {
+		if attr == xattrPanicProbe && fsOf(n).opts.PanicProbe {
+			panic("user.tempfs.test.panic: test probe")
+		}
 		value, ok, errno := virtualXattr(ctx, n, attr)
 		if errno != 0 {
 			return 0, errno

@@ -107,6 +107,12 @@ func startMount(t testing.TB, args ...string) *mount {
 // startMountAt is startMount on a given mountpoint and store parent (to remount after a crash).
 func startMountAt(t testing.TB, dir, storeParent string, args ...string) *mount {
 	t.Helper()
+	return startMountEnv(t, dir, storeParent, nil, args...)
+}
+
+// startMountEnv is startMountAt with extra environment variables for the daemon.
+func startMountEnv(t testing.TB, dir, storeParent string, env []string, args ...string) *mount {
+	t.Helper()
 	requireFUSE(t)
 	m := &mount{Dir: dir, StoreParent: storeParent, log: &syncBuffer{}, exited: make(chan struct{})}
 	r, w, err := os.Pipe()
@@ -117,6 +123,9 @@ func startMountAt(t testing.TB, dir, storeParent string, args ...string) *mount 
 	full = append(full, m.Dir)
 	m.cmd = exec.Command(tempfsBin, full...)
 	m.cmd.Stderr = m.log
+	if env != nil {
+		m.cmd.Env = append(os.Environ(), env...)
+	}
 	m.cmd.ExtraFiles = []*os.File{w}
 	if err := m.cmd.Start(); err != nil {
 		t.Fatal(err)

@@ -244,6 +244,7 @@ func (o *mountOptions) serve(p *prepared, log *slog.Logger) (*served, error) {
 		EntryTimeout: time.Second,
 		AttrTimeout:  time.Second,
 		Logger:       log,
+		PanicProbe:   os.Getenv("TEMPFS_TEST_PANIC") == "1",
 	})
 	m, err := tempfs.MountFS(p.mountpoint, fsys, tempfs.MountConfig{
 		AllowOther: p.allowOther,
