@@ -221,7 +221,8 @@ func (o *mountOptions) serve(p *prepared, log *slog.Logger) (*served, error) {
 	raiseFileLimit()
 	store, err := spool.OpenStore(p.storeParent)
 	if err != nil {
-		return nil, failure(fmt.Errorf("disk store: %w", err))
+		// An unusable store parent (not ours, writable by others without the sticky bit) is bad input.
+		return nil, usageErrorf("disk store: %v", err)
 	}
 	pool, err := spool.NewPool(spool.Config{
 		MaxSize:   o.maxSize.bytes,
