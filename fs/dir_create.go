@@ -141,6 +141,7 @@ func (d *Dir) Create(ctx context.Context, name string, flags uint32, mode uint32
 	d.fs.nsMu.Unlock()
 
 	d.fs.counts.files.Add(1)
+	d.fs.counts.created.Add(1)
 	d.dropAlias(oldAlias)
 	d.attrs.touchModified()
 	d.newEntryOut(f, isTmpl, out)
@@ -176,6 +177,7 @@ func (d *Dir) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.Ent
 	d.fs.nsMu.Unlock()
 
 	d.fs.counts.dirs.Add(1)
+	d.fs.counts.created.Add(1)
 	d.dropAlias(oldAlias)
 	d.attrs.touchModified()
 	d.newEntryOut(sub, isTmpl, out)
@@ -196,6 +198,7 @@ func (d *Dir) Tmpfile(ctx context.Context, flags uint32, mode uint32, out *fuse.
 	h := f.openLocked(flags)
 	d.fs.nsMu.Unlock()
 	d.fs.counts.files.Add(1)
+	d.fs.counts.created.Add(1)
 	f.getattr(&out.Attr)
 	// The kernel's d_tmpfile drops one link from what we answer here; the file has none afterwards.
 	out.Attr.Nlink = 1
@@ -248,8 +251,10 @@ func (d *Dir) addLeaf(ctx context.Context, name string, n leafNode, out *fuse.En
 	d.fs.nsMu.Unlock()
 	if _, ok := n.(*File); ok {
 		d.fs.counts.files.Add(1)
+		d.fs.counts.created.Add(1)
 	} else {
 		d.fs.counts.others.Add(1)
+		d.fs.counts.created.Add(1)
 	}
 	d.attrs.touchModified()
 	d.newEntryOut(n, false, out)

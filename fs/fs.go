@@ -73,6 +73,7 @@ type counters struct {
 	files, dirs, others atomic.Int64
 	openHandles         atomic.Int64
 	templateEntries     atomic.Int64 // entries made from templates so far
+	created             atomic.Int64 // entries made so far, of every kind (O_TMPFILE files too)
 	ephemeralFiles      atomic.Int64 // live files that go away at last close
 	bytesWritten        atomic.Int64
 	passthroughOpens    atomic.Int64

@@ -16,6 +16,7 @@ type Stats struct {
 	Others          int64   `json:"others"`
 	EphemeralFiles  int64   `json:"ephemeral_files"`
 	TemplateEntries int64   `json:"template_entries"`
+	EntriesCreated  int64   `json:"entries_created"`
 	OpenHandles     int64   `json:"open_handles"`
 	RAMBytes        int64   `json:"ram_bytes"`
 	RAMCap          int64   `json:"ram_cap"`
@@ -43,6 +44,7 @@ func (fsys *FS) Stats() Stats {
 		Others:          fsys.counts.others.Load(),
 		EphemeralFiles:  fsys.counts.ephemeralFiles.Load(),
 		TemplateEntries: fsys.counts.templateEntries.Load(),
+		EntriesCreated:  fsys.counts.created.Load(),
 		OpenHandles:     fsys.counts.openHandles.Load(),
 		RAMBytes:        ps.RAMBytes,
 		RAMCap:          ps.RAMCap,

@@ -33,6 +33,9 @@ daemon dies.`,
 		newVersionCommand(),
 		newGettempdirCommand(),
 		newGettempprefixCommand(),
+		newRunCommand(),
+		newMktempCommand(),
+		newStatusCommand(),
 	)
 	return root
 }

@@ -1,0 +1,407 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+	"golang.org/x/sys/unix"
+
+	tempfs "github.com/tempfs/tempfs/fs"
+	"github.com/tempfs/tempfs/naming"
+)
+
+// Exit statuses of `tempfs run` when CMD cannot be started, as a POSIX shell reports them.
+const (
+	exitCannotExecute = 126
+	exitNotFound      = 127
+	// exitSignalBase + N is the status of a CMD killed by signal N, as shells report it.
+	exitSignalBase = 128
+)
+
+// reportListLimit is how many left-behind entries --report lists before it summarizes the rest.
+const reportListLimit = 50
+
+// runOptions are the flags of `tempfs run`: the mount flags, and where and how to run.
+type runOptions struct {
+	mount  *mountOptions
+	dir    string
+	report bool
+}
+
+func newRunOptions() *runOptions { return &runOptions{mount: newMountOptions()} }
+
+// AddFlags registers the mount flags and run's own on fs.
+func (o *runOptions) AddFlags(fs *pflag.FlagSet) {
+	o.mount.AddFlags(fs)
+	fs.StringVar(&o.dir, "dir", "", "make the scratch mountpoint in `DIR` (default: the first usable of $TMPDIR, $TEMP, $TMP, /tmp, /var/tmp, /usr/tmp, .)")
+	fs.BoolVar(&o.report, "report", false, "after CMD exits, print to stderr what it created, wrote, spilled to disk and left behind")
+}
+
+func newRunCommand() *cobra.Command {
+	o := newRunOptions()
+	cmd := &cobra.Command{
+		Use:   "run [flags] -- CMD [ARG...]",
+		Short: "Run a command with TMPDIR on a private tempfs scratch mount",
+		Long: `Mount a private tempfs scratch directory, run CMD with TMPDIR, TEMP and TMP pointing at it
+(the rest of the environment, stdin, stdout and stderr are passed through), then unmount it
+and remove everything, also when CMD fails or is killed. tempfs run exits with CMD's exit
+status, 128+N when CMD died by signal N, 127 when CMD is not found and 126 when it cannot be
+executed. SIGINT, SIGQUIT, SIGTERM and SIGHUP are forwarded to CMD (SIGINT and SIGQUIT only when
+they did not come from the terminal, which delivers them to CMD itself).
+
+The filesystem is served by this process. If CMD leaves background processes that still use
+the scratch directory, it is detached and they lose it when tempfs run exits. The daemon logs
+to stderr only warnings and errors (everything with --debug), so CMD's stderr stays its own.
+
+With --report, tempfs run prints to stderr, after CMD exits and before unmounting: the entries
+created (from templates, and in total), the bytes written, the peak RAM, the bytes spilled to
+the disk store, and every entry CMD left behind with its size.`,
+		Example: `  tempfs run -- make test
+  tempfs run --report --max-size 4MiB -- python3 job.py
+  tempfs run --memory 512MiB --disk 10GiB -- sort -T "$TMPDIR" big.txt   # sort's runs: RAM first, then disk`,
+		Args: cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return runRun(cmd.Context(), o, args, cmd.InOrStdin(), cmd.OutOrStdout(), cmd.ErrOrStderr())
+		},
+	}
+	// Flags end at CMD: `tempfs run ls -l` must give -l to ls, with or without "--".
+	cmd.Flags().SetInterspersed(false)
+	o.AddFlags(cmd.Flags())
+	return cmd
+}
+
+// runRun mounts a scratch directory in this process, runs args in it and returns CMD's exit status as an
+// *exitError without a message (nil for 0). Everything it mounted or created is gone when it returns.
+func runRun(ctx context.Context, o *runOptions, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+	child := exec.Command(args[0], args[1:]...)
+	if errors.Is(child.Err, exec.ErrDot) {
+		// A relative PATH entry ("." or ""), as a shell would use it.
+		child.Err = nil
+	}
+	if child.Err != nil {
+		// Not found in PATH: say so before mounting anything.
+		return startError(args[0], child.Err)
+	}
+	parent := o.dir
+	if parent == "" {
+		var err error
+		if parent, err = naming.GetTempDir(""); err != nil {
+			return usageErrorf("no directory for the scratch mountpoint: %v (give one with --dir)", err)
+		}
+	}
+	dir, err := os.MkdirTemp(parent, "tempfs-run-")
+	if err != nil {
+		if o.dir != "" {
+			return usageErrorf("--dir: %v", err)
+		}
+		return failure(err)
+	}
+	// Deferred first, so it runs last: the mountpoint is removed once nothing is mounted on it.
+	defer os.Remove(dir)
+
+	log := runLogger(o.mount, stderr)
+	// The store logs stale-store cleanup through slog's default logger; keep that off CMD's stderr too.
+	slog.SetDefault(log)
+	p, err := o.mount.prepare(dir)
+	if err != nil {
+		return err
+	}
+	// Caught from here on, so that a signal can never kill this process with the mount still up.
+	signals := make(chan os.Signal, 8)
+	signal.Notify(signals, syscall.SIGINT, syscall.SIGQUIT, syscall.SIGTERM, syscall.SIGHUP)
+	defer signal.Stop(signals)
+	s, err := o.mount.serve(p, log)
+	if err != nil {
+		return err
+	}
+	defer s.finishRun()
+
+	child.Env = scratchEnv(os.Environ(), p.mountpoint)
+	child.Stdin, child.Stdout, child.Stderr = stdin, stdout, stderr
+	if err := child.Start(); err != nil {
+		return startError(args[0], err)
+	}
+	done := make(chan struct{})
+	forwarded := make(chan struct{})
+	go func() {
+		defer close(forwarded)
+		forwardSignals(child.Process, signals, done, log)
+	}()
+	waitErr := child.Wait()
+	close(done)
+	<-forwarded
+	if child.ProcessState == nil {
+		return failure(fmt.Errorf("waiting for %s: %w", args[0], waitErr))
+	}
+	code := exitStatus(child.ProcessState.Sys().(syscall.WaitStatus))
+	if o.report {
+		// The walk is an ordinary client of the mount: its requests are served by the server's goroutines.
+		left, walkErr := walkLeftBehind(p.mountpoint)
+		if walkErr != nil {
+			log.Warn("listing what the command left behind", "err", walkErr)
+		}
+		writeReport(stderr, reportOf(s.mount.Stats()), left, reportListLimit)
+	}
+	if code == 0 {
+		return nil
+	}
+	return &exitError{code: code}
+}
+
+// runLogger logs the in-process daemon to w at warn level, or at debug level with --debug: CMD owns stderr.
+func runLogger(o *mountOptions, w io.Writer) *slog.Logger {
+	level := slog.LevelWarn
+	if o.debug || o.fuseLogs {
+		level = slog.LevelDebug
+	}
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: level}))
+}
+
+// finishRun unmounts the scratch mount and removes the store. A mount still busy (CMD left background processes
+// with files open there, or their working directory) is detached without waiting for them: they lose their
+// files when this process exits, which closes the FUSE connection.
+func (s *served) finishRun() {
+	if err := s.mount.Unmount(); err != nil {
+		s.log.Warn("the scratch directory is still in use by processes CMD left behind: detached; they lose it when tempfs run exits",
+			"mountpoint", s.mountpointPath(), "err", err)
+		if err := s.mount.Detach(); err != nil {
+			s.log.Error("detaching the scratch directory", "mountpoint", s.mountpointPath(), "err", err)
+		}
+	} else {
+		s.mount.Wait()
+	}
+	s.cleanup()
+}
+
+// scratchEnv is env with TMPDIR, TEMP and TMP (the variables Python, coreutils and most runtimes read) set to
+// dir, and everything else kept.
+func scratchEnv(env []string, dir string) []string {
+	out := make([]string, 0, len(env)+3)
+	for _, kv := range env {
+		switch k, _, _ := strings.Cut(kv, "="); k {
+		case "TMPDIR", "TEMP", "TMP":
+			continue
+		}
+		out = append(out, kv)
+	}
+	return append(out, "TMPDIR="+dir, "TEMP="+dir, "TMP="+dir)
+}
+
+// forwardSignals passes the signals this process receives on to CMD until done is closed.
+func forwardSignals(p *os.Process, signals <-chan os.Signal, done <-chan struct{}, log *slog.Logger) {
+	for {
+		select {
+		case <-done:
+			return
+		case sig := <-signals:
+			if (sig == syscall.SIGINT || sig == syscall.SIGQUIT) && inTerminalForeground() {
+				// Ctrl-C and Ctrl-\ reach the whole foreground process group, CMD included. Sending another
+				// would interrupt CMD twice, and programs that clean up on the first interrupt would be cut short.
+				continue
+			}
+			if err := p.Signal(sig); err != nil && !errors.Is(err, os.ErrProcessDone) {
+				log.Warn("forwarding a signal to the command", "signal", sig, "err", err)
+			}
+		}
+	}
+}
+
+// inTerminalForeground reports whether this process belongs to the foreground process group of its controlling
+// terminal, where the terminal's own SIGINT and SIGQUIT reach every member.
+func inTerminalForeground() bool {
+	tty, err := os.Open("/dev/tty")
+	if err != nil {
+		return false // no controlling terminal: whoever signalled us meant us alone
+	}
+	defer tty.Close()
+	fg, err := unix.IoctlGetInt(int(tty.Fd()), unix.TIOCGPGRP)
+	return err == nil && fg == unix.Getpgrp()
+}
+
+// exitStatus maps CMD's wait status to tempfs run's exit status as a shell does: the exit code, or 128+N when
+// CMD died by signal N.
+func exitStatus(ws syscall.WaitStatus) int {
+	switch {
+	case ws.Exited():
+		return ws.ExitStatus()
+	case ws.Signaled():
+		return exitSignalBase + int(ws.Signal())
+	}
+	return exitFailure
+}
+
+// startError reports a CMD that could not be started with a shell's exit statuses: 127 when it does not
+// exist, 126 when it exists but cannot be executed.
+func startError(name string, err error) error {
+	switch {
+	case errors.Is(err, exec.ErrNotFound):
+		return &exitError{code: exitNotFound, err: fmt.Errorf("%s: command not found", name)}
+	case errors.Is(err, fs.ErrNotExist):
+		return &exitError{code: exitNotFound, err: fmt.Errorf("%s: no such file or directory", name)}
+	case errors.Is(err, fs.ErrPermission), errors.Is(err, syscall.ENOEXEC), errors.Is(err, syscall.EISDIR):
+		return &exitError{code: exitCannotExecute, err: fmt.Errorf("%s: %v", name, errnoOf(err))}
+	}
+	return failure(fmt.Errorf("%s: %w", name, err))
+}
+
+// errnoOf drops the operation and path that exec's errors carry, which the caller's message already names.
+func errnoOf(err error) error {
+	var errno syscall.Errno
+	if errors.As(err, &errno) {
+		return errno
+	}
+	return err
+}
+
+// runReport is what --report shows about the mount's life.
+type runReport struct {
+	entriesCreated  int64
+	templateEntries int64
+	entriesNow      int64
+	bytesWritten    int64
+	peakRAM         int64
+	spilled         int64
+	rollovers       int64
+}
+
+func reportOf(st tempfs.Stats) runReport {
+	return runReport{
+		entriesCreated:  st.EntriesCreated,
+		templateEntries: st.TemplateEntries,
+		entriesNow:      st.Entries,
+		bytesWritten:    st.BytesWritten,
+		peakRAM:         st.PeakRAMBytes,
+		spilled:         st.SpilledBytes,
+		rollovers:       st.Rollovers,
+	}
+}
+
+// leftEntry is one entry CMD left in the scratch directory.
+type leftEntry struct {
+	name string // relative to the mount; directories end in "/"
+	size int64
+	kind fs.FileMode // fs.ModeDir, fs.ModeSymlink, ..., 0 for a regular file
+}
+
+// walkLeftBehind lists every entry under root, in lexical order. It returns what it could read with the first
+// error, so that one vanishing entry (a background process still at work) does not hide the rest.
+func walkLeftBehind(root string) ([]leftEntry, error) {
+	var left []leftEntry
+	var firstErr error
+	err := filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			if firstErr == nil && !errors.Is(err, fs.ErrNotExist) {
+				firstErr = err
+			}
+			return nil
+		}
+		if path == root {
+			return nil
+		}
+		rel, _ := filepath.Rel(root, path)
+		e := leftEntry{name: rel, kind: d.Type()}
+		if d.IsDir() {
+			e.name += "/"
+		} else if info, err := d.Info(); err == nil {
+			e.size = info.Size()
+		}
+		left = append(left, e)
+		return nil
+	})
+	if firstErr == nil {
+		firstErr = err
+	}
+	return left, firstErr
+}
+
+// writeReport prints the --report block: the counters, then at most limit left-behind entries and how many
+// more there were.
+func writeReport(w io.Writer, r runReport, left []leftEntry, limit int) {
+	var files, dirs, others, bytes int64
+	for _, e := range left {
+		switch {
+		case e.kind.IsDir():
+			dirs++
+		case e.kind.IsRegular():
+			files++
+			bytes += e.size
+		default:
+			others++
+		}
+	}
+	fmt.Fprintln(w, "tempfs run: report")
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintf(tw, "  entries created\t%d in total, %d from templates\n", r.entriesCreated, r.templateEntries)
+	fmt.Fprintf(tw, "  bytes written\t%s\n", sizeWithBytes(r.bytesWritten))
+	fmt.Fprintf(tw, "  peak RAM\t%s\n", sizeWithBytes(r.peakRAM))
+	fmt.Fprintf(tw, "  spilled to disk\t%s in %s\n", sizeWithBytes(r.spilled), plural(r.rollovers, "rollover"))
+	fmt.Fprintf(tw, "  left behind\t%s of %s, %s, %s\n", plural(files, "file"), sizeWithBytes(bytes),
+		plural(dirs, "directory"), plural(others, "other"))
+	tw.Flush()
+	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	for i, e := range left {
+		if i == limit {
+			fmt.Fprintf(tw, "    ... and %d more\n", len(left)-limit)
+			break
+		}
+		switch {
+		case e.kind.IsDir():
+			fmt.Fprintf(tw, "    %s\tdirectory\n", e.name)
+		case e.kind.IsRegular():
+			fmt.Fprintf(tw, "    %s\t%s\n", e.name, sizeWithBytes(e.size))
+		default:
+			fmt.Fprintf(tw, "    %s\t%s\n", e.name, kindName(e.kind))
+		}
+	}
+	tw.Flush()
+}
+
+// sizeWithBytes is a size for humans with the exact count beside it once the unit hides it.
+func sizeWithBytes(n int64) string {
+	if n < 1024 {
+		return naming.FormatSize(n)
+	}
+	return fmt.Sprintf("%s (%d bytes)", naming.FormatSize(n), n)
+}
+
+func plural(n int64, noun string) string {
+	if n == 1 {
+		return "1 " + noun
+	}
+	switch {
+	case strings.HasSuffix(noun, "y"):
+		noun = strings.TrimSuffix(noun, "y") + "ies"
+	default:
+		noun += "s"
+	}
+	return fmt.Sprintf("%d %s", n, noun)
+}
+
+func kindName(m fs.FileMode) string {
+	switch {
+	case m&fs.ModeSymlink != 0:
+		return "symlink"
+	case m&fs.ModeNamedPipe != 0:
+		return "fifo"
+	case m&fs.ModeSocket != 0:
+		return "socket"
+	case m&fs.ModeCharDevice != 0:
+		return "character device"
+	case m&fs.ModeDevice != 0:
+		return "block device"
+	}
+	return "special file"
+}

@@ -1,0 +1,133 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"path/filepath"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+	"golang.org/x/sys/unix"
+
+	tempfs "github.com/tempfs/tempfs/fs"
+	"github.com/tempfs/tempfs/naming"
+)
+
+type statusOptions struct {
+	json bool
+}
+
+// AddFlags registers the flags of `tempfs status` on fs.
+func (o *statusOptions) AddFlags(fs *pflag.FlagSet) {
+	fs.BoolVar(&o.json, "json", false, "print the daemon's status as one JSON object")
+}
+
+func newStatusCommand() *cobra.Command {
+	o := &statusOptions{}
+	cmd := &cobra.Command{
+		Use:   "status MOUNTPOINT",
+		Short: "Show a tempfs mount's entries, open handles, RAM and disk use",
+		Long: `Show what a tempfs mount holds: entries by kind, files that go at their last close, open
+handles, RAM used against its cap and at its peak, disk used against its cap, rollovers to
+disk, whether passthrough is on, the store directory and the uptime. The daemon answers it
+in getxattr(MOUNTPOINT, "user.tempfs.stats"). With --json, that JSON object is printed as
+it is (at least entries, files, dirs, open_handles, ram_bytes, ram_cap, disk_bytes, disk_cap,
+rollovers, passthrough and uptime_seconds). A path that is not a tempfs mountpoint gives exit
+status 2.`,
+		Example: `  tempfs status /scratch
+  tempfs status --json /scratch | jq .ram_bytes`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return runStatus(o, args[0], cmd.OutOrStdout())
+		},
+	}
+	o.AddFlags(cmd.Flags())
+	return cmd
+}
+
+func runStatus(o *statusOptions, arg string, stdout io.Writer) error {
+	mp, err := filepath.Abs(arg)
+	if err != nil {
+		return usageErrorf("%s: %v", arg, err)
+	}
+	raw, err := readStats(mp)
+	if err != nil {
+		return err
+	}
+	if o.json {
+		_, err := fmt.Fprintf(stdout, "%s\n", raw)
+		return failure(err)
+	}
+	var st tempfs.Stats
+	if err := json.Unmarshal(raw, &st); err != nil {
+		return failure(fmt.Errorf("%s answered a status that is not JSON: %w", mp, err))
+	}
+	writeStatus(stdout, mp, st)
+	return nil
+}
+
+// readStats asks the daemon serving mp for its status. Anything but a tempfs mountpoint is a usage error.
+func readStats(mp string) ([]byte, error) {
+	var sfs unix.Statfs_t
+	if err := unix.Statfs(mp, &sfs); err != nil {
+		if errors.Is(err, unix.ENOTCONN) {
+			return nil, failure(fmt.Errorf("%s is a dead mount (its daemon is gone): clear it with 'tempfs unmount %s'", mp, mp))
+		}
+		return nil, usageErrorf("%s: %v", mp, errnoOf(err))
+	}
+	if sfs.Type != fuseSuperMagic {
+		return nil, usageErrorf("%s is not a tempfs mount", mp)
+	}
+	raw, err := getxattrString(mp, xattrStats)
+	if err == nil {
+		var probe map[string]any
+		if json.Unmarshal([]byte(raw), &probe) != nil {
+			return nil, usageErrorf("%s is not a tempfs mount (its %s is not JSON)", mp, xattrStats)
+		}
+		return []byte(raw), nil
+	}
+	if _, pathErr := getxattrString(mp, xattrPath); pathErr == nil {
+		// Only the root answers the stats: say where to look instead.
+		return nil, usageErrorf("%s is inside a tempfs mount, not its mountpoint: give the mountpoint", mp)
+	}
+	return nil, usageErrorf("%s is not a tempfs mount", mp)
+}
+
+// writeStatus prints the status as a two-column table.
+func writeStatus(w io.Writer, mp string, st tempfs.Stats) {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	row := func(label, format string, args ...any) { fmt.Fprintf(tw, label+"\t"+format+"\n", args...) }
+	row("mountpoint", "%s", mp)
+	row("entries", "%d (%s, %s, %s)", st.Entries, plural(st.Files, "file"), plural(st.Dirs, "directory"), plural(st.Others, "other"))
+	row("ephemeral files", "%d (go at their last close)", st.EphemeralFiles)
+	row("from templates", "%d since mount", st.TemplateEntries)
+	row("open handles", "%d", st.OpenHandles)
+	row("RAM", "%s of %s (peak %s), %s", naming.FormatSize(st.RAMBytes), naming.FormatSize(st.RAMCap),
+		naming.FormatSize(st.PeakRAMBytes), plural(st.MemoryFiles, "file"))
+	row("disk", "%s of %s, %s", naming.FormatSize(st.DiskBytes), diskCapString(st.DiskCap), plural(st.DiskFiles, "file"))
+	row("rollovers", "%d (%s spilled to disk)", st.Rollovers, naming.FormatSize(st.SpilledBytes))
+	row("written", "%s", naming.FormatSize(st.BytesWritten))
+	row("max size", "%s", maxSizeString(st.MaxSize))
+	row("passthrough", "%s", onOff(st.Passthrough))
+	row("store", "%s", st.Store)
+	row("uptime", "%s", (time.Duration(st.UptimeSeconds * float64(time.Second))).Round(time.Second))
+	tw.Flush()
+}
+
+func maxSizeString(n int64) string {
+	if n == 0 {
+		return "none (files stay in RAM until the RAM cap)"
+	}
+	return naming.FormatSize(n)
+}
+
+func onOff(b bool) string {
+	if b {
+		return "on"
+	}
+	return "off"
+}

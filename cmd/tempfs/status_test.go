@@ -1,0 +1,56 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"strings"
+	"testing"
+
+	tempfs "github.com/tempfs/tempfs/fs"
+)
+
+func TestWriteStatus(t *testing.T) {
+	st := tempfs.Stats{
+		Entries: 6, Files: 4, Dirs: 1, Others: 1, EphemeralFiles: 2, TemplateEntries: 9, OpenHandles: 3,
+		RAMBytes: 3 << 20, RAMCap: 1 << 30, PeakRAMBytes: 5 << 20, DiskBytes: 7 << 20, DiskCap: 0,
+		MemoryFiles: 3, DiskFiles: 1, Rollovers: 4, SpilledBytes: 8 << 20, Passthrough: true,
+		MaxSize: 1 << 20, Store: "/tmp/tempfs-store-abc", UptimeSeconds: 3723.4,
+	}
+	var buf bytes.Buffer
+	writeStatus(&buf, "/scratch", st)
+	out := buf.String()
+	for label, want := range map[string]string{
+		"mountpoint":      "/scratch",
+		"entries":         "6 (4 files, 1 directory, 1 other)",
+		"ephemeral files": "2",
+		"open handles":    "3",
+		"RAM":             "3 MiB of 1 GiB (peak 5 MiB), 3 files",
+		"disk":            "7 MiB of free space, 1 file",
+		"rollovers":       "4 (8 MiB spilled to disk)",
+		"passthrough":     "on",
+		"store":           "/tmp/tempfs-store-abc",
+		"uptime":          "1h2m3s",
+	} {
+		line := lineWith(out, label)
+		if !strings.Contains(line, want) {
+			t.Errorf("%s line %q lacks %q:\n%s", label, line, want, out)
+		}
+	}
+	st.Passthrough, st.DiskCap = false, 10<<30
+	buf.Reset()
+	writeStatus(&buf, "/scratch", st)
+	if out := buf.String(); !strings.Contains(lineWith(out, "passthrough"), "off") || !strings.Contains(lineWith(out, "disk"), "of 10 GiB") {
+		t.Errorf("passthrough off and a disk cap not shown:\n%s", out)
+	}
+}
+
+func TestStatusOfPlainDirectoryIsUsageError(t *testing.T) {
+	err := runStatus(&statusOptions{}, t.TempDir(), &bytes.Buffer{})
+	var exit *exitError
+	if !errors.As(err, &exit) || exit.code != exitUsage {
+		t.Fatalf("status of a plain directory: %v, want exit status 2", err)
+	}
+	if !strings.Contains(exit.err.Error(), "not a tempfs mount") {
+		t.Errorf("message %q does not say it is not a tempfs mount", exit.err)
+	}
+}
