@@ -7,11 +7,15 @@ import (
 	"os/exec"
 	"strings"
 	"syscall"
+
+	"github.com/spf13/pflag"
 )
 
 // daemonize starts `tempfs mount` again as a background process in its own session and returns once it says
 // the mount is ready (exit status 0), or with its error and exit status when it could not mount.
-func daemonize(o *mountOptions, mountpoint string) error {
+// flags are the command line's flags as parsed, so that the child gets exactly what this process got (whether it
+// came from a shell or from mount(8) through the mount-helper translation).
+func daemonize(o *mountOptions, flags *pflag.FlagSet, mountpoint string) error {
 	self, err := os.Executable()
 	if err != nil {
 		return failure(err)
@@ -21,12 +25,19 @@ func daemonize(o *mountOptions, mountpoint string) error {
 		return failure(err)
 	}
 	args := []string{"mount", "--ready-fd=3"}
-	for _, a := range os.Args[2:] {
-		if a != "--daemon" && a != "--daemon=true" {
-			args = append(args, a)
+	flags.Visit(func(f *pflag.Flag) {
+		switch v := f.Value.(type) {
+		case pflag.SliceValue:
+			for _, item := range v.GetSlice() {
+				args = append(args, "--"+f.Name+"="+item)
+			}
+		default:
+			if f.Name != "daemon" && f.Name != "ready-fd" {
+				args = append(args, "--"+f.Name+"="+f.Value.String())
+			}
 		}
-	}
-	_ = mountpoint // already among the arguments
+	})
+	args = append(args, "--", mountpoint)
 	devnull, err := os.OpenFile(os.DevNull, os.O_RDWR, 0)
 	if err != nil {
 		return failure(err)

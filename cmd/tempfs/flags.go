@@ -10,13 +10,19 @@ import (
 type sizeValue struct {
 	bytes int64
 	set   bool
+	text  string // as given, so that String can be parsed again (the --daemon child gets it back)
 }
 
 func (s *sizeValue) String() string {
-	if !s.set && s.bytes == 0 {
+	switch {
+	case s.text != "":
+		return s.text
+	case !s.set && s.bytes == 0:
 		return ""
+	case s.bytes%(1<<20) == 0:
+		return strconv.FormatInt(s.bytes>>20, 10) + "MiB"
 	}
-	return naming.FormatSize(s.bytes)
+	return strconv.FormatInt(s.bytes, 10)
 }
 
 func (s *sizeValue) Set(v string) error {
@@ -24,7 +30,7 @@ func (s *sizeValue) Set(v string) error {
 	if err != nil {
 		return err
 	}
-	s.bytes, s.set = n, true
+	s.bytes, s.set, s.text = n, true, v
 	return nil
 }
 

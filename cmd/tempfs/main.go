@@ -7,10 +7,27 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strconv"
+
+	"github.com/spf13/cobra"
 )
 
 func main() {
-	os.Exit(execute(context.Background(), os.Args[1:], os.Stdout, os.Stderr))
+	args := os.Args[1:]
+	if helper, ok := mountHelperArgs(os.Args[0], args, isCommand); ok {
+		args = helper
+	}
+	os.Exit(execute(context.Background(), args, os.Stdout, os.Stderr))
+}
+
+// isCommand reports whether name is one of tempfs's commands (or their aliases).
+func isCommand(name string) bool {
+	for _, c := range newRootCommand().Commands() {
+		if c.Name() == name || c.HasAlias(name) {
+			return true
+		}
+	}
+	return name == "help"
 }
 
 // execute runs one command line and returns the process's exit status: 0 on success, 2 for bad input (before
@@ -24,6 +41,7 @@ func execute(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if err == nil {
 		return 0
 	}
+	tellReadyFD(cmd, err)
 	var exit *exitError
 	if errors.As(err, &exit) {
 		if exit.err != nil {
@@ -34,6 +52,18 @@ func execute(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	// Anything else comes from cobra's own parsing: an unknown flag or command, a missing argument.
 	fmt.Fprintf(stderr, "%s: %v (see '%s --help')\n", cmd.CommandPath(), err, cmd.CommandPath())
 	return exitUsage
+}
+
+// tellReadyFD passes an error that came before the mount could start (a bad flag, say) to a waiting
+// `--daemon` parent through --ready-fd, which the parent puts first so that it is parsed even then.
+func tellReadyFD(cmd *cobra.Command, err error) {
+	f := cmd.Flags().Lookup("ready-fd")
+	if f == nil || !f.Changed {
+		return
+	}
+	if fd, convErr := strconv.Atoi(f.Value.String()); convErr == nil && fd > 2 {
+		newReadyNotifier(fd).fail(err)
+	}
 }
 
 const (

@@ -76,7 +76,7 @@ Sizes accept 4096, 64KiB, 1MiB, 2GiB, and K, M, G, T as the same binary units.`,
   tempfs mount -o allow_other --mode 1777 /scratch     # a shared /tmp-like dir`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return runMount(cmd.Context(), o, args[0], cmd.ErrOrStderr())
+			return runMount(cmd.Context(), o, cmd.Flags(), args[0])
 		},
 	}
 	o.AddFlags(cmd.Flags())
@@ -302,6 +302,7 @@ func (s *served) waitAndShutdown(ctx context.Context, signals <-chan os.Signal) 
 				os.Exit(exitFailure)
 			}
 			first = false
+			notifyStopping()
 			s.log.Info("unmounting", "signal", sig)
 			s.stop()
 		}
@@ -328,9 +329,9 @@ func (s *served) cleanup() {
 	}
 }
 
-func runMount(ctx context.Context, o *mountOptions, arg string, stderr interface{ Write([]byte) (int, error) }) error {
+func runMount(ctx context.Context, o *mountOptions, flags *pflag.FlagSet, arg string) error {
 	if o.daemon {
-		return daemonize(o, arg)
+		return daemonize(o, flags, arg)
 	}
 	ready := newReadyNotifier(o.readyFD)
 	p, err := o.prepare(arg)
@@ -349,7 +350,7 @@ func runMount(ctx context.Context, o *mountOptions, arg string, stderr interface
 	}
 	ready.ready()
 	s.waitAndShutdown(ctx, signals)
-	ready.stopping()
+	notifyStopping()
 	log.Info("unmounted", "mountpoint", p.mountpoint)
 	return nil
 }

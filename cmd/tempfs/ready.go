@@ -5,6 +5,7 @@ import (
 	"net"
 	"os"
 	"strings"
+	"sync"
 )
 
 // readyNotifier tells whoever started the daemon that the mount is ready, or why it is not: a line on an
@@ -41,7 +42,10 @@ func (r *readyNotifier) fail(err error) {
 	}
 }
 
-func (r *readyNotifier) stopping() { sdNotify("STOPPING=1") }
+// notifyStopping tells systemd the service is shutting down; sent once, as soon as the shutdown starts.
+func notifyStopping() { stoppingOnce.Do(func() { sdNotify("STOPPING=1") }) }
+
+var stoppingOnce sync.Once
 
 // sdNotify sends one state line to systemd when NOTIFY_SOCKET is set (a path, or @abstract).
 func sdNotify(state string) {

@@ -1,0 +1,39 @@
+package main
+
+import (
+	"slices"
+	"testing"
+)
+
+func TestMountHelperArgs(t *testing.T) {
+	isCommand := func(s string) bool { return s == "mount" || s == "run" || s == "status" }
+	for _, tc := range []struct {
+		argv0 string
+		args  []string
+		want  []string // nil: not a helper invocation
+	}{
+		{"/sbin/mount.tempfs", []string{"tempfs", "/scratch", "-o", "rw,max_size=4M,allow_other,x-systemd.automount"},
+			[]string{"mount", "--daemon", "--max-size=4M", "-o", "allow_other", "/scratch"}},
+		{"/usr/local/bin/tempfs", []string{"tempfs", "/scratch", "-o", "memory=1G,disk=20G,mode=0755,max-age=24h,nosuid,nodev"},
+			[]string{"mount", "--daemon", "--memory=1G", "--disk=20G", "--mode=0755", "--max-age=24h", "-o", "nosuid,nodev", "/scratch"}},
+		{"mount.tempfs", []string{"none", "/scratch", "-n", "-odefaults,store=/var/tmp"},
+			[]string{"mount", "--daemon", "--store=/var/tmp", "/scratch"}},
+		{"mount.tempfs", []string{"/scratch"}, []string{"mount", "--daemon", "/scratch"}},
+		{"tempfs", []string{"mount", "/scratch"}, nil},
+		{"tempfs", []string{"run", "--", "make"}, nil},
+		{"tempfs", []string{"status", "/scratch"}, nil},
+		{"tempfs", []string{"--help"}, nil},
+		{"tempfs", []string{"bogus", "relative"}, nil},
+	} {
+		got, ok := mountHelperArgs(tc.argv0, tc.args, isCommand)
+		if tc.want == nil {
+			if ok {
+				t.Errorf("%s %q taken as a mount helper: %q", tc.argv0, tc.args, got)
+			}
+			continue
+		}
+		if !ok || !slices.Equal(got, tc.want) {
+			t.Errorf("%s %q = %q, %v; want %q", tc.argv0, tc.args, got, ok, tc.want)
+		}
+	}
+}
