@@ -19,17 +19,46 @@ type attrs struct {
 	uid   uint32
 	gid   uint32
 	rdev  uint32
-	atime int64 // nanoseconds since the epoch; int64 rather than time.Time keeps empty entries small
-	mtime int64
-	ctime int64
+	atime timespec
+	mtime timespec
+	ctime timespec
 	// xattrs holds stored extended attributes (user.*, trusted.*, security.*); nil until the first one is set.
 	xattrs map[string][]byte
 }
 
-func nowNanos() int64 { return time.Now().UnixNano() }
+// timespec is a file time as the kernel keeps it: seconds (any int64, before 1970 too) and nanoseconds.
+// int64 nanoseconds would overflow past 2262, which touch -d can ask for; time.Time is larger than needed.
+type timespec struct {
+	sec  int64
+	nsec uint32
+}
+
+func timespecOf(t time.Time) timespec { return timespec{sec: t.Unix(), nsec: uint32(t.Nanosecond())} }
+
+func timeNow() timespec { return timespecOf(time.Now()) }
+
+// timespecFromNanos converts nanoseconds since the epoch, flooring so that times before 1970 stay right.
+func timespecFromNanos(n int64) timespec {
+	sec, nsec := n/1e9, n%1e9
+	if nsec < 0 {
+		sec, nsec = sec-1, nsec+1e9
+	}
+	return timespec{sec: sec, nsec: uint32(nsec)}
+}
+
+func (t timespec) before(u timespec) bool {
+	return t.sec < u.sec || t.sec == u.sec && t.nsec < u.nsec
+}
+
+func laterOf(t, u timespec) timespec {
+	if t.before(u) {
+		return u
+	}
+	return t
+}
 
 func newAttrs(mode, uid, gid uint32) attrs {
-	now := nowNanos()
+	now := timeNow()
 	return attrs{mode: mode, uid: uid, gid: gid, atime: now, mtime: now, ctime: now}
 }
 
@@ -47,14 +76,14 @@ func (a *attrs) fill(out *fuse.Attr) {
 	out.Blksize = 4096
 }
 
-func setTime(sec *uint64, nsec *uint32, nanos int64) {
-	*sec = uint64(nanos / 1e9)
-	*nsec = uint32(nanos % 1e9)
+func setTime(sec *uint64, nsec *uint32, t timespec) {
+	*sec = uint64(t.sec) // the FUSE protocol carries the two's complement of negative seconds
+	*nsec = t.nsec
 }
 
 // touchModified records a change of content: mtime and ctime move, as write(2) and truncate(2) move them.
 func (a *attrs) touchModified() {
-	now := nowNanos()
+	now := timeNow()
 	a.mu.Lock()
 	a.mtime, a.ctime = now, now
 	a.mu.Unlock()
@@ -62,7 +91,7 @@ func (a *attrs) touchModified() {
 
 // touchChanged records a change of metadata only (chmod, link count, rename): ctime moves.
 func (a *attrs) touchChanged() {
-	now := nowNanos()
+	now := timeNow()
 	a.mu.Lock()
 	a.ctime = now
 	a.mu.Unlock()
@@ -70,9 +99,9 @@ func (a *attrs) touchChanged() {
 
 // touchAccessed follows relatime: atime moves when it is older than mtime or ctime, or a day old.
 func (a *attrs) touchAccessed() {
-	now := nowNanos()
+	now := timeNow()
 	a.mu.Lock()
-	if a.atime <= a.mtime || a.atime <= a.ctime || now-a.atime > int64(24*time.Hour) {
+	if !a.mtime.before(a.atime) || !a.ctime.before(a.atime) || now.sec-a.atime.sec > 24*60*60 {
 		a.atime = now
 	}
 	a.mu.Unlock()
@@ -81,7 +110,7 @@ func (a *attrs) touchAccessed() {
 // setattr applies mode, owner and times from in. Size is the caller's business (only files have data).
 // Permission checks were done by the kernel (the mount always uses default_permissions).
 func (a *attrs) setattr(in *fuse.SetAttrIn) {
-	now := nowNanos()
+	now := timeNow()
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	changed := false
@@ -98,11 +127,11 @@ func (a *attrs) setattr(in *fuse.SetAttrIn) {
 		changed = true
 	}
 	if t, ok := in.GetATime(); ok {
-		a.atime = t.UnixNano()
+		a.atime = timespecOf(t)
 		changed = true
 	}
 	if t, ok := in.GetMTime(); ok {
-		a.mtime = t.UnixNano()
+		a.mtime = timespecOf(t)
 		changed = true
 	}
 	if in.Valid&fuse.FATTR_SIZE != 0 {
@@ -121,7 +150,7 @@ func (a *attrs) setattr(in *fuse.SetAttrIn) {
 		a.ctime = now
 	}
 	if t, ok := in.GetCTime(); ok {
-		a.ctime = t.UnixNano()
+		a.ctime = timespecOf(t)
 	}
 }
 

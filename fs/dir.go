@@ -138,14 +138,24 @@ func (d *Dir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fus
 // consistent offsets. Template aliases are hidden.
 func (d *Dir) Readdir(ctx context.Context) (fusefs.DirStream, syscall.Errno) {
 	children := d.Children()
-	entries := make([]fuse.DirEntry, 0, len(children))
+	entries := make([]fuse.DirEntry, 0, len(children)+2)
+	d.fs.nsMu.Lock()
+	parent := d.parent
+	d.fs.nsMu.Unlock()
+	if parent == nil {
+		parent = d // the root is its own parent
+	}
+	// go-fuse leaves "." and ".." to the filesystem; ls -a and programs that count entries expect them.
+	entries = append(entries,
+		fuse.DirEntry{Name: ".", Mode: syscall.S_IFDIR, Ino: d.StableAttr().Ino},
+		fuse.DirEntry{Name: "..", Mode: syscall.S_IFDIR, Ino: parent.StableAttr().Ino})
 	for name, ch := range children {
 		if naming.IsTemplate(name) {
 			continue
 		}
 		entries = append(entries, fuse.DirEntry{Name: name, Mode: ch.Mode(), Ino: ch.StableAttr().Ino})
 	}
-	slices.SortFunc(entries, func(a, b fuse.DirEntry) int { return strings.Compare(a.Name, b.Name) })
+	slices.SortFunc(entries[2:], func(a, b fuse.DirEntry) int { return strings.Compare(a.Name, b.Name) })
 	d.attrs.touchAccessed()
 	return fusefs.NewListDirStream(entries), 0
 }

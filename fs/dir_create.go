@@ -55,7 +55,8 @@ func (d *Dir) owner(ctx context.Context, perm uint32, isDir bool) (uid, gid, mod
 	return uid, gid, perm
 }
 
-// claimNameLocked picks the entry's real name and records the template alias. For a template it draws a free
+// claimNameLocked picks the entry's real name and records the template alias; pid is the calling process
+// (not thread), for user.tempfs.created. For a template it draws a free
 // name under nsMu (the directory's names cannot change meanwhile) and returns the alias to drop; for a plain
 // name it fails with EEXIST if the name is taken. The caller holds FS.nsMu.
 func (d *Dir) claimNameLocked(name string, tmpl naming.Template, isTmpl bool, pid uint32) (realName, oldAlias string, errno syscall.Errno) {
@@ -73,12 +74,14 @@ func (d *Dir) claimNameLocked(name string, tmpl naming.Template, isTmpl bool, pi
 		return "", "", toErrno(d.fs.log, "template draw", err)
 	}
 	oldAlias, d.alias = d.alias, name
-	d.recordCreatedLocked(pid, realName)
+	if pid != 0 {
+		d.recordCreatedLocked(pid, realName)
+	}
 	d.fs.counts.templateEntries.Add(1)
 	return realName, oldAlias, 0
 }
 
-// recordCreatedLocked remembers, for user.tempfs.created, the last name thread pid made here.
+// recordCreatedLocked remembers, for user.tempfs.created, the last name process pid made here.
 func (d *Dir) recordCreatedLocked(pid uint32, name string) {
 	if d.created == nil {
 		d.created = make(map[uint32]createdRecord)
@@ -95,6 +98,15 @@ func (d *Dir) recordCreatedLocked(pid uint32, name string) {
 		delete(d.created, oldest)
 	}
 	d.created[pid] = createdRecord{name: name, seq: seq}
+}
+
+// creatorProcess is the calling process, for user.tempfs.created; only template creates need it.
+func (d *Dir) creatorProcess(ctx context.Context, isTmpl bool) uint32 {
+	if !isTmpl {
+		return 0
+	}
+	_, _, tid := caller(ctx)
+	return d.fs.processes.processOf(tid)
 }
 
 // newEntryOut answers a new entry: templates with timeouts 0, so the kernel never keeps the template name bound
@@ -119,7 +131,7 @@ func (d *Dir) Create(ctx context.Context, name string, flags uint32, mode uint32
 		perm = 0o600
 	}
 	uid, gid, perm := d.owner(ctx, perm, false)
-	_, _, pid := caller(ctx)
+	pid := d.creatorProcess(ctx, isTmpl)
 	f := &File{leaf: leaf{attrs: newAttrs(syscall.S_IFREG|perm, uid, gid)}, fs: d.fs, data: d.fs.pool.NewFile()}
 	ch := d.NewPersistentInode(ctx, f, fusefs.StableAttr{Mode: syscall.S_IFREG})
 
@@ -158,7 +170,7 @@ func (d *Dir) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.Ent
 		perm = 0o700
 	}
 	uid, gid, perm := d.owner(ctx, perm, !isTmpl)
-	_, _, pid := caller(ctx)
+	pid := d.creatorProcess(ctx, isTmpl)
 	sub := &Dir{attrs: newAttrs(syscall.S_IFDIR|perm, uid, gid), fs: d.fs, fromTmpl: isTmpl}
 	ch := d.NewPersistentInode(ctx, sub, fusefs.StableAttr{Mode: syscall.S_IFDIR})
 

@@ -27,6 +27,10 @@ type File struct {
 	ptOpens     int  // handles the kernel serves by passthrough
 	auto        link // the generated name removed at last close; auto.dir == nil when persisted
 	freed       bool
+
+	// backingSeen is the backing file's mtime when tempfs last took it over into attrs.mtime (guarded by
+	// attrs.mu). Passthrough writes move only the backing file's mtime; a later one means new writes.
+	backingSeen timespec
 }
 
 var (
@@ -44,17 +48,27 @@ func (f *File) base() *attrs { return &f.attrs }
 
 func (f *File) getattr(out *fuse.Attr) {
 	st := f.data.Stat()
+	if st.External {
+		f.adoptBackingMtime(timespecFromNanos(st.ModTime))
+	}
 	f.attrs.fill(out)
 	out.Size = uint64(st.Size)
 	out.Blocks = uint64(st.Blocks)
-	if st.External && st.ModTime > int64(out.Mtime)*1e9+int64(out.Mtimensec) {
-		// Written by passthrough: the kernel wrote the backing file, which holds the true mtime.
-		setTime(&out.Mtime, &out.Mtimensec, st.ModTime)
-		setTime(&out.Ctime, &out.Ctimensec, max(st.ModTime, int64(out.Ctime)*1e9+int64(out.Ctimensec)))
-	}
 	f.fs.nsMu.Lock()
 	out.Nlink = uint32(len(f.links))
 	f.fs.nsMu.Unlock()
+}
+
+// adoptBackingMtime takes over the backing file's mtime when passthrough writes moved it since the last look:
+// the kernel wrote the file without the daemon seeing it. An explicit utimens since then stays in force.
+func (f *File) adoptBackingMtime(backing timespec) {
+	f.attrs.mu.Lock()
+	if f.backingSeen.before(backing) {
+		f.backingSeen = backing
+		f.attrs.mtime = laterOf(f.attrs.mtime, backing)
+		f.attrs.ctime = laterOf(f.attrs.ctime, backing)
+	}
+	f.attrs.mu.Unlock()
 }
 
 func (f *File) takeUnusedLocked() bool {
@@ -100,6 +114,9 @@ func (f *File) Setattr(ctx context.Context, fh fusefs.FileHandle, in *fuse.SetAt
 		}
 		f.attrs.touchModified()
 	}
+	if st := f.data.Stat(); st.External {
+		f.adoptBackingMtime(timespecFromNanos(st.ModTime)) // so that the new times below win over older writes
+	}
 	f.attrs.setattr(in)
 	f.getattr(&out.Attr)
 	out.SetTimeout(f.fs.opts.AttrTimeout)
@@ -125,6 +142,11 @@ func (f *File) Open(ctx context.Context, flags uint32) (fusefs.FileHandle, uint3
 	}
 	h := f.openLocked(flags)
 	f.fs.nsMu.Unlock()
+	if h.passthrough && flags&syscall.O_ACCMODE != syscall.O_RDONLY {
+		// Passthrough writes never reach the daemon, which must drop set-user-ID and set-group-ID for an
+		// unprivileged writer (FUSE_HANDLE_KILLPRIV_V2): drop them when such a writer opens the file.
+		f.attrs.killPrivForWrite(ctx)
+	}
 	return h, 0, 0
 }
 

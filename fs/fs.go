@@ -66,6 +66,7 @@ type FS struct {
 	started           time.Time
 	counts            counters
 	createdSeq        atomic.Uint64
+	processes         processCache
 }
 
 // counters are what `tempfs status` reports about the tree.

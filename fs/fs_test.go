@@ -89,7 +89,7 @@ func (tt *testTree) release(node, fh uint64) {
 	tt.raw.Release(nil, &fuse.ReleaseIn{InHeader: tt.header(node), Fh: fh})
 }
 
-// names lists the root through the tree tempfs answers readdir from.
+// names lists the root as readdir answers it, without "." and "..".
 func (tt *testTree) names(t *testing.T) []string {
 	t.Helper()
 	ds, errno := tt.fsys.root.Readdir(&fuse.Context{Caller: testCaller})
@@ -99,7 +99,9 @@ func (tt *testTree) names(t *testing.T) []string {
 	var names []string
 	for ds.HasNext() {
 		e, _ := ds.Next()
-		names = append(names, e.Name)
+		if e.Name != "." && e.Name != ".." {
+			names = append(names, e.Name)
+		}
 	}
 	return names
 }

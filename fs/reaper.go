@@ -33,19 +33,19 @@ func (fsys *FS) StartReaper(ctx context.Context, maxAge time.Duration) {
 
 // Reap removes, once, every entry older than maxAge at now, and returns how many it removed.
 func (fsys *FS) Reap(maxAge time.Duration, now time.Time) int {
-	removed, _ := fsys.reapDir(fsys.root, now.Add(-maxAge).UnixNano())
+	removed, _ := fsys.reapDir(fsys.root, timespecOf(now.Add(-maxAge)))
 	return removed
 }
 
 // lastActivity is the later of atime and mtime.
-func (a *attrs) lastActivity() int64 {
+func (a *attrs) lastActivity() timespec {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	return max(a.atime, a.mtime)
+	return laterOf(a.atime, a.mtime)
 }
 
 // reapDir reaps below d and reports whether d is now empty.
-func (fsys *FS) reapDir(d *Dir, cutoff int64) (removed int, empty bool) {
+func (fsys *FS) reapDir(d *Dir, cutoff timespec) (removed int, empty bool) {
 	for name, ch := range d.Children() {
 		if naming.IsTemplate(name) {
 			continue
@@ -54,11 +54,11 @@ func (fsys *FS) reapDir(d *Dir, cutoff int64) (removed int, empty bool) {
 		case *Dir:
 			r, subEmpty := fsys.reapDir(n, cutoff)
 			removed += r
-			if subEmpty && n.attrs.lastActivity() < cutoff && fsys.reapSubdir(d, name, n) {
+			if subEmpty && n.attrs.lastActivity().before(cutoff) && fsys.reapSubdir(d, name, n) {
 				removed++
 			}
 		case leafNode:
-			if n.base().lastActivity() < cutoff && fsys.reapLeaf(d, name, n) {
+			if n.base().lastActivity().before(cutoff) && fsys.reapLeaf(d, name, n) {
 				removed++
 			}
 		}

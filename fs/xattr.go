@@ -3,9 +3,7 @@ package fs
 import (
 	"bytes"
 	"context"
-	"os"
 	"slices"
-	"strconv"
 	"strings"
 	"syscall"
 
@@ -207,7 +205,7 @@ func setVirtualXattr(n node, attr string, data []byte) syscall.Errno {
 
 func removexattr(ctx context.Context, n node, attr string) syscall.Errno {
 	if strings.HasPrefix(attr, xattrPrefix) {
-		return syscall.EPERM
+		return syscall.ENODATA // nothing stored under these names: they are answered, not kept
 	}
 	a := n.base()
 	a.mu.Lock()
@@ -224,16 +222,11 @@ func removexattr(ctx context.Context, n node, attr string) syscall.Errno {
 	return 0
 }
 
+// listxattr lists the stored attributes only. The user.tempfs.* names are answered by getxattr but not
+// listed, as CephFS hides its virtual ceph.* attributes: tools that copy every listed attribute (cp -a,
+// rsync -X, tar --xattrs) would otherwise write them as stale real attributes on other filesystems, and fail
+// copying into a mount, where they cannot be set.
 func listxattr(ctx context.Context, n node, dest []byte) (uint32, syscall.Errno) {
-	names := []string{xattrPath, xattrLifetime}
-	switch n := n.(type) {
-	case *File:
-		names = append(names, xattrSpool)
-	case *Dir:
-		if n == n.fs.root {
-			names = append(names, xattrStats)
-		}
-	}
 	a := n.base()
 	a.mu.Lock()
 	stored := make([]string, 0, len(a.xattrs))
@@ -243,63 +236,22 @@ func listxattr(ctx context.Context, n node, dest []byte) (uint32, syscall.Errno)
 	a.mu.Unlock()
 	slices.Sort(stored)
 	var buf bytes.Buffer
-	for _, name := range append(names, stored...) {
+	for _, name := range stored {
 		buf.WriteString(name)
 		buf.WriteByte(0)
 	}
 	return copyOut(buf.Bytes(), dest)
 }
 
-// createdFor answers user.tempfs.created for the calling process. Requests carry the calling thread's id; the
-// record may have been made by another thread of the same process, so records are matched by thread id first
-// and then through /proc/PID/task of the caller's process (kernel-notes.md: map tids to their process).
+// createdFor answers user.tempfs.created for the calling process: the record is kept by process id, so
+// any thread of the process that made the entry gets the answer, also after the making thread ended.
 func (d *Dir) createdFor(ctx context.Context) string {
 	_, _, tid := caller(ctx)
-	d.fs.nsMu.Lock()
-	if r, ok := d.created[tid]; ok {
-		d.fs.nsMu.Unlock()
-		return r.name
-	}
-	records := make(map[uint32]createdRecord, len(d.created))
-	for k, v := range d.created {
-		records[k] = v
-	}
-	d.fs.nsMu.Unlock()
-	tgid := processOf(tid)
-	if tgid == 0 {
+	pid := d.fs.processes.processOf(tid)
+	if pid == 0 {
 		return ""
 	}
-	var best createdRecord
-	for recTid, r := range records {
-		if r.seq <= best.seq {
-			continue
-		}
-		if recTid == tgid || sameProcess(tgid, recTid) {
-			best = r
-		}
-	}
-	return best.name
-}
-
-// processOf maps a thread id to its process id (the Tgid line of /proc/TID/status).
-func processOf(tid uint32) uint32 {
-	data, err := os.ReadFile("/proc/" + strconv.FormatUint(uint64(tid), 10) + "/status")
-	if err != nil {
-		return 0
-	}
-	for line := range strings.Lines(string(data)) {
-		if v, ok := strings.CutPrefix(line, "Tgid:"); ok {
-			n, err := strconv.ParseUint(strings.TrimSpace(v), 10, 32)
-			if err != nil {
-				return 0
-			}
-			return uint32(n)
-		}
-	}
-	return 0
-}
-
-func sameProcess(tgid, tid uint32) bool {
-	_, err := os.Stat("/proc/" + strconv.FormatUint(uint64(tgid), 10) + "/task/" + strconv.FormatUint(uint64(tid), 10))
-	return err == nil
+	d.fs.nsMu.Lock()
+	defer d.fs.nsMu.Unlock()
+	return d.created[pid].name
 }
