@@ -157,7 +157,7 @@ func (d *Dir) Create(ctx context.Context, name string, flags uint32, mode uint32
 	d.dropAlias(oldAlias)
 	d.attrs.touchModified()
 	d.newEntryOut(f, isTmpl, out)
-	return ch, h, 0, 0
+	return ch, h, h.openFlags(), 0
 }
 
 func (d *Dir) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.EntryOut) (*fusefs.Inode, syscall.Errno) {
@@ -216,7 +216,7 @@ func (d *Dir) Tmpfile(ctx context.Context, flags uint32, mode uint32, out *fuse.
 	out.Attr.Nlink = 1
 	out.SetEntryTimeout(0)
 	out.SetAttrTimeout(0)
-	return ch, h, 0, 0
+	return ch, h, h.openFlags(), 0
 }
 
 func (d *Dir) Mknod(ctx context.Context, name string, mode uint32, dev uint32, out *fuse.EntryOut) (*fusefs.Inode, syscall.Errno) {

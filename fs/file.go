@@ -25,6 +25,7 @@ type File struct {
 	opens       int  // open handles of every kind
 	cachedOpens int  // handles served by the daemon
 	ptOpens     int  // handles the kernel serves by passthrough
+	ptWritten   bool // a writable passthrough handle was handed out: the data changed behind the page cache
 	auto        link // the generated name removed at last close; auto.dir == nil when persisted
 	freed       bool
 
@@ -147,7 +148,7 @@ func (f *File) Open(ctx context.Context, flags uint32) (fusefs.FileHandle, uint3
 		// unprivileged writer (FUSE_HANDLE_KILLPRIV_V2): drop them when such a writer opens the file.
 		f.attrs.killPrivForWrite(ctx)
 	}
-	return h, 0, 0
+	return h, h.openFlags(), 0
 }
 
 // openLocked counts a new handle and decides how the kernel serves it. The caller holds FS.nsMu.
@@ -158,10 +159,14 @@ func (f *File) openLocked(flags uint32) *handle {
 		f.ptOpens++
 		if flags&syscall.O_ACCMODE != syscall.O_RDONLY {
 			f.data.NoteExternalWrite()
+			f.ptWritten = true
 		}
 		f.fs.counts.passthroughOpens.Add(1)
 	} else {
 		f.cachedOpens++
+		// The kernel may keep the page cache across opens when every change of the data went through it:
+		// always, unless passthrough wrote the backing file behind the FUSE inode's cache.
+		h.keepCache = !f.ptWritten
 	}
 	f.opens++
 	f.fs.counts.openHandles.Add(1)

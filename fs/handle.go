@@ -14,6 +14,15 @@ type handle struct {
 	file        *File
 	flags       uint32
 	passthrough bool
+	keepCache   bool
+}
+
+// openFlags are the FOPEN_* flags the handle is answered with.
+func (h *handle) openFlags() uint32 {
+	if h.keepCache {
+		return fuse.FOPEN_KEEP_CACHE
+	}
+	return 0
 }
 
 var (

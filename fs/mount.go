@@ -40,15 +40,22 @@ func MountFS(mountpoint string, fsys *FS, cfg MountConfig) (*Mount, error) {
 	stdLog := log.New(slogWriter{fsys.log}, "", 0)
 	nodeOpts := &fusefs.Options{
 		MountOptions: fuse.MountOptions{
-			AllowOther:        cfg.AllowOther,
-			Options:           opts,
-			FsName:            "tempfs",
-			Name:              "tempfs",
-			MaxWrite:          maxWrite,
-			DirectMount:       os.Geteuid() == 0,
-			ExtraCapabilities: fuse.CAP_HANDLE_KILLPRIV_V2,
-			Debug:             cfg.Debug,
-			Logger:            stdLog,
+			AllowOther:  cfg.AllowOther,
+			Options:     opts,
+			FsName:      "tempfs",
+			Name:        "tempfs",
+			MaxWrite:    maxWrite,
+			DirectMount: os.Geteuid() == 0,
+			// KILLPRIV_V2: the kernel stops asking GETXATTR security.capability before every write (tempfs
+			// drops suid/sgid itself, see attrs.killPrivLocked). ATOMIC_O_TRUNC: open(O_TRUNC) truncates
+			// in OPEN instead of a separate SETATTR round trip.
+			ExtraCapabilities: fuse.CAP_HANDLE_KILLPRIV_V2 | fuse.CAP_ATOMIC_O_TRUNC,
+			// No automatic page-cache invalidation on mtime changes: every change of file data goes through
+			// this kernel (writes, truncates, fallocate, mmap), so cached pages stay right, and files opened
+			// with FOPEN_KEEP_CACHE keep them across opens (read-after-write served from the page cache).
+			ExplicitDataCacheControl: true,
+			Debug:                    cfg.Debug,
+			Logger:                   stdLog,
 			PanicHandler: func(v any) fuse.Status {
 				fsys.log.Error("recovered panic in a request; answering EIO", "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
 				return fuse.EIO
