@@ -144,7 +144,7 @@ func (d *Dir) Create(ctx context.Context, name string, flags uint32, mode uint32
 	}
 	if isTmpl {
 		d.AddChild(realName, ch, false)
-		f.auto = link{d, realName}
+		f.ephemeral = true // links[0], set below, is the generated name
 		d.fs.counts.ephemeralFiles.Add(1)
 	}
 	f.links = []link{{d, realName}}

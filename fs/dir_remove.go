@@ -56,11 +56,11 @@ func (d *Dir) Unlink(ctx context.Context, name string) syscall.Errno {
 
 // unlinkLeafLocked drops the name (d, name) of l and reports whether l is now unused. The caller holds nsMu.
 func (d *Dir) unlinkLeafLocked(l leafNode, name string) bool {
+	if f, ok := l.(*File); ok && f.isGeneratedLocked(d, name) {
+		f.persistLocked() // the generated name goes now: nothing is left to remove at last close
+	}
 	if l.leafPart().removeLinkLocked(d, name) {
 		d.entries--
-	}
-	if f, ok := l.(*File); ok && f.auto == (link{d, name}) {
-		f.persistLocked() // the generated name is gone already: nothing is left to remove at last close
 	}
 	unused := l.takeUnusedLocked()
 	return unused
@@ -202,15 +202,15 @@ func (d *Dir) moveLocked(n node, name string, nd *Dir, newName string) {
 		d.subdirs--
 		nd.subdirs++
 	case leafNode:
+		if f, ok := n.(*File); ok && f.isGeneratedLocked(d, name) {
+			f.persistLocked()
+		}
 		l := n.leafPart()
 		for i := range l.links {
 			if l.links[i] == (link{d, name}) {
 				l.links[i] = link{nd, newName}
 				break
 			}
-		}
-		if f, ok := n.(*File); ok && f.auto == (link{d, name}) {
-			f.persistLocked()
 		}
 	}
 	d.entries--

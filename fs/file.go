@@ -22,16 +22,18 @@ type File struct {
 	data *spool.File
 
 	// Guarded by FS.nsMu.
-	opens       int  // open handles of every kind
-	cachedOpens int  // handles served by the daemon
-	ptOpens     int  // handles the kernel serves by passthrough
-	ptWritten   bool // a writable passthrough handle was handed out: the data changed behind the page cache
-	auto        link // the generated name removed at last close; auto.dir == nil when persisted
-	freed       bool
+	opens       int32 // open handles of every kind
+	cachedOpens int32 // handles served by the daemon
+	ptOpens     int32 // handles the kernel serves by passthrough
+	// ephemeral: links[0] is the generated name, removed at last close; false once persisted.
+	ephemeral bool
+	ptWritten bool // a writable passthrough handle was handed out: the data changed behind the page cache
+	freed     bool
 
-	// backingSeen is the backing file's mtime when tempfs last took it over into attrs.mtime (guarded by
-	// attrs.mu). Passthrough writes move only the backing file's mtime; a later one means new writes.
-	backingSeen timespec
+	// backingSeen is the backing file's mtime (nanoseconds) when tempfs last took it over into attrs.mtime
+	// (guarded by attrs.mu). Passthrough writes move only the backing file's mtime; a later one means new
+	// writes.
+	backingSeen int64
 }
 
 var (
@@ -50,7 +52,7 @@ func (f *File) base() *attrs { return &f.attrs }
 func (f *File) getattr(out *fuse.Attr) {
 	st := f.data.Stat()
 	if st.External {
-		f.adoptBackingMtime(timespecFromNanos(st.ModTime))
+		f.adoptBackingMtime(st.ModTime)
 	}
 	f.attrs.fill(out)
 	out.Size = uint64(st.Size)
@@ -62,10 +64,11 @@ func (f *File) getattr(out *fuse.Attr) {
 
 // adoptBackingMtime takes over the backing file's mtime when passthrough writes moved it since the last look:
 // the kernel wrote the file without the daemon seeing it. An explicit utimens since then stays in force.
-func (f *File) adoptBackingMtime(backing timespec) {
+func (f *File) adoptBackingMtime(nanos int64) {
 	f.attrs.mu.Lock()
-	if f.backingSeen.before(backing) {
-		f.backingSeen = backing
+	if f.backingSeen < nanos {
+		f.backingSeen = nanos
+		backing := timespecFromNanos(nanos)
 		f.attrs.mtime = laterOf(f.attrs.mtime, backing)
 		f.attrs.ctime = laterOf(f.attrs.ctime, backing)
 	}
@@ -89,12 +92,17 @@ func (f *File) free() {
 }
 
 // ephemeralLocked reports whether the file still goes away at its last close.
-func (f *File) ephemeralLocked() bool { return f.auto.dir != nil }
+func (f *File) ephemeralLocked() bool { return f.ephemeral }
+
+// isGeneratedLocked reports whether (d, name) is the generated name that goes at the last close.
+func (f *File) isGeneratedLocked(d *Dir, name string) bool {
+	return f.ephemeral && len(f.links) > 0 && f.links[0] == link{d, name}
+}
 
 // persistLocked makes the file ordinary: it keeps its names after the last close.
 func (f *File) persistLocked() {
-	if f.auto.dir != nil {
-		f.auto = link{}
+	if f.ephemeral {
+		f.ephemeral = false
 		f.fs.counts.ephemeralFiles.Add(-1)
 	}
 }
@@ -116,7 +124,7 @@ func (f *File) Setattr(ctx context.Context, fh fusefs.FileHandle, in *fuse.SetAt
 		f.attrs.touchModified()
 	}
 	if st := f.data.Stat(); st.External {
-		f.adoptBackingMtime(timespecFromNanos(st.ModTime)) // so that the new times below win over older writes
+		f.adoptBackingMtime(st.ModTime) // so that the new times below win over older writes
 	}
 	f.attrs.setattr(in)
 	f.getattr(&out.Attr)
@@ -186,8 +194,8 @@ func (f *File) release(h *handle) {
 	}
 	var gone link
 	var alias string
-	if f.opens == 0 && f.auto.dir != nil {
-		gone = f.auto
+	if f.opens == 0 && f.ephemeral {
+		gone = f.links[0]
 		f.persistLocked()
 		if f.removeLinkLocked(gone.dir, gone.name) {
 			gone.dir.entries--
