@@ -109,16 +109,15 @@ func (d *Dir) creatorProcess(ctx context.Context, isTmpl bool) uint32 {
 	return d.fs.processes.processOf(tid)
 }
 
-// newEntryOut answers a new entry: templates with timeouts 0, so the kernel never keeps the template name bound
-// to the new entry (kernel-notes.md); ordinary names with the usual timeouts.
+// newEntryOut answers a new entry: for a template with entry timeout 0, so the kernel never keeps the template
+// name bound to the new entry (kernel-notes.md). The attribute timeout belongs to the inode, not the name, so
+// it is the usual one: with 0 the kernel asked GETATTR right after every template CREATE.
 func (d *Dir) newEntryOut(n node, isTmpl bool, out *fuse.EntryOut) {
 	n.getattr(&out.Attr)
+	d.fs.entryTimeouts(out)
 	if isTmpl {
 		out.SetEntryTimeout(0)
-		out.SetAttrTimeout(0)
-		return
 	}
-	d.fs.entryTimeouts(out)
 }
 
 func (d *Dir) Create(ctx context.Context, name string, flags uint32, mode uint32, out *fuse.EntryOut) (*fusefs.Inode, fusefs.FileHandle, uint32, syscall.Errno) {

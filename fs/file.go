@@ -213,6 +213,9 @@ func (f *File) release(h *handle) {
 		d.RmChild(gone.name)
 		if alias != "" && d.GetChild(alias) == f.EmbeddedInode() {
 			d.dropAlias(alias)
+			// The kernel still has the template name's dentry bound to this file (expired, entry timeout
+			// 0): drop it now, or the next open of the template pays two LOOKUPs (revalidate, then lookup).
+			_ = d.NotifyEntry(alias)
 		}
 		d.attrs.touchModified()
 		// Tell the kernel the name is gone, so that a cached dentry cannot outlive the file.
