@@ -108,7 +108,7 @@ func (a *attrs) touchAccessed() {
 }
 
 // setattr applies mode, owner and times from in. Size is the caller's business (only files have data).
-// Permission checks were done by the kernel (the mount always uses default_permissions).
+// Permission checks were done by the kernel (default_permissions), or the caller is root.
 func (a *attrs) setattr(in *fuse.SetAttrIn) {
 	now := timeNow()
 	a.mu.Lock()

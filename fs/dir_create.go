@@ -207,6 +207,7 @@ func (d *Dir) Tmpfile(ctx context.Context, flags uint32, mode uint32, out *fuse.
 		return nil, nil, 0, syscall.ENOENT
 	}
 	h := f.openLocked(flags)
+	f.linkable = flags&syscall.O_EXCL == 0
 	d.fs.nsMu.Unlock()
 	d.fs.counts.files.Add(1)
 	d.fs.counts.created.Add(1)
@@ -286,11 +287,17 @@ func (d *Dir) Link(ctx context.Context, target fusefs.InodeEmbedder, name string
 		d.fs.nsMu.Unlock()
 		return nil, errno
 	}
-	if f, ok := n.(*File); ok && f.freed {
-		d.fs.nsMu.Unlock()
-		return nil, syscall.ENOENT
-	}
 	l := n.leafPart()
+	if len(l.links) == 0 {
+		// A node without names gets one only if it is a linkable O_TMPFILE file, and only once, as the
+		// kernel's I_LINKABLE rule says; the kernel does not always know (its link count can be stale).
+		f, ok := n.(*File)
+		if !ok || !f.linkable || f.freed {
+			d.fs.nsMu.Unlock()
+			return nil, syscall.ENOENT
+		}
+		f.linkable = false
+	}
 	l.links = append(l.links, link{d, name})
 	d.entries++
 	d.fs.nsMu.Unlock()

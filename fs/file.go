@@ -29,6 +29,9 @@ type File struct {
 	ephemeral bool
 	ptWritten bool // a writable passthrough handle was handed out: the data changed behind the page cache
 	freed     bool
+	// linkable: made by O_TMPFILE without O_EXCL and not linked yet, so linkat may give it its first name
+	// (the kernel's I_LINKABLE). Any other file without names cannot get one back.
+	linkable bool
 
 	// backingSeen is the backing file's mtime (nanoseconds) when tempfs last took it over into attrs.mtime
 	// (guarded by attrs.mu). Passthrough writes move only the backing file's mtime; a later one means new

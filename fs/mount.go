@@ -15,8 +15,11 @@ import (
 
 // MountConfig is how the tree is presented to the kernel.
 type MountConfig struct {
-	// AllowOther lets other users in; the kernel's permission checks apply in every case (default_permissions).
+	// AllowOther lets other users in.
 	AllowOther bool
+	// DefaultPermissions makes the kernel check permissions against the modes tempfs answers. The daemon does
+	// not check them itself, so it must be on whenever anyone but a fully privileged root can reach the mount.
+	DefaultPermissions bool
 	// Options are extra -o options, passed to the kernel as they are.
 	Options []string
 	// Debug logs every FUSE request.
@@ -36,7 +39,10 @@ const maxWrite = 1 << 20
 
 // MountFS serves fsys at mountpoint and returns once the kernel has answered INIT, so that the mount is ready.
 func MountFS(mountpoint string, fsys *FS, cfg MountConfig) (*Mount, error) {
-	opts := append([]string{"default_permissions"}, cfg.Options...)
+	opts := cfg.Options
+	if cfg.DefaultPermissions {
+		opts = append([]string{"default_permissions"}, opts...)
+	}
 	stdLog := log.New(slogWriter{fsys.log}, "", 0)
 	nodeOpts := &fusefs.Options{
 		MountOptions: fuse.MountOptions{

@@ -91,8 +91,10 @@ type prepared struct {
 	mountpoint  string
 	storeParent string
 	allowOther  bool
-	kernelOpts  []string
-	memory      int64
+	// defaultPermissions: the kernel checks permissions (see prepare).
+	defaultPermissions bool
+	kernelOpts         []string
+	memory             int64
 }
 
 // prepare checks the request and turns bad input into usage errors (exit status 2), before mounting.
@@ -128,8 +130,9 @@ func (o *mountOptions) prepare(arg string) (*prepared, error) {
 		switch opt {
 		case "allow_other":
 			p.allowOther = true
-		case "default_permissions", "":
-			// always on: the kernel checks permissions on every mount of tempfs
+		case "default_permissions":
+			p.defaultPermissions = true
+		case "":
 		case "rw", "nosuid", "nodev", "noexec", "suid", "dev", "exec", "noatime", "relatime", "auto", "noauto", "user", "nouser", "_netdev":
 			if opt == "nosuid" || opt == "nodev" || opt == "noexec" || opt == "noatime" {
 				p.kernelOpts = append(p.kernelOpts, opt)
@@ -170,6 +173,11 @@ func (o *mountOptions) prepare(arg string) (*prepared, error) {
 	if o.maxAge < 0 {
 		return nil, usageErrorf("--max-age must not be negative")
 	}
+	// The kernel checks permissions (default_permissions) whenever anyone but root can reach the mount: with
+	// allow_other, or when a user mounted it. A root mount without allow_other is reachable by root alone,
+	// which passes every check anyway; leaving the checks out there saves the GETATTR of the directory that
+	// the kernel sends before each lookup after a create or unlink.
+	p.defaultPermissions = p.defaultPermissions || p.allowOther || os.Geteuid() != 0
 	return p, nil
 }
 
@@ -254,9 +262,10 @@ func (o *mountOptions) serve(p *prepared, log *slog.Logger) (*served, error) {
 		PanicProbe:   os.Getenv("TEMPFS_TEST_PANIC") == "1",
 	})
 	m, err := tempfs.MountFS(p.mountpoint, fsys, tempfs.MountConfig{
-		AllowOther: p.allowOther,
-		Options:    p.kernelOpts,
-		Debug:      o.fuseLogs,
+		AllowOther:         p.allowOther,
+		DefaultPermissions: p.defaultPermissions,
+		Options:            p.kernelOpts,
+		Debug:              o.fuseLogs,
 	})
 	if err != nil {
 		store.Close()
