@@ -4,13 +4,16 @@ import (
 	"fmt"
 	"log"
 	"log/slog"
+	"math"
 	"os"
 	"runtime/debug"
+	"strconv"
 	"strings"
 	"syscall"
 
 	fusefs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
+	"golang.org/x/sys/unix"
 )
 
 // MountConfig is how the tree is presented to the kernel.
@@ -86,7 +89,24 @@ func MountFS(mountpoint string, fsys *FS, cfg MountConfig) (*Mount, error) {
 		_ = server.Unmount()
 		return nil, err
 	}
+	CloseOnExec()
 	return &Mount{server: server, fs: fsys, mountpoint: mountpoint}, nil
+}
+
+// CloseOnExec marks every descriptor of the process close-on-exec. go-fuse opens the FUSE device (and
+// /dev/null for splicing) without that flag, so a program the daemon starts (tempfs run's CMD) inherited
+// /dev/fuse: a child holding it keeps the connection alive after the daemon dies, and then hangs in its own
+// exit, waiting for an answer to FLUSH that nobody reads. Called after mounting, and before starting children.
+func CloseOnExec() {
+	if err := unix.CloseRange(3, math.MaxUint32, unix.CLOSE_RANGE_CLOEXEC); err != nil {
+		// Kernels before 5.11: mark them one by one.
+		entries, _ := os.ReadDir("/proc/self/fd")
+		for _, e := range entries {
+			if fd, err := strconv.Atoi(e.Name()); err == nil && fd > 2 {
+				syscall.CloseOnExec(fd)
+			}
+		}
+	}
 }
 
 // Unmount detaches the mount if nothing uses it; it fails with EBUSY otherwise.

@@ -51,7 +51,19 @@ func AbortConnection(mountpoint string) error {
 	if err != nil {
 		return err
 	}
-	return os.WriteFile(filepath.Join("/sys/fs/fuse/connections", dev, "abort"), []byte("1"), 0)
+	ensureFusectl()
+	return os.WriteFile(filepath.Join(fusectlDir, dev, "abort"), []byte("1"), 0)
+}
+
+const fusectlDir = "/sys/fs/fuse/connections"
+
+// ensureFusectl mounts the fusectl filesystem where it is missing (it is not mounted on every machine), so
+// that a connection can be aborted.
+func ensureFusectl() {
+	if entries, err := os.ReadDir(fusectlDir); err == nil && len(entries) > 0 {
+		return
+	}
+	_ = syscall.Mount("fusectl", fusectlDir, "fusectl", 0, "")
 }
 
 // mountDevice finds the minor device number of the mount at mountpoint in /proc/self/mountinfo; FUSE names its

@@ -161,3 +161,22 @@ func TestSystemdNotify(t *testing.T) {
 		t.Errorf("exit after SIGTERM: %v; log:\n%s", err, stderr.String())
 	}
 }
+
+// TestRunLeaksNoDescriptors: CMD under `tempfs run` inherits only stdin, stdout and stderr. go-fuse opens the
+// FUSE device without close-on-exec; a CMD that inherited it kept the connection alive after the daemon died
+// and then hung in its own exit, waiting for a FLUSH answer that nobody would read.
+func TestRunLeaksNoDescriptors(t *testing.T) {
+	requireFUSE(t)
+	out, err := exec.Command(tempfsBin, "run", "--dir", t.TempDir(), "--store", t.TempDir(), "--",
+		// ls runs in a child and lists the shell's descriptors from outside.
+		"sh", "-c", `ls -l /proc/$$/fd | awk 'NF > 8 {print $9, $11}'`).Output()
+	if err != nil {
+		t.Fatalf("tempfs run: %v", err)
+	}
+	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		fd, target, _ := strings.Cut(line, " ")
+		if fd != "0" && fd != "1" && fd != "2" {
+			t.Errorf("CMD inherited fd %s -> %s", fd, target)
+		}
+	}
+}

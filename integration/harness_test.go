@@ -260,6 +260,9 @@ func isMounted(dir string) bool {
 
 // abortConnection aborts the FUSE connection of dir, for a daemon that hangs (kernel-notes.md).
 func abortConnection(dir string) {
+	if entries, err := os.ReadDir("/sys/fs/fuse/connections"); err != nil || len(entries) == 0 {
+		_ = syscall.Mount("fusectl", "/sys/fs/fuse/connections", "fusectl", 0, "") // not mounted everywhere
+	}
 	data, err := os.ReadFile("/proc/self/mountinfo")
 	if err != nil {
 		return

@@ -131,6 +131,9 @@ func runRun(ctx context.Context, o *runOptions, args []string, stdin io.Reader, 
 
 	child.Env = scratchEnv(os.Environ(), p.mountpoint)
 	child.Stdin, child.Stdout, child.Stderr = stdin, stdout, stderr
+	// CMD must inherit none of the daemon's descriptors (the FUSE device above all): mark again whatever
+	// the serving goroutines opened since the mount.
+	tempfs.CloseOnExec()
 	if err := child.Start(); err != nil {
 		return startError(args[0], err)
 	}
