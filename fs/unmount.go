@@ -44,6 +44,26 @@ func IsStale(path string) bool {
 	return errors.Is(syscall.Stat(path, &st), syscall.ENOTCONN)
 }
 
+// IsTempfsMount reports whether path is the mountpoint of a live tempfs mount.
+func IsTempfsMount(path string) bool {
+	data, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return false
+	}
+	clean := filepath.Clean(path)
+	for line := range strings.Lines(string(data)) {
+		fields := strings.Fields(line)
+		if len(fields) < 5 || unescapeMountinfo(fields[4]) != clean {
+			continue
+		}
+		// The fields after " - " are the filesystem type and source.
+		if _, rest, ok := strings.Cut(line, " - "); ok && strings.HasPrefix(rest, "fuse.tempfs ") {
+			return true
+		}
+	}
+	return false
+}
+
 // AbortConnection aborts the FUSE connection of a mountpoint through /sys/fs/fuse/connections, for a daemon
 // that hangs (kernel-notes.md: a daemon killed mid-request can hang at exit until this).
 func AbortConnection(mountpoint string) error {

@@ -57,6 +57,12 @@ func TestDaemonMode(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(mp, "f"), make([]byte, 10000), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	// Mounting again on a live mount is refused instead of stacking a second mount on it.
+	if out, err := exec.Command(tempfsBin, "mount", "--daemon", "--store", store, mp).CombinedOutput(); err == nil {
+		t.Errorf("a second mount on a live tempfs mount succeeded: %s", out)
+	} else if !strings.Contains(string(out), "already a tempfs mount") {
+		t.Errorf("a second mount: %v, %q; want a line saying it is already mounted", err, out)
+	}
 	if st := daemonStats(t, mp); st["max_size"].(float64) != 4096 || st["rollovers"].(float64) != 1 {
 		t.Errorf("the daemon did not get its flags: %v", st)
 	}

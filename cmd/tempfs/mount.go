@@ -110,6 +110,9 @@ func (o *mountOptions) prepare(arg string) (*prepared, error) {
 		}
 		slog.Info("detached a dead mount", "mountpoint", mp)
 	}
+	if tempfs.IsTempfsMount(mp) {
+		return nil, usageErrorf("%s is already a tempfs mount (tempfs unmount %s first)", mp, mp)
+	}
 	st, err := os.Stat(mp)
 	switch {
 	case errors.Is(err, os.ErrNotExist):
