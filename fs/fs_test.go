@@ -109,8 +109,9 @@ func (tt *testTree) names(t *testing.T) []string {
 func TestTemplateCreate(t *testing.T) {
 	tt := newTestTree(t)
 	out := tt.create(t, "jobXXXXXX.txt", 0o666)
-	if out.EntryTimeout() != 0 || out.AttrTimeout() != 0 {
-		t.Errorf("template entry timeouts = %v/%v, want 0/0", out.EntryTimeout(), out.AttrTimeout())
+	// Entry timeout 0, or the kernel keeps the template name bound to this file (kernel-notes.md).
+	if out.EntryTimeout() != 0 {
+		t.Errorf("template entry timeout = %v, want 0", out.EntryTimeout())
 	}
 	if perm := out.Attr.Mode & 07777; perm != 0o600 {
 		t.Errorf("mode = %o, want 0600 whatever was asked", perm)
