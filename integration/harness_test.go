@@ -282,11 +282,15 @@ func abortConnection(dir string) {
 func eventually(t testing.TB, d time.Duration, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(d)
+	// Back off from 1 ms to 20 ms: a condition that reads a large directory must not keep the daemon busy
+	// serving the polls while it has releases to process.
+	pause := time.Millisecond
 	for !cond() {
 		if time.Now().After(deadline) {
 			t.Fatalf("after %v: %s", d, what)
 		}
-		time.Sleep(time.Millisecond)
+		time.Sleep(pause)
+		pause = min(2*pause, 20*time.Millisecond)
 	}
 }
 
