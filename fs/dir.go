@@ -129,6 +129,9 @@ func (d *Dir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fus
 	if !ok {
 		return nil, syscall.ENOENT
 	}
+	if f, isFile := n.(*File); isFile && !f.lookedUp.Load() {
+		f.lookedUp.Store(true) // the kernel now has a dentry for a real name: see File.release
+	}
 	n.getattr(&out.Attr)
 	d.fs.entryTimeouts(out)
 	return ch, 0

@@ -2,6 +2,7 @@ package fs
 
 import (
 	"context"
+	"sync/atomic"
 	"syscall"
 
 	fusefs "github.com/hanwen/go-fuse/v2/fs"
@@ -32,6 +33,11 @@ type File struct {
 	// linkable: made by O_TMPFILE without O_EXCL and not linked yet, so linkat may give it its first name
 	// (the kernel's I_LINKABLE). Any other file without names cannot get one back.
 	linkable bool
+
+	// lookedUp is set once the kernel may hold a dentry for one of the file's real names (a LOOKUP or
+	// READDIRPLUS answered it). A file made from a template and never looked up by its real name has none,
+	// and its removal at last close needs no delete notification.
+	lookedUp atomic.Bool
 
 	// backingSeen is the backing file's mtime (nanoseconds) when tempfs last took it over into attrs.mtime
 	// (guarded by attrs.mu). Passthrough writes move only the backing file's mtime; a later one means new
@@ -216,14 +222,14 @@ func (f *File) release(h *handle) {
 		d.RmChild(gone.name)
 		if alias != "" && d.GetChild(alias) == f.EmbeddedInode() {
 			d.dropAlias(alias)
-			// The kernel still has the template name's dentry bound to this file (expired, entry timeout
-			// 0): drop it now, or the next open of the template pays two LOOKUPs (revalidate, then lookup).
-			_ = d.NotifyEntry(alias)
 		}
 		d.attrs.touchModified()
-		// Tell the kernel the name is gone, so that a cached dentry cannot outlive the file.
-		if errno := d.NotifyDelete(gone.name, f.EmbeddedInode()); errno != 0 && errno != syscall.ENOENT {
-			fsys.log.Debug("notify delete", "name", gone.name, "errno", errno)
+		// Tell the kernel the name is gone, so that a cached dentry cannot outlive the file. The
+		// notification takes the directory's lock in the kernel: skip it when no dentry can exist.
+		if f.lookedUp.Load() {
+			if errno := d.NotifyDelete(gone.name, f.EmbeddedInode()); errno != 0 && errno != syscall.ENOENT {
+				fsys.log.Debug("notify delete", "name", gone.name, "errno", errno)
+			}
 		}
 	}
 	if unused {

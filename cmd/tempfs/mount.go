@@ -9,6 +9,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime/debug"
+	"runtime/pprof"
 	"strings"
 	"syscall"
 	"time"
@@ -352,6 +353,15 @@ func runMount(ctx context.Context, o *mountOptions, flags *pflag.FlagSet, arg st
 		return daemonize(o, flags, arg)
 	}
 	ready := newReadyNotifier(o.readyFD)
+	if path := os.Getenv("TEMPFS_CPUPROFILE"); path != "" {
+		// For performance work (scripts/bench, issue notes): a CPU profile of the daemon's whole life.
+		if f, err := os.Create(path); err == nil && pprof.StartCPUProfile(f) == nil {
+			defer func() {
+				pprof.StopCPUProfile()
+				f.Close()
+			}()
+		}
+	}
 	p, err := o.prepare(arg)
 	if err != nil {
 		ready.fail(err)
