@@ -453,21 +453,6 @@ func cliSameShape(t *testing.T, name, ref string, xs int, cwd string) {
 	}
 }
 
-// cliStats reads a mount's status from the root's user.tempfs.stats (contract section 5).
-func cliStats(t testing.TB, dir string) map[string]any {
-	t.Helper()
-	buf := make([]byte, 64<<10)
-	n, err := syscall.Getxattr(dir, "user.tempfs.stats", buf)
-	if err != nil {
-		t.Fatalf("getxattr %s user.tempfs.stats: %v", dir, err)
-	}
-	var st map[string]any
-	if err := json.Unmarshal(buf[:n], &st); err != nil {
-		t.Fatal(err)
-	}
-	return st
-}
-
 func cliNumber(t testing.TB, st map[string]any, key string) int64 {
 	t.Helper()
 	v, ok := st[key].(float64)
@@ -481,7 +466,7 @@ func cliNumber(t testing.TB, st map[string]any, key string) int64 {
 // at its last close is gone by then.
 func cliWaitNoHandles(t testing.TB, dir string) {
 	t.Helper()
-	eventually(t, 10*time.Second, "open handles drain to 0", func() bool { return cliNumber(t, cliStats(t, dir), "open_handles") == 0 })
+	eventually(t, 10*time.Second, "open handles drain to 0", func() bool { return cliNumber(t, daemonStats(t, dir), "open_handles") == 0 })
 }
 
 // TestCLIMktempOnMount: on a tempfs mount, mktemp makes its entry through a template (the daemon counts it), and
@@ -510,7 +495,7 @@ func TestCLIMktempOnMount(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			before := cliNumber(t, cliStats(t, m.Dir), "template_entries")
+			before := cliNumber(t, daemonStats(t, m.Dir), "template_entries")
 			r := cliRun(t, append(cliQuickExit(), "TMPDIR="+m.Dir), t.TempDir(), "", tempfsBin, append([]string{"mktemp"}, tc.args...)...)
 			if r.code != 0 {
 				t.Fatalf("exit %d; stderr %q", r.code, r.stderr)
@@ -521,7 +506,7 @@ func TestCLIMktempOnMount(t *testing.T) {
 				len(base) != len(tc.prefix)+tc.run+len(tc.suffix) {
 				t.Errorf("name %q: want %s/%s + %d random + %s", name, tc.dir, tc.prefix, tc.run, tc.suffix)
 			}
-			if after := cliNumber(t, cliStats(t, m.Dir), "template_entries"); after != before+1 {
+			if after := cliNumber(t, daemonStats(t, m.Dir), "template_entries"); after != before+1 {
 				t.Errorf("the daemon counted %d entries made from templates, want 1", after-before)
 			}
 			// Once the command's handle is released, a file with the close lifetime would be gone.

@@ -928,26 +928,6 @@ func (h *coreHolder) do(t *testing.T, command string) string {
 	return h.reply(t)
 }
 
-// coreStoreFds counts the daemon's open backing files in its disk store (they are unlinked, so /proc shows them as
-// "STORE/... (deleted)", unlike the store directory and its lock file): how we see from outside that a
-// disk-resident file's data is still held or freed.
-func coreStoreFds(t *testing.T, m *mount) int {
-	t.Helper()
-	dir := fmt.Sprintf("/proc/%d/fd", m.Pid())
-	entries, err := os.ReadDir(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	n := 0
-	for _, e := range entries {
-		target, err := os.Readlink(filepath.Join(dir, e.Name()))
-		if err == nil && strings.HasPrefix(target, m.StoreParent+"/") && strings.HasSuffix(target, " (deleted)") {
-			n++
-		}
-	}
-	return n
-}
-
 // TestCoreUnlinkedOpenFile: a file unlinked while processes hold it open keeps working for them until the last
 // close (POSIX; contract section 3), also when it grows past --max-size meanwhile; then its data is freed.
 func TestCoreUnlinkedOpenFile(t *testing.T) {
@@ -977,7 +957,7 @@ func TestCoreUnlinkedOpenFile(t *testing.T) {
 	if got := b.do(t, "read"); got != want {
 		t.Fatalf("the second holder reads %q, want %q (sha256, bytes read, st_size, st_nlink)", got, want)
 	}
-	if coreStoreFds(t, m) == 0 {
+	if deletedStoreFds(t, m, m.StoreParent) == 0 {
 		t.Fatalf("a 256 KiB file with --max-size 64KiB has no backing file in the store")
 	}
 	if got := a.do(t, "close"); got != "closed" {
@@ -994,7 +974,7 @@ func TestCoreUnlinkedOpenFile(t *testing.T) {
 		t.Fatal(got)
 	}
 	eventually(t, 10*time.Second, "the backing file of the unlinked file is freed after its last close", func() bool {
-		return coreStoreFds(t, m) == 0
+		return deletedStoreFds(t, m, m.StoreParent) == 0
 	})
 }
 

@@ -2,7 +2,6 @@ package integration
 
 import (
 	"bytes"
-	"encoding/json"
 	"errors"
 	"net"
 	"os"
@@ -13,21 +12,6 @@ import (
 	"testing"
 	"time"
 )
-
-// daemonStats reads the running daemon's stats through the mount.
-func daemonStats(t testing.TB, dir string) map[string]any {
-	t.Helper()
-	buf := make([]byte, 4096)
-	n, err := syscall.Getxattr(dir, "user.tempfs.stats", buf)
-	if err != nil {
-		t.Fatalf("stats of %s: %v", dir, err)
-	}
-	var st map[string]any
-	if err := json.Unmarshal(buf[:n], &st); err != nil {
-		t.Fatal(err)
-	}
-	return st
-}
 
 // unmountAfter makes sure a mount made outside the harness goes at the end of the test.
 func unmountAfter(t *testing.T, dir string) {

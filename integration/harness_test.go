@@ -5,6 +5,7 @@ package integration
 import (
 	"bufio"
 	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -331,4 +332,39 @@ func listDir(t testing.TB, dir string) []string {
 		names[i] = e.Name()
 	}
 	return names
+}
+
+// daemonStats reads a mount's status from the root's user.tempfs.stats (contract section 5).
+func daemonStats(t testing.TB, dir string) map[string]any {
+	t.Helper()
+	buf := make([]byte, 64<<10)
+	n, err := syscall.Getxattr(dir, "user.tempfs.stats", buf)
+	if err != nil {
+		t.Fatalf("getxattr %s user.tempfs.stats: %v", dir, err)
+	}
+	var st map[string]any
+	if err := json.Unmarshal(buf[:n], &st); err != nil {
+		t.Fatal(err)
+	}
+	return st
+}
+
+// deletedStoreFds counts the daemon's descriptors of unlinked files under store: its backing files (unlinked
+// from the start, so /proc shows them as "STORE/... (deleted)", unlike the store directory and its lock
+// file). It is how a test sees from outside that a disk-resident file's data is still held or freed.
+func deletedStoreFds(t testing.TB, m *mount, store string) int {
+	t.Helper()
+	dir := fmt.Sprintf("/proc/%d/fd", m.Pid())
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, e := range entries {
+		target, err := os.Readlink(filepath.Join(dir, e.Name()))
+		if err == nil && strings.HasPrefix(target, store+"/") && strings.HasSuffix(target, " (deleted)") {
+			n++
+		}
+	}
+	return n
 }

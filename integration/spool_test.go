@@ -795,7 +795,7 @@ func TestSpoolStore(t *testing.T) {
 		t.Errorf("names in the store: %q, want only the empty .lock", named)
 	}
 	// The data is in the store nonetheless: the daemon holds unlinked files there.
-	if n := spoolDeletedStoreFds(t, m, store); n < 3 {
+	if n := deletedStoreFds(t, m, store); n < 3 {
 		t.Errorf("the daemon holds %d unlinked files in the store, want at least one per disk-resident file (3)", n)
 	}
 
@@ -836,24 +836,6 @@ func TestSpoolStore(t *testing.T) {
 			t.Errorf("statfs total %d bytes, want --memory %d plus the store's filesystem %d", total, memCap, storeTotal)
 		}
 	})
-}
-
-// spoolDeletedStoreFds counts the daemon's descriptors of unlinked files in store.
-func spoolDeletedStoreFds(t testing.TB, m *mount, store string) int {
-	t.Helper()
-	dir := fmt.Sprintf("/proc/%d/fd", m.Pid())
-	entries, err := os.ReadDir(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	n := 0
-	for _, e := range entries {
-		target, err := os.Readlink(filepath.Join(dir, e.Name()))
-		if err == nil && strings.HasPrefix(target, store+"/") && strings.HasSuffix(target, " (deleted)") {
-			n++
-		}
-	}
-	return n
 }
 
 // TestSpoolPassthrough: a disk-resident file opened again is served by passthrough (the kernel reads and writes
