@@ -997,68 +997,6 @@ func coreSHA256(data []byte) string {
 	return hex.EncodeToString(sum[:])
 }
 
-// daemon is a `tempfs mount` started by a test itself, for the command-line behaviours that end the daemon in
-// other ways than the harness's cleanup does (tempfs unmount, SIGINT, a busy SIGTERM).
-type coreDaemon struct {
-	Dir, Store string
-	cmd        *exec.Cmd
-	log        *syncBuffer
-	exited     chan struct{}
-	exitErr    error
-}
-
-// startCoreDaemon runs `tempfs mount --ready-fd=3 --store STORE [args] DIR` as the harness does and waits for its
-// ready line. Cleanup stops it if the test did not, and fails the test if a mount is left.
-func startCoreDaemon(t *testing.T, attr *syscall.SysProcAttr, args ...string) *coreDaemon {
-	t.Helper()
-	requireFUSE(t)
-	d := &coreDaemon{Dir: t.TempDir(), Store: t.TempDir(), log: &syncBuffer{}, exited: make(chan struct{})}
-	r, w, err := os.Pipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	full := append([]string{"mount", "--ready-fd=3", "--store", d.Store}, args...)
-	d.cmd = exec.Command(tempfsBin, append(full, d.Dir)...)
-	d.cmd.Stderr = d.log
-	d.cmd.ExtraFiles = []*os.File{w}
-	d.cmd.SysProcAttr = attr
-	if err := d.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	w.Close()
-	go func() {
-		d.exitErr = d.cmd.Wait()
-		close(d.exited)
-	}()
-	line := coreReadLine(r, 60*time.Second)
-	r.Close()
-	if line != "ready" {
-		_ = d.cmd.Process.Kill()
-		<-d.exited
-		t.Fatalf("tempfs mount did not become ready: %q; exit: %v; log:\n%s", line, d.exitErr, d.log.String())
-	}
-	t.Cleanup(func() {
-		select {
-		case <-d.exited:
-		default:
-			_ = d.cmd.Process.Signal(syscall.SIGTERM)
-			select {
-			case <-d.exited:
-			case <-time.After(30 * time.Second):
-				abortConnection(d.Dir)
-				_ = d.cmd.Process.Kill()
-				<-d.exited
-				t.Errorf("daemon still running at cleanup; log:\n%s", d.log.String())
-			}
-		}
-		if isMounted(d.Dir) {
-			_ = syscall.Unmount(d.Dir, syscall.MNT_DETACH)
-			t.Errorf("%s still mounted at cleanup", d.Dir)
-		}
-	})
-	return d
-}
-
 // coreReadLine reads one line from r, or "" after d.
 func coreReadLine(r io.Reader, d time.Duration) string {
 	line := make(chan string, 1)
@@ -1071,36 +1009,6 @@ func coreReadLine(r io.Reader, d time.Duration) string {
 		return l
 	case <-time.After(d):
 		return ""
-	}
-}
-
-func (d *coreDaemon) Path(elem ...string) string {
-	return filepath.Join(append([]string{d.Dir}, elem...)...)
-}
-
-// waitExit waits for the daemon to exit on its own and returns its exit error.
-func (d *coreDaemon) waitExit(t *testing.T, within time.Duration) error {
-	t.Helper()
-	select {
-	case <-d.exited:
-		return d.exitErr
-	case <-time.After(within):
-		t.Fatalf("daemon still running after %v; log:\n%s", within, d.log.String())
-		return nil
-	}
-}
-
-// checkGone fails the test unless the daemon exited 0 and left neither a mount nor a store directory.
-func (d *coreDaemon) checkGone(t *testing.T, within time.Duration) {
-	t.Helper()
-	if err := d.waitExit(t, within); err != nil {
-		t.Errorf("daemon exited with %v, want status 0; log:\n%s", err, d.log.String())
-	}
-	if isMounted(d.Dir) {
-		t.Errorf("%s is still mounted after the daemon exited", d.Dir)
-	}
-	if left := storeDirs(t, d.Store); len(left) > 0 {
-		t.Errorf("store directories left behind: %v", left)
 	}
 }
 
@@ -1233,7 +1141,7 @@ func refusedMount(t *testing.T, args []string) string {
 // TestCoreUnmountCommand: `tempfs unmount DIR` unmounts a running mount; the daemon then exits 0 and removes
 // its store (contract section 5).
 func TestCoreUnmountCommand(t *testing.T) {
-	d := startCoreDaemon(t, nil)
+	d := startMountAs(t, nil)
 	if err := os.WriteFile(d.Path("f"), []byte("data"), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -1241,7 +1149,7 @@ func TestCoreUnmountCommand(t *testing.T) {
 	if err != nil {
 		t.Fatalf("tempfs unmount: %v\n%s", err, out)
 	}
-	d.checkGone(t, 30*time.Second)
+	d.expectExit(t, 30*time.Second)
 	if _, err := os.Stat(filepath.Join(d.Dir, "f")); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("after unmount, the mountpoint still shows f: %v", err)
 	}
@@ -1249,7 +1157,7 @@ func TestCoreUnmountCommand(t *testing.T) {
 
 // TestCoreSigint: SIGINT unmounts cleanly; the daemon exits 0 and leaves no store (contract section 5).
 func TestCoreSigint(t *testing.T) {
-	d := startCoreDaemon(t, nil, "--max-size", "64KiB")
+	d := startMountAs(t, nil, "--max-size", "64KiB")
 	if err := os.WriteFile(d.Path("small"), []byte("data"), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -1259,14 +1167,14 @@ func TestCoreSigint(t *testing.T) {
 	if err := d.cmd.Process.Signal(syscall.SIGINT); err != nil {
 		t.Fatal(err)
 	}
-	d.checkGone(t, 30*time.Second)
+	d.expectExit(t, 30*time.Second)
 }
 
 // TestCoreSigtermBusyDetaches: SIGTERM while a process holds a file open detaches the mount: the name goes at
 // once, the open file keeps reading and writing, and the daemon exits 0 only after the last close (contract
 // section 5).
 func TestCoreSigtermBusyDetaches(t *testing.T) {
-	d := startCoreDaemon(t, nil)
+	d := startMountAs(t, nil)
 	h := startCoreHolder(t, d.Path("held"))
 	if got := h.do(t, "write 41"); got != "wrote 65536" {
 		t.Fatalf("write before SIGTERM: %q", got)
@@ -1294,7 +1202,7 @@ func TestCoreSigtermBusyDetaches(t *testing.T) {
 	if got := h.do(t, "close"); got != "closed" {
 		t.Fatal(got)
 	}
-	d.checkGone(t, 30*time.Second)
+	d.expectExit(t, 30*time.Second)
 }
 
 func coreBytes(c byte, n int) []byte { return []byte(strings.Repeat(string([]byte{c}), n)) }
@@ -1328,7 +1236,7 @@ func TestCoreRootMode(t *testing.T) {
 	t.Run("group of the mounting process", func(t *testing.T) {
 		coreRequireRoot(t)
 		// Root with the group nogroup: the root directory must take the daemon's own gid, not a fixed 0.
-		d := startCoreDaemon(t, &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 0, Gid: 65534}})
+		d := startMountAs(t, &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 0, Gid: 65534}})
 		check(t, d.Dir, 01777, 0, 65534)
 	})
 }

@@ -114,6 +114,18 @@ func startMountAt(t testing.TB, dir, storeParent string, args ...string) *mount 
 // startMountEnv is startMountAt with extra environment variables for the daemon.
 func startMountEnv(t testing.TB, dir, storeParent string, env []string, args ...string) *mount {
 	t.Helper()
+	return launchMount(t, dir, storeParent, env, nil, args...)
+}
+
+// startMountAs is startMount with the daemon started under attr (another uid or gid, say).
+func startMountAs(t testing.TB, attr *syscall.SysProcAttr, args ...string) *mount {
+	t.Helper()
+	requireFUSE(t)
+	return launchMount(t, t.TempDir(), t.TempDir(), nil, attr, args...)
+}
+
+func launchMount(t testing.TB, dir, storeParent string, env []string, attr *syscall.SysProcAttr, args ...string) *mount {
+	t.Helper()
 	requireFUSE(t)
 	m := &mount{Dir: dir, StoreParent: storeParent, log: &syncBuffer{}, exited: make(chan struct{})}
 	r, w, err := os.Pipe()
@@ -127,6 +139,7 @@ func startMountEnv(t testing.TB, dir, storeParent string, env []string, args ...
 	if env != nil {
 		m.cmd.Env = append(os.Environ(), env...)
 	}
+	m.cmd.SysProcAttr = attr
 	m.cmd.ExtraFiles = []*os.File{w}
 	if err := m.cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -232,6 +245,14 @@ func (m *mount) wait(t testing.TB, d time.Duration) error {
 		t.Fatalf("daemon still running after %v; log:\n%s", d, m.log.String())
 		return nil
 	}
+}
+
+// expectExit waits for the daemon to exit on its own (after `tempfs unmount`, or a signal the test sent) and
+// then checks what stop checks: exit status 0, no mount and no store directory left.
+func (m *mount) expectExit(t testing.TB, within time.Duration) {
+	t.Helper()
+	_ = m.wait(t, within)
+	m.stop(t)
 }
 
 // storeDirs lists tempfs store directories under parent.
