@@ -1205,6 +1205,35 @@ func TestCoreSigtermBusyDetaches(t *testing.T) {
 	d.expectExit(t, 30*time.Second)
 }
 
+// TestCoreSecondSignalForces: after a busy detach, a second SIGTERM ends the daemon at once (contract section
+// 5: "a second signal forces"): it exits although a file is still open, and removes its store.
+func TestCoreSecondSignalForces(t *testing.T) {
+	d := startMountAs(t, nil)
+	h := startCoreHolder(t, d.Path("held"))
+	if got := h.do(t, "write 41"); got != "wrote 65536" {
+		t.Fatalf("write before SIGTERM: %q", got)
+	}
+	if err := d.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 30*time.Second, "the busy mount is detached after SIGTERM", func() bool { return !isMounted(d.Dir) })
+	if err := d.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	err := d.wait(t, 30*time.Second)
+	d.stopped = true // it was meant to exit with an error status: stop's checks do not apply
+	if err == nil {
+		t.Errorf("the daemon exited 0 after the forcing signal, want a failure status")
+	}
+	if left := storeDirs(t, d.StoreParent); len(left) > 0 {
+		t.Errorf("store left after a forced exit: %v", left)
+	}
+	// The holder's descriptor now belongs to a dead connection: it must fail, not hang.
+	if got := h.do(t, "write 42"); strings.HasPrefix(got, "wrote") {
+		t.Errorf("a write after the forced exit succeeded: %q", got)
+	}
+}
+
 func coreBytes(c byte, n int) []byte { return []byte(strings.Repeat(string([]byte{c}), n)) }
 
 // TestCoreRootMode: the root of a mount is 1777 and owned by the user who mounted it, like /tmp; --mode
