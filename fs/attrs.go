@@ -170,11 +170,25 @@ func (a *attrs) killPrivLocked() {
 // which is when the kernel would set FUSE_WRITE_KILL_SUIDGID (go-fuse does not pass that flag on).
 func (a *attrs) killPrivForWrite(ctx context.Context) {
 	a.mu.Lock()
+	a.killPrivForWriteLocked(ctx)
+	a.mu.Unlock()
+}
+
+func (a *attrs) killPrivForWriteLocked(ctx context.Context) {
 	if a.mode&(syscall.S_ISUID|syscall.S_ISGID) != 0 {
 		if uid, _, _ := caller(ctx); uid != 0 {
 			a.killPrivLocked()
 		}
 	}
+}
+
+// wrote records a write by the caller in one lock round: privilege bits dropped as killPrivForWrite says,
+// mtime and ctime moved as touchModified does. It is on every daemon-served write.
+func (a *attrs) wrote(ctx context.Context) {
+	now := timeNow()
+	a.mu.Lock()
+	a.killPrivForWriteLocked(ctx)
+	a.mtime, a.ctime = now, now
 	a.mu.Unlock()
 }
 

@@ -150,8 +150,7 @@ func (f *File) Open(ctx context.Context, flags uint32) (fusefs.FileHandle, uint3
 		if err := f.data.Truncate(0); err != nil {
 			return nil, 0, toErrno(f.fs.log, "open O_TRUNC", err)
 		}
-		f.attrs.killPrivForWrite(ctx)
-		f.attrs.touchModified()
+		f.attrs.wrote(ctx)
 	}
 	f.fs.nsMu.Lock()
 	if f.freed {

@@ -70,10 +70,9 @@ func (h *handle) Write(ctx context.Context, data []byte, off int64) (uint32, sys
 	if h.passthrough {
 		h.notePassthroughMiss()
 	}
-	h.file.attrs.killPrivForWrite(ctx)
 	n, err := h.file.data.WriteAt(data, off)
 	if n > 0 {
-		h.file.attrs.touchModified()
+		h.file.attrs.wrote(ctx)
 		h.file.fs.counts.bytesWritten.Add(int64(n))
 	}
 	if err != nil {

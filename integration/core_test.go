@@ -1170,10 +1170,10 @@ func TestCoreSigint(t *testing.T) {
 	d.expectExit(t, 30*time.Second)
 }
 
-// TestCoreSigtermBusyDetaches: SIGTERM while a process holds a file open detaches the mount: the name goes at
-// once, the open file keeps reading and writing, and the daemon exits 0 only after the last close (contract
-// section 5).
-func TestCoreSigtermBusyDetaches(t *testing.T) {
+// coreDetachBusy mounts, has a separate process hold a file with 64 KiB of 0x41 written, sends SIGTERM and
+// waits until the busy mount is detached.
+func coreDetachBusy(t *testing.T) (*mount, *coreHolder) {
+	t.Helper()
 	d := startMountAs(t, nil)
 	h := startCoreHolder(t, d.Path("held"))
 	if got := h.do(t, "write 41"); got != "wrote 65536" {
@@ -1183,6 +1183,14 @@ func TestCoreSigtermBusyDetaches(t *testing.T) {
 		t.Fatal(err)
 	}
 	eventually(t, 30*time.Second, "the busy mount is detached after SIGTERM", func() bool { return !isMounted(d.Dir) })
+	return d, h
+}
+
+// TestCoreSigtermBusyDetaches: SIGTERM while a process holds a file open detaches the mount: the name goes at
+// once, the open file keeps reading and writing, and the daemon exits 0 only after the last close (contract
+// section 5).
+func TestCoreSigtermBusyDetaches(t *testing.T) {
+	d, h := coreDetachBusy(t)
 	if _, err := os.Stat(d.Path("held")); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("after the detach, the mountpoint path still shows the file: %v", err)
 	}
@@ -1208,15 +1216,7 @@ func TestCoreSigtermBusyDetaches(t *testing.T) {
 // TestCoreSecondSignalForces: after a busy detach, a second SIGTERM ends the daemon at once (contract section
 // 5: "a second signal forces"): it exits although a file is still open, and removes its store.
 func TestCoreSecondSignalForces(t *testing.T) {
-	d := startMountAs(t, nil)
-	h := startCoreHolder(t, d.Path("held"))
-	if got := h.do(t, "write 41"); got != "wrote 65536" {
-		t.Fatalf("write before SIGTERM: %q", got)
-	}
-	if err := d.cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	eventually(t, 30*time.Second, "the busy mount is detached after SIGTERM", func() bool { return !isMounted(d.Dir) })
+	d, h := coreDetachBusy(t)
 	if err := d.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
