@@ -20,8 +20,10 @@ import (
 type target struct {
 	name string
 	dir  string
-	// tempfs marks the tempfs mount: templates exist there, and its daemon's memory is measured.
+	// tempfs marks the tempfs mount under test: its daemon's memory is measured and its ratios are judged.
 	tempfs bool
+	// templates: a tempfs mount (the one under test, or the baseline), where the template workload runs as such.
+	templates bool
 }
 
 // config is the workload sizes of one run (full or quick).
@@ -61,6 +63,7 @@ func main() {
 		loopbackDir = flag.String("loopback", "", "target C: go-fuse's example/loopback mount")
 		tempfsDir   = flag.String("tempfs", "", "target D: the tempfs mount")
 		tempfsPid   = flag.Int("tempfs-pid", 0, "process id of the tempfs daemon (for its memory)")
+		baselineDir = flag.String("baseline", "", "optional target E: a tempfs mount of another build, for before/after ratios from the same run")
 		quick       = flag.Bool("quick", false, "small sizes (under a minute in all)")
 		reps        = flag.Int("reps", 0, "repetitions (default 5; at least 5 for a meaningful median)")
 		strict      = flag.Bool("strict", false, "exit 1 when a performance target is missed")
@@ -84,7 +87,10 @@ func main() {
 		{name: "tmpfs", dir: *tmpfsDir},
 		{name: "plain", dir: *plainDir},
 		{name: "loopback", dir: *loopbackDir},
-		{name: "tempfs", dir: *tempfsDir, tempfs: true},
+		{name: "tempfs", dir: *tempfsDir, tempfs: true, templates: true},
+	}
+	if *baselineDir != "" {
+		targets = append(targets, &target{name: "baseline", dir: *baselineDir, templates: true})
 	}
 	for _, t := range targets {
 		abs, err := filepath.Abs(t.dir)
@@ -95,7 +101,11 @@ func main() {
 	}
 	b := &bench{cfg: cfg, targets: targets, pid: *tempfsPid, res: newResults(), seed: uint64(time.Now().UnixNano()), trace: *trace}
 	start, load0 := time.Now(), loadavg()
-	fmt.Printf("mode: %s, %d repetitions, order in each: tmpfs plain loopback tempfs\n", mode, cfg.reps)
+	names := make([]string, len(targets))
+	for i, t := range targets {
+		names[i] = t.name
+	}
+	fmt.Printf("mode: %s, %d repetitions, order in each: %s\n", mode, cfg.reps, strings.Join(names, " "))
 	b.printTempfsStats("tempfs at start")
 	b.run()
 	fmt.Printf("workloads took %.1fs; load average before %s, after %s (other processes skew every figure)\n\n",

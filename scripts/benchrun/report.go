@@ -135,10 +135,13 @@ func (r *results) cell(id, target string) string {
 
 // goal is one performance target: tempfs's median over a peer's median (or an absolute figure), against a bound.
 type goal struct {
-	name   string  // RATIO line name
-	table  string  // the row of the target table
-	value  float64 // measured
-	ok     bool    // measured at all
+	name  string  // RATIO line name
+	table string  // the row of the target table
+	value float64 // measured
+	ok    bool    // measured at all
+	// base is the same ratio for the baseline build, when the run has one (baseOK).
+	base   float64
+	baseOK bool
 	bound  float64
 	atMost bool // value must be <= bound (else >=)
 	unit   string
@@ -146,10 +149,12 @@ type goal struct {
 
 func (b *bench) ratio(name, table, id, peer string, bound float64) goal {
 	g := goal{name: name, table: table, bound: bound}
-	v, ok1 := b.res.median(id, "tempfs")
-	p, ok2 := b.res.median(id, peer)
-	if ok1 && ok2 && p > 0 {
+	p, okPeer := b.res.median(id, peer)
+	if v, ok := b.res.median(id, "tempfs"); ok && okPeer && p > 0 {
 		g.value, g.ok = v/p, true
+	}
+	if v, ok := b.res.median(id, "baseline"); ok && okPeer && p > 0 {
+		g.base, g.baseOK = v/p, true
 	}
 	return g
 }
@@ -174,6 +179,11 @@ func (b *bench) goals() []goal {
 	big, ok2 := r.median("empty-entry-us-10x", "tempfs")
 	if ok1 && ok2 && small > 0 {
 		growth.value, growth.ok = big/small, true
+	}
+	small, ok1 = r.median("empty-entry-us", "baseline")
+	big, ok2 = r.median("empty-entry-us-10x", "baseline")
+	if ok1 && ok2 && small > 0 {
+		growth.base, growth.baseOK = big/small, true
 	}
 	gs = append(gs, growth)
 
@@ -238,6 +248,8 @@ func (b *bench) report() int {
 	gs := b.goals()
 	for _, g := range gs {
 		switch {
+		case g.ok && g.unit == "" && g.baseOK:
+			fmt.Printf("RATIO %s %.2f (baseline %.2f)\n", g.name, g.value, g.base)
 		case g.ok && g.unit == "":
 			fmt.Printf("RATIO %s %.2f\n", g.name, g.value)
 		case g.ok:

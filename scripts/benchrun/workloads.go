@@ -75,7 +75,7 @@ func (b *bench) timed(t *target, rep int, fn func(t *target, rep int)) {
 // file removes itself after its last close; the time runs until the directory is empty again. Elsewhere templates
 // do not exist, and the same work is the ordinary small cycle of smallOrdinary.
 func (b *bench) smallTemplate(t *target, rep int) {
-	if !t.tempfs {
+	if !t.templates {
 		b.res.add("small-template", t.name, b.ordinaryCycle(t, fmt.Sprintf("w1-r%d", rep)))
 		return
 	}
