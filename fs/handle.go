@@ -58,12 +58,15 @@ func (h *handle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadRes
 	if h.passthrough {
 		h.notePassthroughMiss()
 	}
-	n, err := h.file.data.ReadAt(dest, off)
+	ext, ok, err := h.file.data.ReadExtent(off, len(dest))
 	if err != nil {
 		return nil, toErrno(h.file.fs.log, "read", err)
 	}
 	h.file.attrs.touchAccessed()
-	return fuse.ReadResultData(dest[:n]), 0
+	if !ok {
+		return fuse.ReadResultData(nil), 0
+	}
+	return &extentResult{ext: ext}, 0
 }
 
 func (h *handle) Write(ctx context.Context, data []byte, off int64) (uint32, syscall.Errno) {

@@ -55,6 +55,48 @@ func (f *File) ReadAt(p []byte, off int64) (int, error) {
 	return n, nil
 }
 
+// Extent is a range of a File's bytes that the caller hands to the kernel by splice(2) from Fd, so that they
+// reach their reader without a copy through the daemon's memory (and without touching fresh heap pages, which
+// fault in slowly). The File cannot change while an Extent is held: it keeps the File's read lock, so writes,
+// truncates, rollovers and Close wait until Release, which must be called exactly once.
+type Extent struct {
+	Fd  int
+	Off int64
+	Len int // bytes available at Off: at most the length asked for, fewer at the end of the file
+	f   *File
+}
+
+// Release ends the Extent.
+func (e Extent) Release() {
+	if e.f != nil {
+		e.f.mu.RUnlock()
+	}
+}
+
+// ReadExtent is ReadAt for splicing: the bytes at [off, off+n) that exist, in place. ok is false, with no
+// lock held, when there is nothing to hand over: an empty range, a RAM file that was never written, or
+// an offset at or past the end.
+func (f *File) ReadExtent(off int64, n int) (e Extent, ok bool, err error) {
+	f.mu.RLock()
+	switch {
+	case f.closed:
+		f.mu.RUnlock()
+		return Extent{}, false, ErrClosed
+	case off < 0:
+		f.mu.RUnlock()
+		return Extent{}, false, fmt.Errorf("spool: read at negative offset %d: %w", off, errInvalid)
+	}
+	size, err := f._currentSize()
+	if err != nil || n <= 0 || f.fd < 0 || off >= size {
+		f.mu.RUnlock()
+		return Extent{}, false, err
+	}
+	if avail := size - off; int64(n) > avail {
+		n = int(avail)
+	}
+	return Extent{Fd: f.fd, Off: off, Len: n, f: f}, true, nil
+}
+
 // WriteAt writes like pwrite(2), extending the file if needed and leaving any gap before off as a
 // hole. A write that takes the file past MaxSize, or that the memory budget cannot hold, moves the
 // file to disk first. On failure the file keeps its old size; the count returned is the number of

@@ -510,3 +510,95 @@ func TestTierString(t *testing.T) {
 		t.Errorf("ErrNoSpace = %v does not wrap ENOSPC", ErrNoSpace)
 	}
 }
+
+// TestReadExtent checks the splice source a READ is answered with: the same bytes as ReadAt, in place in the
+// File's descriptor, on both tiers.
+func TestReadExtent(t *testing.T) {
+	pool := newTestPool(t, Config{MemoryCap: mib})
+	mem := pool.NewFile()
+	defer mem.Close()
+	mustWrite(t, mem, []byte("0123456789"), 0)
+	disk := pool.NewFile()
+	defer disk.Close()
+	mustWrite(t, disk, []byte("0123456789"), 0)
+	if err := disk.Rollover(); err != nil {
+		t.Fatal(err)
+	}
+	empty := pool.NewFile()
+	defer empty.Close()
+
+	tests := []struct {
+		name    string
+		f       *File
+		off     int64
+		len     int
+		want    string // "" with wantOK false: nothing to hand over
+		wantOK  bool
+		wantErr error
+	}{
+		{"memory, inside", mem, 2, 3, "234", true, nil},
+		{"memory, short at EOF", mem, 8, 5, "89", true, nil},
+		{"memory, at EOF", mem, 10, 5, "", false, nil},
+		{"memory, far past EOF", mem, math.MaxInt64 - 1, 5, "", false, nil},
+		{"memory, nothing asked", mem, 0, 0, "", false, nil},
+		{"memory, negative offset", mem, -1, 5, "", false, syscall.EINVAL},
+		{"disk, inside", disk, 2, 3, "234", true, nil},
+		{"disk, short at EOF", disk, 8, 5, "89", true, nil},
+		{"never written (no descriptor)", empty, 0, 5, "", false, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ext, ok, err := tt.f.ReadExtent(tt.off, tt.len)
+			if !errors.Is(err, tt.wantErr) || (err != nil) != (tt.wantErr != nil) {
+				t.Fatalf("ReadExtent error = %v, want %v", err, tt.wantErr)
+			}
+			if ok != tt.wantOK {
+				t.Fatalf("ReadExtent ok = %v, want %v", ok, tt.wantOK)
+			}
+			if !ok {
+				return
+			}
+			buf := make([]byte, ext.Len)
+			n, err := unix.Pread(ext.Fd, buf, ext.Off)
+			ext.Release()
+			if err != nil {
+				t.Fatalf("pread of the extent: %v", err)
+			}
+			if got := string(buf[:n]); got != tt.want || ext.Len != len(tt.want) {
+				t.Errorf("extent holds %q (Len %d), want %q", got, ext.Len, tt.want)
+			}
+		})
+	}
+
+	closed := pool.NewFile()
+	mustWrite(t, closed, []byte("x"), 0)
+	closed.Close()
+	if _, ok, err := closed.ReadExtent(0, 1); ok || !errors.Is(err, ErrClosed) {
+		t.Errorf("ReadExtent of a closed file = ok %v, %v; want ErrClosed", ok, err)
+	}
+}
+
+// TestReadExtentHoldsTheFile checks that a held extent keeps its bytes in place: writes, truncates, rollovers
+// and Close take f.mu exclusively, and cannot while the extent is held (go-fuse splices from the descriptor
+// after the READ handler has returned).
+func TestReadExtentHoldsTheFile(t *testing.T) {
+	pool := newTestPool(t, Config{MemoryCap: mib})
+	f := pool.NewFile()
+	defer f.Close()
+	mustWrite(t, f, []byte("before"), 0)
+	ext, ok, err := f.ReadExtent(0, 6)
+	if err != nil || !ok {
+		t.Fatalf("ReadExtent = %v, %v", ok, err)
+	}
+	if f.mu.TryLock() {
+		f.mu.Unlock()
+		ext.Release()
+		t.Fatal("the file's lock could be taken exclusively while an extent was held")
+	}
+	ext.Release()
+	if !f.mu.TryLock() {
+		t.Fatal("the file's lock stayed held after Release")
+	}
+	f.mu.Unlock()
+	mustWrite(t, f, []byte("after!"), 0)
+}
