@@ -183,6 +183,7 @@ func (f *File) openLocked(flags uint32) *handle {
 		// The kernel may keep the page cache across opens when every change of the data went through it:
 		// always, unless passthrough wrote the backing file behind the FUSE inode's cache.
 		h.keepCache = !f.ptWritten
+		h.directIO = f.fs.directWrites.Load() && flags&syscall.O_ACCMODE != syscall.O_RDONLY
 	}
 	f.opens++
 	f.fs.counts.openHandles.Add(1)

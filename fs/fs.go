@@ -63,10 +63,13 @@ type FS struct {
 
 	passthrough       atomic.Bool
 	passthroughLogged atomic.Bool
-	started           time.Time
-	counts            counters
-	createdSeq        atomic.Uint64
-	processes         processCache
+	// directWrites: writable handles the daemon serves bypass the FUSE page cache (FOPEN_DIRECT_IO). Set
+	// at mount when the kernel can still mmap such files (FUSE_DIRECT_IO_ALLOW_MMAP, Linux 6.6).
+	directWrites atomic.Bool
+	started      time.Time
+	counts       counters
+	createdSeq   atomic.Uint64
+	processes    processCache
 }
 
 // counters are what `tempfs status` reports about the tree.

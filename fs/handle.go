@@ -15,14 +15,25 @@ type handle struct {
 	flags       uint32
 	passthrough bool
 	keepCache   bool
+	// directIO: the handle's reads and writes go straight to the daemon, not through the FUSE page cache.
+	// Writable daemon-served handles are opened so (when the kernel allows mmap on them): the bytes are kept
+	// once, in the spool, instead of a second time in the page cache; a write costs one copy fewer; and
+	// the kernel skips the GETXATTR security.capability round trip that a cached write makes on every new
+	// inode (tempfs drops suid/sgid itself, see attrs.wrote).
+	directIO bool
 }
 
 // openFlags are the FOPEN_* flags the handle is answered with.
 func (h *handle) openFlags() uint32 {
-	if h.keepCache {
-		return fuse.FOPEN_KEEP_CACHE
+	var flags uint32
+	if h.directIO {
+		flags |= fuse.FOPEN_DIRECT_IO
 	}
-	return 0
+	if h.keepCache {
+		// Also on direct-I/O handles: without it the kernel drops the inode's cached pages at every open.
+		flags |= fuse.FOPEN_KEEP_CACHE
+	}
+	return flags
 }
 
 var (

@@ -60,7 +60,10 @@ func MountFS(mountpoint string, fsys *FS, cfg MountConfig) (*Mount, error) {
 			// in OPEN instead of a separate SETATTR round trip. READDIRPLUS_AUTO: the kernel asks for
 			// attributes with directory entries only when lookups follow (as ls -l), and plain READDIR,
 			// five times denser, otherwise: listing 5,000 names went from 10.2 to 3.8 ms.
-			ExtraCapabilities: fuse.CAP_HANDLE_KILLPRIV_V2 | fuse.CAP_ATOMIC_O_TRUNC | fuse.CAP_READDIRPLUS_AUTO,
+			// DIRECT_IO_ALLOW_MMAP: files stay mmap-able through handles opened with FOPEN_DIRECT_IO
+			// (see handle.directIO); without it tempfs opens no handle so.
+			ExtraCapabilities: fuse.CAP_HANDLE_KILLPRIV_V2 | fuse.CAP_ATOMIC_O_TRUNC | fuse.CAP_READDIRPLUS_AUTO |
+				fuse.CAP_DIRECT_IO_ALLOW_MMAP,
 			// No automatic page-cache invalidation on mtime changes: every change of file data goes through
 			// this kernel (writes, truncates, fallocate, mmap), so cached pages stay right, and files opened
 			// with FOPEN_KEEP_CACHE keep them across opens (read-after-write served from the page cache).
@@ -91,6 +94,7 @@ func MountFS(mountpoint string, fsys *FS, cfg MountConfig) (*Mount, error) {
 		_ = server.Unmount()
 		return nil, err
 	}
+	fsys.directWrites.Store(server.KernelSettings().Flags64()&fuse.CAP_DIRECT_IO_ALLOW_MMAP != 0)
 	CloseOnExec()
 	return &Mount{server: server, fs: fsys, mountpoint: mountpoint}, nil
 }

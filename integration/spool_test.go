@@ -20,6 +20,7 @@ import (
 	"syscall"
 	"testing"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -1100,5 +1101,50 @@ func TestSpoolPassthroughKillsSetuid(t *testing.T) {
 	}
 	if s := spoolGetStats(t, m); !*s.Passthrough {
 		t.Errorf("stats say passthrough is off; log:\n%s", m.Log())
+	}
+}
+
+// TestWrittenDataKeptOnce: bytes written to a RAM-resident file are held once, in the spool. Handles opened for
+// writing bypass the FUSE page cache, so the kernel keeps no second copy of the data as it is written; it
+// caches what is read.
+func TestWrittenDataKeptOnce(t *testing.T) {
+	m := startMount(t, "--max-size", "4MiB")
+	path := m.Path("once")
+	data := bytes.Repeat([]byte("kept once; "), (1<<20)/11)
+	if err := os.WriteFile(path, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if tier := spoolTier(t, path); tier != "memory" {
+		t.Fatalf("a %d-byte file under --max-size 4MiB is on %s", len(data), tier)
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	mem, err := unix.Mmap(int(f.Fd()), 0, len(data), unix.PROT_READ, unix.MAP_SHARED)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Munmap(mem)
+	cached := func() (n, of int) {
+		vec := make([]byte, (len(data)+os.Getpagesize()-1)/os.Getpagesize())
+		if _, _, errno := unix.Syscall(unix.SYS_MINCORE, uintptr(unsafe.Pointer(&mem[0])), uintptr(len(mem)),
+			uintptr(unsafe.Pointer(&vec[0]))); errno != 0 {
+			t.Fatal("mincore:", errno)
+		}
+		for _, v := range vec {
+			n += int(v & 1)
+		}
+		return n, len(vec)
+	}
+	if n, of := cached(); n != 0 {
+		t.Errorf("%d of %d pages of a file just written are in the FUSE page cache: its data is held twice", n, of)
+	}
+	if !bytes.Equal(mem, data) {
+		t.Fatal("the mapping does not read back what was written")
+	}
+	if n, of := cached(); n != of {
+		t.Errorf("after reading the whole file, %d of %d pages are cached; reads should be", n, of)
 	}
 }
