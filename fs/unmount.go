@@ -71,8 +71,9 @@ func AbortConnection(mountpoint string) error {
 	if err != nil {
 		return err
 	}
+	_, minor, _ := strings.Cut(dev, ":")
 	ensureFusectl()
-	return os.WriteFile(filepath.Join(fusectlDir, dev, "abort"), []byte("1"), 0)
+	return os.WriteFile(filepath.Join(fusectlDir, minor, "abort"), []byte("1"), 0)
 }
 
 const fusectlDir = "/sys/fs/fuse/connections"
@@ -86,8 +87,9 @@ func ensureFusectl() {
 	_ = syscall.Mount("fusectl", fusectlDir, "fusectl", 0, "")
 }
 
-// mountDevice finds the minor device number of the mount at mountpoint in /proc/self/mountinfo; FUSE names its
-// connection directories after it.
+// mountDevice finds the device number ("major:minor") of the mount at mountpoint in /proc/self/mountinfo. FUSE
+// names its connection directories after the minor number (the major is 0), and its backing device info
+// (/sys/class/bdi) after both.
 func mountDevice(mountpoint string) (string, error) {
 	data, err := os.ReadFile("/proc/self/mountinfo")
 	if err != nil {
@@ -99,9 +101,8 @@ func mountDevice(mountpoint string) (string, error) {
 		if len(fields) < 5 || unescapeMountinfo(fields[4]) != clean {
 			continue
 		}
-		_, minor, ok := strings.Cut(fields[2], ":")
-		if ok {
-			return minor, nil
+		if strings.Contains(fields[2], ":") {
+			return fields[2], nil
 		}
 	}
 	return "", fmt.Errorf("%s is not a mountpoint", mountpoint)
