@@ -157,12 +157,9 @@ func (d *Dir) Create(ctx context.Context, name string, flags uint32, mode uint32
 	d.attrs.touchModified()
 	d.newEntryOut(f, isTmpl, out)
 	if isTmpl {
-		// The kernel binds the template name's dentry to the new file (expired at once: entry timeout 0).
-		// Left there, the next open of the template pays two LOOKUPs (revalidating it, then the lookup
-		// proper), so drop it as soon as this CREATE is answered: the notification waits for the
-		// directory's lock, which the kernel holds until it has our reply. The open file keeps working;
-		// its /proc/self/fd link, which names the template anyway, reads "(deleted)".
-		go d.NotifyEntry(name)
+		// Dropped at the first write or release (see templateDentry). The open file keeps working; its
+		// /proc/self/fd link, which names the template anyway, then reads "(deleted)".
+		h.templateDentry.Store(&templateDentry{dir: d, name: name})
 	}
 	return ch, h, h.openFlags(), 0
 }

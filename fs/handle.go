@@ -2,6 +2,7 @@ package fs
 
 import (
 	"context"
+	"sync/atomic"
 	"syscall"
 
 	fusefs "github.com/hanwen/go-fuse/v2/fs"
@@ -21,6 +22,9 @@ type handle struct {
 	// the kernel skips the GETXATTR security.capability round trip that a cached write makes on every new
 	// inode (tempfs drops suid/sgid itself, see attrs.wrote).
 	directIO bool
+	// templateDentry: set on the handle of a template's CREATE until the kernel's dentry for the template
+	// name is invalidated (see templateDentry).
+	templateDentry atomic.Pointer[templateDentry]
 }
 
 // openFlags are the FOPEN_* flags the handle is answered with.
@@ -84,6 +88,9 @@ func (h *handle) Write(ctx context.Context, data []byte, off int64) (uint32, sys
 	if h.passthrough {
 		h.notePassthroughMiss()
 	}
+	if h.templateDentry.Load() != nil {
+		h.dropTemplateDentry(true)
+	}
 	n, err := h.file.data.WriteAt(data, off)
 	if n > 0 {
 		h.file.attrs.wrote(ctx)
@@ -103,6 +110,7 @@ func (h *handle) Flush(ctx context.Context) syscall.Errno { return syscall.ENOSY
 func (h *handle) Fsync(ctx context.Context, flags uint32) syscall.Errno { return 0 }
 
 func (h *handle) Release(ctx context.Context) syscall.Errno {
+	h.dropTemplateDentry(false)
 	h.file.release(h)
 	return 0
 }

@@ -17,6 +17,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -1068,5 +1069,66 @@ func TestTemplateUnguessable(t *testing.T) {
 	}
 	if head3 > 3 || tail3 > 3 || head1 > 80 {
 		t.Errorf("consecutive names share structure: first 3 chars %d times, last 3 chars %d times, first char %d times (of %d pairs)", head3, tail3, head1, count-1)
+	}
+}
+
+// TestTemplateFirstWriteRaces: the first write to a file made from a template waits (briefly) for the kernel to
+// drop its dentry for the template name, which needs the directory's lock; a rename or unlink of the file's real
+// name at the same moment holds that lock and waits for the writer. Every such pair must finish, the write must
+// land, and a renamed file must keep it.
+func TestTemplateFirstWriteRaces(t *testing.T) {
+	m := startMount(t)
+	const rounds = 300
+	finished := make(chan error, 1)
+	go func() {
+		for i := range rounds {
+			fd, err := unix.Open(m.Path("jobXXXXXX"), unix.O_CREAT|unix.O_RDWR|unix.O_CLOEXEC, 0o600)
+			if err != nil {
+				finished <- fmt.Errorf("round %d: open: %w", i, err)
+				return
+			}
+			real, err := tlFgetxattr(fd, "user.tempfs.path")
+			if err != nil {
+				unix.Close(fd)
+				finished <- fmt.Errorf("round %d: fgetxattr: %w", i, err)
+				return
+			}
+			kept := m.Path(fmt.Sprintf("kept%d", i))
+			var wg sync.WaitGroup
+			var werr, rerr error
+			wg.Go(func() { _, werr = unix.Write(fd, []byte("written")) })
+			wg.Go(func() {
+				if i%2 == 0 {
+					rerr = unix.Rename(real, kept)
+				} else {
+					rerr = unix.Unlink(real)
+				}
+			})
+			wg.Wait()
+			unix.Close(fd)
+			if werr != nil || rerr != nil {
+				finished <- fmt.Errorf("round %d: write: %v; rename/unlink: %v", i, werr, rerr)
+				return
+			}
+			if i%2 == 0 {
+				if got, err := os.ReadFile(kept); err != nil || string(got) != "written" {
+					finished <- fmt.Errorf("round %d: renamed file reads %q, %v; want %q", i, got, err, "written")
+					return
+				}
+			}
+		}
+		finished <- nil
+	}()
+	// A liveness bound, not a timing: 300 rounds take well under a second; a deadlock never ends.
+	select {
+	case err := <-finished:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(2 * time.Minute):
+		t.Fatal("a first write and a rename or unlink of the same file did not finish: deadlock")
+	}
+	if got := len(listDir(t, m.Dir)); got != rounds/2 {
+		t.Errorf("%d entries after the rounds, want the %d renamed files", got, rounds/2)
 	}
 }
