@@ -157,7 +157,7 @@ func (f *File) Open(ctx context.Context, flags uint32) (fusefs.FileHandle, uint3
 		f.fs.nsMu.Unlock()
 		return nil, 0, syscall.ENOENT
 	}
-	h := f.openLocked(flags)
+	h := f.openLocked(flags, false)
 	f.fs.nsMu.Unlock()
 	if h.passthrough && flags&syscall.O_ACCMODE != syscall.O_RDONLY {
 		// Passthrough writes never reach the daemon, which must drop set-user-ID and set-group-ID for an
@@ -167,8 +167,9 @@ func (f *File) Open(ctx context.Context, flags uint32) (fusefs.FileHandle, uint3
 	return h, h.openFlags(), 0
 }
 
-// openLocked counts a new handle and decides how the kernel serves it. The caller holds FS.nsMu.
-func (f *File) openLocked(flags uint32) *handle {
+// openLocked counts a new handle and decides how the kernel serves it; created tells that the handle comes
+// with the file (CREATE, O_TMPFILE). The caller holds FS.nsMu.
+func (f *File) openLocked(flags uint32, created bool) *handle {
 	h := &handle{file: f, flags: flags}
 	if f.fs.passthrough.Load() && f.cachedOpens == 0 && f.data.Tier() == spool.Disk {
 		h.passthrough = true
@@ -183,11 +184,26 @@ func (f *File) openLocked(flags uint32) *handle {
 		// The kernel may keep the page cache across opens when every change of the data went through it:
 		// always, unless passthrough wrote the backing file behind the FUSE inode's cache.
 		h.keepCache = !f.ptWritten
-		h.directIO = f.fs.directWrites.Load() && flags&syscall.O_ACCMODE != syscall.O_RDONLY
+		h.directIO = f.fs.directWrites.Load() && bypassesPageCache(flags, created)
 	}
 	f.opens++
 	f.fs.counts.openHandles.Add(1)
 	return h
+}
+
+// bypassesPageCache tells which daemon-served handles are opened with FOPEN_DIRECT_IO (see handle.directIO):
+// the handle that creates a file, unless read-only, and every write-only handle. Their data is mostly
+// written, and kept once, in the spool. A read-write open of an existing file (a database, an editor) and
+// every read-only open stay cached: their reads, often small and repeated, are served from the page cache
+// instead of costing a round trip each.
+func bypassesPageCache(flags uint32, created bool) bool {
+	switch flags & syscall.O_ACCMODE {
+	case syscall.O_WRONLY:
+		return true
+	case syscall.O_RDWR:
+		return created
+	}
+	return false
 }
 
 // release is the end of one handle; at the last one an ephemeral file loses its generated name and a file

@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"os"
 	"os/exec"
@@ -1126,7 +1127,7 @@ func TestWrittenDataKeptOnce(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer unix.Munmap(mem)
+	defer func() { unix.Munmap(mem) }()
 	cached := func() (n, of int) {
 		vec := make([]byte, (len(data)+os.Getpagesize()-1)/os.Getpagesize())
 		if _, _, errno := unix.Syscall(unix.SYS_MINCORE, uintptr(unsafe.Pointer(&mem[0])), uintptr(len(mem)),
@@ -1146,6 +1147,31 @@ func TestWrittenDataKeptOnce(t *testing.T) {
 	}
 	if n, of := cached(); n != of {
 		t.Errorf("after reading the whole file, %d of %d pages are cached; reads should be", n, of)
+	}
+
+	// A read-write open of an existing file (a database, say) reads through the page cache: its small,
+	// repeated reads must not cost a round trip each.
+	again := m.Path("rw")
+	if err := os.WriteFile(again, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	rw, err := os.OpenFile(again, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rw.Close()
+	got, err := io.ReadAll(rw)
+	if err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("reading back through O_RDWR: %d bytes, %v", len(got), err)
+	}
+	if err := unix.Munmap(mem); err != nil {
+		t.Fatal(err)
+	}
+	if mem, err = unix.Mmap(int(rw.Fd()), 0, len(data), unix.PROT_READ, unix.MAP_SHARED); err != nil {
+		t.Fatal(err)
+	}
+	if n, of := cached(); n != of {
+		t.Errorf("after reading a file through an O_RDWR handle, %d of %d pages are cached; want all", n, of)
 	}
 }
 
