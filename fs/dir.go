@@ -4,6 +4,7 @@ import (
 	"context"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"syscall"
 
 	fusefs "github.com/hanwen/go-fuse/v2/fs"
@@ -30,6 +31,12 @@ type Dir struct {
 	alias    string                   // last template name go-fuse linked here; dropped on the next template create
 	created  map[uint32]createdRecord // user.tempfs.created, by creating thread id
 	fromTmpl bool                     // made by mkdir of a template
+
+	// attrsCached: the kernel may hold this directory's attributes (some answer carried them since the
+	// last invalidation). A change the daemon makes behind the kernel's back (a file made from a template
+	// leaving at its last close) then invalidates them; otherwise the kernel's own change (create, unlink,
+	// rename) did, and no notification is needed.
+	attrsCached atomic.Bool
 }
 
 var (
@@ -85,6 +92,7 @@ func (d *Dir) pathLocked() string {
 }
 
 func (d *Dir) getattr(out *fuse.Attr) {
+	d.attrsCached.Store(true) // before reading: a change after this point will invalidate
 	d.attrs.fill(out)
 	d.fs.nsMu.Lock()
 	out.Nlink = uint32(2 + d.subdirs)

@@ -241,10 +241,15 @@ func (f *File) release(h *handle) {
 		}
 		d.attrs.touchModified()
 		// Tell the kernel the name is gone, so that a cached dentry cannot outlive the file. The
-		// notification takes the directory's lock in the kernel: skip it when no dentry can exist.
+		// notification takes the directory's lock in the kernel: skip it when no dentry can exist, and
+		// then only drop the directory's cached attributes (mtime, size), if the kernel has them.
 		if f.lookedUp.Load() {
 			if errno := d.NotifyDelete(gone.name, f.EmbeddedInode()); errno != 0 && errno != syscall.ENOENT {
 				fsys.log.Debug("notify delete", "name", gone.name, "errno", errno)
+			}
+		} else if d.attrsCached.Swap(false) {
+			if errno := d.NotifyContent(-1, 0); errno != 0 && errno != syscall.ENOENT {
+				fsys.log.Debug("notify directory attributes", "dir", d.name, "errno", errno)
 			}
 		}
 	}

@@ -694,3 +694,45 @@ func TestLifetimeUnlinkedOpen(t *testing.T) {
 		}
 	})
 }
+
+// TestLifetimeDirectoryAttributes: when a file made from a template leaves at its last close, its directory's
+// size and mtime change behind the kernel's back, and a stat of the directory must show it even though the
+// kernel caches attributes for long (an hour).
+func TestLifetimeDirectoryAttributes(t *testing.T) {
+	m := startMount(t)
+	dir := m.Path("d")
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	var empty unix.Stat_t
+	if err := unix.Stat(dir, &empty); err != nil {
+		t.Fatal(err)
+	}
+	fd, err := unix.Open(filepath.Join(dir, "jobXXXXXX"), unix.O_CREAT|unix.O_RDWR|unix.O_CLOEXEC, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The first write drops the kernel's dentry for the template name, which also invalidates the
+	// directory's attributes; after it, nothing but tempfs itself can tell the kernel of the change.
+	if _, err := unix.Write(fd, []byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	var holding unix.Stat_t // cached by the kernel from here on
+	if err := unix.Stat(dir, &holding); err != nil {
+		t.Fatal(err)
+	}
+	if holding.Size <= empty.Size {
+		t.Fatalf("directory size %d with a file in it, %d empty: the test cannot see the change", holding.Size, empty.Size)
+	}
+	unix.Close(fd)
+	var after unix.Stat_t
+	eventually(t, 10*time.Second, "the directory's size did not come back after its template file left", func() bool {
+		if err := unix.Stat(dir, &after); err != nil {
+			t.Fatal(err)
+		}
+		return after.Size == empty.Size
+	})
+	if after.Mtim == holding.Mtim {
+		t.Errorf("directory mtime %v did not move when its file left", time.Unix(after.Mtim.Unix()))
+	}
+}

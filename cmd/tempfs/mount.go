@@ -254,14 +254,17 @@ func (o *mountOptions) serve(p *prepared, log *slog.Logger) (*served, error) {
 		return nil, usageErrorf("%v", err)
 	}
 	fsys := tempfs.New(tempfs.Options{
-		Mountpoint:   p.mountpoint,
-		Pool:         pool,
-		RootMode:     uint32(o.mode),
-		RootUID:      uint32(os.Getuid()),
-		RootGID:      uint32(os.Getgid()),
-		Passthrough:  o.disk.bytes == 0,
-		EntryTimeout: time.Second,
-		AttrTimeout:  time.Second,
+		Mountpoint:  p.mountpoint,
+		Pool:        pool,
+		RootMode:    uint32(o.mode),
+		RootUID:     uint32(os.Getuid()),
+		RootGID:     uint32(os.Getgid()),
+		Passthrough: o.disk.bytes == 0,
+		// Every change of a name or an attribute goes through this kernel or is notified to it (files made
+		// from templates leaving at last close, --max-age reaping), so the kernel may keep what it was told
+		// for long: a stat of a name looked up minutes ago costs no round trip. Template names keep 0.
+		EntryTimeout: time.Hour,
+		AttrTimeout:  time.Hour,
 		Logger:       log,
 		PanicProbe:   os.Getenv("TEMPFS_TEST_PANIC") == "1",
 	})
