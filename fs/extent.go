@@ -1,8 +1,9 @@
 package fs
 
 import (
+	"log/slog"
+
 	"github.com/hanwen/go-fuse/v2/fuse"
-	"golang.org/x/sys/unix"
 
 	"github.com/tempfs/tempfs/spool"
 )
@@ -13,6 +14,7 @@ import (
 // result with a non-zero Size, which is why empty reads are answered with plain data instead).
 type extentResult struct {
 	ext spool.Extent
+	log *slog.Logger
 }
 
 var (
@@ -34,21 +36,11 @@ func (r *extentResult) Bytes(buf []byte) ([]byte, fuse.Status) {
 	if len(buf) < r.ext.Len {
 		buf = make([]byte, r.ext.Len)
 	}
-	done := 0
-	for done < r.ext.Len {
-		n, err := unix.Pread(r.ext.Fd, buf[done:r.ext.Len], r.ext.Off+int64(done))
-		if err == unix.EINTR {
-			continue
-		}
-		if err != nil {
-			return nil, fuse.ToStatus(err)
-		}
-		if n == 0 {
-			break
-		}
-		done += n
+	n, err := r.ext.ReadInto(buf)
+	if err != nil {
+		return nil, fuse.Status(toErrno(r.log, "read", err))
 	}
-	return buf[:done], fuse.OK
+	return buf[:n], fuse.OK
 }
 
 func (r *extentResult) Done() { r.ext.Release() }

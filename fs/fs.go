@@ -63,8 +63,9 @@ type FS struct {
 
 	passthrough       atomic.Bool
 	passthroughLogged atomic.Bool
-	// directWrites: writable handles the daemon serves bypass the FUSE page cache (FOPEN_DIRECT_IO). Set
-	// at mount when the kernel can still mmap such files (FUSE_DIRECT_IO_ALLOW_MMAP, Linux 6.6).
+	// directWrites: handles that create a file and write-only handles bypass the FUSE page cache
+	// (FOPEN_DIRECT_IO, see bypassesPageCache). Set at mount when the kernel can still mmap such files
+	// (FUSE_DIRECT_IO_ALLOW_MMAP, Linux 6.6).
 	directWrites atomic.Bool
 	started      time.Time
 	counts       counters

@@ -81,7 +81,7 @@ func (h *handle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadRes
 	if !ok {
 		return fuse.ReadResultData(nil), 0
 	}
-	return &extentResult{ext: ext}, 0
+	return &extentResult{ext: ext, log: h.file.fs.log}, 0
 }
 
 func (h *handle) Write(ctx context.Context, data []byte, off int64) (uint32, syscall.Errno) {

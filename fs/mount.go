@@ -67,7 +67,7 @@ func MountFS(mountpoint string, fsys *FS, cfg MountConfig) (*Mount, error) {
 				fuse.CAP_DIRECT_IO_ALLOW_MMAP,
 			// No automatic page-cache invalidation on mtime changes: every change of file data goes through
 			// this kernel (writes, truncates, fallocate, mmap), so cached pages stay right, and files opened
-			// with FOPEN_KEEP_CACHE keep them across opens (read-after-write served from the page cache).
+			// with FOPEN_KEEP_CACHE keep them across opens (a file read again sends no READ).
 			ExplicitDataCacheControl: true,
 			Debug:                    cfg.Debug,
 			Logger:                   stdLog,

@@ -66,6 +66,16 @@ type Extent struct {
 	f   *File
 }
 
+// ReadInto copies the Extent's bytes into p (at least Len long) with pread: the fallback where they cannot be
+// spliced. It returns the count read, short only if the file ends sooner.
+func (e Extent) ReadInto(p []byte) (int, error) {
+	n, err := preadFull(e.Fd, p[:e.Len], e.Off)
+	if err != nil {
+		return n, mapIOError("read", err)
+	}
+	return n, nil
+}
+
 // Release ends the Extent.
 func (e Extent) Release() {
 	if e.f != nil {

@@ -560,12 +560,18 @@ func TestReadExtent(t *testing.T) {
 			}
 			buf := make([]byte, ext.Len)
 			n, err := unix.Pread(ext.Fd, buf, ext.Off)
-			ext.Release()
 			if err != nil {
+				ext.Release()
 				t.Fatalf("pread of the extent: %v", err)
 			}
+			copied := make([]byte, ext.Len+8)
+			m, err := ext.ReadInto(copied)
+			ext.Release()
 			if got := string(buf[:n]); got != tt.want || ext.Len != len(tt.want) {
 				t.Errorf("extent holds %q (Len %d), want %q", got, ext.Len, tt.want)
+			}
+			if got := string(copied[:m]); err != nil || got != tt.want {
+				t.Errorf("ReadInto = %q, %v; want %q", got, err, tt.want)
 			}
 		})
 	}
