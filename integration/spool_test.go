@@ -1195,3 +1195,76 @@ func TestReadAhead(t *testing.T) {
 		t.Errorf("%s = %s, want 1024", path, strings.TrimSpace(string(got)))
 	}
 }
+
+// TestDirectAndCachedHandlesAgree: a file's creating handle and write-only handles bypass the page cache, while
+// read-write opens of the file, read-only opens and mmaps go through it. Every write must be seen at once by
+// every other way in, as on tmpfs, without msync.
+func TestDirectAndCachedHandlesAgree(t *testing.T) {
+	m := startMount(t)
+	path := m.Path("agree")
+	const size = 64 << 10
+	created, err := unix.Open(path, unix.O_CREAT|unix.O_EXCL|unix.O_RDWR|unix.O_CLOEXEC, 0o600) // direct I/O
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(created)
+	if _, err := unix.Pwrite(created, bytes.Repeat([]byte("A"), size), 0); err != nil {
+		t.Fatal(err)
+	}
+	cached, err := unix.Open(path, unix.O_RDWR|unix.O_CLOEXEC, 0) // an existing file opened read-write: cached
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(cached)
+	mem, err := unix.Mmap(cached, 0, size, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Munmap(mem)
+	writeOnly, err := unix.Open(path, unix.O_WRONLY|unix.O_CLOEXEC, 0) // direct I/O
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(writeOnly)
+
+	pread := func(fd int, off int64) string {
+		buf := make([]byte, 4)
+		if _, err := unix.Pread(fd, buf, off); err != nil {
+			t.Fatal(err)
+		}
+		return string(buf)
+	}
+	pwrite := func(fd int, s string, off int64) {
+		if _, err := unix.Pwrite(fd, []byte(s), off); err != nil {
+			t.Fatal(err)
+		}
+	}
+	check := func(what, got, want string) {
+		t.Helper()
+		if got != want {
+			t.Errorf("%s: got %q, want %q", what, got, want)
+		}
+	}
+
+	check("the mapping, after the creating handle's write", string(mem[:4]), "AAAA")
+	pwrite(created, "BBBB", 4096)
+	check("the mapping, after a direct write", string(mem[4096:4100]), "BBBB")
+	copy(mem[8192:], "CCCC")
+	check("a direct read, after a write through the mapping", pread(created, 8192), "CCCC")
+	check("a cached read, after a write through the mapping", pread(cached, 8192), "CCCC")
+	pwrite(created, "DDDD", 8192)
+	check("the mapping, after a direct write over its dirty page", string(mem[8192:8196]), "DDDD")
+	pwrite(writeOnly, "EEEE", 12288)
+	check("the mapping, after a write-only handle's write", string(mem[12288:12292]), "EEEE")
+	check("a cached read, after a write-only handle's write", pread(cached, 12288), "EEEE")
+	pwrite(cached, "FFFF", 16384)
+	check("a direct read, after a cached write", pread(created, 16384), "FFFF")
+	reader, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(reader)
+	for off, want := range map[int64]string{0: "AAAA", 4096: "BBBB", 8192: "DDDD", 12288: "EEEE", 16384: "FFFF"} {
+		check(fmt.Sprintf("a new reader at %d", off), pread(reader, off), want)
+	}
+}
