@@ -29,6 +29,7 @@ type Stats struct {
 	SpilledBytes    int64   `json:"spilled_bytes"`
 	BytesWritten    int64   `json:"bytes_written"`
 	Passthrough     bool    `json:"passthrough"`
+	DirectWrites    bool    `json:"direct_writes"`
 	MaxSize         int64   `json:"max_size"`
 	Store           string  `json:"store"`
 	UptimeSeconds   float64 `json:"uptime_seconds"`
@@ -57,6 +58,7 @@ func (fsys *FS) Stats() Stats {
 		SpilledBytes:    ps.SpilledBytes,
 		BytesWritten:    fsys.counts.bytesWritten.Load(),
 		Passthrough:     fsys.passthrough.Load(),
+		DirectWrites:    fsys.directWrites.Load(),
 		MaxSize:         cfg.MaxSize,
 		UptimeSeconds:   time.Since(fsys.started).Seconds(),
 	}

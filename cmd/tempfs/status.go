@@ -33,7 +33,7 @@ func newStatusCommand() *cobra.Command {
 		Short: "Show a tempfs mount's entries, open handles, RAM and disk use",
 		Long: `Show what a tempfs mount holds: entries by kind, files that go at their last close, open
 handles, RAM used against its cap and at its peak, disk used against its cap, rollovers to
-disk, whether passthrough is on, the store directory and the uptime. The daemon answers it
+disk, whether passthrough and direct writes are on, the store directory and the uptime. The daemon answers it
 in getxattr(MOUNTPOINT, "user.tempfs.stats"). With --json, that JSON object is printed as
 it is (at least entries, files, dirs, open_handles, ram_bytes, ram_cap, disk_bytes, disk_cap,
 rollovers, passthrough and uptime_seconds). A path that is not a tempfs mountpoint gives exit
@@ -113,6 +113,7 @@ func writeStatus(w io.Writer, mp string, st tempfs.Stats) {
 	row("written", "%s", naming.FormatSize(st.BytesWritten))
 	row("max size", "%s", maxSizeString(st.MaxSize))
 	row("passthrough", "%s", onOff(st.Passthrough))
+	row("direct writes", "%s", onOff(st.DirectWrites))
 	row("store", "%s", st.Store)
 	row("uptime", "%s", (time.Duration(st.UptimeSeconds * float64(time.Second))).Round(time.Second))
 	tw.Flush()

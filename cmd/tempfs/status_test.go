@@ -13,7 +13,7 @@ func TestWriteStatus(t *testing.T) {
 	st := tempfs.Stats{
 		Entries: 6, Files: 4, Dirs: 1, Others: 1, EphemeralFiles: 2, TemplateEntries: 9, OpenHandles: 3,
 		RAMBytes: 3 << 20, RAMCap: 1 << 30, PeakRAMBytes: 5 << 20, DiskBytes: 7 << 20, DiskCap: 0,
-		MemoryFiles: 3, DiskFiles: 1, Rollovers: 4, SpilledBytes: 8 << 20, Passthrough: true,
+		MemoryFiles: 3, DiskFiles: 1, Rollovers: 4, SpilledBytes: 8 << 20, Passthrough: true, DirectWrites: true,
 		MaxSize: 1 << 20, Store: "/tmp/tempfs-store-abc", UptimeSeconds: 3723.4,
 	}
 	var buf bytes.Buffer
@@ -28,6 +28,7 @@ func TestWriteStatus(t *testing.T) {
 		"disk":            "7 MiB of free space, 1 file",
 		"rollovers":       "4 (8 MiB spilled to disk)",
 		"passthrough":     "on",
+		"direct writes":   "on",
 		"store":           "/tmp/tempfs-store-abc",
 		"uptime":          "1h2m3s",
 	} {
