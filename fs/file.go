@@ -4,6 +4,7 @@ import (
 	"context"
 	"sync/atomic"
 	"syscall"
+	"time"
 
 	fusefs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
@@ -38,6 +39,11 @@ type File struct {
 	// READDIRPLUS answered it). A file made from a template and never looked up by its real name has none,
 	// and its removal at last close needs no delete notification.
 	lookedUp atomic.Bool
+
+	// opened is when the file was last opened (Unix nanoseconds). --max-age counts it as use: reads served
+	// from the page cache or by passthrough never reach the daemon, and relatime moves atime at most daily,
+	// but every open does reach it.
+	opened atomic.Int64
 
 	// backingSeen is the backing file's mtime (nanoseconds) when tempfs last took it over into attrs.mtime
 	// (guarded by attrs.mu). Passthrough writes move only the backing file's mtime; a later one means new
@@ -171,6 +177,7 @@ func (f *File) Open(ctx context.Context, flags uint32) (fusefs.FileHandle, uint3
 // with the file (CREATE, O_TMPFILE). The caller holds FS.nsMu.
 func (f *File) openLocked(flags uint32, created bool) *handle {
 	h := &handle{file: f, flags: flags}
+	f.opened.Store(time.Now().UnixNano())
 	if f.fs.passthrough.Load() && f.cachedOpens == 0 && f.data.Tier() == spool.Disk {
 		h.passthrough = true
 		f.ptOpens++

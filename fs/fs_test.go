@@ -207,3 +207,30 @@ func TestReaperSparesOpenFiles(t *testing.T) {
 	}
 	tt.release(openOut.NodeId, openOut.Fh)
 }
+
+// TestReaperCountsOpensAsUse: a file read from the page cache sends the daemon no READ, and relatime moves
+// its atime at most daily; its opens still reach the daemon, and --max-age must count them as use.
+func TestReaperCountsOpensAsUse(t *testing.T) {
+	tt := newTestTree(t)
+	out := tt.create(t, "read-often", 0o644)
+	tt.release(out.NodeId, out.Fh)
+	long := uint64(time.Now().Add(-3 * time.Hour).Unix())
+	set := &fuse.SetAttrIn{SetAttrInCommon: fuse.SetAttrInCommon{InHeader: tt.header(out.NodeId),
+		Valid: fuse.FATTR_ATIME | fuse.FATTR_MTIME, Atime: long, Mtime: long}}
+	var attr fuse.AttrOut
+	if st := tt.raw.SetAttr(nil, set, &attr); st != fuse.OK {
+		t.Fatal(st)
+	}
+	// An open and a close, with the reads in between served by the kernel's cache.
+	var open fuse.OpenOut
+	if st := tt.raw.Open(nil, &fuse.OpenIn{InHeader: tt.header(out.NodeId), Flags: syscall.O_RDONLY}, &open); st != fuse.OK {
+		t.Fatal(st)
+	}
+	tt.release(out.NodeId, open.Fh)
+	if n := tt.fsys.Reap(time.Hour, time.Now()); n != 0 {
+		t.Fatalf("reaped %d: a file opened just now, with atime and mtime 3 hours old", n)
+	}
+	if n := tt.fsys.Reap(time.Hour, time.Now().Add(2*time.Hour)); n != 1 {
+		t.Fatalf("reaped %d two hours after its last open, want 1", n)
+	}
+}

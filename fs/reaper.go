@@ -7,7 +7,7 @@ import (
 	"github.com/tempfs/tempfs/naming"
 )
 
-// The reaper enforces --max-age: an entry that has been neither accessed nor modified for that long, and has
+// The reaper enforces --max-age: an entry that has been neither opened, read nor modified for that long, and has
 // nothing open below it, is removed. Files made from templates need no reaping (they go at their last close);
 // once persisted they are ordinary. Removals by the reaper do not count as activity in their directory, so a
 // directory whose contents were all reaped can be reaped on the same sweep.
@@ -58,7 +58,11 @@ func (fsys *FS) reapDir(d *Dir, cutoff timespec) (removed int, empty bool) {
 				removed++
 			}
 		case leafNode:
-			if n.base().lastActivity().before(cutoff) && fsys.reapLeaf(d, name, n) {
+			last := n.base().lastActivity()
+			if f, ok := n.(*File); ok {
+				last = laterOf(last, timespecFromNanos(f.opened.Load()))
+			}
+			if last.before(cutoff) && fsys.reapLeaf(d, name, n) {
 				removed++
 			}
 		}

@@ -52,7 +52,7 @@ func (o *mountOptions) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.store, "store", "", "parent directory of the private disk store (default: the first usable of $TMPDIR, $TEMP, $TMP, /tmp, /var/tmp, /usr/tmp, .)")
 	fs.Var(&o.mode, "mode", "permission bits of the mount's root")
 	fs.StringSliceVarP(&o.options, "options", "o", nil, "mount options, comma-separated: allow_other, default_permissions, and others passed to the kernel")
-	fs.DurationVar(&o.maxAge, "max-age", 0, "remove ordinary and kept entries neither accessed nor modified for this long, unless open (e.g. 24h; 0: never)")
+	fs.DurationVar(&o.maxAge, "max-age", 0, "remove ordinary and kept entries neither opened, read nor modified for this long, unless open (e.g. 24h; 0: never)")
 	fs.BoolVar(&o.debug, "debug", false, "log at debug level")
 	fs.BoolVar(&o.fuseLogs, "fuse-debug", false, "log every FUSE request (very verbose)")
 }
