@@ -92,7 +92,9 @@ func (d *Dir) pathLocked() string {
 }
 
 func (d *Dir) getattr(out *fuse.Attr) {
-	d.attrsCached.Store(true) // before reading: a change after this point will invalidate
+	if !d.attrsCached.Load() { // before reading: a change after this point will invalidate
+		d.attrsCached.Store(true) // (only when unset: a lookup-heavy directory is not written on every getattr)
+	}
 	d.attrs.fill(out)
 	d.fs.nsMu.Lock()
 	out.Nlink = uint32(2 + d.subdirs)

@@ -40,9 +40,7 @@ type File struct {
 	// and its removal at last close needs no delete notification.
 	lookedUp atomic.Bool
 
-	// opened is when the file was last opened (Unix nanoseconds). --max-age counts it as use: reads served
-	// from the page cache or by passthrough never reach the daemon, and relatime moves atime at most daily,
-	// but every open does reach it.
+	// opened is when the file was last opened (Unix nanoseconds), for lastUse.
 	opened atomic.Int64
 
 	// backingSeen is the backing file's mtime (nanoseconds) when tempfs last took it over into attrs.mtime
@@ -88,6 +86,12 @@ func (f *File) adoptBackingMtime(nanos int64) {
 		f.attrs.ctime = laterOf(f.attrs.ctime, backing)
 	}
 	f.attrs.mu.Unlock()
+}
+
+// lastUse counts the last open too: reads served from the page cache or by passthrough never reach the daemon,
+// and relatime moves atime at most daily, but every open does reach it.
+func (f *File) lastUse() timespec {
+	return laterOf(f.leaf.lastUse(), timespecFromNanos(f.opened.Load()))
 }
 
 func (f *File) takeUnusedLocked() bool {

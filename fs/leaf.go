@@ -27,9 +27,14 @@ type leafNode interface {
 	takeUnusedLocked() bool
 	// free releases the node's resources. It is called once, after takeUnusedLocked said so, without nsMu.
 	free()
+	// lastUse is when the node was last used, for --max-age.
+	lastUse() timespec
 }
 
 func (l *leaf) leafPart() *leaf { return l }
+
+// lastUse is the later of atime and mtime; File adds its last open.
+func (l *leaf) lastUse() timespec { return l.attrs.lastActivity() }
 
 // removeLinkLocked drops the name (d, name); the caller holds FS.nsMu.
 func (l *leaf) removeLinkLocked(d *Dir, name string) bool {

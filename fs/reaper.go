@@ -58,11 +58,7 @@ func (fsys *FS) reapDir(d *Dir, cutoff timespec) (removed int, empty bool) {
 				removed++
 			}
 		case leafNode:
-			last := n.base().lastActivity()
-			if f, ok := n.(*File); ok {
-				last = laterOf(last, timespecFromNanos(f.opened.Load()))
-			}
-			if last.before(cutoff) && fsys.reapLeaf(d, name, n) {
+			if n.lastUse().before(cutoff) && fsys.reapLeaf(d, name, n) {
 				removed++
 			}
 		}
