@@ -62,8 +62,12 @@ func newAttrs(mode, uid, gid uint32) attrs {
 	return attrs{mode: mode, uid: uid, gid: gid, atime: now, mtime: now, ctime: now}
 }
 
-// fill copies the metadata into out; the caller fills size, blocks and nlink, which depend on the node type.
-func (a *attrs) fill(out *fuse.Attr) {
+// fill copies the metadata and the inode number into out; the caller fills size, blocks and nlink, which depend
+// on the node type. Every attribute reply must carry the inode number: the kernel copies it from each LOOKUP,
+// CREATE, GETATTR and SETATTR reply into its inode, and go-fuse fills it in for GETATTR only, so a SETATTR
+// answered without it renumbered the entry to 0 until the next lookup (kernel-notes.md).
+func (a *attrs) fill(out *fuse.Attr, ino uint64) {
+	out.Ino = ino
 	a.mu.Lock()
 	out.Mode = a.mode
 	out.Uid = a.uid
@@ -138,8 +142,9 @@ func (a *attrs) setattr(in *fuse.SetAttrIn) {
 		changed = true
 	}
 	// tempfs negotiates FUSE_HANDLE_KILLPRIV_V2 (it saves a GETXATTR round trip on every write), so the
-	// kernel leaves it to us to drop set-user-ID and set-group-ID where the kernel would: on chown of a
-	// regular file, and on a truncate by an unprivileged caller (FATTR_KILL_SUIDGID).
+	// kernel leaves it to us to drop set-user-ID and set-group-ID where the kernel would: on chown of any
+	// non-directory (by root too, as the VFS's chown_common asks), and on a truncate by an unprivileged
+	// caller (FATTR_KILL_SUIDGID).
 	_, chownUID := in.GetUID()
 	_, chownGID := in.GetGID()
 	_, chmod := in.GetMode()
@@ -155,9 +160,12 @@ func (a *attrs) setattr(in *fuse.SetAttrIn) {
 }
 
 // killPrivLocked drops set-user-ID, and set-group-ID when group execute is set (otherwise it marks mandatory
-// locking), from a regular file, as the kernel's should_remove_suid does. The caller holds a.mu.
+// locking), as the kernel's setattr_should_drop_suidgid does. It is the one place that drops them, for write,
+// truncate and chown alike. Directories keep both: Linux never clears them there (setgid on a directory is
+// inheritance, not privilege). Only regular files are written or truncated; chown reaches fifos, sockets and
+// device nodes too, and Linux clears their bits as well. The caller holds a.mu.
 func (a *attrs) killPrivLocked() {
-	if a.mode&syscall.S_IFMT != syscall.S_IFREG {
+	if a.mode&syscall.S_IFMT == syscall.S_IFDIR {
 		return
 	}
 	a.mode &^= syscall.S_ISUID

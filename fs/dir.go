@@ -95,7 +95,7 @@ func (d *Dir) getattr(out *fuse.Attr) {
 	if !d.attrsCached.Load() { // before reading: a change after this point will invalidate
 		d.attrsCached.Store(true) // (only when unset: a lookup-heavy directory is not written on every getattr)
 	}
-	d.attrs.fill(out)
+	d.attrs.fill(out, d.StableAttr().Ino)
 	d.fs.nsMu.Lock()
 	out.Nlink = uint32(2 + d.subdirs)
 	out.Size = uint64(40 + 20*d.entries) // as tmpfs counts: BOGO_DIRENT_SIZE per entry

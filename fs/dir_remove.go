@@ -149,7 +149,7 @@ func (d *Dir) Rename(ctx context.Context, name string, newParent fusefs.InodeEmb
 		return syscall.EEXIST
 	}
 
-	var freeLeaf leafNode
+	var replaced, freeLeaf leafNode
 	var freeDir *Dir
 	if dst != nil && dst != src {
 		srcDir, srcIsDir := src.(*Dir)
@@ -169,9 +169,9 @@ func (d *Dir) Rename(ctx context.Context, name string, newParent fusefs.InodeEmb
 			nd.removeSubdirLocked(dstDir)
 			freeDir = dstDir
 		default:
-			l := dst.(leafNode)
-			if nd.unlinkLeafLocked(l, newName) {
-				freeLeaf = l
+			replaced = dst.(leafNode)
+			if nd.unlinkLeafLocked(replaced, newName) {
+				freeLeaf = replaced
 			}
 		}
 	}
@@ -179,6 +179,9 @@ func (d *Dir) Rename(ctx context.Context, name string, newParent fusefs.InodeEmb
 	fsys.nsMu.Unlock()
 
 	src.base().touchChanged()
+	if replaced != nil {
+		replaced.base().touchChanged() // it lost a link, as unlink(2) would take it: its other names see the ctime
+	}
 	d.attrs.touchModified()
 	if nd != d {
 		nd.attrs.touchModified()

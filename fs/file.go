@@ -67,7 +67,7 @@ func (f *File) getattr(out *fuse.Attr) {
 	if st.External {
 		f.adoptBackingMtime(st.ModTime)
 	}
-	f.attrs.fill(out)
+	f.attrs.fill(out, f.StableAttr().Ino)
 	out.Size = uint64(st.Size)
 	out.Blocks = uint64(st.Blocks)
 	f.fs.nsMu.Lock()

@@ -28,7 +28,7 @@ var (
 func (s *Special) base() *attrs { return &s.attrs }
 
 func (s *Special) getattr(out *fuse.Attr) {
-	s.attrs.fill(out)
+	s.attrs.fill(out, s.StableAttr().Ino)
 	s.fs.nsMu.Lock()
 	out.Nlink = uint32(len(s.links))
 	s.fs.nsMu.Unlock()

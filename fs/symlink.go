@@ -30,7 +30,7 @@ var (
 func (s *Symlink) base() *attrs { return &s.attrs }
 
 func (s *Symlink) getattr(out *fuse.Attr) {
-	s.attrs.fill(out)
+	s.attrs.fill(out, s.StableAttr().Ino)
 	out.Size = uint64(len(s.target))
 	s.fs.nsMu.Lock()
 	out.Nlink = uint32(len(s.links))
