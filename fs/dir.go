@@ -131,24 +131,24 @@ func (d *Dir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fus
 	if naming.IsTemplate(name) {
 		return nil, syscall.ENOENT
 	}
-	ch := d.GetChild(name)
-	if ch == nil {
-		return nil, syscall.ENOENT
-	}
-	n, ok := ch.Operations().(node)
-	if !ok {
-		return nil, syscall.ENOENT
-	}
+	// Under nsMu, so that a removal by the daemon itself (File.release) either comes first, and the name is
+	// not found, or sees lookedUp and tells the kernel, whose invalidation then waits for this lookup's reply.
+	d.fs.nsMu.Lock()
+	n := d.liveChildLocked(name)
 	if f, isFile := n.(*File); isFile && !f.lookedUp.Load() {
 		f.lookedUp.Store(true) // the kernel now has a dentry for a real name: see File.release
 	}
+	d.fs.nsMu.Unlock()
+	if n == nil {
+		return nil, syscall.ENOENT
+	}
 	n.getattr(&out.Attr)
 	d.fs.entryTimeouts(out)
-	return ch, 0
+	return n.EmbeddedInode(), 0
 }
 
-// Readdir lists the real entries, in a stable order (by name) so that concurrent readers of one directory see
-// consistent offsets. Template aliases are hidden.
+// Readdir lists the live entries, in a stable order (by name) so that concurrent readers of one directory see
+// consistent offsets.
 func (d *Dir) Readdir(ctx context.Context) (fusefs.DirStream, syscall.Errno) {
 	children := d.Children()
 	entries := make([]fuse.DirEntry, 0, len(children)+2)
@@ -162,12 +162,14 @@ func (d *Dir) Readdir(ctx context.Context) (fusefs.DirStream, syscall.Errno) {
 	entries = append(entries,
 		fuse.DirEntry{Name: ".", Mode: syscall.S_IFDIR, Ino: d.StableAttr().Ino},
 		fuse.DirEntry{Name: "..", Mode: syscall.S_IFDIR, Ino: parent.StableAttr().Ino})
+	d.fs.nsMu.Lock()
 	for name, ch := range children {
-		if naming.IsTemplate(name) {
-			continue
+		// Template aliases and stale children of go-fuse's tree are not entries (see liveChildLocked).
+		if n, ok := ch.Operations().(node); ok && d.namesLocked(n, name) {
+			entries = append(entries, fuse.DirEntry{Name: name, Mode: ch.Mode(), Ino: ch.StableAttr().Ino})
 		}
-		entries = append(entries, fuse.DirEntry{Name: name, Mode: ch.Mode(), Ino: ch.StableAttr().Ino})
 	}
+	d.fs.nsMu.Unlock()
 	slices.SortFunc(entries[2:], func(a, b fuse.DirEntry) int { return strings.Compare(a.Name, b.Name) })
 	d.attrs.touchAccessed()
 	return fusefs.NewListDirStream(entries), 0

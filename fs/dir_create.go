@@ -64,12 +64,12 @@ func (d *Dir) claimNameLocked(name string, tmpl naming.Template, isTmpl bool, pi
 		return "", "", syscall.ENOENT
 	}
 	if !isTmpl {
-		if d.GetChild(name) != nil {
+		if d.liveChildLocked(name) != nil {
 			return "", "", syscall.EEXIST
 		}
 		return name, "", 0
 	}
-	realName, err := tmpl.Draw(func(candidate string) bool { return d.GetChild(candidate) != nil })
+	realName, err := tmpl.Draw(func(candidate string) bool { return d.liveChildLocked(candidate) != nil })
 	if err != nil {
 		return "", "", toErrno(d.fs.log, "template draw", err)
 	}
@@ -142,7 +142,7 @@ func (d *Dir) Create(ctx context.Context, name string, flags uint32, mode uint32
 		return nil, nil, 0, errno
 	}
 	if isTmpl {
-		d.AddChild(realName, ch, false)
+		d.AddChild(realName, ch, true) // over a stale child, if any (see liveChildLocked)
 		f.ephemeral = true // links[0], set below, is the generated name
 		d.fs.counts.ephemeralFiles.Add(1)
 	}
@@ -185,7 +185,7 @@ func (d *Dir) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.Ent
 		return nil, errno
 	}
 	if isTmpl {
-		d.AddChild(realName, ch, false)
+		d.AddChild(realName, ch, true) // over a stale child, if any (see liveChildLocked)
 	}
 	sub.parent, sub.name = d, realName
 	d.entries++

@@ -2,6 +2,7 @@ package fs
 
 import (
 	"context"
+	"slices"
 	"syscall"
 
 	fusefs "github.com/hanwen/go-fuse/v2/fs"
@@ -13,23 +14,81 @@ import (
 // This file holds the operations that remove or move entries. go-fuse updates its own tree after each of these
 // returns OK; they update the metadata tempfs keeps beside it.
 
-// lookupRealLocked finds a real entry (never a template alias). The caller holds FS.nsMu.
+// lookupRealLocked finds a live entry (never a template alias), or answers why there is none. The caller holds
+// FS.nsMu.
 func (d *Dir) lookupRealLocked(name string) (node, syscall.Errno) {
 	if err := naming.ValidateName(name); err != nil {
 		return nil, toErrno(d.fs.log, "name", err)
 	}
-	if naming.IsTemplate(name) {
-		return nil, syscall.ENOENT
-	}
-	ch := d.GetChild(name)
-	if ch == nil {
-		return nil, syscall.ENOENT
-	}
-	n, ok := ch.Operations().(node)
-	if !ok {
+	n := d.liveChildLocked(name)
+	if n == nil {
 		return nil, syscall.ENOENT
 	}
 	return n, 0
+}
+
+// liveChildLocked is the entry named name in d, or nil. tempfs's own links are the truth about names; go-fuse's
+// tree is an index into them that go-fuse also updates by itself after a request returns (it links the node of
+// every LOOKUP, CREATE, LINK reply, and moves it at RENAME). A LOOKUP answered just before the daemon removed the
+// name on its own (last close of a template file, --max-age) is linked back into the tree after the removal:
+// such a stale child, and a template alias, is not a live entry. The caller holds FS.nsMu.
+func (d *Dir) liveChildLocked(name string) node {
+	ch := d.GetChild(name)
+	if ch == nil {
+		return nil
+	}
+	n, ok := ch.Operations().(node)
+	if !ok || !d.namesLocked(n, name) {
+		return nil
+	}
+	return n
+}
+
+// namesLocked reports whether (d, name) is one of n's names in tempfs's namespace. The caller holds FS.nsMu.
+func (d *Dir) namesLocked(n node, name string) bool {
+	switch n := n.(type) {
+	case *Dir:
+		return !n.removed && n.parent == d && n.name == name
+	case leafNode:
+		return slices.Contains(n.leafPart().links, link{d, name})
+	}
+	return false
+}
+
+// dropLeafNameLocked removes the name (d, name) of l from tempfs's namespace and from go-fuse's tree at once,
+// with the template alias go-fuse may have linked to l; it is how the daemon removes a name on its own (last
+// close of a template file, --max-age). It reports false, changing nothing, when (d, name) is not a name of l
+// any more. The caller holds FS.nsMu and tells the kernel afterwards, without it.
+func (d *Dir) dropLeafNameLocked(l leafNode, name string) bool {
+	if !l.leafPart().removeLinkLocked(d, name) {
+		return false
+	}
+	d.entries--
+	ino := l.EmbeddedInode()
+	if d.GetChild(name) == ino {
+		d.RmChild(name)
+	}
+	if d.alias != "" && d.GetChild(d.alias) == ino {
+		d.RmChild(d.alias)
+	}
+	return true
+}
+
+// dropSubdirLocked removes the empty directory (d, name) from tempfs's namespace and from go-fuse's tree at
+// once, as dropLeafNameLocked does for leaves. The caller holds FS.nsMu.
+func (d *Dir) dropSubdirLocked(sub *Dir, name string) bool {
+	if sub.entries > 0 || !d.namesLocked(sub, name) {
+		return false
+	}
+	d.removeSubdirLocked(sub)
+	if sub.alias != "" {
+		sub.RmChild(sub.alias)
+		sub.alias = ""
+	}
+	if d.GetChild(name) == sub.EmbeddedInode() {
+		d.RmChild(name)
+	}
+	return true
 }
 
 func (d *Dir) Unlink(ctx context.Context, name string) syscall.Errno {
@@ -126,10 +185,7 @@ func (d *Dir) Rename(ctx context.Context, name string, newParent fusefs.InodeEmb
 		fsys.nsMu.Unlock()
 		return syscall.ENOENT
 	}
-	var dst node
-	if ch := nd.GetChild(newName); ch != nil {
-		dst, _ = ch.Operations().(node)
-	}
+	dst := nd.liveChildLocked(newName)
 	switch {
 	case flags&unix.RENAME_EXCHANGE != 0:
 		if dst == nil {

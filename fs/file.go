@@ -218,7 +218,10 @@ func bypassesPageCache(flags uint32, created bool) bool {
 }
 
 // release is the end of one handle; at the last one an ephemeral file loses its generated name and a file
-// without names frees its data. RELEASE is the only reliable last-close signal (kernel-notes.md).
+// without names frees its data. RELEASE is the only reliable last-close signal (kernel-notes.md). It arrives
+// asynchronously, so a rename, link or setxattr of the generated name can race with it: the name leaves
+// tempfs's namespace and go-fuse's tree in one step under nsMu (Dir.dropLeafNameLocked), and those operations
+// either find it whole or answer ENOENT.
 func (f *File) release(h *handle) {
 	fsys := f.fs
 	fsys.nsMu.Lock()
@@ -229,14 +232,10 @@ func (f *File) release(h *handle) {
 		f.cachedOpens--
 	}
 	var gone link
-	var alias string
 	if f.opens == 0 && f.ephemeral {
 		gone = f.links[0]
 		f.persistLocked()
-		if f.removeLinkLocked(gone.dir, gone.name) {
-			gone.dir.entries--
-			alias = gone.dir.alias
-		} else {
+		if !gone.dir.dropLeafNameLocked(f, gone.name) {
 			gone = link{}
 		}
 	}
@@ -246,10 +245,6 @@ func (f *File) release(h *handle) {
 
 	if gone.dir != nil {
 		d := gone.dir
-		d.RmChild(gone.name)
-		if alias != "" && d.GetChild(alias) == f.EmbeddedInode() {
-			d.dropAlias(alias)
-		}
 		d.attrs.touchModified()
 		// Tell the kernel the name is gone, so that a cached dentry cannot outlive the file. The
 		// notification takes the directory's lock in the kernel: skip it when no dentry can exist, and

@@ -76,14 +76,12 @@ func (fsys *FS) reapLeaf(d *Dir, name string, l leafNode) bool {
 		fsys.nsMu.Unlock()
 		return false
 	}
-	if d.GetChild(name) != l.EmbeddedInode() || !l.leafPart().removeLinkLocked(d, name) {
+	if !d.dropLeafNameLocked(l, name) {
 		fsys.nsMu.Unlock()
 		return false
 	}
-	d.entries--
 	unused := l.takeUnusedLocked()
 	fsys.nsMu.Unlock()
-	d.RmChild(name)
 	_ = d.NotifyDelete(name, l.EmbeddedInode())
 	if unused {
 		l.free()
@@ -94,16 +92,11 @@ func (fsys *FS) reapLeaf(d *Dir, name string, l leafNode) bool {
 // reapSubdir removes the empty directory (d, name).
 func (fsys *FS) reapSubdir(d *Dir, name string, sub *Dir) bool {
 	fsys.nsMu.Lock()
-	if sub.entries > 0 || sub.removed || d.GetChild(name) != sub.EmbeddedInode() {
-		fsys.nsMu.Unlock()
+	dropped := d.dropSubdirLocked(sub, name)
+	fsys.nsMu.Unlock()
+	if !dropped {
 		return false
 	}
-	d.removeSubdirLocked(sub)
-	alias := sub.alias
-	sub.alias = ""
-	fsys.nsMu.Unlock()
-	sub.dropAlias(alias)
-	d.RmChild(name)
 	_ = d.NotifyDelete(name, sub.EmbeddedInode())
 	fsys.counts.dirs.Add(-1)
 	sub.ForgetPersistent()

@@ -179,9 +179,15 @@ func setVirtualXattr(n node, attr string, data []byte) syscall.Errno {
 	case attr == xattrLifetime && isFile:
 		switch value {
 		case "keep":
+			// A file whose last name went (its last close removed the generated name while this request
+			// was on its way, or it was unlinked) has nothing left to keep: say so instead of answering 0
+			// for a file that is gone.
 			f.fs.nsMu.Lock()
+			defer f.fs.nsMu.Unlock()
+			if len(f.links) == 0 {
+				return syscall.ENOENT
+			}
 			f.persistLocked()
-			f.fs.nsMu.Unlock()
 			return 0
 		case "close":
 			f.fs.nsMu.Lock()
