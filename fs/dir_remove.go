@@ -105,6 +105,7 @@ func (d *Dir) Unlink(ctx context.Context, name string) syscall.Errno {
 	}
 	unused := d.unlinkLeafLocked(l, name)
 	d.fs.nsMu.Unlock()
+	d.fs.noteRemoved(removedUnlink, 1)
 	l.base().touchChanged()
 	d.attrs.touchModified()
 	if unused {
@@ -146,6 +147,7 @@ func (d *Dir) Rmdir(ctx context.Context, name string) syscall.Errno {
 	sub.alias = ""
 	d.fs.nsMu.Unlock()
 	sub.dropAlias(alias)
+	d.fs.noteRemoved(removedUnlink, 1)
 	d.attrs.touchModified()
 	d.fs.counts.dirs.Add(-1)
 	sub.ForgetPersistent()
@@ -235,6 +237,9 @@ func (d *Dir) Rename(ctx context.Context, name string, newParent fusefs.InodeEmb
 	fsys.nsMu.Unlock()
 
 	src.base().touchChanged()
+	if replaced != nil || freeDir != nil {
+		fsys.noteRemoved(removedUnlink, 1) // the destination's name went as unlink(2) or rmdir(2) would take it
+	}
 	if replaced != nil {
 		replaced.base().touchChanged() // it lost a link, as unlink(2) would take it: its other names see the ctime
 	}

@@ -244,6 +244,7 @@ func (f *File) release(h *handle) {
 	fsys.counts.openHandles.Add(-1)
 
 	if gone.dir != nil {
+		fsys.noteRemoved(removedLastClose, 1)
 		d := gone.dir
 		d.attrs.touchModified()
 		// Tell the kernel the name is gone, so that a cached dentry cannot outlive the file. The

@@ -23,6 +23,7 @@ import (
 	fusefs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
 
+	"github.com/tempfs/tempfs/reqstats"
 	"github.com/tempfs/tempfs/spool"
 )
 
@@ -44,6 +45,8 @@ type Options struct {
 	EntryTimeout, AttrTimeout time.Duration
 	// Logger receives errors that collapse to EIO and other events worth a line.
 	Logger *slog.Logger
+	// MetricsAddress is where Prometheus metrics are served (host:port), shown in the status; empty when off.
+	MetricsAddress string
 	// PanicProbe arms a test hook: getxattr "user.tempfs.test.panic" panics inside the request, so that
 	// integration tests can check that a panicking request is answered EIO and the daemon lives on.
 	PanicProbe bool
@@ -71,6 +74,9 @@ type FS struct {
 	counts       counters
 	createdSeq   atomic.Uint64
 	processes    processCache
+	// requests counts FUSE requests by opcode (recordingFS); activity the rest of Activity.
+	requests *reqstats.Recorder
+	activity activityCounters
 }
 
 // counters are what `tempfs status` reports about the tree.
@@ -92,7 +98,7 @@ func New(opts Options) *FS {
 	if opts.RootMode == 0 {
 		opts.RootMode = 01777
 	}
-	fsys := &FS{opts: opts, log: opts.Logger, pool: opts.Pool, started: time.Now()}
+	fsys := &FS{opts: opts, log: opts.Logger, pool: opts.Pool, started: time.Now(), requests: newRequestRecorder()}
 	fsys.passthrough.Store(opts.Passthrough)
 	fsys.root = &Dir{attrs: newAttrs(syscall.S_IFDIR|opts.RootMode&07777, opts.RootUID, opts.RootGID)}
 	fsys.root.fs = fsys

@@ -57,7 +57,8 @@ func newTestTree(t *testing.T) *testTree {
 	}
 	fsys := New(Options{Mountpoint: "/mnt", Pool: pool, EntryTimeout: time.Second, AttrTimeout: time.Second})
 	srv := &fakeServer{}
-	raw := fusefs.NewNodeFS(fsys.Root(), &fusefs.Options{ServerCallbacks: srv, NullPermissions: true})
+	// Wrapped as MountFS wraps it, so that the request counters move as on a mount.
+	raw := &recordingFS{fs: fusefs.NewNodeFS(fsys.Root(), &fusefs.Options{ServerCallbacks: srv, NullPermissions: true}), rec: fsys.requests}
 	return &testTree{fsys: fsys, raw: raw, server: srv}
 }
 

@@ -81,6 +81,7 @@ func (h *handle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadRes
 	if !ok {
 		return fuse.ReadResultData(nil), 0
 	}
+	h.file.fs.activity.bytesRead.Add(int64(ext.Len))
 	return &extentResult{ext: ext, log: h.file.fs.log}, 0
 }
 

@@ -85,7 +85,7 @@ func MountFS(mountpoint string, fsys *FS, cfg MountConfig) (*Mount, error) {
 		// stay unique for the mount's life.
 		FirstAutomaticIno: 2,
 	}
-	raw := fusefs.NewNodeFS(fsys.root, nodeOpts)
+	raw := &recordingFS{fs: fusefs.NewNodeFS(fsys.root, nodeOpts), rec: fsys.requests}
 	server, err := fuse.NewServer(raw, mountpoint, &nodeOpts.MountOptions)
 	if err != nil {
 		return nil, err

@@ -34,6 +34,7 @@ func (fsys *FS) StartReaper(ctx context.Context, maxAge time.Duration) {
 // Reap removes, once, every entry older than maxAge at now, and returns how many it removed.
 func (fsys *FS) Reap(maxAge time.Duration, now time.Time) int {
 	removed, _ := fsys.reapDir(fsys.root, timespecOf(now.Add(-maxAge)))
+	fsys.noteRemoved(removedMaxAge, removed)
 	return removed
 }
 

@@ -33,6 +33,8 @@ type Stats struct {
 	MaxSize         int64   `json:"max_size"`
 	Store           string  `json:"store"`
 	UptimeSeconds   float64 `json:"uptime_seconds"`
+	// Activity adds bytes read, names removed by cause and FUSE requests by opcode (issue 13).
+	Activity
 }
 
 // Stats gathers the tree's and the spool's counters.
@@ -66,6 +68,7 @@ func (fsys *FS) Stats() Stats {
 		s.Store = cfg.Store.Path()
 	}
 	s.Entries = s.Files + s.Dirs + s.Others
+	s.Activity = fsys.Activity()
 	return s
 }
 

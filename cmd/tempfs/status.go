@@ -33,13 +33,18 @@ func newStatusCommand() *cobra.Command {
 		Short: "Show a tempfs mount's entries, open handles, RAM and disk use",
 		Long: `Show what a tempfs mount holds: entries by kind, files that go at their last close, open
 handles, RAM used against its cap and at its peak, disk used against its cap, rollovers to
-disk, whether passthrough and direct writes are on, the store directory and the uptime. The daemon answers it
+disk, whether passthrough and direct writes are on, the store directory and the uptime; then what it did
+since it mounted: names removed by cause (last close, --max-age, unlink, owner gone), bytes the daemon
+read, and FUSE requests with the busiest opcodes (count, failures, median and 99th percentile of the time
+their handler took). The daemon answers it
 in getxattr(MOUNTPOINT, "user.tempfs.stats"). With --json, that JSON object is printed as
 it is (at least entries, files, dirs, open_handles, ram_bytes, ram_cap, disk_bytes, disk_cap,
-rollovers, passthrough and uptime_seconds). A path that is not a tempfs mountpoint gives exit
-status 2.`,
+rollovers, passthrough and uptime_seconds; requests has every opcode seen with its handler-time
+histogram, and errors_by_errno the failed requests by errno). A path that is not a tempfs mountpoint
+gives exit status 2.`,
 		Example: `  tempfs status /scratch
-  tempfs status --json /scratch | jq .ram_bytes`,
+  tempfs status --json /scratch | jq .ram_bytes
+  tempfs status --json /scratch | jq '.requests.by_opcode | map_values(.count)'`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return runStatus(o, args[0], cmd.OutOrStdout())
@@ -116,6 +121,7 @@ func writeStatus(w io.Writer, mp string, st tempfs.Stats) {
 	row("direct writes", "%s", onOff(st.DirectWrites))
 	row("store", "%s", st.Store)
 	row("uptime", "%s", (time.Duration(st.UptimeSeconds * float64(time.Second))).Round(time.Second))
+	writeActivity(row, st.Activity)
 	tw.Flush()
 }
 

@@ -55,3 +55,37 @@ func TestStatusOfPlainDirectoryIsUsageError(t *testing.T) {
 		t.Errorf("message %q does not say it is not a tempfs mount", exit.err)
 	}
 }
+
+func TestWriteStatusActivity(t *testing.T) {
+	var st tempfs.Stats
+	st.Removed = map[string]int64{"last_close": 7, "max_age": 2, "unlink": 5, "owner_gone": 0}
+	st.BytesRead = 3 << 20
+	st.Requests = tempfs.RequestStats{Total: 115, Errors: 12,
+		ByOpcode: map[string]tempfs.OpcodeStats{
+			"LOOKUP": {Count: 50, Errors: 10, P50Micros: 3.2, P99Micros: 1500, HandlerSeconds: 0.002},
+			"CREATE": {Count: 40}, "WRITE": {Count: 10}, "GETATTR": {Count: 5}, "OPEN": {Count: 4}, "READ": {Count: 3},
+			"FLUSH": {Count: 2, Errors: 2}, "STATFS": {Count: 1},
+		},
+		ErrorsByErrno: map[string]uint64{"ENOENT": 10, "ENOSYS": 2},
+	}
+	st.MetricsAddress = "127.0.0.1:9123"
+	var buf bytes.Buffer
+	writeStatus(&buf, "/scratch", st)
+	out := buf.String()
+	for label, want := range map[string]string{
+		"removed":  "7 at last close, 2 by --max-age, 5 by unlink or rmdir, 0 with their owner",
+		"read":     "3 MiB",
+		"requests": "115 since mount, 12 failed (ENOENT 10, ENOSYS 2)",
+		"  LOOKUP": "50, 10 failed, median 3.2µs, p99 1.5ms, 2ms in all",
+		"metrics":  "http://127.0.0.1:9123/metrics",
+	} {
+		if line := lineWith(out, label); !strings.Contains(line, want) {
+			t.Errorf("%s line %q lacks %q:\n%s", label, line, want, out)
+		}
+	}
+	// The busiest six, in order; the rest only in --json.
+	lookup, create, read := strings.Index(out, "  LOOKUP"), strings.Index(out, "  CREATE"), strings.Index(out, "  READ ")
+	if lookup < 0 || create < lookup || read < create || strings.Contains(out, "FLUSH") || strings.Contains(out, "STATFS") {
+		t.Errorf("busiest opcodes not listed busiest first, six at most:\n%s", out)
+	}
+}

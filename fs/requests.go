@@ -1,0 +1,273 @@
+package fs
+
+import (
+	"time"
+
+	"github.com/hanwen/go-fuse/v2/fuse"
+
+	"github.com/tempfs/tempfs/reqstats"
+)
+
+// Request accounting: every FUSE request that reaches the filesystem is counted by opcode, with the time its
+// handler took and the errno it answered (issue 13). go-fuse v2.12.1 has no request hook (RecordLatencies does
+// nothing), so recordingFS wraps the fuse.RawFileSystem that fusefs.NewNodeFS returns and forwards every method.
+// Requests go-fuse answers by itself (INIT, DESTROY, INTERRUPT, NOTIFY_REPLY, and opcodes it does not implement)
+// never reach it and are not counted. The handler time ends when the answer is ready: the reply's write to
+// /dev/fuse (for READ, the splice of the data) comes after. No lock is held here.
+
+// opcode numbers the FUSE operations densely, for reqstats; names are the kernel's (FUSE_LOOKUP is LOOKUP).
+type opcode int
+
+const (
+	opLookup opcode = iota
+	opForget
+	opGetattr
+	opSetattr
+	opMknod
+	opMkdir
+	opUnlink
+	opRmdir
+	opRename
+	opLink
+	opSymlink
+	opReadlink
+	opAccess
+	opGetxattr
+	opListxattr
+	opSetxattr
+	opRemovexattr
+	opCreate
+	opTmpfile
+	opOpen
+	opRead
+	opLseek
+	opGetlk
+	opSetlk
+	opSetlkw
+	opRelease
+	opWrite
+	opCopyFileRange
+	opIoctl
+	opFlush
+	opFsync
+	opFallocate
+	opOpendir
+	opReaddir
+	opReaddirplus
+	opReleasedir
+	opFsyncdir
+	opStatfs
+	opStatx
+	numOpcodes
+)
+
+// opcodeNames are the names status and metrics show; FORGET counts one per node forgotten, a BATCH_FORGET
+// of n nodes as n.
+var opcodeNames = [numOpcodes]string{
+	opLookup: "LOOKUP", opForget: "FORGET", opGetattr: "GETATTR", opSetattr: "SETATTR", opMknod: "MKNOD",
+	opMkdir: "MKDIR", opUnlink: "UNLINK", opRmdir: "RMDIR", opRename: "RENAME", opLink: "LINK",
+	opSymlink: "SYMLINK", opReadlink: "READLINK", opAccess: "ACCESS", opGetxattr: "GETXATTR",
+	opListxattr: "LISTXATTR", opSetxattr: "SETXATTR", opRemovexattr: "REMOVEXATTR", opCreate: "CREATE",
+	opTmpfile: "TMPFILE", opOpen: "OPEN", opRead: "READ", opLseek: "LSEEK", opGetlk: "GETLK", opSetlk: "SETLK",
+	opSetlkw: "SETLKW", opRelease: "RELEASE", opWrite: "WRITE", opCopyFileRange: "COPY_FILE_RANGE",
+	opIoctl: "IOCTL", opFlush: "FLUSH", opFsync: "FSYNC", opFallocate: "FALLOCATE", opOpendir: "OPENDIR",
+	opReaddir: "READDIR", opReaddirplus: "READDIRPLUS", opReleasedir: "RELEASEDIR", opFsyncdir: "FSYNCDIR",
+	opStatfs: "STATFS", opStatx: "STATX",
+}
+
+func newRequestRecorder() *reqstats.Recorder { return reqstats.New(opcodeNames[:]) }
+
+// recordingFS forwards every request to fs and records it in rec.
+type recordingFS struct {
+	fs  fuse.RawFileSystem
+	rec *reqstats.Recorder
+}
+
+var _ = (fuse.RawFileSystem)((*recordingFS)(nil))
+
+// record counts a request of op that started at start and answered *st (nil: a request without an answer,
+// FORGET, RELEASE, RELEASEDIR). Each method below defers it: the time is taken when the method starts, the
+// status read after the handler returned, and no method holds logic of its own.
+func (r *recordingFS) record(op opcode, start time.Time, st *fuse.Status) {
+	var errno int
+	if st != nil {
+		errno = int(*st)
+	}
+	r.rec.Record(int(op), time.Since(start), errno)
+}
+
+// Forwarding: every method of fuse.RawFileSystem, each the same two lines.
+
+type ch = <-chan struct{}
+
+func (r *recordingFS) String() string      { return r.fs.String() }
+func (r *recordingFS) SetDebug(debug bool) { r.fs.SetDebug(debug) }
+func (r *recordingFS) Init(s *fuse.Server) { r.fs.Init(s) }
+func (r *recordingFS) OnUnmount()          { r.fs.OnUnmount() }
+
+func (r *recordingFS) Lookup(c ch, h *fuse.InHeader, name string, out *fuse.EntryOut) (st fuse.Status) {
+	defer r.record(opLookup, time.Now(), &st)
+	return r.fs.Lookup(c, h, name, out)
+}
+func (r *recordingFS) Forget(node, nlookup uint64) {
+	defer r.record(opForget, time.Now(), nil)
+	r.fs.Forget(node, nlookup)
+}
+func (r *recordingFS) GetAttr(c ch, in *fuse.GetAttrIn, out *fuse.AttrOut) (st fuse.Status) {
+	defer r.record(opGetattr, time.Now(), &st)
+	return r.fs.GetAttr(c, in, out)
+}
+func (r *recordingFS) SetAttr(c ch, in *fuse.SetAttrIn, out *fuse.AttrOut) (st fuse.Status) {
+	defer r.record(opSetattr, time.Now(), &st)
+	return r.fs.SetAttr(c, in, out)
+}
+func (r *recordingFS) Mknod(c ch, in *fuse.MknodIn, name string, out *fuse.EntryOut) (st fuse.Status) {
+	defer r.record(opMknod, time.Now(), &st)
+	return r.fs.Mknod(c, in, name, out)
+}
+func (r *recordingFS) Mkdir(c ch, in *fuse.MkdirIn, name string, out *fuse.EntryOut) (st fuse.Status) {
+	defer r.record(opMkdir, time.Now(), &st)
+	return r.fs.Mkdir(c, in, name, out)
+}
+func (r *recordingFS) Unlink(c ch, h *fuse.InHeader, name string) (st fuse.Status) {
+	defer r.record(opUnlink, time.Now(), &st)
+	return r.fs.Unlink(c, h, name)
+}
+func (r *recordingFS) Rmdir(c ch, h *fuse.InHeader, name string) (st fuse.Status) {
+	defer r.record(opRmdir, time.Now(), &st)
+	return r.fs.Rmdir(c, h, name)
+}
+func (r *recordingFS) Rename(c ch, in *fuse.RenameIn, oldName, newName string) (st fuse.Status) {
+	defer r.record(opRename, time.Now(), &st)
+	return r.fs.Rename(c, in, oldName, newName)
+}
+func (r *recordingFS) Link(c ch, in *fuse.LinkIn, name string, out *fuse.EntryOut) (st fuse.Status) {
+	defer r.record(opLink, time.Now(), &st)
+	return r.fs.Link(c, in, name, out)
+}
+func (r *recordingFS) Symlink(c ch, h *fuse.InHeader, target, name string, out *fuse.EntryOut) (st fuse.Status) {
+	defer r.record(opSymlink, time.Now(), &st)
+	return r.fs.Symlink(c, h, target, name, out)
+}
+func (r *recordingFS) Readlink(c ch, h *fuse.InHeader) (out []byte, st fuse.Status) {
+	defer r.record(opReadlink, time.Now(), &st)
+	return r.fs.Readlink(c, h)
+}
+func (r *recordingFS) Access(c ch, in *fuse.AccessIn) (st fuse.Status) {
+	defer r.record(opAccess, time.Now(), &st)
+	return r.fs.Access(c, in)
+}
+func (r *recordingFS) GetXAttr(c ch, h *fuse.InHeader, attr string, dest []byte) (n uint32, st fuse.Status) {
+	defer r.record(opGetxattr, time.Now(), &st)
+	return r.fs.GetXAttr(c, h, attr, dest)
+}
+func (r *recordingFS) ListXAttr(c ch, h *fuse.InHeader, dest []byte) (n uint32, st fuse.Status) {
+	defer r.record(opListxattr, time.Now(), &st)
+	return r.fs.ListXAttr(c, h, dest)
+}
+func (r *recordingFS) SetXAttr(c ch, in *fuse.SetXAttrIn, attr string, data []byte) (st fuse.Status) {
+	defer r.record(opSetxattr, time.Now(), &st)
+	return r.fs.SetXAttr(c, in, attr, data)
+}
+func (r *recordingFS) RemoveXAttr(c ch, h *fuse.InHeader, attr string) (st fuse.Status) {
+	defer r.record(opRemovexattr, time.Now(), &st)
+	return r.fs.RemoveXAttr(c, h, attr)
+}
+func (r *recordingFS) Create(c ch, in *fuse.CreateIn, name string, out *fuse.CreateOut) (st fuse.Status) {
+	defer r.record(opCreate, time.Now(), &st)
+	return r.fs.Create(c, in, name, out)
+}
+func (r *recordingFS) Tmpfile(c ch, in *fuse.CreateIn, out *fuse.CreateOut) (st fuse.Status) {
+	defer r.record(opTmpfile, time.Now(), &st)
+	return r.fs.Tmpfile(c, in, out)
+}
+func (r *recordingFS) Open(c ch, in *fuse.OpenIn, out *fuse.OpenOut) (st fuse.Status) {
+	defer r.record(opOpen, time.Now(), &st)
+	return r.fs.Open(c, in, out)
+}
+func (r *recordingFS) Read(c ch, in *fuse.ReadIn, buf []byte) (res fuse.ReadResult, st fuse.Status) {
+	defer r.record(opRead, time.Now(), &st)
+	return r.fs.Read(c, in, buf)
+}
+func (r *recordingFS) Lseek(c ch, in *fuse.LseekIn, out *fuse.LseekOut) (st fuse.Status) {
+	defer r.record(opLseek, time.Now(), &st)
+	return r.fs.Lseek(c, in, out)
+}
+func (r *recordingFS) GetLk(c ch, in *fuse.LkIn, out *fuse.LkOut) (st fuse.Status) {
+	defer r.record(opGetlk, time.Now(), &st)
+	return r.fs.GetLk(c, in, out)
+}
+func (r *recordingFS) SetLk(c ch, in *fuse.LkIn) (st fuse.Status) {
+	defer r.record(opSetlk, time.Now(), &st)
+	return r.fs.SetLk(c, in)
+}
+func (r *recordingFS) SetLkw(c ch, in *fuse.LkIn) (st fuse.Status) {
+	defer r.record(opSetlkw, time.Now(), &st)
+	return r.fs.SetLkw(c, in)
+}
+func (r *recordingFS) Release(c ch, in *fuse.ReleaseIn) {
+	defer r.record(opRelease, time.Now(), nil)
+	r.fs.Release(c, in)
+}
+func (r *recordingFS) Write(c ch, in *fuse.WriteIn, data []byte) (n uint32, st fuse.Status) {
+	defer r.record(opWrite, time.Now(), &st)
+	return r.fs.Write(c, in, data)
+}
+func (r *recordingFS) CopyFileRange(c ch, in *fuse.CopyFileRangeIn) (n uint32, st fuse.Status) {
+	defer r.record(opCopyFileRange, time.Now(), &st)
+	return r.fs.CopyFileRange(c, in)
+}
+func (r *recordingFS) Ioctl(c ch, in *fuse.IoctlIn, inbuf []byte, out *fuse.IoctlOut, outbuf []byte) (st fuse.Status) {
+	defer r.record(opIoctl, time.Now(), &st)
+	return r.fs.Ioctl(c, in, inbuf, out, outbuf)
+}
+func (r *recordingFS) Flush(c ch, in *fuse.FlushIn) (st fuse.Status) {
+	defer r.record(opFlush, time.Now(), &st)
+	return r.fs.Flush(c, in)
+}
+func (r *recordingFS) Fsync(c ch, in *fuse.FsyncIn) (st fuse.Status) {
+	defer r.record(opFsync, time.Now(), &st)
+	return r.fs.Fsync(c, in)
+}
+func (r *recordingFS) Fallocate(c ch, in *fuse.FallocateIn) (st fuse.Status) {
+	defer r.record(opFallocate, time.Now(), &st)
+	return r.fs.Fallocate(c, in)
+}
+func (r *recordingFS) OpenDir(c ch, in *fuse.OpenIn, out *fuse.OpenOut) (st fuse.Status) {
+	defer r.record(opOpendir, time.Now(), &st)
+	return r.fs.OpenDir(c, in, out)
+}
+func (r *recordingFS) ReadDir(c ch, in *fuse.ReadIn, out *fuse.DirEntryList) (st fuse.Status) {
+	defer r.record(opReaddir, time.Now(), &st)
+	return r.fs.ReadDir(c, in, out)
+}
+func (r *recordingFS) ReadDirPlus(c ch, in *fuse.ReadIn, out *fuse.DirEntryList) (st fuse.Status) {
+	defer r.record(opReaddirplus, time.Now(), &st)
+	return r.fs.ReadDirPlus(c, in, out)
+}
+func (r *recordingFS) ReleaseDir(in *fuse.ReleaseIn) {
+	defer r.record(opReleasedir, time.Now(), nil)
+	r.fs.ReleaseDir(in)
+}
+func (r *recordingFS) FsyncDir(c ch, in *fuse.FsyncIn) (st fuse.Status) {
+	defer r.record(opFsyncdir, time.Now(), &st)
+	return r.fs.FsyncDir(c, in)
+}
+func (r *recordingFS) StatFs(c ch, h *fuse.InHeader, out *fuse.StatfsOut) (st fuse.Status) {
+	defer r.record(opStatfs, time.Now(), &st)
+	return r.fs.StatFs(c, h, out)
+}
+func (r *recordingFS) Statx(c ch, in *fuse.StatxIn, out *fuse.StatxOut) (st fuse.Status) {
+	defer r.record(opStatx, time.Now(), &st)
+	return r.fs.Statx(c, in, out)
+}
+
+// Writev is how go-fuse serves WRITE. On ENOSYS it falls back to Write, which then records the request.
+func (r *recordingFS) Writev(c ch, in *fuse.WriteIn, data [][]byte) (uint32, fuse.Status) {
+	start := time.Now()
+	n, st := r.fs.Writev(c, in, data)
+	if st != fuse.ENOSYS {
+		r.record(opWrite, start, &st)
+	}
+	return n, st
+}
