@@ -2,7 +2,14 @@ package integration
 
 import (
 	"encoding/json"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"syscall"
 	"testing"
+	"time"
 )
 
 // Request accounting and Prometheus metrics (issue 13): `tempfs status --json` counts FUSE requests by opcode
@@ -94,5 +101,125 @@ func TestStatusCountsRequests(t *testing.T) {
 	}
 	if _, ok := jsonPath(after, "metrics_address").(string); ok {
 		t.Errorf("metrics_address shown without --metrics: %v", after["metrics_address"])
+	}
+}
+
+// scrape GETs http://addr/metrics and returns its samples: "name{labels}" -> value, as the exposition prints
+// them (client_golang puts le after the other labels).
+func scrape(t testing.TB, addr string) map[string]float64 {
+	t.Helper()
+	resp, err := http.Get("http://" + addr + "/metrics")
+	if err != nil {
+		t.Fatalf("scrape: %v", err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("scrape: %s, %v\n%s", resp.Status, err, body)
+	}
+	samples := map[string]float64{}
+	for line := range strings.Lines(string(body)) {
+		line = strings.TrimSpace(line)
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		i := strings.LastIndexByte(line, ' ')
+		v, err := strconv.ParseFloat(line[i+1:], 64)
+		if i < 0 || err != nil {
+			t.Fatalf("scrape: bad line %q", line)
+		}
+		samples[line[:i]] = v
+	}
+	return samples
+}
+
+// TestMetricsScrape: a mount with --metrics 127.0.0.1:0 says where it serves (status --json and its log), and a
+// scrape over HTTP sees the counters and gauges move with work done through the mount by another process.
+func TestMetricsScrape(t *testing.T) {
+	m := startMount(t, "--metrics", "127.0.0.1:0", "--max-size", "64KiB")
+	addr, _ := statusJSON(t, m.Dir)["metrics_address"].(string)
+	if !strings.HasPrefix(addr, "127.0.0.1:") || strings.HasSuffix(addr, ":0") {
+		t.Fatalf("metrics_address = %q, want the bound 127.0.0.1:PORT", addr)
+	}
+	if !strings.Contains(m.Log(), "http://"+addr+"/metrics") {
+		t.Errorf("the daemon's log does not name http://%s/metrics:\n%s", addr, m.Log())
+	}
+	before := scrape(t, addr)
+	for _, name := range []string{`tempfs_ram_cap_bytes`, `tempfs_entries_removed_total{cause="owner_gone"}`, `process_open_fds`} {
+		if _, ok := before[name]; !ok {
+			t.Errorf("the first scrape lacks %s", name)
+		}
+	}
+
+	sh(t, m.Dir, `
+		! test -e missing
+		head -c 100000 /dev/zero > big         # past --max-size: rolled over to disk
+		echo hello > kept && cat kept >/dev/null
+		mkdir d && rmdir d
+		exec 3>jobXXXXXX; exec 3>&-             # a template file, gone at its last close
+	`)
+	eventually(t, 10*time.Second, "the template file goes at its last close", func() bool {
+		return scrape(t, addr)[`tempfs_entries_removed_total{cause="last_close"}`] >= 1
+	})
+	after := scrape(t, addr)
+
+	for _, tc := range []struct {
+		name string
+		min  float64
+	}{
+		{`tempfs_fuse_request_duration_seconds_count{opcode="LOOKUP"}`, 1},
+		{`tempfs_fuse_request_duration_seconds_bucket{opcode="LOOKUP",le="+Inf"}`, 1},
+		{`tempfs_fuse_request_duration_seconds_count{opcode="CREATE"}`, 3},
+		{`tempfs_fuse_request_duration_seconds_count{opcode="WRITE"}`, 2},
+		{`tempfs_fuse_request_duration_seconds_count{opcode="MKDIR"}`, 1},
+		{`tempfs_fuse_request_errors_total{opcode="LOOKUP"}`, 1},
+		{`tempfs_fuse_errors_total{errno="ENOENT"}`, 1},
+		{`tempfs_written_bytes_total`, 100006},
+		{`tempfs_entries_created_total`, 4},
+		{`tempfs_entries_removed_total{cause="unlink"}`, 1},
+		{`tempfs_entries_removed_total{cause="last_close"}`, 1},
+		{`tempfs_rollovers_total`, 1},
+		{`tempfs_entries{kind="file"}`, 2},
+		{`tempfs_files{tier="disk"}`, 1},
+		{`tempfs_disk_bytes`, 100000},
+	} {
+		if d := after[tc.name] - before[tc.name]; d < tc.min {
+			t.Errorf("%s moved by %v (from %v to %v), want at least %v", tc.name, d, before[tc.name], after[tc.name], tc.min)
+		}
+	}
+	for name := range after {
+		if strings.Contains(name, "big") || strings.Contains(name, "kept") || strings.Contains(name, "job") {
+			t.Errorf("a file name in a label: %s", name)
+		}
+	}
+}
+
+// TestMetricsBadAddress: a busy or malformed --metrics address fails the mount before anything is mounted, with
+// one line on stderr and exit status 2. With --daemon, so that a mount made by mistake cannot hang the test.
+func TestMetricsBadAddress(t *testing.T) {
+	requireFUSE(t)
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	for _, tc := range []struct {
+		addr, want string
+	}{
+		{busy.Addr().String(), "address already in use"},
+		{"http://localhost:9100", "not an address"},
+		{"70000", "port"},
+		{"", "empty address"},
+	} {
+		dir := t.TempDir()
+		r := cliRun(t, cliQuickExit(), t.TempDir(), "", tempfsBin, "mount", "--daemon", "--metrics", tc.addr, "--store", t.TempDir(), dir)
+		if isMounted(dir) {
+			_ = syscall.Unmount(dir, syscall.MNT_DETACH)
+			t.Errorf("--metrics %q: mounted", tc.addr)
+		}
+		lines := strings.Split(strings.TrimSpace(r.stderr), "\n")
+		if r.code != 2 || len(lines) != 1 || !strings.Contains(lines[0], tc.want) || !strings.Contains(lines[0], "--metrics") {
+			t.Errorf("--metrics %q: exit %d, stderr %q; want 2 and one line about --metrics with %q", tc.addr, r.code, r.stderr, tc.want)
+		}
 	}
 }

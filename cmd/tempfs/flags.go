@@ -3,6 +3,7 @@ package main
 import (
 	"strconv"
 
+	"github.com/tempfs/tempfs/metrics"
 	"github.com/tempfs/tempfs/naming"
 )
 
@@ -57,3 +58,20 @@ type modeError struct{ v string }
 func (e *modeError) Error() string {
 	return "invalid mode " + strconv.Quote(e.v) + ": use octal permission bits, e.g. 1777 or 0700"
 }
+
+// metricsAddrValue is a pflag.Value for --metrics: a port, :PORT or HOST:PORT, checked and kept as the host:port
+// to listen on (metrics.ListenAddress), so that an empty or malformed address is refused as the flag is read.
+type metricsAddrValue struct{ addr string }
+
+func (m *metricsAddrValue) String() string { return m.addr }
+
+func (m *metricsAddrValue) Set(v string) error {
+	addr, err := metrics.ListenAddress(v)
+	if err != nil {
+		return err
+	}
+	m.addr = addr
+	return nil
+}
+
+func (m *metricsAddrValue) Type() string { return "addr" }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -19,6 +20,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	tempfs "github.com/tempfs/tempfs/fs"
+	"github.com/tempfs/tempfs/metrics"
 	"github.com/tempfs/tempfs/naming"
 	"github.com/tempfs/tempfs/spool"
 )
@@ -36,6 +38,7 @@ type mountOptions struct {
 	debug    bool
 	fuseLogs bool
 	maxAge   time.Duration
+	metrics  metricsAddrValue
 }
 
 func newMountOptions() *mountOptions {
@@ -53,6 +56,7 @@ func (o *mountOptions) AddFlags(fs *pflag.FlagSet) {
 	fs.Var(&o.mode, "mode", "permission bits of the mount's root")
 	fs.StringSliceVarP(&o.options, "options", "o", nil, "mount options, comma-separated: allow_other, default_permissions, and others passed to the kernel")
 	fs.DurationVar(&o.maxAge, "max-age", 0, "remove ordinary and kept entries neither opened, read nor modified for this long, unless open (e.g. 24h; 0: never)")
+	fs.Var(&o.metrics, "metrics", "serve Prometheus metrics at http://ADDR/metrics; a bare PORT or :PORT listens on 127.0.0.1 only, HOST:PORT where named (default: off)")
 	fs.BoolVar(&o.debug, "debug", false, "log at debug level")
 	fs.BoolVar(&o.fuseLogs, "fuse-debug", false, "log every FUSE request (very verbose)")
 }
@@ -96,6 +100,8 @@ type prepared struct {
 	defaultPermissions bool
 	kernelOpts         []string
 	memory             int64
+	// metricsAddr is where to serve Prometheus metrics (host:port), "" when off.
+	metricsAddr string
 }
 
 // prepare checks the request and turns bad input into usage errors (exit status 2), before mounting.
@@ -177,6 +183,7 @@ func (o *mountOptions) prepare(arg string) (*prepared, error) {
 	if o.maxAge < 0 {
 		return nil, usageErrorf("--max-age must not be negative")
 	}
+	p.metricsAddr = o.metrics.addr
 	// The kernel checks permissions (default_permissions) whenever anyone but root can reach the mount: with
 	// allow_other, or when a user mounted it. A root mount without allow_other is reachable by root alone,
 	// which passes every check anyway; leaving the checks out there saves the GETATTR of the directory that
@@ -227,11 +234,26 @@ type served struct {
 	store      *spool.Store
 	log        *slog.Logger
 	stopReaper func()
+	metrics    *metrics.Server // nil when off
 }
 
 // serve mounts a prepared request. On error nothing is left mounted and the store is gone.
 func (o *mountOptions) serve(p *prepared, log *slog.Logger) (*served, error) {
 	raiseFileLimit()
+	// The metrics address is bound first: a busy or unusable one fails the mount before anything is made.
+	var metricsLn net.Listener
+	if p.metricsAddr != "" {
+		ln, err := metrics.Listen(p.metricsAddr)
+		if err != nil {
+			return nil, usageErrorf("--metrics: %v", err)
+		}
+		metricsLn = ln
+	}
+	closeMetrics := func() {
+		if metricsLn != nil {
+			metricsLn.Close()
+		}
+	}
 	if os.Getenv("GOGC") == "" {
 		// The daemon's heap is almost all node metadata (file data lives in memfds and the store), and its
 		// size is the product's memory footprint: collect at 50% growth instead of Go's 100%.
@@ -240,6 +262,7 @@ func (o *mountOptions) serve(p *prepared, log *slog.Logger) (*served, error) {
 	store, err := spool.OpenStore(p.storeParent)
 	if err != nil {
 		// An unusable store parent (not ours, writable by others without the sticky bit) is bad input.
+		closeMetrics()
 		return nil, usageErrorf("disk store: %v", err)
 	}
 	pool, err := spool.NewPool(spool.Config{
@@ -251,6 +274,7 @@ func (o *mountOptions) serve(p *prepared, log *slog.Logger) (*served, error) {
 	})
 	if err != nil {
 		store.Close()
+		closeMetrics()
 		return nil, usageErrorf("%v", err)
 	}
 	fsys := tempfs.New(tempfs.Options{
@@ -267,6 +291,8 @@ func (o *mountOptions) serve(p *prepared, log *slog.Logger) (*served, error) {
 		AttrTimeout:  time.Hour,
 		Logger:       log,
 		PanicProbe:   os.Getenv("TEMPFS_TEST_PANIC") == "1",
+		// The address bound: the port the kernel chose when the user asked for 0.
+		MetricsAddress: listenerAddress(metricsLn),
 	})
 	m, err := tempfs.MountFS(p.mountpoint, fsys, tempfs.MountConfig{
 		AllowOther:         p.allowOther,
@@ -276,18 +302,31 @@ func (o *mountOptions) serve(p *prepared, log *slog.Logger) (*served, error) {
 	})
 	if err != nil {
 		store.Close()
+		closeMetrics()
 		return nil, failure(fmt.Errorf("mount %s: %w", p.mountpoint, err))
 	}
 	log.Info("mounted", "mountpoint", p.mountpoint, "store", store.Path(),
 		"max_size", naming.FormatSize(o.maxSize.bytes), "memory", naming.FormatSize(p.memory),
 		"disk", diskCapString(o.disk.bytes))
 	s := &served{mount: m, store: store, log: log, stopReaper: func() {}}
+	if metricsLn != nil {
+		s.metrics = metrics.Serve(metricsLn, m.Stats, log)
+		log.Info("serving metrics", "url", "http://"+listenerAddress(metricsLn)+"/metrics")
+	}
 	if o.maxAge > 0 {
 		ctx, cancel := context.WithCancel(context.Background())
 		fsys.StartReaper(ctx, o.maxAge)
 		s.stopReaper = cancel
 	}
 	return s, nil
+}
+
+// listenerAddress is ln's host:port, "" for none.
+func listenerAddress(ln net.Listener) string {
+	if ln == nil {
+		return ""
+	}
+	return ln.Addr().String()
 }
 
 func diskCapString(n int64) string {
@@ -346,6 +385,9 @@ func (s *served) stop() {
 // cleanup removes the store directory; every backing file in it was unlinked from the start.
 func (s *served) cleanup() {
 	s.stopReaper()
+	if s.metrics != nil {
+		_ = s.metrics.Close()
+	}
 	if err := s.store.Close(); err != nil {
 		s.log.Error("removing the disk store", "err", err)
 	}

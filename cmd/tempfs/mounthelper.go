@@ -22,6 +22,7 @@ var helperFlags = map[string]string{
 	"store":   "--store",
 	"mode":    "--mode",
 	"max_age": "--max-age", "max-age": "--max-age",
+	"metrics": "--metrics",
 }
 
 // helperIgnored are options of mount(8) and fstab that mean nothing to tempfs.
