@@ -220,6 +220,7 @@ func (b *bench) report() int {
 	fmt.Println("Cold reads follow sync and drop_caches; that cannot apply to RAM, so on tmpfs and on the loopback (served")
 	fmt.Println("from a tmpfs) cold is a second warm read, while tempfs's file is past --max-size, on its disk store.")
 	fmt.Println("Template cycles on tempfs are timed until the directory is empty again (files go after RELEASE).")
+	b.requests.print(os.Stdout)
 
 	r := b.res
 	fmt.Println()

@@ -221,6 +221,11 @@ type tempfsStats struct {
 	DiskFiles   int64 `json:"disk_files"`
 	Passthrough bool  `json:"passthrough"`
 	MaxSize     int64 `json:"max_size"`
+	Requests    struct {
+		ByOpcode map[string]struct {
+			Count float64 `json:"count"`
+		} `json:"by_opcode"`
+	} `json:"requests"`
 }
 
 func readTempfsStats(dir string) (tempfsStats, error) {

@@ -19,6 +19,8 @@ type bench struct {
 	seed    uint64
 	block   []byte // 4 KiB of small-cycle data
 	trace   bool   // print the time of every workload run on stderr
+	// requests: FUSE requests per operation of each workload on tempfs (requests.go)
+	requests requestTally
 }
 
 func (b *bench) tempfsTarget() *target {
@@ -57,7 +59,7 @@ func (b *bench) interleave(what string, fn func(t *target, rep int)) {
 	for rep := 1; rep <= b.cfg.reps; rep++ {
 		for _, t := range b.targets {
 			note(what)
-			b.timed(t, rep, fn)
+			b.countRequests(t, what, func() { b.timed(t, rep, fn) })
 		}
 	}
 }
