@@ -72,8 +72,9 @@ func Listen(addr string) (net.Listener, error) {
 
 // Server serves /metrics until Close.
 type Server struct {
-	http *http.Server
-	done chan struct{}
+	http     *http.Server
+	listener *limitListener
+	done     chan struct{}
 }
 
 // Serve answers /metrics on ln with the metrics read from stats at each scrape, until Close.
@@ -98,15 +99,20 @@ func Serve(ln net.Listener, stats func() tempfs.Stats, log *slog.Logger) *Server
 	})
 	s := &Server{
 		http: &http.Server{
-			Handler:           mux,
+			Handler: mux,
+			// A client that stalls or idles gives its connection back (see maxConnections).
 			ReadHeaderTimeout: 10 * time.Second,
+			ReadTimeout:       10 * time.Second,
+			WriteTimeout:      30 * time.Second,
+			IdleTimeout:       30 * time.Second,
 			ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 		},
-		done: make(chan struct{}),
+		listener: newLimitListener(ln, maxConnections),
+		done:     make(chan struct{}),
 	}
 	go func() {
 		defer close(s.done)
-		if err := s.http.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		if err := s.http.Serve(s.listener); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			log.Error("metrics server stopped", "err", err)
 		}
 	}()

@@ -3,9 +3,11 @@ package metrics
 import (
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	tempfs "github.com/tempfs/tempfs/fs"
 )
@@ -122,5 +124,69 @@ func TestServe(t *testing.T) {
 	}
 	if _, err := http.Get("http://" + ln.Addr().String() + "/metrics"); err == nil {
 		t.Errorf("still serving after Close")
+	}
+}
+
+// TestConnectionLimit: idle clients hold at most maxConnections of the daemon's descriptors; one more waits
+// until a slot frees and is then served; Close returns while every slot is taken.
+func TestConnectionLimit(t *testing.T) {
+	ln, err := Listen("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := Serve(ln, func() tempfs.Stats { return tempfs.Stats{} }, slog.New(slog.DiscardHandler))
+	defer s.Close()
+	addr := ln.Addr().String()
+	var idle []net.Conn
+	for range maxConnections {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		idle = append(idle, c)
+	}
+	waitFor(t, "every idle connection accepted", func() bool { return len(s.listener.slots) == maxConnections })
+
+	extra, err := net.Dial("tcp", addr) // in the backlog: no slot is free
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer extra.Close()
+	if _, err := io.WriteString(extra, "GET /metrics HTTP/1.0\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	idle[0].Close()
+	reply, err := io.ReadAll(extra) // answered once the closed connection's slot is free
+	if err != nil || !strings.HasPrefix(string(reply), "HTTP/1.0 200") {
+		t.Fatalf("the waiting client got %q, %v", reply, err)
+	}
+	for _, c := range idle[1:] {
+		c.Close()
+	}
+	// One slot stays taken by the Accept that waits for the next client.
+	waitFor(t, "slots freed by closed connections", func() bool { return len(s.listener.slots) == 1 })
+
+	for range maxConnections {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+	}
+	waitFor(t, "every slot taken again", func() bool { return len(s.listener.slots) == maxConnections })
+	if err := s.Close(); err != nil { // must not hang in Accept waiting for a slot
+		t.Errorf("Close: %v", err)
+	}
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("after 10s: %s", what)
+		}
+		time.Sleep(time.Millisecond)
 	}
 }
