@@ -7,7 +7,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/tempfs/tempfs/reqstats"
+	"github.com/tempfs/tempfs/fs/reqstats"
 )
 
 // Activity is what the daemon has done since it mounted (issue 13): bytes read, names removed by cause, and FUSE

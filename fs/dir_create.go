@@ -143,7 +143,7 @@ func (d *Dir) Create(ctx context.Context, name string, flags uint32, mode uint32
 	}
 	if isTmpl {
 		d.AddChild(realName, ch, true) // over a stale child, if any (see liveChildLocked)
-		f.ephemeral = true // links[0], set below, is the generated name
+		f.ephemeral = true             // links[0], set below, is the generated name
 		d.fs.counts.ephemeralFiles.Add(1)
 	}
 	f.links = []link{{d, realName}}

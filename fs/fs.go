@@ -23,7 +23,7 @@ import (
 	fusefs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
 
-	"github.com/tempfs/tempfs/reqstats"
+	"github.com/tempfs/tempfs/fs/reqstats"
 	"github.com/tempfs/tempfs/spool"
 )
 

@@ -5,7 +5,7 @@ import (
 
 	"github.com/hanwen/go-fuse/v2/fuse"
 
-	"github.com/tempfs/tempfs/reqstats"
+	"github.com/tempfs/tempfs/fs/reqstats"
 )
 
 // Request accounting: every FUSE request that reaches the filesystem is counted by opcode, with the time its

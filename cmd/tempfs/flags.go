@@ -3,7 +3,7 @@ package main
 import (
 	"strconv"
 
-	"github.com/tempfs/tempfs/metrics"
+	"github.com/tempfs/tempfs/cmd/tempfs/metrics"
 	"github.com/tempfs/tempfs/naming"
 )
 
