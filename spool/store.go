@@ -357,6 +357,9 @@ func removeStoreIfDead(parentFd int, path, name string, log *slog.Logger) {
 // logged: a store never holds it, so it is not ours to judge.
 func removeRegularEntries(dirFd int, log *slog.Logger, path string) {
 	names, err := readDirNames(dirFd)
+	if errors.Is(err, unix.ENOENT) {
+		return // removed since it was opened (its daemon closed it, or another start swept it): nothing to do
+	}
 	if err != nil {
 		log.Warn("spool: cannot list a store", "store", path, "err", err)
 		return
