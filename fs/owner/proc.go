@@ -1,0 +1,178 @@
+package owner
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+)
+
+// procRoot is where the process table is read; tests never change it, it only names the path once.
+const procRoot = "/proc/"
+
+// procStat is what tempfs needs from /proc/PID/stat.
+type procStat struct {
+	comm    string
+	state   byte
+	ppid    uint32
+	pgrp    uint32
+	session uint32
+	start   uint64 // field 22, clock ticks since boot: with the pid, it names one process for good
+}
+
+// exited reports whether the process has ended and only its entry in the process table is left.
+func (s procStat) exited() bool { return s.state == 'Z' || s.state == 'X' || s.state == 'x' }
+
+func pidPath(pid uint32, file string) string {
+	return procRoot + strconv.FormatUint(uint64(pid), 10) + "/" + file
+}
+
+// readStat reads /proc/PID/stat. The command name is in parentheses and may hold anything, ')' and spaces
+// too, so the fields are parsed after the last ')'.
+func readStat(pid uint32) (procStat, error) {
+	data, err := os.ReadFile(pidPath(pid, "stat"))
+	if err != nil {
+		return procStat{}, err
+	}
+	return parseStat(data)
+}
+
+var errBadStat = errors.New("malformed /proc/PID/stat")
+
+func parseStat(data []byte) (procStat, error) {
+	open := bytes.IndexByte(data, '(')
+	end := bytes.LastIndexByte(data, ')')
+	if open < 0 || end < open {
+		return procStat{}, errBadStat
+	}
+	// After ")": state(3) ppid(4) pgrp(5) session(6) tty(7) tpgid(8) flags(9) minflt(10) cminflt(11)
+	// majflt(12) cmajflt(13) utime(14) stime(15) cutime(16) cstime(17) priority(18) nice(19)
+	// num_threads(20) itrealvalue(21) starttime(22).
+	fields := strings.Fields(string(data[end+1:]))
+	if len(fields) < 20 || len(fields[0]) != 1 {
+		return procStat{}, errBadStat
+	}
+	st := procStat{comm: string(data[open+1 : end]), state: fields[0][0]}
+	var nums [3]uint64
+	for i, f := range fields[1:4] {
+		n, err := strconv.ParseUint(f, 10, 32)
+		if err != nil {
+			return procStat{}, fmt.Errorf("%w: %v", errBadStat, err)
+		}
+		nums[i] = n
+	}
+	st.ppid, st.pgrp, st.session = uint32(nums[0]), uint32(nums[1]), uint32(nums[2])
+	start, err := strconv.ParseUint(fields[19], 10, 64)
+	if err != nil {
+		return procStat{}, fmt.Errorf("%w: %v", errBadStat, err)
+	}
+	st.start = start
+	return st, nil
+}
+
+// ThreadGroup returns the process (thread group) id of thread tid, read from the Tgid line of
+// /proc/TID/status, or 0 when it cannot be told (the thread is gone).
+func ThreadGroup(tid uint32) uint32 {
+	data, err := os.ReadFile(pidPath(tid, "status"))
+	if err != nil {
+		return 0
+	}
+	for line := range strings.Lines(string(data)) {
+		if v, ok := strings.CutPrefix(line, "Tgid:"); ok {
+			n, err := strconv.ParseUint(strings.TrimSpace(v), 10, 32)
+			if err != nil {
+				return 0
+			}
+			return uint32(n)
+		}
+	}
+	return 0
+}
+
+// IsThreadOf reports whether tid is, right now, a thread of process tgid: /proc/TGID/task/TID exists only
+// then, so a thread id reused by another process is never mapped to the old one. A stat costs ~2.5 µs here
+// against ~30 µs for reading /proc/TID/status.
+func IsThreadOf(tgid, tid uint32) bool {
+	path := procRoot + strconv.FormatUint(uint64(tgid), 10)
+	if tgid != tid {
+		path += "/task/" + strconv.FormatUint(uint64(tid), 10)
+	}
+	_, err := os.Stat(path)
+	return err == nil
+}
+
+// readCgroup returns the cgroup v2 path of a process: the "0::/path" line of /proc/PID/cgroup.
+func readCgroup(pid uint32) (string, error) {
+	data, err := os.ReadFile(pidPath(pid, "cgroup"))
+	if err != nil {
+		return "", err
+	}
+	for line := range strings.Lines(string(data)) {
+		if p, ok := strings.CutPrefix(line, "0::"); ok {
+			return strings.TrimRight(p, "\n"), nil
+		}
+	}
+	return "", fmt.Errorf("process %d has no cgroup v2 line in /proc/%d/cgroup", pid, pid)
+}
+
+// cgroup2Mount finds where the cgroup v2 hierarchy is mounted, from mountinfo: /sys/fs/cgroup on a unified
+// layout, /sys/fs/cgroup/unified on a hybrid one. It is never assumed.
+func cgroup2Mount(mountinfo []byte) (string, error) {
+	for line := range strings.Lines(string(mountinfo)) {
+		pre, post, ok := strings.Cut(line, " - ")
+		if !ok {
+			continue
+		}
+		fields := strings.Fields(pre)
+		if len(fields) < 5 || !strings.HasPrefix(post, "cgroup2 ") {
+			continue
+		}
+		return unescapeOctal(fields[4]), nil
+	}
+	return "", errors.New("no cgroup v2 hierarchy is mounted (--owner cgroup needs one; see /proc/self/mountinfo)")
+}
+
+// unescapeOctal undoes mountinfo's \NNN escapes of spaces, tabs, newlines and backslashes.
+func unescapeOctal(s string) string {
+	if !strings.Contains(s, `\`) {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+3 < len(s) {
+			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
+				b.WriteByte(byte(n))
+				i += 3
+				continue
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}
+
+// eachProcess calls fn with every process id in /proc, until fn returns false.
+func eachProcess(fn func(pid uint32) bool) error {
+	dir, err := os.Open(procRoot)
+	if err != nil {
+		return err
+	}
+	defer dir.Close()
+	for {
+		names, err := dir.Readdirnames(256)
+		for _, name := range names {
+			if name[0] < '0' || name[0] > '9' {
+				continue
+			}
+			n, perr := strconv.ParseUint(name, 10, 32)
+			if perr == nil && !fn(uint32(n)) {
+				return nil
+			}
+		}
+		if err != nil {
+			return nil // io.EOF: the whole table was read
+		}
+	}
+}

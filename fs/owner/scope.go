@@ -1,0 +1,39 @@
+// Package owner tells who made an entry and when that owner is gone (contract section 3a). It maps the pid of
+// a FUSE request (a thread id) to its process, process group, session or cgroup v2, tells a live process from
+// a new one that reuses its pid (pidfds and start times), and watches owners end: pidfds of their processes
+// in one epoll loop, a rescan of /proc for another member when the watched member of a group or session exits,
+// and inotify on cgroup.events. It knows nothing of FUSE or of entries: package fs tags entries with the
+// *Owner it hands out and removes them when told the owner is gone.
+package owner
+
+import "fmt"
+
+// Scope is what owns an entry: nobody, or the process, process group, session or cgroup that made it.
+type Scope int
+
+const (
+	None Scope = iota
+	Process
+	Group
+	Session
+	Cgroup
+)
+
+var scopeNames = [...]string{None: "none", Process: "process", Group: "group", Session: "session", Cgroup: "cgroup"}
+
+func (s Scope) String() string {
+	if s < 0 || int(s) >= len(scopeNames) {
+		return fmt.Sprintf("Scope(%d)", int(s))
+	}
+	return scopeNames[s]
+}
+
+// ParseScope reads a scope as --owner and the fstab option owner= spell it.
+func ParseScope(text string) (Scope, error) {
+	for s, name := range scopeNames {
+		if text == name {
+			return Scope(s), nil
+		}
+	}
+	return None, fmt.Errorf("unknown owner scope %q (use none, process, group, session or cgroup)", text)
+}

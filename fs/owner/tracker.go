@@ -1,0 +1,600 @@
+package owner
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	"golang.org/x/sys/unix"
+)
+
+// Lock order: Tracker.mu is a leaf. It is never held across a read of /proc or a call of OnGone; it is held
+// across the few syscalls that must not race with the event loop closing a descriptor (poll of a pidfd,
+// epoll_ctl, inotify_add_watch).
+
+// ErrCallerGone is returned when the process behind a request has already exited (killed mid-request): it
+// cannot own anything.
+var ErrCallerGone = errors.New("the calling process has exited")
+
+// Config configures a Tracker.
+type Config struct {
+	Scope Scope
+	// OnGone is called, from the tracker's goroutine, once for each owner that has ended. It must not block
+	// for long: the next owner's end waits for it.
+	OnGone func(*Owner)
+	Logger *slog.Logger
+	// Mountinfo is /proc/self/mountinfo's content, where the cgroup v2 mount is found; nil reads it.
+	Mountinfo []byte
+}
+
+// Tracker maps requests to owners and watches them. One goroutine waits on one epoll set holding the pidfd
+// of every process seen making an entry (until it exits) and one inotify descriptor for every cgroup watched.
+type Tracker struct {
+	scope      Scope
+	onGone     func(*Owner)
+	log        *slog.Logger
+	cgroupRoot string
+
+	epfd, inotifyFd, wakeFd int
+	done                    chan struct{}
+
+	mu      sync.Mutex
+	procs   map[uint32]*process // by thread group id: the processes seen, while they live (a cache)
+	threads map[uint32]uint32   // thread id to thread group id, for threads other than a main thread
+	byFd    map[int32]*process  // every pidfd held, in the epoll set
+	owners  map[ownerKey]*Owner // the live owners
+	byWatch map[int32]*Owner    // cgroup.events watches
+	// children are the watched cgroups by the watch of their parent directory and their name in it.
+	children map[int32]map[string]*Owner
+	closed   bool
+
+	goneTotal atomic.Int64
+}
+
+// threadCacheSize bounds the thread map; when full it is emptied, which only costs the slow path again.
+const threadCacheSize = 4096
+
+// New starts a tracker for a scope other than None.
+func New(cfg Config) (*Tracker, error) {
+	if cfg.Scope == None {
+		return nil, errors.New("owner.New: scope none needs no tracker")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	t := &Tracker{
+		scope: cfg.Scope, onGone: cfg.OnGone, log: cfg.Logger, done: make(chan struct{}),
+		epfd: -1, inotifyFd: -1, wakeFd: -1,
+		procs: make(map[uint32]*process), threads: make(map[uint32]uint32), byFd: make(map[int32]*process),
+		owners: make(map[ownerKey]*Owner), byWatch: make(map[int32]*Owner), children: make(map[int32]map[string]*Owner),
+	}
+	if t.onGone == nil {
+		t.onGone = func(*Owner) {}
+	}
+	if cfg.Scope == Cgroup {
+		info := cfg.Mountinfo
+		if info == nil {
+			var err error
+			if info, err = os.ReadFile("/proc/self/mountinfo"); err != nil {
+				return nil, err
+			}
+		}
+		root, err := cgroup2Mount(info)
+		if err != nil {
+			return nil, err
+		}
+		t.cgroupRoot = root
+	}
+	var err error
+	if t.epfd, err = unix.EpollCreate1(unix.EPOLL_CLOEXEC); err != nil {
+		return nil, fmt.Errorf("epoll_create1: %w", err)
+	}
+	if t.wakeFd, err = unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK); err != nil {
+		t.closeFds()
+		return nil, fmt.Errorf("eventfd: %w", err)
+	}
+	if err := t.epollAdd(t.wakeFd); err != nil {
+		t.closeFds()
+		return nil, err
+	}
+	if cfg.Scope == Cgroup {
+		if t.inotifyFd, err = unix.InotifyInit1(unix.IN_CLOEXEC | unix.IN_NONBLOCK); err != nil {
+			t.closeFds()
+			return nil, fmt.Errorf("inotify_init1: %w", err)
+		}
+		if err := t.epollAdd(t.inotifyFd); err != nil {
+			t.closeFds()
+			return nil, err
+		}
+	}
+	go t.loop()
+	return t, nil
+}
+
+func (t *Tracker) epollAdd(fd int) error {
+	ev := unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(fd)}
+	if err := unix.EpollCtl(t.epfd, unix.EPOLL_CTL_ADD, fd, &ev); err != nil {
+		return fmt.Errorf("epoll_ctl: %w", err)
+	}
+	return nil
+}
+
+func (t *Tracker) closeFds() {
+	for _, fd := range []int{t.epfd, t.wakeFd, t.inotifyFd} {
+		if fd >= 0 {
+			unix.Close(fd)
+		}
+	}
+}
+
+// Close stops watching and releases every descriptor. No OnGone call happens after it returns.
+func (t *Tracker) Close() {
+	t.mu.Lock()
+	if t.closed {
+		t.mu.Unlock()
+		return
+	}
+	t.closed = true
+	t.mu.Unlock()
+	var one = [8]byte{1}
+	_, _ = unix.Write(t.wakeFd, one[:])
+	<-t.done
+	t.mu.Lock()
+	for fd := range t.byFd {
+		unix.Close(int(fd))
+	}
+	clear(t.byFd)
+	clear(t.procs)
+	t.mu.Unlock()
+	t.closeFds()
+}
+
+// Stats are the tracker's counts for `tempfs status`.
+type Stats struct {
+	Live   int   // owners alive now
+	Gone   int64 // owners ended since the start
+	Pidfds int   // process descriptors held
+}
+
+func (t *Tracker) Stats() Stats {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return Stats{Live: len(t.owners), Gone: t.goneTotal.Load(), Pidfds: len(t.byFd)}
+}
+
+// Scope is the tracker's scope.
+func (t *Tracker) Scope() Scope { return t.scope }
+
+// Of returns the owner of the process behind a request from thread tid: nil, nil for tid 0 (a caller in a PID
+// namespace the daemon cannot see makes unowned entries). A process seen before costs no read of /proc: its
+// pidfd, not yet readable, proves that the pid still names it.
+func (t *Tracker) Of(tid uint32) (*Owner, error) {
+	if tid == 0 {
+		return nil, nil
+	}
+	tgid := t.threadGroup(tid)
+	if tgid == 0 {
+		return nil, ErrCallerGone
+	}
+	t.mu.Lock()
+	if p := t.procs[tgid]; p != nil && !pidfdExited(p.pidfd) && p.owner != nil && !p.owner.Gone() {
+		o := p.owner
+		t.mu.Unlock()
+		return o, nil
+	}
+	t.mu.Unlock()
+	return t.resolve(tgid)
+}
+
+// ParentOf returns the owner of the parent of the process behind a request from thread tid.
+func (t *Tracker) ParentOf(tid uint32) (*Owner, error) {
+	tgid := t.threadGroup(tid)
+	if tgid == 0 {
+		return nil, ErrCallerGone
+	}
+	st, err := readStat(tgid)
+	if err != nil {
+		return nil, ErrCallerGone
+	}
+	if st.ppid == 0 {
+		return nil, errors.New("the calling process has no parent in the daemon's PID namespace")
+	}
+	return t.Of(st.ppid)
+}
+
+// threadGroup maps a thread id to its process id, from the cache when it can be checked cheaply.
+func (t *Tracker) threadGroup(tid uint32) uint32 {
+	t.mu.Lock()
+	if p := t.procs[tid]; p != nil && !pidfdExited(p.pidfd) {
+		t.mu.Unlock()
+		return tid // a live process's id is its main thread's id
+	}
+	tgid, ok := t.threads[tid]
+	t.mu.Unlock()
+	if ok && IsThreadOf(tgid, tid) {
+		return tgid
+	}
+	tgid = ThreadGroup(tid)
+	if tgid != 0 && tgid != tid {
+		t.mu.Lock()
+		if len(t.threads) >= threadCacheSize {
+			clear(t.threads)
+		}
+		t.threads[tid] = tgid
+		t.mu.Unlock()
+	}
+	return tgid
+}
+
+// pidfdExited reports whether the process behind pidfd has exited (the pidfd is readable).
+func pidfdExited(pidfd int) bool {
+	fds := []unix.PollFd{{Fd: int32(pidfd), Events: unix.POLLIN}}
+	n, err := unix.Poll(fds, 0)
+	return err != nil || n > 0
+}
+
+// resolve reads a process's identity and scope from /proc, holds it by a pidfd and finds or makes its owner.
+func (t *Tracker) resolve(tgid uint32) (*Owner, error) {
+	pidfd, err := unix.PidfdOpen(int(tgid), unix.PIDFD_NONBLOCK)
+	if err != nil {
+		if errors.Is(err, unix.ESRCH) {
+			return nil, ErrCallerGone
+		}
+		return nil, fmt.Errorf("pidfd_open %d: %w", tgid, err) // EMFILE, ENFILE: the caller maps it
+	}
+	unix.CloseOnExec(pidfd)
+	// Read after the pidfd was opened: if the pidfd is still not readable afterwards, what was read is the
+	// pidfd's process, not a newer one with the same pid.
+	st, err := readStat(tgid)
+	var cgroup string
+	if err == nil && t.scope == Cgroup {
+		cgroup, err = readCgroup(tgid)
+	}
+	sessionName := ""
+	if err == nil && t.scope == Session {
+		sessionName = t.sessionLeaderName(st)
+	}
+	if err != nil || st.exited() || pidfdExited(pidfd) {
+		unix.Close(pidfd)
+		return nil, ErrCallerGone
+	}
+	p := &process{tgid: tgid, start: st.start, pidfd: pidfd}
+	o, ended, err := t.adopt(p, st, cgroup, sessionName)
+	if ended != nil {
+		t.onGone(ended)
+	}
+	return o, err
+}
+
+// adopt records a process resolved from /proc and finds or makes its owner. ended is an owner found dead on
+// the way, for the caller to report after t.mu is released.
+func (t *Tracker) adopt(p *process, st procStat, cgroup, sessionName string) (o, ended *Owner, err error) {
+	tgid, pidfd := p.tgid, p.pidfd
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.closed {
+		unix.Close(pidfd)
+		return nil, nil, errors.New("owner tracker closed")
+	}
+	if old := t.procs[tgid]; old != nil && old.start == p.start && !pidfdExited(old.pidfd) {
+		// Another thread of the process resolved it meanwhile, or its owner (a cgroup it left) is gone.
+		unix.Close(pidfd)
+		p = old
+	} else {
+		if err := t.epollAdd(pidfd); err != nil {
+			unix.Close(pidfd)
+			return nil, nil, err
+		}
+		t.byFd[int32(pidfd)] = p
+		t.procs[tgid] = p
+	}
+	key := ownerKey{scope: t.scope}
+	switch t.scope {
+	case Process:
+		key.id, key.start = tgid, st.start
+	case Group:
+		key.id = st.pgrp
+	case Session:
+		key.id = st.session
+	case Cgroup:
+		key.cgroup = cgroup
+	}
+	o = t.owners[key]
+	if o != nil && o.scope == Process && o.proc != p {
+		// Start times tick at 100 Hz: a process that reused the pid of an owner dead in the same tick has the
+		// same key. The old pidfd tells them apart (it was readable, or p would be o.proc): the owner ended,
+		// even if the event loop has not seen it yet.
+		t.endLocked(o)
+		ended, o = o, nil
+	}
+	if o == nil {
+		o = &Owner{scope: t.scope, id: key.id, cgroup: cgroup, key: key, watch: -1, parentWatch: -1}
+		switch t.scope {
+		case Process:
+			o.name, o.proc = st.comm, p
+		case Session:
+			o.name = sessionName
+		case Cgroup:
+			if err := t.watchCgroupLocked(o); err != nil {
+				return nil, ended, err
+			}
+		}
+		t.owners[key] = o
+	}
+	if t.scope == Group || t.scope == Session {
+		if o.members == nil {
+			o.members = make(map[*process]struct{})
+		}
+		o.members[p] = struct{}{}
+	}
+	p.owner = o
+	return o, ended, nil
+}
+
+func (t *Tracker) sessionLeaderName(st procStat) string {
+	if st.session == 0 {
+		return ""
+	}
+	leader, err := readStat(st.session)
+	if err != nil || leader.session != st.session {
+		return "" // the leader has exited: the session lives on in its other members
+	}
+	return leader.comm
+}
+
+// watchCgroupLocked watches the owner's cgroup: its cgroup.events for "populated 0", and its parent directory
+// for its removal. A watch on the cgroup itself does not do for that: kernfs delivers the change of
+// cgroup.events from a work queue, which finds nothing to notify when the cgroup was removed meanwhile, and
+// sends no IN_DELETE_SELF. The root cgroup has no cgroup.events and never empties: its owner lives as long
+// as the daemon. The caller holds t.mu.
+func (t *Tracker) watchCgroupLocked(o *Owner) error {
+	if o.cgroup == "/" {
+		return nil
+	}
+	dir := filepath.Join(t.cgroupRoot, o.cgroup)
+	parent, name := filepath.Split(dir)
+	wd, err := unix.InotifyAddWatch(t.inotifyFd, parent, unix.IN_DELETE|unix.IN_ONLYDIR)
+	if err != nil {
+		return fmt.Errorf("inotify_add_watch %s: %w", parent, err)
+	}
+	o.parentWatch, o.dirName = int32(wd), name
+	if t.children[o.parentWatch] == nil {
+		t.children[o.parentWatch] = make(map[string]*Owner)
+	}
+	t.children[o.parentWatch][name] = o
+	events := filepath.Join(dir, "cgroup.events")
+	if wd, err = unix.InotifyAddWatch(t.inotifyFd, events, unix.IN_MODIFY); err != nil {
+		t.unwatchCgroupLocked(o)
+		if errors.Is(err, unix.ENOENT) {
+			return ErrCallerGone // the cgroup was removed, so its processes are gone
+		}
+		return fmt.Errorf("inotify_add_watch %s: %w", events, err)
+	}
+	o.watch = int32(wd)
+	t.byWatch[o.watch] = o
+	return nil
+}
+
+// unwatchCgroupLocked removes the owner's inotify watches; the parent's goes with its last child watched.
+// The caller holds t.mu.
+func (t *Tracker) unwatchCgroupLocked(o *Owner) {
+	if o.watch >= 0 {
+		delete(t.byWatch, o.watch)
+		_, _ = unix.InotifyRmWatch(t.inotifyFd, uint32(o.watch))
+		o.watch = -1
+	}
+	if o.parentWatch >= 0 {
+		siblings := t.children[o.parentWatch]
+		if siblings[o.dirName] == o {
+			delete(siblings, o.dirName)
+		}
+		if len(siblings) == 0 {
+			delete(t.children, o.parentWatch)
+			_, _ = unix.InotifyRmWatch(t.inotifyFd, uint32(o.parentWatch))
+		}
+		o.parentWatch = -1
+	}
+}
+
+// loop is the tracker's one goroutine: it waits for pidfds to become readable (a process exited), for
+// inotify events on cgroup.events, and for Close.
+func (t *Tracker) loop() {
+	defer close(t.done)
+	events := make([]unix.EpollEvent, 64)
+	for {
+		n, err := unix.EpollWait(t.epfd, events, -1)
+		if err != nil {
+			if errors.Is(err, unix.EINTR) {
+				continue
+			}
+			t.log.Error("owner watch stopped: epoll_wait failed", "err", err)
+			return
+		}
+		for _, ev := range events[:n] {
+			switch int(ev.Fd) {
+			case t.wakeFd:
+				return
+			case t.inotifyFd:
+				t.readInotify()
+			default:
+				t.processExited(ev.Fd)
+			}
+		}
+	}
+}
+
+// processExited handles a readable pidfd: the process is forgotten, and its owner ends if it was a process,
+// or if it was the last watched member of a group or session and /proc holds no other member.
+func (t *Tracker) processExited(fd int32) {
+	t.mu.Lock()
+	p := t.byFd[fd]
+	if p == nil {
+		t.mu.Unlock()
+		return
+	}
+	delete(t.byFd, fd)
+	_ = unix.EpollCtl(t.epfd, unix.EPOLL_CTL_DEL, int(fd), nil)
+	unix.Close(int(fd))
+	if t.procs[p.tgid] == p {
+		delete(t.procs, p.tgid)
+	}
+	o := p.owner
+	var ended, rescan *Owner
+	switch {
+	case o == nil || o.Gone():
+	case o.scope == Process && o.proc == p:
+		t.endLocked(o)
+		ended = o
+	case o.scope == Group || o.scope == Session:
+		delete(o.members, p)
+		if len(o.members) == 0 {
+			rescan = o
+		}
+	}
+	t.mu.Unlock()
+	if ended != nil {
+		t.onGone(ended)
+	}
+	if rescan != nil {
+		t.rescan(rescan)
+	}
+}
+
+// rescan looks through /proc for a live member of a group or session whose watched members all exited, and
+// watches it; without one the owner has ended. Zombies are not members: they have exited.
+func (t *Tracker) rescan(o *Owner) {
+	var found *process
+	_ = eachProcess(func(pid uint32) bool {
+		st, err := readStat(pid)
+		if err != nil || st.exited() || !o.hasMember(st) {
+			return true
+		}
+		pidfd, err := unix.PidfdOpen(int(pid), unix.PIDFD_NONBLOCK)
+		if err != nil {
+			return true
+		}
+		unix.CloseOnExec(pidfd)
+		again, err := readStat(pid)
+		if err != nil || again.start != st.start || !o.hasMember(again) || pidfdExited(pidfd) {
+			unix.Close(pidfd)
+			return true
+		}
+		found = &process{tgid: pid, start: st.start, pidfd: pidfd, owner: o}
+		return false
+	})
+	t.mu.Lock()
+	if found != nil {
+		if t.closed || t.epollAdd(found.pidfd) != nil {
+			unix.Close(found.pidfd)
+			found = nil
+		} else {
+			t.byFd[int32(found.pidfd)] = found
+			o.members[found] = struct{}{}
+		}
+	}
+	if len(o.members) > 0 || o.Gone() || t.closed {
+		t.mu.Unlock() // a member was found, or made an entry meanwhile
+		return
+	}
+	t.endLocked(o)
+	t.mu.Unlock()
+	t.onGone(o)
+}
+
+func (o *Owner) hasMember(st procStat) bool {
+	if o.scope == Group {
+		return st.pgrp == o.id
+	}
+	return st.session == o.id
+}
+
+// endLocked marks an owner gone and forgets it, so that its id names a new owner from now on. The caller
+// holds t.mu and calls onGone after unlocking.
+func (t *Tracker) endLocked(o *Owner) {
+	o.gone.Store(true)
+	if t.owners[o.key] == o {
+		delete(t.owners, o.key)
+	}
+	t.unwatchCgroupLocked(o)
+	o.proc, o.members = nil, nil
+	t.goneTotal.Add(1)
+}
+
+// readInotify handles cgroup changes: a cgroup whose events say "populated 0", or that was removed, has
+// ended.
+func (t *Tracker) readInotify() {
+	var buf [4096]byte
+	for {
+		n, err := unix.Read(t.inotifyFd, buf[:])
+		if n <= 0 || err != nil {
+			return
+		}
+		for off := 0; off+unix.SizeofInotifyEvent <= n; {
+			// struct inotify_event: wd, mask, cookie, len, then the name, NUL-padded to len bytes.
+			wd := int32(binary.NativeEndian.Uint32(buf[off:]))
+			mask := binary.NativeEndian.Uint32(buf[off+4:])
+			nameLen := int(binary.NativeEndian.Uint32(buf[off+12:]))
+			name := strings.TrimRight(string(buf[off+unix.SizeofInotifyEvent:off+unix.SizeofInotifyEvent+nameLen]), "\x00")
+			off += unix.SizeofInotifyEvent + nameLen
+			t.cgroupEvent(wd, mask, name)
+		}
+	}
+}
+
+func (t *Tracker) cgroupEvent(wd int32, mask uint32, name string) {
+	t.mu.Lock()
+	if mask&unix.IN_IGNORED != 0 {
+		// The kernel removed the watch itself (its file went); its descriptor may name a new watch later.
+		if o := t.byWatch[wd]; o != nil {
+			delete(t.byWatch, wd)
+			o.watch = -1
+		}
+		if siblings := t.children[wd]; siblings != nil {
+			delete(t.children, wd)
+			for _, o := range siblings {
+				o.parentWatch = -1
+			}
+		}
+	}
+	o, removed := t.children[wd][name], true
+	if o == nil || mask&unix.IN_DELETE == 0 {
+		o, removed = t.byWatch[wd], false
+	}
+	if o == nil {
+		t.mu.Unlock()
+		return
+	}
+	path := filepath.Join(t.cgroupRoot, o.cgroup, "cgroup.events")
+	t.mu.Unlock()
+	if !removed && populated(path) {
+		return
+	}
+	t.mu.Lock()
+	if o.Gone() {
+		t.mu.Unlock()
+		return
+	}
+	t.endLocked(o)
+	t.mu.Unlock()
+	t.onGone(o)
+}
+
+// populated reads a cgroup.events file; a file that cannot be read means the cgroup is gone.
+func populated(path string) bool {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return false
+	}
+	for line := range strings.Lines(string(data)) {
+		if v, ok := strings.CutPrefix(line, "populated "); ok {
+			return strings.TrimSpace(v) != "0"
+		}
+	}
+	return true
+}
