@@ -1,10 +1,9 @@
 package fs
 
 import (
-	"os"
-	"strconv"
-	"strings"
 	"sync"
+
+	"github.com/tempfs/tempfs/fs/owner"
 )
 
 // FUSE requests carry the calling thread's id, but user.tempfs.created speaks of processes (kernel-notes.md):
@@ -29,10 +28,10 @@ func (c *processCache) processOf(tid uint32) uint32 {
 	c.mu.Lock()
 	tgid, ok := c.m[tid]
 	c.mu.Unlock()
-	if ok && threadOf(tgid, tid) {
+	if ok && owner.IsThreadOf(tgid, tid) {
 		return tgid
 	}
-	tgid = readTgid(tid)
+	tgid = owner.ThreadGroup(tid)
 	if tgid == 0 {
 		return 0
 	}
@@ -43,31 +42,4 @@ func (c *processCache) processOf(tid uint32) uint32 {
 	c.m[tid] = tgid
 	c.mu.Unlock()
 	return tgid
-}
-
-func threadOf(tgid, tid uint32) bool {
-	if tgid == tid {
-		_, err := os.Stat("/proc/" + strconv.FormatUint(uint64(tid), 10))
-		return err == nil
-	}
-	_, err := os.Stat("/proc/" + strconv.FormatUint(uint64(tgid), 10) + "/task/" + strconv.FormatUint(uint64(tid), 10))
-	return err == nil
-}
-
-// readTgid reads the Tgid line of /proc/TID/status.
-func readTgid(tid uint32) uint32 {
-	data, err := os.ReadFile("/proc/" + strconv.FormatUint(uint64(tid), 10) + "/status")
-	if err != nil {
-		return 0
-	}
-	for line := range strings.Lines(string(data)) {
-		if v, ok := strings.CutPrefix(line, "Tgid:"); ok {
-			n, err := strconv.ParseUint(strings.TrimSpace(v), 10, 32)
-			if err != nil {
-				return 0
-			}
-			return uint32(n)
-		}
-	}
-	return 0
 }

@@ -31,6 +31,7 @@ type Dir struct {
 	alias    string                   // last template name go-fuse linked here; dropped on the next template create
 	created  map[uint32]createdRecord // user.tempfs.created, by creating thread id
 	fromTmpl bool                     // made by mkdir of a template
+	ownedBy  ownerTag
 
 	// attrsCached: the kernel may hold this directory's attributes (some answer carried them since the
 	// last invalidation). A change the daemon makes behind the kernel's back (a file made from a template
@@ -70,6 +71,8 @@ type createdRecord struct {
 const maxCreatedRecords = 4096
 
 func (d *Dir) base() *attrs { return &d.attrs }
+
+func (d *Dir) ownerTag() *ownerTag { return &d.ownedBy }
 
 // path is the directory's absolute path in the mount. The caller holds FS.nsMu.
 func (d *Dir) pathLocked() string {

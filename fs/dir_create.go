@@ -7,6 +7,7 @@ import (
 	fusefs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
 
+	"github.com/tempfs/tempfs/fs/owner"
 	"github.com/tempfs/tempfs/naming"
 )
 
@@ -131,6 +132,10 @@ func (d *Dir) Create(ctx context.Context, name string, flags uint32, mode uint32
 	}
 	uid, gid, perm := d.owner(ctx, perm, false)
 	pid := d.creatorProcess(ctx, isTmpl)
+	creator, errno := d.fs.creatorOwner(ctx)
+	if errno != 0 {
+		return nil, nil, 0, errno
+	}
 	f := &File{leaf: leaf{attrs: newAttrs(syscall.S_IFREG|perm, uid, gid)}, fs: d.fs, data: d.fs.pool.NewFile()}
 	ch := d.NewPersistentInode(ctx, f, fusefs.StableAttr{Mode: syscall.S_IFREG})
 
@@ -149,7 +154,9 @@ func (d *Dir) Create(ctx context.Context, name string, flags uint32, mode uint32
 	f.links = []link{{d, realName}}
 	d.entries++
 	h := f.openLocked(flags, true)
+	ended := d.fs.tagLocked(f, creator)
 	d.fs.nsMu.Unlock()
+	d.fs.requeue(ended)
 
 	d.fs.counts.files.Add(1)
 	d.fs.counts.created.Add(1)
@@ -175,6 +182,10 @@ func (d *Dir) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.Ent
 	}
 	uid, gid, perm := d.owner(ctx, perm, !isTmpl)
 	pid := d.creatorProcess(ctx, isTmpl)
+	creator, errno := d.fs.creatorOwner(ctx)
+	if errno != 0 {
+		return nil, errno
+	}
 	sub := &Dir{attrs: newAttrs(syscall.S_IFDIR|perm, uid, gid), fs: d.fs, fromTmpl: isTmpl}
 	ch := d.NewPersistentInode(ctx, sub, fusefs.StableAttr{Mode: syscall.S_IFDIR})
 
@@ -190,7 +201,9 @@ func (d *Dir) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.Ent
 	sub.parent, sub.name = d, realName
 	d.entries++
 	d.subdirs++
+	ended := d.fs.tagLocked(sub, creator)
 	d.fs.nsMu.Unlock()
+	d.fs.requeue(ended)
 
 	d.fs.counts.dirs.Add(1)
 	d.fs.counts.created.Add(1)
@@ -254,6 +267,13 @@ func (d *Dir) Symlink(ctx context.Context, target, name string, out *fuse.EntryO
 
 // addLeaf links a new non-directory node under a plain name.
 func (d *Dir) addLeaf(ctx context.Context, name string, n leafNode, out *fuse.EntryOut) (*fusefs.Inode, syscall.Errno) {
+	creator, errno := d.fs.creatorOwner(ctx)
+	if errno != 0 {
+		if f, ok := n.(*File); ok {
+			f.data.Close()
+		}
+		return nil, errno
+	}
 	ch := d.NewPersistentInode(ctx, n, fusefs.StableAttr{Mode: n.base().fileType()})
 	d.fs.nsMu.Lock()
 	if _, _, errno := d.claimNameLocked(name, naming.Template{}, false, 0); errno != 0 {
@@ -265,7 +285,9 @@ func (d *Dir) addLeaf(ctx context.Context, name string, n leafNode, out *fuse.En
 	}
 	n.leafPart().links = []link{{d, name}}
 	d.entries++
+	ended := d.fs.tagLocked(n, creator)
 	d.fs.nsMu.Unlock()
+	d.fs.requeue(ended)
 	if _, ok := n.(*File); ok {
 		d.fs.counts.files.Add(1)
 		d.fs.counts.created.Add(1)
@@ -287,6 +309,12 @@ func (d *Dir) Link(ctx context.Context, target fusefs.InodeEmbedder, name string
 	if !ok {
 		return nil, syscall.EPERM
 	}
+	// An O_TMPFILE file's owner is the process that gives it its first name; other links keep the owner.
+	creator, errno := d.fs.creatorOwner(ctx)
+	if errno != 0 {
+		return nil, errno
+	}
+	var ended *owner.Owner
 	d.fs.nsMu.Lock()
 	if _, _, errno := d.claimNameLocked(name, naming.Template{}, false, 0); errno != 0 {
 		d.fs.nsMu.Unlock()
@@ -302,10 +330,12 @@ func (d *Dir) Link(ctx context.Context, target fusefs.InodeEmbedder, name string
 			return nil, syscall.ENOENT
 		}
 		f.linkable = false
+		ended = d.fs.tagLocked(n, creator)
 	}
 	l.links = append(l.links, link{d, name})
 	d.entries++
 	d.fs.nsMu.Unlock()
+	d.fs.requeue(ended)
 	n.base().touchChanged()
 	d.attrs.touchModified()
 	d.newEntryOut(n, false, out)

@@ -77,6 +77,9 @@ type FS struct {
 	// requests counts FUSE requests by opcode (recordingFS); activity the rest of Activity.
 	requests *reqstats.Recorder
 	activity activityCounters
+	// owners binds entries to the processes, groups, sessions or cgroups that made them (--owner); nil
+	// with --owner none.
+	owners *ownership
 }
 
 // counters are what `tempfs status` reports about the tree.
@@ -129,4 +132,6 @@ type node interface {
 	base() *attrs
 	// getattr fills out completely (mode, owner, times, size, blocks, nlink).
 	getattr(out *fuse.Attr)
+	// ownerTag is the entry's owner under --owner (guarded by FS.nsMu).
+	ownerTag() *ownerTag
 }

@@ -15,7 +15,8 @@ type link struct {
 // none (unlinked but open, or made with O_TMPFILE).
 type leaf struct {
 	attrs
-	links []link // guarded by FS.nsMu
+	links   []link   // guarded by FS.nsMu
+	ownedBy ownerTag // guarded by FS.nsMu
 }
 
 // leafNode is implemented by every node type that is not a directory.
@@ -32,6 +33,8 @@ type leafNode interface {
 }
 
 func (l *leaf) leafPart() *leaf { return l }
+
+func (l *leaf) ownerTag() *ownerTag { return &l.ownedBy }
 
 // lastUse is the later of atime and mtime; File adds its last open.
 func (l *leaf) lastUse() timespec { return l.attrs.lastActivity() }

@@ -35,6 +35,12 @@ type Stats struct {
 	UptimeSeconds   float64 `json:"uptime_seconds"`
 	// Activity adds bytes read, names removed by cause and FUSE requests by opcode (issue 13).
 	Activity
+	// Owners (contract section 3a): the scope, the owners alive now, those gone since the start, and the
+	// entries removed with their owner.
+	OwnerScope              string `json:"owner_scope"`
+	OwnersLive              int64  `json:"owners_live"`
+	OwnersGone              int64  `json:"owners_gone"`
+	EntriesRemovedWithOwner int64  `json:"entries_removed_with_owner"`
 }
 
 // Stats gathers the tree's and the spool's counters.
@@ -69,6 +75,7 @@ func (fsys *FS) Stats() Stats {
 	}
 	s.Entries = s.Files + s.Dirs + s.Others
 	s.Activity = fsys.Activity()
+	fsys.ownerStats(&s)
 	return s
 }
 

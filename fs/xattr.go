@@ -19,6 +19,8 @@ import (
 //	user.tempfs.rollover  regular files, set only: move the data to disk now (SpooledTemporaryFile.rollover)
 //	user.tempfs.created   directories: the last name the calling process made here from a template
 //	user.tempfs.stats     the root: the daemon's status as JSON (tempfs status reads it)
+//	user.tempfs.owner     every entry: its owner in words, "kept" or "none"; set "parent" to hand it to the
+//	                      owner of the caller's parent process (section 3a)
 const (
 	xattrPrefix   = "user.tempfs."
 	xattrPath     = "user.tempfs.path"
@@ -27,6 +29,7 @@ const (
 	xattrRollover = "user.tempfs.rollover"
 	xattrCreated  = "user.tempfs.created"
 	xattrStats    = "user.tempfs.stats"
+	xattrOwner    = "user.tempfs.owner"
 
 	xattrPanicProbe = "user.tempfs.test.panic" // see Options.PanicProbe
 )
@@ -59,6 +62,8 @@ func virtualXattr(ctx context.Context, n node, attr string) (value []byte, ok bo
 			fsys.nsMu.Unlock()
 		}
 		return []byte(lifetime), true, 0
+	case xattrOwner:
+		return []byte(fsys.ownerXattr(n)), true, 0
 	case xattrSpool:
 		if f, isFile := n.(*File); isFile {
 			return []byte(f.data.Tier().String()), true, 0
@@ -146,7 +151,7 @@ func getxattr(ctx context.Context, n node, attr string, dest []byte) (uint32, sy
 
 func setxattr(ctx context.Context, n node, attr string, data []byte, flags uint32) syscall.Errno {
 	if strings.HasPrefix(attr, xattrPrefix) {
-		return setVirtualXattr(n, attr, data)
+		return setVirtualXattr(ctx, n, attr, data)
 	}
 	if !storableNamespace(attr) {
 		return syscall.EOPNOTSUPP
@@ -172,10 +177,13 @@ func setxattr(ctx context.Context, n node, attr string, data []byte, flags uint3
 }
 
 // setVirtualXattr performs the user.tempfs.* actions; the read-only names answer EPERM.
-func setVirtualXattr(n node, attr string, data []byte) syscall.Errno {
+func setVirtualXattr(ctx context.Context, n node, attr string, data []byte) syscall.Errno {
 	f, isFile := n.(*File)
+	fsys := fsOf(n)
 	value := strings.TrimRight(string(data), "\x00\n")
 	switch {
+	case attr == xattrOwner && value == "parent":
+		return fsys.handToParent(ctx, n)
 	case attr == xattrLifetime && isFile:
 		switch value {
 		case "keep":
@@ -188,6 +196,7 @@ func setVirtualXattr(n node, attr string, data []byte) syscall.Errno {
 				return syscall.ENOENT
 			}
 			f.persistLocked()
+			f.fs.keepLocked(f)
 			return 0
 		case "close":
 			f.fs.nsMu.Lock()
@@ -199,7 +208,11 @@ func setVirtualXattr(n node, attr string, data []byte) syscall.Errno {
 		}
 		return syscall.EINVAL
 	case attr == xattrLifetime && value == "keep":
-		return 0 // directories and other entries are kept anyway
+		// Directories and other entries have no last close: keep only takes them from their owner.
+		fsys.nsMu.Lock()
+		fsys.keepLocked(n)
+		fsys.nsMu.Unlock()
+		return 0
 	case attr == xattrRollover && isFile:
 		if err := f.data.Rollover(); err != nil {
 			return toErrno(f.fs.log, "rollover", err)

@@ -1,0 +1,393 @@
+package fs
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/tempfs/tempfs/fs/owner"
+)
+
+// Entries bound to an owner (contract section 3a, --owner). Package owner says who made an entry and when
+// that owner is gone; this file tags each entry made by name with its owner (the tag belongs to the node, so
+// renames and hard links keep it), and removes a gone owner's entries the way the daemon removes others:
+// names go at once and the kernel is told, open files live until their last close. A gone owner's directory
+// that still holds entries of a live owner, or kept ones, stays ("orphaned") until it is empty, then goes.
+//
+// Lock order: FS.nsMu guards every ownerTag and the ownership maps; ownership.queueMu is a leaf. Nothing here
+// holds nsMu across a call into package owner (it reads /proc) or a kernel notification.
+
+// ownerTag is a node's owner: nil and not kept for an unowned entry (--owner none, or a caller the daemon
+// cannot see), kept once user.tempfs.lifetime=keep took it out of its owner's hands. Guarded by FS.nsMu.
+type ownerTag struct {
+	owner *owner.Owner
+	kept  bool
+}
+
+// ownership is the daemon's side of --owner: nil on FS when the scope is none, which then costs nothing.
+type ownership struct {
+	tracker *owner.Tracker
+
+	// Guarded by FS.nsMu.
+	entries map[*owner.Owner]*ownedEntries
+	orphans map[*Dir]struct{} // directories of gone owners that still hold entries
+
+	queueMu sync.Mutex
+	gone    []*owner.Owner // reported gone, not yet removed
+	kick    chan struct{}
+	stop    chan struct{}
+	done    chan struct{}
+
+	removed atomic.Int64 // entries removed with their owner
+}
+
+// ownedEntries are an owner's entries. Entries removed otherwise (unlink, rmdir, last close, --max-age) are
+// not taken out one by one: the set is pruned whenever it has doubled since the last pruning, so that a
+// long-lived owner making and removing many entries holds at most twice its live ones.
+type ownedEntries struct {
+	nodes   map[node]struct{}
+	pruneAt int
+}
+
+const (
+	minPruneAt = 64
+	// orphanSweep is how often orphaned directories are checked while there are some: one that was emptied
+	// by an unlink or rename goes within this.
+	orphanSweep = 250 * time.Millisecond
+)
+
+// WatchOwners binds new entries to their owners in scope (none: does nothing). Call it before mounting.
+func (fsys *FS) WatchOwners(scope owner.Scope) error {
+	if scope == owner.None {
+		return nil
+	}
+	own := &ownership{
+		entries: make(map[*owner.Owner]*ownedEntries),
+		orphans: make(map[*Dir]struct{}),
+		kick:    make(chan struct{}, 1),
+		stop:    make(chan struct{}),
+		done:    make(chan struct{}),
+	}
+	tracker, err := owner.New(owner.Config{Scope: scope, OnGone: own.reportGone, Logger: fsys.log})
+	if err != nil {
+		return err
+	}
+	own.tracker = tracker
+	fsys.owners = own
+	go fsys.removeGoneOwners()
+	return nil
+}
+
+// StopOwners stops watching owners (at unmount); entries stay as they are.
+func (fsys *FS) StopOwners() {
+	if fsys.owners == nil {
+		return
+	}
+	fsys.owners.tracker.Close()
+	close(fsys.owners.stop)
+	<-fsys.owners.done
+}
+
+// reportGone is the tracker's OnGone: it queues the owner for removeGoneOwners and returns at once.
+func (own *ownership) reportGone(o *owner.Owner) {
+	own.queueMu.Lock()
+	own.gone = append(own.gone, o)
+	own.queueMu.Unlock()
+	select {
+	case own.kick <- struct{}{}:
+	default:
+	}
+}
+
+// removeGoneOwners is the goroutine that removes the entries of gone owners, and orphaned directories once
+// they are empty.
+func (fsys *FS) removeGoneOwners() {
+	own := fsys.owners
+	defer close(own.done)
+	sweep := time.NewTimer(orphanSweep)
+	defer sweep.Stop()
+	for {
+		select {
+		case <-own.stop:
+			return
+		case <-own.kick:
+		case <-sweep.C:
+		}
+		own.queueMu.Lock()
+		gone := own.gone
+		own.gone = nil
+		own.queueMu.Unlock()
+		for _, o := range gone {
+			fsys.removeOwned(o)
+		}
+		if fsys.sweepOrphans() {
+			sweep.Reset(orphanSweep)
+		}
+	}
+}
+
+// creatorOwner is the owner of the process behind a request that makes an entry: nil when unowned.
+func (fsys *FS) creatorOwner(ctx context.Context) (*owner.Owner, syscall.Errno) {
+	if fsys.owners == nil {
+		return nil, 0
+	}
+	_, _, tid := caller(ctx)
+	o, err := fsys.owners.tracker.Of(tid)
+	return o, fsys.ownerErrno(err)
+}
+
+func (fsys *FS) ownerErrno(err error) syscall.Errno {
+	switch {
+	case err == nil:
+		return 0
+	case errors.Is(err, owner.ErrCallerGone):
+		return syscall.ENOENT // the caller was killed mid-request: nobody will see the answer
+	case errors.Is(err, syscall.EMFILE), errors.Is(err, syscall.ENFILE):
+		// No descriptor left to watch a new owner with: a real limit, answered as a full filesystem
+		// (contract section 4), never EMFILE.
+		fsys.log.Warn("no descriptor left to watch a new owner", "err", err)
+		return syscall.ENOSPC
+	}
+	return toErrno(fsys.log, "owner", err)
+}
+
+// tagLocked binds a new entry to its owner. It reports an owner that ended meanwhile, which the caller
+// queues again once nsMu is released (see requeue), so that the entry goes with it. The caller holds nsMu.
+func (fsys *FS) tagLocked(n node, o *owner.Owner) (ended *owner.Owner) {
+	if o == nil {
+		return nil
+	}
+	n.ownerTag().owner = o
+	own := fsys.owners
+	set := own.entries[o]
+	if set == nil {
+		set = &ownedEntries{nodes: make(map[node]struct{}), pruneAt: minPruneAt}
+		own.entries[o] = set
+	}
+	set.nodes[n] = struct{}{}
+	if len(set.nodes) >= set.pruneAt {
+		set.pruneLocked()
+	}
+	if o.Gone() {
+		return o
+	}
+	return nil
+}
+
+// requeue queues again an owner that ended while an entry was being tagged with it.
+func (fsys *FS) requeue(o *owner.Owner) {
+	if o != nil {
+		fsys.owners.reportGone(o)
+	}
+}
+
+// pruneLocked drops entries that have no name left: removing them with their owner has nothing to do.
+func (set *ownedEntries) pruneLocked() {
+	for n := range set.nodes {
+		if !namedLocked(n) {
+			delete(set.nodes, n)
+		}
+	}
+	set.pruneAt = max(minPruneAt, 2*len(set.nodes))
+}
+
+// namedLocked reports whether a node still has a name in the tree. The caller holds nsMu.
+func namedLocked(n node) bool {
+	switch n := n.(type) {
+	case *Dir:
+		return !n.removed
+	case leafNode:
+		return len(n.leafPart().links) > 0
+	}
+	return false
+}
+
+// untagLocked takes a node out of its owner's set; kept says whether it is kept from now on. The caller
+// holds nsMu.
+func (fsys *FS) untagLocked(n node, kept bool) {
+	tag := n.ownerTag()
+	if tag.owner != nil && fsys.owners != nil {
+		if set := fsys.owners.entries[tag.owner]; set != nil {
+			delete(set.nodes, n)
+		}
+	}
+	tag.owner, tag.kept = nil, kept
+	if d, ok := n.(*Dir); ok && fsys.owners != nil {
+		delete(fsys.owners.orphans, d)
+	}
+}
+
+// removeOwned removes every entry of a gone owner: leaves at once, each of their names; directories as soon
+// as they hold nothing (sweepOrphans).
+func (fsys *FS) removeOwned(o *owner.Owner) {
+	own := fsys.owners
+	type namedLeaf struct {
+		leaf  leafNode
+		links []link
+	}
+	var leaves []namedLeaf
+	fsys.nsMu.Lock()
+	set := own.entries[o]
+	delete(own.entries, o)
+	if set != nil {
+		for n := range set.nodes {
+			if n.ownerTag().owner != o {
+				continue // handed over or kept since
+			}
+			switch n := n.(type) {
+			case *Dir:
+				if !n.removed {
+					own.orphans[n] = struct{}{}
+				}
+			case leafNode:
+				if links := n.leafPart().links; len(links) > 0 {
+					leaves = append(leaves, namedLeaf{n, slices.Clone(links)})
+				}
+			}
+		}
+	}
+	fsys.nsMu.Unlock()
+	for _, e := range leaves {
+		removed := false
+		for _, ln := range e.links {
+			removed = fsys.removeOwnedName(ln.dir, ln.name, e.leaf) || removed
+		}
+		if removed {
+			own.removed.Add(1)
+		}
+	}
+}
+
+// removeOwnedName removes the name (d, name) of a gone owner's leaf as unlink would: a file still open
+// keeps working for its holders and is freed at its last close. The name leaves tempfs's namespace and
+// go-fuse's tree in one step (Dir.dropLeafNameLocked, as the last close and the reaper remove names), and the
+// kernel is told afterwards.
+func (fsys *FS) removeOwnedName(d *Dir, name string, l leafNode) bool {
+	fsys.nsMu.Lock()
+	if f, ok := l.(*File); ok && f.isGeneratedLocked(d, name) {
+		f.persistLocked() // the generated name goes now: nothing is left to remove at last close
+	}
+	if !d.dropLeafNameLocked(l, name) {
+		fsys.nsMu.Unlock()
+		return false
+	}
+	unused := l.takeUnusedLocked()
+	fsys.nsMu.Unlock()
+	if errno := d.NotifyDelete(name, l.EmbeddedInode()); errno != 0 && errno != syscall.ENOENT {
+		fsys.log.Debug("notify delete", "name", name, "errno", errno)
+	}
+	d.attrs.touchModified()
+	if unused {
+		l.free()
+	}
+	return true
+}
+
+// sweepOrphans removes orphaned directories that are empty now, deepest first (a parent emptied by its
+// child's removal goes on the same sweep), and reports whether some are left to check later.
+func (fsys *FS) sweepOrphans() (left bool) {
+	own := fsys.owners
+	for {
+		type orphan struct {
+			dir, parent *Dir
+			name        string
+		}
+		var empty []orphan
+		fsys.nsMu.Lock()
+		for d := range own.orphans {
+			switch {
+			case d.removed || d.parent == nil:
+				delete(own.orphans, d)
+			case d.entries == 0:
+				empty = append(empty, orphan{d, d.parent, d.name})
+			}
+		}
+		left = len(own.orphans) > len(empty)
+		fsys.nsMu.Unlock()
+		if len(empty) == 0 {
+			return left
+		}
+		progress := false
+		for _, e := range empty {
+			if fsys.reapSubdir(e.parent, e.name, e.dir) {
+				own.removed.Add(1)
+				progress = true
+			}
+		}
+		if !progress {
+			return true // raced with a change: look again on the next sweep
+		}
+	}
+}
+
+// ownerXattr answers user.tempfs.owner: the owner in words, "kept", or "none".
+func (fsys *FS) ownerXattr(n node) string {
+	fsys.nsMu.Lock()
+	tag := *n.ownerTag()
+	fsys.nsMu.Unlock()
+	switch {
+	case tag.owner != nil && tag.owner.Gone():
+		return tag.owner.String() + " (gone)"
+	case tag.owner != nil:
+		return tag.owner.String()
+	case tag.kept:
+		return "kept"
+	}
+	return "none"
+}
+
+// handToParent answers setxattr user.tempfs.owner=parent: a member of the entry's owner hands the entry to
+// the owner of its parent process. A file made from a template then no longer goes at its last close: it
+// goes with its new owner (tempfs mktemp gives its file to the shell that called it).
+func (fsys *FS) handToParent(ctx context.Context, n node) syscall.Errno {
+	if fsys.owners == nil {
+		return syscall.EPERM // no owners on this mount: user.tempfs.lifetime=keep keeps an entry
+	}
+	_, _, tid := caller(ctx)
+	mine, err := fsys.owners.tracker.Of(tid)
+	if errno := fsys.ownerErrno(err); errno != 0 {
+		return errno
+	}
+	parent, err := fsys.owners.tracker.ParentOf(tid)
+	if errno := fsys.ownerErrno(err); errno != 0 {
+		return errno
+	}
+	fsys.nsMu.Lock()
+	tag := n.ownerTag()
+	if mine == nil || tag.owner != mine {
+		fsys.nsMu.Unlock()
+		return syscall.EPERM
+	}
+	if f, ok := n.(*File); ok {
+		f.persistLocked()
+	}
+	fsys.untagLocked(n, false)
+	ended := fsys.tagLocked(n, parent)
+	fsys.nsMu.Unlock()
+	fsys.requeue(ended)
+	return 0
+}
+
+// keepLocked takes an entry out of its owner's hands (user.tempfs.lifetime=keep). The caller holds nsMu.
+func (fsys *FS) keepLocked(n node) {
+	if fsys.owners != nil {
+		fsys.untagLocked(n, true)
+	}
+}
+
+// ownerStats fills the owner counts of Stats.
+func (fsys *FS) ownerStats(s *Stats) {
+	if fsys.owners == nil {
+		s.OwnerScope = owner.None.String()
+		return
+	}
+	ts := fsys.owners.tracker.Stats()
+	s.OwnerScope = fsys.owners.tracker.Scope().String()
+	s.OwnersLive = int64(ts.Live)
+	s.OwnersGone = ts.Gone
+	s.EntriesRemovedWithOwner = fsys.owners.removed.Load()
+}
