@@ -4,6 +4,7 @@ import (
 	"strconv"
 
 	"github.com/tempfs/tempfs/cmd/tempfs/metrics"
+	"github.com/tempfs/tempfs/fs/owner"
 	"github.com/tempfs/tempfs/naming"
 )
 
@@ -75,3 +76,19 @@ func (m *metricsAddrValue) Set(v string) error {
 }
 
 func (m *metricsAddrValue) Type() string { return "addr" }
+
+// scopeValue is a pflag.Value for --owner: none, process, group, session or cgroup.
+type scopeValue struct{ scope owner.Scope }
+
+func (v *scopeValue) String() string { return v.scope.String() }
+
+func (v *scopeValue) Set(text string) error {
+	s, err := owner.ParseScope(text)
+	if err != nil {
+		return err
+	}
+	v.scope = s
+	return nil
+}
+
+func (v *scopeValue) Type() string { return "scope" }

@@ -39,6 +39,7 @@ type mountOptions struct {
 	fuseLogs bool
 	maxAge   time.Duration
 	metrics  metricsAddrValue
+	owner    scopeValue
 }
 
 func newMountOptions() *mountOptions {
@@ -55,6 +56,7 @@ func (o *mountOptions) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.store, "store", "", "parent directory of the private disk store (default: the first usable of $TMPDIR, $TEMP, $TMP, /tmp, /var/tmp, /usr/tmp, .)")
 	fs.Var(&o.mode, "mode", "permission bits of the mount's root")
 	fs.StringSliceVarP(&o.options, "options", "o", nil, "mount options, comma-separated: allow_other, default_permissions, and others passed to the kernel")
+	fs.Var(&o.owner, "owner", "bind each new entry to the process, group, session or cgroup that made it, and remove it when that owner is gone: none, process, group, session or cgroup")
 	fs.DurationVar(&o.maxAge, "max-age", 0, "remove ordinary and kept entries neither opened, read nor modified for this long, unless open (e.g. 24h; 0: never)")
 	fs.Var(&o.metrics, "metrics", "serve Prometheus metrics at http://ADDR/metrics; a bare PORT or :PORT listens on 127.0.0.1 only, HOST:PORT where named (default: off)")
 	fs.BoolVar(&o.debug, "debug", false, "log at debug level")
@@ -235,6 +237,7 @@ type served struct {
 	log        *slog.Logger
 	stopReaper func()
 	metrics    *metrics.Server // nil when off
+	stopOwners func()
 }
 
 // serve mounts a prepared request. On error nothing is left mounted and the store is gone.
@@ -294,6 +297,11 @@ func (o *mountOptions) serve(p *prepared, log *slog.Logger) (*served, error) {
 		// The address bound: the port the kernel chose when the user asked for 0.
 		MetricsAddress: listenerAddress(metricsLn),
 	})
+	if err := fsys.WatchOwners(o.owner.scope); err != nil {
+		store.Close()
+		closeMetrics()
+		return nil, usageErrorf("--owner %s: %v", o.owner.scope, err)
+	}
 	m, err := tempfs.MountFS(p.mountpoint, fsys, tempfs.MountConfig{
 		AllowOther:         p.allowOther,
 		DefaultPermissions: p.defaultPermissions,
@@ -301,14 +309,15 @@ func (o *mountOptions) serve(p *prepared, log *slog.Logger) (*served, error) {
 		Debug:              o.fuseLogs,
 	})
 	if err != nil {
+		fsys.StopOwners()
 		store.Close()
 		closeMetrics()
 		return nil, failure(fmt.Errorf("mount %s: %w", p.mountpoint, err))
 	}
 	log.Info("mounted", "mountpoint", p.mountpoint, "store", store.Path(),
 		"max_size", naming.FormatSize(o.maxSize.bytes), "memory", naming.FormatSize(p.memory),
-		"disk", diskCapString(o.disk.bytes))
-	s := &served{mount: m, store: store, log: log, stopReaper: func() {}}
+		"disk", diskCapString(o.disk.bytes), "owner", o.owner.scope)
+	s := &served{mount: m, store: store, log: log, stopReaper: func() {}, stopOwners: fsys.StopOwners}
 	if metricsLn != nil {
 		s.metrics = metrics.Serve(metricsLn, m.Stats, log)
 		log.Info("serving metrics", "url", "http://"+listenerAddress(metricsLn)+"/metrics")
@@ -385,6 +394,7 @@ func (s *served) stop() {
 // cleanup removes the store directory; every backing file in it was unlinked from the start.
 func (s *served) cleanup() {
 	s.stopReaper()
+	s.stopOwners()
 	if s.metrics != nil {
 		_ = s.metrics.Close()
 	}

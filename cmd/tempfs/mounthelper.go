@@ -22,7 +22,9 @@ var helperFlags = map[string]string{
 	"store":   "--store",
 	"mode":    "--mode",
 	"max_age": "--max-age", "max-age": "--max-age",
-	"metrics": "--metrics",
+	"metrics":     "--metrics",
+	"owner":       "--owner",
+	"owner_quota": "--owner-quota", "owner-quota": "--owner-quota",
 }
 
 // helperIgnored are options of mount(8) and fstab that mean nothing to tempfs.

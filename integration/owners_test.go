@@ -1,0 +1,330 @@
+package integration
+
+// Contract section 3a (--owner), through a real mount: entries go with the process, group, session or cgroup
+// that made them, from separate processes killed by SIGKILL; a live owner's entries stay.
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// owStart starts name with args and attr, waits for the first line it prints on stdout (a script prints it once
+// its entries exist) and returns the process and that line. Cleanup kills it, and its whole process group
+// when it leads one.
+func owStart(t testing.TB, attr *syscall.SysProcAttr, name string, args ...string) (*exec.Cmd, string) {
+	t.Helper()
+	cmd := exec.Command(name, args...)
+	cmd.SysProcAttr = attr
+	cmd.Stderr = os.Stderr
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if attr != nil && (attr.Setsid || attr.Setpgid && attr.Pgid == 0) {
+			_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		}
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+	})
+	line, err := bufio.NewReader(out).ReadString('\n')
+	if err != nil {
+		t.Fatalf("%s %q: no first line: %v", name, args, err)
+	}
+	return cmd, strings.TrimSpace(line)
+}
+
+// owKill kills a process with SIGKILL and reaps it.
+func owKill(t testing.TB, cmd *exec.Cmd) {
+	t.Helper()
+	if err := cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	_ = cmd.Wait()
+}
+
+// owKillPid kills a process that is not the test's child (it is reaped by init or a subreaper).
+func owKillPid(t testing.TB, line string) {
+	t.Helper()
+	pid, err := strconv.Atoi(strings.Fields(line)[len(strings.Fields(line))-1])
+	if err != nil {
+		t.Fatalf("no pid in %q", line)
+	}
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// owOwner reads user.tempfs.owner.
+func owOwner(t testing.TB, path string) string {
+	t.Helper()
+	buf := make([]byte, 4096)
+	n, err := unix.Lgetxattr(path, "user.tempfs.owner", buf)
+	if err != nil {
+		t.Fatalf("getxattr %s user.tempfs.owner: %v", path, err)
+	}
+	return string(buf[:n])
+}
+
+// owPython is the script of a python owner: it makes a file and a directory tree, says so, and sleeps.
+const owPython = `
+import os, sys, time
+m = sys.argv[1]
+os.makedirs(m + "/tree/a/b")
+with open(m + "/tree/a/b/f", "w") as f: f.write("x" * 5000)
+with open(m + "/pyfile", "w") as f: f.write("data")
+os.symlink("pyfile", m + "/pylink")
+os.mkfifo(m + "/pyfifo")
+print("ready", flush=True)
+time.sleep(300)
+`
+
+func TestOwnerProcessEntriesGoWithTheirProcess(t *testing.T) {
+	m := startMount(t, "--owner", "process")
+	python, err := corePython()
+	if err != nil {
+		t.Skip(err)
+	}
+	owner, _ := owStart(t, nil, python, "-c", owPython, m.Dir)
+	canary, _ := owStart(t, nil, "sh", "-c", `echo live > "$1"/canary && echo ready && exec sleep 300`, "sh", m.Dir)
+	for _, name := range []string{"tree/a/b/f", "pyfile", "pylink", "pyfifo"} {
+		tlRequirePresent(t, filepath.Dir(m.Path(name)), filepath.Base(name), "while the owner lives")
+	}
+	if got, want := owOwner(t, m.Path("pyfile")), fmt.Sprintf("process %d python3", owner.Process.Pid); !strings.HasPrefix(got, fmt.Sprintf("process %d ", owner.Process.Pid)) {
+		t.Errorf("user.tempfs.owner = %q, want %q", got, want)
+	}
+	if got, want := owOwner(t, m.Path("canary")), fmt.Sprintf("process %d sh", canary.Process.Pid); got != want {
+		t.Errorf("user.tempfs.owner of the canary = %q, want %q", got, want)
+	}
+	owKill(t, owner)
+	for _, name := range []string{"pyfile", "pylink", "pyfifo", "tree"} {
+		tlWaitGone(t, m.Dir, name, "after its owner was killed")
+	}
+	tlRequirePresent(t, m.Dir, "canary", "after another owner was killed")
+	st := daemonStats(t, m.Dir)
+	if st["owners_gone"].(float64) < 1 || st["entries_removed_with_owner"].(float64) != 7 || st["owner_scope"] != "process" {
+		t.Errorf("stats after one owner went: gone %v, removed %v (want 7: 4 leaves, 3 directories), scope %v",
+			st["owners_gone"], st["entries_removed_with_owner"], st["owner_scope"])
+	}
+	if st["files"].(float64) != 1 || st["others"].(float64) != 0 || st["dirs"].(float64) != 0 {
+		t.Errorf("entries left: files %v, others %v, dirs %v; want only the canary", st["files"], st["others"], st["dirs"])
+	}
+}
+
+// TestOwnerDirectoryOfGoneOwnerStaysWhileItHoldsLiveEntries: a gone owner's directory holding a live
+// owner's entry stays, and goes once that entry is removed.
+func TestOwnerDirectoryOfGoneOwnerStaysWhileItHoldsLiveEntries(t *testing.T) {
+	m := startMount(t, "--owner", "process")
+	python, err := corePython()
+	if err != nil {
+		t.Skip(err)
+	}
+	owner, _ := owStart(t, nil, python, "-c", `import os, sys, time
+os.makedirs(sys.argv[1] + "/shared/inner"); os.mkdir(sys.argv[1] + "/kept")
+print("ready", flush=True); time.sleep(300)`, m.Dir)
+	// This test process is a live owner: its file keeps shared/ and shared/inner/ alive.
+	if err := os.WriteFile(m.Path("shared", "inner", "mine"), []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Setxattr(m.Path("kept"), "user.tempfs.lifetime", []byte("keep"), 0); err != nil {
+		t.Fatal(err)
+	}
+	if got := owOwner(t, m.Path("kept")); got != "kept" {
+		t.Errorf("user.tempfs.owner after keep = %q, want kept", got)
+	}
+	owKill(t, owner)
+	eventually(t, tlGoneTimeout, "shared/ reported as its gone owner's", func() bool {
+		return strings.HasSuffix(owOwner(t, m.Path("shared")), " (gone)")
+	})
+	tlStaysPresent(t, m.Path("shared"), "inner", "while it holds a live owner's file")
+	tlRequirePresent(t, m.Dir, "kept", "after its owner went")
+	if err := os.Remove(m.Path("shared", "inner", "mine")); err != nil {
+		t.Fatal(err)
+	}
+	tlWaitGone(t, m.Dir, "shared", "once the live owner's file was removed")
+	tlRequirePresent(t, m.Dir, "kept", "after its owner went")
+}
+
+// owLeaderScript makes entries, starts a second member of its group and session (a sleep that prints nothing)
+// and exits at once: the first member exits early. It prints the second member's pid.
+const owLeaderScript = `echo a > "$1"/file && mkdir "$1"/dir && echo b > "$1"/dir/inner && { sleep 300 </dev/null >/dev/null & echo "member $!"; }`
+
+func TestOwnerGroupAndSessionLiveUntilTheirLastMember(t *testing.T) {
+	cases := []struct {
+		scope, how string
+		attr       *syscall.SysProcAttr
+		script     string
+	}{
+		{"group", "setpgid", &syscall.SysProcAttr{Setpgid: true}, owLeaderScript},
+		// set -m (bash: dash turns job control off without a terminal): the job runs in a process group of its
+		// own, apart from the shell's; the job's subshell makes the entries, leaves its sleep in the job's
+		// group and exits at once.
+		{"group", "set -m job", &syscall.SysProcAttr{Setpgid: true},
+			`set -m; ( ` + owLeaderScript + ` )`},
+		{"session", "setsid", &syscall.SysProcAttr{Setsid: true}, owLeaderScript},
+	}
+	for _, tc := range cases {
+		t.Run(tc.scope+" "+tc.how, func(t *testing.T) {
+			m := startMount(t, "--owner", tc.scope)
+			leader, line := owStart(t, tc.attr, "bash", "-c", tc.script, "bash", m.Dir)
+			_ = leader.Wait() // the first member has exited (and was reaped)
+			if !strings.HasPrefix(owOwner(t, m.Path("file")), tc.scope+" ") {
+				t.Errorf("user.tempfs.owner = %q, want a %s", owOwner(t, m.Path("file")), tc.scope)
+			}
+			tlStaysPresent(t, m.Dir, "file", "while a member of its owner lives")
+			tlStaysPresent(t, m.Path("dir"), "inner", "while a member of its owner lives")
+			if got := daemonStats(t, m.Dir)["owners_gone"].(float64); got != 0 {
+				t.Fatalf("owners_gone = %v while the second member lives", got)
+			}
+			owKillPid(t, line)
+			tlWaitGone(t, m.Dir, "file", "after the last member was killed")
+			tlWaitGone(t, m.Dir, "dir", "after the last member was killed")
+		})
+	}
+}
+
+// owCgroupRoot finds the cgroup v2 mount in mountinfo (a hybrid layout puts it at /sys/fs/cgroup/unified).
+func owCgroupRoot(t testing.TB) string {
+	t.Helper()
+	data, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for line := range strings.Lines(string(data)) {
+		pre, post, ok := strings.Cut(line, " - ")
+		if f := strings.Fields(pre); ok && len(f) > 4 && strings.HasPrefix(post, "cgroup2 ") {
+			return f[4]
+		}
+	}
+	t.Skip("no cgroup v2 mount")
+	return ""
+}
+
+func TestOwnerCgroupEntriesGoWhenItEmpties(t *testing.T) {
+	root := owCgroupRoot(t)
+	name := fmt.Sprintf("tempfs-it-%d", os.Getpid())
+	cg := filepath.Join(root, name)
+	if err := os.Mkdir(cg, 0o755); err != nil {
+		t.Fatalf("making a cgroup: %v", err)
+	}
+	t.Cleanup(func() { _ = os.Remove(cg) })
+	m := startMount(t, "--owner", "cgroup")
+	// A shell moves itself into the cgroup, then makes entries through a child (in the cgroup too).
+	job, _ := owStart(t, nil, "sh", "-c", `echo $$ > "$2"/cgroup.procs && mkdir "$1"/ci && touch "$1"/ci/out && echo ready && exec sleep 300`, "sh", m.Dir, cg)
+	if err := os.WriteFile(m.Path("outside"), []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := owOwner(t, m.Path("ci", "out")), "cgroup /"+name; got != want {
+		t.Errorf("user.tempfs.owner = %q, want %q", got, want)
+	}
+	if got := owOwner(t, m.Path("outside")); !strings.HasPrefix(got, "cgroup /") || got == "cgroup /"+name {
+		t.Errorf("user.tempfs.owner of a file made outside = %q", got)
+	}
+	owKill(t, job)
+	tlWaitGone(t, m.Dir, "ci", "after its cgroup emptied")
+	tlRequirePresent(t, m.Dir, "outside", "after another cgroup emptied")
+	if err := os.Remove(cg); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestOwnerOpenFileOfGoneOwnerKeepsWorking: the name goes with the owner; a handle another process holds
+// reads and writes on, and the data is freed at its last close (RAM and disk-resident files alike).
+func TestOwnerOpenFileOfGoneOwnerKeepsWorking(t *testing.T) {
+	m := startMount(t, "--owner", "process", "--max-size", "64KiB")
+	owner, _ := owStart(t, nil, "sh", "-c", `head -c 1000 /dev/zero > "$1"/small && head -c 200000 /dev/zero > "$1"/big && echo ready && exec sleep 300`, "sh", m.Dir)
+	small, err := os.OpenFile(m.Path("small"), os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	big, err := os.OpenFile(m.Path("big"), os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	store := storeDirs(t, m.StoreParent)[0]
+	if n := deletedStoreFds(t, m, store); n != 1 {
+		t.Fatalf("%d backing files, want 1 (big)", n)
+	}
+	owKill(t, owner)
+	tlWaitGone(t, m.Dir, "small", "after its owner was killed")
+	tlWaitGone(t, m.Dir, "big", "after its owner was killed")
+	for _, f := range []*os.File{small, big} {
+		if _, err := f.WriteAt([]byte("still here"), 100); err != nil {
+			t.Fatalf("write to %s after its owner went: %v", f.Name(), err)
+		}
+		buf := make([]byte, 10)
+		if _, err := f.ReadAt(buf, 100); err != nil || string(buf) != "still here" {
+			t.Fatalf("read %s after its owner went: %q, %v", f.Name(), buf, err)
+		}
+	}
+	small.Close()
+	big.Close()
+	eventually(t, tlGoneTimeout, "data freed at the last close", func() bool {
+		st := daemonStats(t, m.Dir)
+		return st["files"].(float64) == 0 && st["ram_bytes"].(float64) == 0 && deletedStoreFds(t, m, store) == 0
+	})
+}
+
+// TestOwnerRenameAndHardLinkFollowTheirOwner: the owner belongs to the inode.
+func TestOwnerRenameAndHardLinkFollowTheirOwner(t *testing.T) {
+	m := startMount(t, "--owner", "process")
+	owner, _ := owStart(t, nil, "sh", "-c", `echo x > "$1"/made && echo y > "$1"/moved && echo ready && exec sleep 300`, "sh", m.Dir)
+	if err := os.Mkdir(m.Path("mine"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	// This process, another live owner, links and renames the owner's files into its own directory.
+	if err := os.Link(m.Path("made"), m.Path("mine", "link")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(m.Path("moved"), m.Path("mine", "renamed")); err != nil {
+		t.Fatal(err)
+	}
+	if got := owOwner(t, m.Path("mine", "renamed")); !strings.HasPrefix(got, fmt.Sprintf("process %d ", owner.Process.Pid)) {
+		t.Errorf("renamed entry's owner = %q", got)
+	}
+	owKill(t, owner)
+	tlWaitGone(t, m.Dir, "made", "after its owner was killed")
+	tlWaitGone(t, m.Path("mine"), "link", "after its owner was killed")
+	tlWaitGone(t, m.Path("mine"), "renamed", "after its owner was killed")
+	tlRequirePresent(t, m.Dir, "mine", "a live owner's directory")
+}
+
+// TestOwnerReusedPidKeepsNothingAlive: a new process that takes a dead owner's pid (through ns_last_pid) is
+// not that owner.
+func TestOwnerReusedPidKeepsNothingAlive(t *testing.T) {
+	m := startMount(t, "--owner", "process")
+	for attempt := 0; attempt < 20; attempt++ {
+		name := fmt.Sprintf("f%d", attempt)
+		owner, _ := owStart(t, nil, "sh", "-c", `echo x > "$1"/"$2" && echo ready && exec sleep 300`, "sh", m.Dir, name)
+		pid := owner.Process.Pid
+		owKill(t, owner)
+		if err := os.WriteFile("/proc/sys/kernel/ns_last_pid", []byte(strconv.Itoa(pid-1)), 0); err != nil {
+			t.Skipf("cannot steer pids: %v", err)
+		}
+		reuser, _ := owStart(t, nil, "sh", "-c", `echo y > "$1"/"$2".new && echo ready && exec sleep 300`, "sh", m.Dir, name)
+		if reuser.Process.Pid != pid {
+			continue // another process on the machine took the pid first
+		}
+		tlWaitGone(t, m.Dir, name, "after its owner died, with its pid reused")
+		tlStaysPresent(t, m.Dir, name+".new", "the new process's own file")
+		return
+	}
+	t.Skip("the pid never came round (a busy machine)")
+}
+
+var _ = errors.New
+var _ = time.Second
