@@ -326,5 +326,56 @@ func TestOwnerReusedPidKeepsNothingAlive(t *testing.T) {
 	t.Skip("the pid never came round (a busy machine)")
 }
 
-var _ = errors.New
+// TestOwnerKeepAndParent: user.tempfs.lifetime=keep takes an entry from its owner; user.tempfs.owner=parent,
+// allowed to a member of the owner only, hands it to the owner of the caller's parent.
+func TestOwnerKeepAndParent(t *testing.T) {
+	m := startMount(t, "--owner", "process")
+	// The shell makes two files itself, then a short-lived child makes a third and hands it to the shell (the
+	// child execs setfattr: the same process, so a member of the owner; another process would not be).
+	shell, _ := owStart(t, nil, "sh", "-c", `echo k > "$1"/kept && echo g > "$1"/goes &&
+		sh -c 'echo h > "$1"/handed && exec setfattr -n user.tempfs.owner -v parent "$1"/handed' sh "$1" &&
+		sh -c 'echo o > "$1"/orphan' sh "$1" && echo ready && exec sleep 300`, "sh", m.Dir)
+	tlWaitGone(t, m.Dir, "orphan", "after the child that made it exited")
+	want := fmt.Sprintf("process %d sh", shell.Process.Pid)
+	if got := owOwner(t, m.Path("handed")); got != want {
+		t.Errorf("owner of the handed file = %q, want %q", got, want)
+	}
+	// This test process is no member of the shell's owner: it may not hand the file on.
+	if err := unix.Setxattr(m.Path("goes"), "user.tempfs.owner", []byte("parent"), 0); !errors.Is(err, unix.EPERM) {
+		t.Errorf("owner=parent by a non-member: %v, want EPERM", err)
+	}
+	if err := unix.Setxattr(m.Path("kept"), "user.tempfs.lifetime", []byte("keep"), 0); err != nil {
+		t.Fatal(err)
+	}
+	if got := owOwner(t, m.Path("kept")); got != "kept" {
+		t.Errorf("owner after keep = %q", got)
+	}
+	owKill(t, shell)
+	tlWaitGone(t, m.Dir, "handed", "after the shell it was handed to was killed")
+	tlWaitGone(t, m.Dir, "goes", "after its owner was killed")
+	tlRequirePresent(t, m.Dir, "kept", "after its owner was killed")
+}
+
+// TestOwnerMktempHandsItsEntryToItsShell: f=$(tempfs mktemp) on a mount with --owner process keeps the file
+// as long as the shell lives (mktemp itself exits at once), and no longer.
+func TestOwnerMktempHandsItsEntryToItsShell(t *testing.T) {
+	m := startMount(t, "--owner", "process")
+	shell, line := owStart(t, nil, "sh", "-c", `f=$("$2" mktemp -p "$1") && d=$("$2" mktemp -d -p "$1") &&
+		t=$("$2" mktemp -p "$1" jobXXXXXX.json) && echo "$f $d $t" && exec sleep 300`, "sh", m.Dir, tempfsBin)
+	names := strings.Fields(line)
+	if len(names) != 3 {
+		t.Fatalf("mktemp printed %q", line)
+	}
+	for _, p := range names {
+		tlStaysPresent(t, filepath.Dir(p), filepath.Base(p), "after mktemp exited, its shell alive")
+		if got, want := owOwner(t, p), fmt.Sprintf("process %d sh", shell.Process.Pid); got != want {
+			t.Errorf("owner of %s = %q, want %q", p, got, want)
+		}
+	}
+	owKill(t, shell)
+	for _, p := range names {
+		tlWaitGone(t, filepath.Dir(p), filepath.Base(p), "after the shell was killed")
+	}
+}
+
 var _ = time.Second

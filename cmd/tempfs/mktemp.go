@@ -35,6 +35,7 @@ const (
 	xattrLifetime = "user.tempfs.lifetime"
 	xattrCreated  = "user.tempfs.created"
 	xattrStats    = "user.tempfs.stats"
+	xattrOwner    = "user.tempfs.owner"
 )
 
 // mktempOptions are coreutils mktemp's flags.
@@ -111,7 +112,9 @@ coreutils' A-Z, a-z, 0-9: a generated name never contains an X, so it is never a
 
 On a tempfs mount the entry is made through the filesystem's own template (a run of at least
 6 X; a shorter run is padded to 6), and a file is marked user.tempfs.lifetime=keep before it
-is closed, so that it outlives the command like any file mktemp makes.`,
+is closed, so that it outlives the command like any file mktemp makes. On a mount with
+--owner, the entry is handed to the owner of mktemp's parent (user.tempfs.owner=parent)
+instead: it lives as long as the shell or program that called mktemp, not longer.`,
 		Example: `  tempfs mktemp                            # /tmp/tmp.k3x_9qa0zb
   tempfs mktemp -d                         # a 0700 directory
   tempfs mktemp -p /scratch job.XXXXXX     # on a tempfs mount: kept until removed
@@ -376,7 +379,8 @@ func onTempfs(dir string) bool {
 }
 
 // createOnTempfs opens the template with O_CREAT, learns the name tempfs drew from the open file, and persists
-// the file before closing it: a template file would go at its last close.
+// the file before closing it: a template file would go at its last close. On a mount with owners it is handed
+// to the owner of mktemp's parent instead (see keepForParent).
 func createOnTempfs(prefix, tmpl string) (string, error) {
 	fd, err := unix.Open(tmpl, unix.O_RDWR|unix.O_CREAT|unix.O_EXCL|unix.O_CLOEXEC, 0o600)
 	if err != nil {
@@ -387,10 +391,20 @@ func createOnTempfs(prefix, tmpl string) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("reading the new file's name: %w", err)
 	}
-	if err := unix.Fsetxattr(fd, xattrLifetime, []byte("keep"), 0); err != nil {
+	if err := keepForParent(func(attr, value string) error { return unix.Fsetxattr(fd, attr, []byte(value), 0) }); err != nil {
 		return "", fmt.Errorf("keeping the new file: %w", err)
 	}
 	return prefix[:strings.LastIndexByte(prefix, '/')+1] + filepath.Base(path), nil
+}
+
+// keepForParent makes a new entry outlive mktemp: on a mount with owners (contract section 3a) it is handed to
+// the owner of mktemp's parent, the shell that called it, which also ends a template file's close lifetime;
+// elsewhere (no owners, or the entry has none) it is kept until removed.
+func keepForParent(set func(attr, value string) error) error {
+	if set(xattrOwner, "parent") == nil {
+		return nil
+	}
+	return set(xattrLifetime, "keep")
 }
 
 // mkdirOnTempfs makes the directory from the template and asks its parent for the name this process got.
@@ -402,7 +416,11 @@ func mkdirOnTempfs(prefix, tmpl string) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("reading the new directory's name: %w", err)
 	}
-	return prefix[:strings.LastIndexByte(prefix, '/')+1] + name, nil
+	path := prefix[:strings.LastIndexByte(prefix, '/')+1] + name
+	if err := keepForParent(func(attr, value string) error { return unix.Setxattr(path, attr, []byte(value), 0) }); err != nil {
+		return "", fmt.Errorf("keeping the new directory: %w", err)
+	}
+	return path, nil
 }
 
 // getxattrString reads an xattr whose size may change between the size probe and the read.
