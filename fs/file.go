@@ -47,6 +47,9 @@ type File struct {
 	// (guarded by attrs.mu). Passthrough writes move only the backing file's mtime; a later one means new
 	// writes.
 	backingSeen int64
+
+	// charge is what the file counts against its owner's --owner-quota (see quota.go).
+	charge fileCharge
 }
 
 var (
@@ -103,6 +106,7 @@ func (f *File) takeUnusedLocked() bool {
 }
 
 func (f *File) free() {
+	f.fs.uncharge(f)
 	if err := f.data.Close(); err != nil {
 		f.fs.log.Warn("closing spool file", "err", err)
 	}
@@ -137,7 +141,12 @@ func (f *File) Setattr(ctx context.Context, fh fusefs.FileHandle, in *fuse.SetAt
 		if size > uint64(spool.MaxFileSize) {
 			return syscall.EFBIG
 		}
-		if err := f.data.Truncate(int64(size)); err != nil {
+		if errno := f.fs.reserve(f, int64(size)); errno != 0 {
+			return errno
+		}
+		err := f.data.Truncate(int64(size))
+		f.fs.settle(f)
+		if err != nil {
 			return toErrno(f.fs.log, "truncate", err)
 		}
 		f.attrs.touchModified()
@@ -157,7 +166,9 @@ func (f *File) Setattr(ctx context.Context, fh fusefs.FileHandle, in *fuse.SetAt
 // them over and keep the memory cap).
 func (f *File) Open(ctx context.Context, flags uint32) (fusefs.FileHandle, uint32, syscall.Errno) {
 	if flags&syscall.O_TRUNC != 0 && flags&syscall.O_ACCMODE != syscall.O_RDONLY {
-		if err := f.data.Truncate(0); err != nil {
+		err := f.data.Truncate(0)
+		f.fs.settle(f)
+		if err != nil {
 			return nil, 0, toErrno(f.fs.log, "open O_TRUNC", err)
 		}
 		f.attrs.wrote(ctx)

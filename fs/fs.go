@@ -80,6 +80,8 @@ type FS struct {
 	// owners binds entries to the processes, groups, sessions or cgroups that made them (--owner); nil
 	// with --owner none.
 	owners *ownership
+	// quota caps each owner's file data (--owner-quota); nil without.
+	quota *quota
 }
 
 // counters are what `tempfs status` reports about the tree.

@@ -92,7 +92,12 @@ func (h *handle) Write(ctx context.Context, data []byte, off int64) (uint32, sys
 	if h.templateDentry.Load() != nil {
 		h.dropTemplateDentry(true)
 	}
+	// Under --owner-quota a write that would take the file's owner past its cap writes nothing (EDQUOT).
+	if errno := h.file.fs.reserve(h.file, off+int64(len(data))); errno != 0 {
+		return 0, errno
+	}
 	n, err := h.file.data.WriteAt(data, off)
+	h.file.fs.settle(h.file)
 	if n > 0 {
 		h.file.attrs.wrote(ctx)
 		h.file.fs.counts.bytesWritten.Add(int64(n))
@@ -117,7 +122,14 @@ func (h *handle) Release(ctx context.Context) syscall.Errno {
 }
 
 func (h *handle) Allocate(ctx context.Context, off uint64, size uint64, mode uint32) syscall.Errno {
-	if err := h.file.data.Allocate(int64(off), int64(size), mode); err != nil {
+	if mode == 0 { // only plain fallocate moves the end of the file
+		if errno := h.file.fs.reserve(h.file, int64(off+size)); errno != 0 {
+			return errno
+		}
+	}
+	err := h.file.data.Allocate(int64(off), int64(size), mode)
+	h.file.fs.settle(h.file)
+	if err != nil {
 		return toErrno(h.file.fs.log, "fallocate", err)
 	}
 	h.file.attrs.touchModified()

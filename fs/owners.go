@@ -51,6 +51,7 @@ type ownership struct {
 type ownedEntries struct {
 	nodes   map[node]struct{}
 	pruneAt int
+	charged int64 // file data charged to the owner under --owner-quota; guarded by quota.mu
 }
 
 const (
@@ -172,6 +173,7 @@ func (fsys *FS) tagLocked(n node, o *owner.Owner) (ended *owner.Owner) {
 	if len(set.nodes) >= set.pruneAt {
 		set.pruneLocked()
 	}
+	fsys.chargeToLocked(n, set)
 	if o.Gone() {
 		return o
 	}
@@ -216,6 +218,7 @@ func (fsys *FS) untagLocked(n node, kept bool) {
 		}
 	}
 	tag.owner, tag.kept = nil, kept
+	fsys.chargeToLocked(n, nil)
 	if d, ok := n.(*Dir); ok && fsys.owners != nil {
 		delete(fsys.owners.orphans, d)
 	}

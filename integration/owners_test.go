@@ -14,7 +14,6 @@ import (
 	"strings"
 	"syscall"
 	"testing"
-	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -378,4 +377,87 @@ func TestOwnerMktempHandsItsEntryToItsShell(t *testing.T) {
 	}
 }
 
-var _ = time.Second
+// owQuotaScript runs as one owner under --owner-quota 64KiB and reports each step's outcome on one line.
+const owQuotaScript = `
+import errno, os, sys, time
+m = sys.argv[1]
+def step(name, fn):
+    try:
+        fn()
+        return name + "=ok"
+    except OSError as e:
+        return name + "=" + errno.errorcode[e.errno]
+def write(path, n, mode="ab"):
+    with open(path, mode) as f: f.write(b"x" * n)
+out = [step("a40k", lambda: write(m + "/a", 40 << 10)),
+       step("b20k", lambda: write(m + "/b", 20 << 10)),
+       step("b10k", lambda: write(m + "/b", 10 << 10)),
+       step("trunc", lambda: os.truncate(m + "/a", 100 << 10)),
+       step("falloc", lambda: os.posix_fallocate(os.open(m + "/b", os.O_RDWR), 0, 200 << 10)),
+       "sizes=%d,%d" % (os.stat(m + "/a").st_size, os.stat(m + "/b").st_size)]
+os.unlink(m + "/a")
+out.append(step("after-unlink", lambda: write(m + "/b", 10 << 10)))
+print(" ".join(out), flush=True)
+time.sleep(300)
+`
+
+// TestOwnerQuota: a write, truncate or fallocate past an owner's --owner-quota fails with EDQUOT and changes
+// nothing; the file's owner is charged whoever writes; another owner is not affected.
+func TestOwnerQuota(t *testing.T) {
+	m := startMount(t, "--owner", "process", "--owner-quota", "64KiB")
+	python, err := corePython()
+	if err != nil {
+		t.Skip(err)
+	}
+	_, line := owStart(t, nil, python, "-c", owQuotaScript, m.Dir)
+	want := "a40k=ok b20k=ok b10k=EDQUOT trunc=EDQUOT falloc=EDQUOT sizes=40960,20480 after-unlink=ok"
+	if line != want {
+		t.Errorf("owner's steps:\n got %s\nwant %s", line, want)
+	}
+	data, err := os.ReadFile(m.Path("b"))
+	if err != nil || len(data) != 30<<10 || strings.Trim(string(data), "x") != "" {
+		t.Errorf("b after the refused writes: %d bytes, %v", len(data), err)
+	}
+	// This process writes into the other owner's file: charged to that owner, so refused.
+	f, err := os.OpenFile(m.Path("b"), os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.Write(make([]byte, 40<<10)); !errors.Is(err, syscall.EDQUOT) {
+		t.Errorf("write into another owner's full file: %v, want EDQUOT", err)
+	}
+	// A canary of this process's own: its quota is its own.
+	if err := os.WriteFile(m.Path("canary"), make([]byte, 60<<10), 0o644); err != nil {
+		t.Errorf("another owner's write under its own quota: %v", err)
+	}
+}
+
+// TestOwnerBadFlags: a wrong scope, or a quota without owners, is one line on stderr and exit status 2, with
+// nothing mounted.
+func TestOwnerBadFlags(t *testing.T) {
+	requireFUSE(t)
+	for _, args := range [][]string{
+		{"--owner", "user"},
+		{"--owner", ""},
+		{"--owner-quota", "1MiB"},
+		{"--owner", "process", "--owner-quota", "lots"},
+	} {
+		mp := t.TempDir()
+		cmd := exec.Command(tempfsBin, append(append([]string{"mount"}, args...), mp)...)
+		var stderr strings.Builder
+		cmd.Stderr = &stderr
+		err := cmd.Run()
+		var exit *exec.ExitError
+		if !errors.As(err, &exit) || exit.ExitCode() != 2 {
+			t.Errorf("mount %q: %v, want exit status 2; stderr: %s", args, err, stderr.String())
+		}
+		if lines := strings.Count(strings.TrimSpace(stderr.String()), "\n") + 1; lines != 1 {
+			t.Errorf("mount %q: stderr should be one line, got %q", args, stderr.String())
+		}
+		if isMounted(mp) {
+			t.Errorf("mount %q: mounted anyway", args)
+			_ = syscall.Unmount(mp, syscall.MNT_DETACH)
+		}
+	}
+}

@@ -21,6 +21,7 @@ import (
 
 	"github.com/tempfs/tempfs/cmd/tempfs/metrics"
 	tempfs "github.com/tempfs/tempfs/fs"
+	"github.com/tempfs/tempfs/fs/owner"
 	"github.com/tempfs/tempfs/naming"
 	"github.com/tempfs/tempfs/spool"
 )
@@ -40,6 +41,8 @@ type mountOptions struct {
 	maxAge   time.Duration
 	metrics  metricsAddrValue
 	owner    scopeValue
+	// ownerQuota caps each owner's file data (--owner-quota).
+	ownerQuota sizeValue
 }
 
 func newMountOptions() *mountOptions {
@@ -57,6 +60,7 @@ func (o *mountOptions) AddFlags(fs *pflag.FlagSet) {
 	fs.Var(&o.mode, "mode", "permission bits of the mount's root")
 	fs.StringSliceVarP(&o.options, "options", "o", nil, "mount options, comma-separated: allow_other, default_permissions, and others passed to the kernel")
 	fs.Var(&o.owner, "owner", "bind each new entry to the process, group, session or cgroup that made it, and remove it when that owner is gone: none, process, group, session or cgroup")
+	fs.Var(&o.ownerQuota, "owner-quota", "cap on the file data of each owner (by file size); a write, truncate or fallocate past it fails with EDQUOT (needs --owner; default: no cap)")
 	fs.DurationVar(&o.maxAge, "max-age", 0, "remove ordinary and kept entries neither opened, read nor modified for this long, unless open (e.g. 24h; 0: never)")
 	fs.Var(&o.metrics, "metrics", "serve Prometheus metrics at http://ADDR/metrics; a bare PORT or :PORT listens on 127.0.0.1 only, HOST:PORT where named (default: off)")
 	fs.BoolVar(&o.debug, "debug", false, "log at debug level")
@@ -186,6 +190,9 @@ func (o *mountOptions) prepare(arg string) (*prepared, error) {
 		return nil, usageErrorf("--max-age must not be negative")
 	}
 	p.metricsAddr = o.metrics.addr
+	if o.ownerQuota.bytes > 0 && o.owner.scope == owner.None {
+		return nil, usageErrorf("--owner-quota needs --owner process, group, session or cgroup")
+	}
 	// The kernel checks permissions (default_permissions) whenever anyone but root can reach the mount: with
 	// allow_other, or when a user mounted it. A root mount without allow_other is reachable by root alone,
 	// which passes every check anyway; leaving the checks out there saves the GETATTR of the directory that
@@ -281,12 +288,13 @@ func (o *mountOptions) serve(p *prepared, log *slog.Logger) (*served, error) {
 		return nil, usageErrorf("%v", err)
 	}
 	fsys := tempfs.New(tempfs.Options{
-		Mountpoint:  p.mountpoint,
-		Pool:        pool,
-		RootMode:    uint32(o.mode),
-		RootUID:     uint32(os.Getuid()),
-		RootGID:     uint32(os.Getgid()),
-		Passthrough: o.disk.bytes == 0,
+		Mountpoint: p.mountpoint,
+		Pool:       pool,
+		RootMode:   uint32(o.mode),
+		RootUID:    uint32(os.Getuid()),
+		RootGID:    uint32(os.Getgid()),
+		// The daemon must see every write to keep --disk and --owner-quota.
+		Passthrough: o.disk.bytes == 0 && o.ownerQuota.bytes == 0,
 		// Every change of a name or an attribute goes through this kernel or is notified to it (files made
 		// from templates leaving at last close, --max-age reaping), so the kernel may keep what it was told
 		// for long: a stat of a name looked up minutes ago costs no round trip. Template names keep 0.
@@ -297,6 +305,7 @@ func (o *mountOptions) serve(p *prepared, log *slog.Logger) (*served, error) {
 		// The address bound: the port the kernel chose when the user asked for 0.
 		MetricsAddress: listenerAddress(metricsLn),
 	})
+	fsys.SetOwnerQuota(o.ownerQuota.bytes)
 	if err := fsys.WatchOwners(o.owner.scope); err != nil {
 		store.Close()
 		closeMetrics()
