@@ -1,15 +1,18 @@
 package fs
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
 
 	"github.com/tempfs/tempfs/fs/owner"
+	"github.com/tempfs/tempfs/spool"
 )
 
 // Entries bound to an owner (contract section 3a, --owner). Package owner says who made an entry and when
@@ -393,4 +396,84 @@ func (fsys *FS) ownerStats(s *Stats) {
 	s.OwnersLive = int64(ts.Live)
 	s.OwnersGone = ts.Gone
 	s.EntriesRemovedWithOwner = fsys.owners.removed.Load()
+}
+
+// OwnerUsage is one live owner in `tempfs status --owners`.
+type OwnerUsage struct {
+	Owner     string `json:"owner"`
+	Entries   int64  `json:"entries"`
+	RAMBytes  int64  `json:"ram_bytes"`
+	DiskBytes int64  `json:"disk_bytes"`
+}
+
+// OwnersReport is what user.tempfs.owners answers on the root: the live owners that have entries, most
+// bytes first. An xattr value holds at most 64 KiB, so the list stops at maxOwnersListed; Omitted counts
+// the rest.
+type OwnersReport struct {
+	Scope   string       `json:"owner_scope"`
+	Owners  []OwnerUsage `json:"owners"`
+	Omitted int          `json:"omitted"`
+}
+
+const maxOwnersListed = 200
+
+// OwnersReport gathers the live owners' entries and bytes.
+func (fsys *FS) OwnersReport() OwnersReport {
+	report := OwnersReport{Scope: owner.None.String(), Owners: []OwnerUsage{}}
+	own := fsys.owners
+	if own == nil {
+		return report
+	}
+	report.Scope = own.tracker.Scope().String()
+	type owned struct {
+		usage OwnerUsage
+		files []*File
+	}
+	var all []owned
+	fsys.nsMu.Lock()
+	for o, set := range own.entries {
+		if o.Gone() {
+			continue
+		}
+		set.pruneLocked()
+		if len(set.nodes) == 0 {
+			continue
+		}
+		e := owned{usage: OwnerUsage{Owner: o.String(), Entries: int64(len(set.nodes))}}
+		for n := range set.nodes {
+			if f, ok := n.(*File); ok {
+				e.files = append(e.files, f)
+			}
+		}
+		all = append(all, e)
+	}
+	fsys.nsMu.Unlock()
+	for i := range all {
+		for _, f := range all[i].files {
+			bytes := f.data.Stat().Blocks * 512
+			if f.data.Tier() == spool.Disk {
+				all[i].usage.DiskBytes += bytes
+			} else {
+				all[i].usage.RAMBytes += bytes
+			}
+		}
+	}
+	slices.SortFunc(all, func(a, b owned) int {
+		ta, tb := a.usage.RAMBytes+a.usage.DiskBytes, b.usage.RAMBytes+b.usage.DiskBytes
+		switch {
+		case ta != tb:
+			return cmp.Compare(tb, ta)
+		case a.usage.Entries != b.usage.Entries:
+			return cmp.Compare(b.usage.Entries, a.usage.Entries)
+		}
+		return strings.Compare(a.usage.Owner, b.usage.Owner)
+	})
+	for i, e := range all {
+		if i == maxOwnersListed {
+			report.Omitted = len(all) - i
+			break
+		}
+		report.Owners = append(report.Owners, e.usage)
+	}
+	return report
 }

@@ -3,6 +3,7 @@ package fs
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"slices"
 	"strings"
 	"syscall"
@@ -21,6 +22,7 @@ import (
 //	user.tempfs.stats     the root: the daemon's status as JSON (tempfs status reads it)
 //	user.tempfs.owner     every entry: its owner in words, "kept" or "none"; set "parent" to hand it to the
 //	                      owner of the caller's parent process (section 3a)
+//	user.tempfs.owners    the root: the live owners with their entries and bytes, as JSON (status --owners)
 const (
 	xattrPrefix   = "user.tempfs."
 	xattrPath     = "user.tempfs.path"
@@ -30,6 +32,7 @@ const (
 	xattrCreated  = "user.tempfs.created"
 	xattrStats    = "user.tempfs.stats"
 	xattrOwner    = "user.tempfs.owner"
+	xattrOwners   = "user.tempfs.owners"
 
 	xattrPanicProbe = "user.tempfs.test.panic" // see Options.PanicProbe
 )
@@ -73,6 +76,14 @@ func virtualXattr(ctx context.Context, n node, attr string) (value []byte, ok bo
 			if name := d.createdFor(ctx); name != "" {
 				return []byte(name), true, 0
 			}
+		}
+	case xattrOwners:
+		if d, isDir := n.(*Dir); isDir && d == fsys.root {
+			js, err := json.Marshal(fsys.OwnersReport())
+			if err != nil {
+				return nil, false, toErrno(fsys.log, "owners", err)
+			}
+			return js, true, 0
 		}
 	case xattrStats:
 		if d, isDir := n.(*Dir); isDir && d == fsys.root {

@@ -5,6 +5,7 @@ package integration
 
 import (
 	"bufio"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -459,5 +460,57 @@ func TestOwnerBadFlags(t *testing.T) {
 			t.Errorf("mount %q: mounted anyway", args)
 			_ = syscall.Unmount(mp, syscall.MNT_DETACH)
 		}
+	}
+}
+
+// owOwnersList runs tempfs status --owners --json and returns owner -> usage.
+func owOwnersList(t testing.TB, m *mount) map[string]map[string]any {
+	t.Helper()
+	out, err := exec.Command(tempfsBin, "status", "--owners", "--json", m.Dir).Output()
+	if err != nil {
+		t.Fatalf("tempfs status --owners --json: %v", err)
+	}
+	var report struct {
+		Scope  string           `json:"owner_scope"`
+		Owners []map[string]any `json:"owners"`
+	}
+	if err := json.Unmarshal(out, &report); err != nil {
+		t.Fatalf("status --owners --json: %v: %s", err, out)
+	}
+	byOwner := make(map[string]map[string]any)
+	for _, o := range report.Owners {
+		byOwner[o["owner"].(string)] = o
+	}
+	return byOwner
+}
+
+// TestOwnerStatus: status --owners lists live owners with their entries and bytes in RAM and on disk, in text
+// and JSON; status counts owners live and gone and entries removed with them.
+func TestOwnerStatus(t *testing.T) {
+	m := startMount(t, "--owner", "process", "--max-size", "64KiB")
+	owner, _ := owStart(t, nil, "sh", "-c", `head -c 100000 /dev/zero > "$1"/big && head -c 1000 /dev/zero > "$1"/small && echo x > "$1"/third && echo ready && exec sleep 300`, "sh", m.Dir)
+	name := fmt.Sprintf("process %d sh", owner.Process.Pid)
+	list := owOwnersList(t, m)
+	u := list[name]
+	if u == nil {
+		t.Fatalf("%s not listed: %v", name, list)
+	}
+	if u["entries"].(float64) != 3 || u["disk_bytes"].(float64) < 100000 || u["ram_bytes"].(float64) < 1000 {
+		t.Errorf("%s: %v; want 3 entries, >= 100000 bytes on disk, >= 1000 in RAM", name, u)
+	}
+	text, err := exec.Command(tempfsBin, "status", "--owners", m.Dir).Output()
+	if err != nil || !strings.Contains(string(text), name) || !strings.HasPrefix(string(text), "OWNER") {
+		t.Errorf("status --owners: %v\n%s", err, text)
+	}
+	owKill(t, owner)
+	tlWaitGone(t, m.Dir, "big", "after its owner was killed")
+	eventually(t, tlGoneTimeout, "the killed owner unlisted", func() bool { return owOwnersList(t, m)[name] == nil })
+	st := daemonStats(t, m.Dir)
+	if st["owners_gone"].(float64) < 1 || st["entries_removed_with_owner"].(float64) != 3 {
+		t.Errorf("status after the owner went: gone %v, removed %v", st["owners_gone"], st["entries_removed_with_owner"])
+	}
+	text, err = exec.Command(tempfsBin, "status", m.Dir).Output()
+	if err != nil || !strings.Contains(string(text), "3 entries removed with their owner") {
+		t.Errorf("status: %v\n%s", err, text)
 	}
 }

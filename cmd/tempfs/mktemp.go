@@ -36,6 +36,7 @@ const (
 	xattrCreated  = "user.tempfs.created"
 	xattrStats    = "user.tempfs.stats"
 	xattrOwner    = "user.tempfs.owner"
+	xattrOwners   = "user.tempfs.owners"
 )
 
 // mktempOptions are coreutils mktemp's flags.

@@ -18,12 +18,14 @@ import (
 )
 
 type statusOptions struct {
-	json bool
+	json   bool
+	owners bool
 }
 
 // AddFlags registers the flags of `tempfs status` on fs.
 func (o *statusOptions) AddFlags(fs *pflag.FlagSet) {
 	fs.BoolVar(&o.json, "json", false, "print the daemon's status as one JSON object")
+	fs.BoolVar(&o.owners, "owners", false, "list the live owners (--owner) with their entries and bytes in RAM and on disk")
 }
 
 func newStatusCommand() *cobra.Command {
@@ -40,11 +42,16 @@ their handler took). The daemon answers it
 in getxattr(MOUNTPOINT, "user.tempfs.stats"). With --json, that JSON object is printed as
 it is (at least entries, files, dirs, open_handles, ram_bytes, ram_cap, disk_bytes, disk_cap,
 rollovers, passthrough and uptime_seconds; requests has every opcode seen with its handler-time
-histogram, and errors_by_errno the failed requests by errno). A path that is not a tempfs mountpoint
-gives exit status 2.`,
+histogram, and errors_by_errno the failed requests by errno). On a mount with --owner it also
+counts the owners alive and gone and the entries removed with their owner (owner_scope,
+owners_live, owners_gone, entries_removed_with_owner). With --owners, it lists the live owners
+that have entries, most bytes first, with their entries and bytes in RAM and on disk (getxattr
+user.tempfs.owners; with --json as it is). A path that is not a tempfs mountpoint gives exit
+status 2.`,
 		Example: `  tempfs status /scratch
   tempfs status --json /scratch | jq .ram_bytes
-  tempfs status --json /scratch | jq '.requests.by_opcode | map_values(.count)'`,
+  tempfs status --json /scratch | jq '.requests.by_opcode | map_values(.count)'
+  tempfs status --owners /tmp`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return runStatus(o, args[0], cmd.OutOrStdout())
@@ -62,6 +69,9 @@ func runStatus(o *statusOptions, arg string, stdout io.Writer) error {
 	raw, err := readStats(mp)
 	if err != nil {
 		return err
+	}
+	if o.owners {
+		return printOwners(o, mp, stdout)
 	}
 	if o.json {
 		_, err := fmt.Fprintf(stdout, "%s\n", raw)
@@ -119,6 +129,10 @@ func writeStatus(w io.Writer, mp string, st tempfs.Stats) {
 	row("max size", "%s", maxSizeString(st.MaxSize))
 	row("passthrough", "%s", onOff(st.Passthrough))
 	row("direct writes", "%s", onOff(st.DirectWrites))
+	if st.OwnerScope != "" && st.OwnerScope != "none" {
+		row("owners", "%s: %d live, %d gone, %s removed with their owner", st.OwnerScope, st.OwnersLive, st.OwnersGone,
+			plural(st.EntriesRemovedWithOwner, "entry"))
+	}
 	row("store", "%s", st.Store)
 	row("uptime", "%s", (time.Duration(st.UptimeSeconds * float64(time.Second))).Round(time.Second))
 	writeActivity(row, st.Activity)
@@ -137,4 +151,34 @@ func onOff(b bool) string {
 		return "on"
 	}
 	return "off"
+}
+
+// printOwners prints user.tempfs.owners: as it is with --json, else as a table.
+func printOwners(o *statusOptions, mp string, stdout io.Writer) error {
+	raw, err := getxattrString(mp, xattrOwners)
+	if err != nil {
+		return failure(fmt.Errorf("%s does not list its owners (a tempfs from before --owner?): %w", mp, err))
+	}
+	if o.json {
+		_, err := fmt.Fprintf(stdout, "%s\n", raw)
+		return failure(err)
+	}
+	var report tempfs.OwnersReport
+	if err := json.Unmarshal([]byte(raw), &report); err != nil {
+		return failure(fmt.Errorf("%s answered an owners list that is not JSON: %w", mp, err))
+	}
+	if report.Scope == "none" {
+		fmt.Fprintf(stdout, "%s has no owners (mounted without --owner)\n", mp)
+		return nil
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "OWNER\tENTRIES\tRAM\tDISK")
+	for _, u := range report.Owners {
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\n", u.Owner, u.Entries, naming.FormatSize(u.RAMBytes), naming.FormatSize(u.DiskBytes))
+	}
+	tw.Flush()
+	if report.Omitted > 0 {
+		fmt.Fprintf(stdout, "(%d more owners with fewer bytes not listed)\n", report.Omitted)
+	}
+	return nil
 }
