@@ -82,10 +82,15 @@ when its last handle closes; mkdir makes a fresh 0700 directory. Every regular f
 RAM until it grows past --max-size, then in an unlinked file of a private disk store. Nothing
 is left on disk after unmount, or after the daemon dies.
 
+With --owner SCOPE, each entry belongs to the process, process group, session or cgroup v2 that
+made it, and is removed (as by unlink: open files live on until closed) once that owner is gone;
+user.tempfs.lifetime=keep takes an entry out of its owner's hands.
+
 Sizes accept 4096, 64KiB, 1MiB, 2GiB, and K, M, G, T as the same binary units.`,
 		Example: `  tempfs mount /scratch
   tempfs mount --max-size 4MiB --memory 2GiB --disk 20GiB /scratch
-  tempfs mount -o allow_other --mode 1777 /scratch     # a shared /tmp-like dir`,
+  tempfs mount -o allow_other --mode 1777 /scratch     # a shared /tmp-like dir
+  tempfs mount --owner session -o allow_other /scratch # entries go when the session that made them ends`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return runMount(cmd.Context(), o, cmd.Flags(), args[0])
