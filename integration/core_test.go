@@ -721,23 +721,28 @@ EOF
 }
 
 // TestCoreDifferential runs every case on tmpfs and on tempfs and compares the outputs: operations on ordinary
-// names behave as on tmpfs when driven from separate processes (contract section 1).
+// names behave as on tmpfs when driven from separate processes (contract section 1). The cases run again on a
+// mount with --owner session (section 3a): the test's session lives throughout, so nothing may differ.
 func TestCoreDifferential(t *testing.T) {
-	ref := coreTmpfs(t)
-	m := startMount(t)
-	for _, c := range coreCases {
-		t.Run(c.name, func(t *testing.T) {
-			want := coreRunCase(t, filepath.Join(ref, c.name), c.script)
-			got := coreRunCase(t, m.Path(c.name), c.script)
-			if want.code != 0 {
-				t.Fatalf("the case fails on tmpfs (exit %d), fix the script:\n%s", want.code, want.out)
+	for _, owner := range []string{"none", "session"} {
+		t.Run("owner="+owner, func(t *testing.T) {
+			ref := coreTmpfs(t)
+			m := startMount(t, "--owner", owner)
+			for _, c := range coreCases {
+				t.Run(c.name, func(t *testing.T) {
+					want := coreRunCase(t, filepath.Join(ref, c.name), c.script)
+					got := coreRunCase(t, m.Path(c.name), c.script)
+					if want.code != 0 {
+						t.Fatalf("the case fails on tmpfs (exit %d), fix the script:\n%s", want.code, want.out)
+					}
+					if got != want {
+						t.Errorf("tempfs differs from tmpfs:\n%s\ndaemon log:\n%s", coreLineDiff(want.out, got.out, want.code, got.code), m.Log())
+					}
+				})
 			}
-			if got != want {
-				t.Errorf("tempfs differs from tmpfs:\n%s\ndaemon log:\n%s", coreLineDiff(want.out, got.out, want.code, got.code), m.Log())
-			}
+			coreNoDaemonComplaints(t, m.Log())
 		})
 	}
-	coreNoDaemonComplaints(t, m.Log())
 }
 
 // coreNoDaemonComplaints fails the test if the daemon logged a warning or an error: nothing an ordinary client
