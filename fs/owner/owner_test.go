@@ -380,3 +380,33 @@ func TestManyShortLivedOwnersReleaseTheirDescriptors(t *testing.T) {
 		t.Errorf("after all exited: %+v", st)
 	}
 }
+
+// TestMemoryPerLiveOwner measures the tracker's heap per live process owner (its Owner, its process record
+// and their map entries), besides its pidfd; the target is at most 1 KiB.
+func TestMemoryPerLiveOwner(t *testing.T) {
+	if testing.Short() {
+		t.Skip("300 processes")
+	}
+	tr, _ := newTracker(t, Process)
+	const n = 300
+	var procs []*exec.Cmd
+	for range n {
+		procs = append(procs, start(t, nil, "sleep", "300"))
+	}
+	mustOf(t, tr, os.Getpid()) // first-use growth of the maps is not per owner
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	owners := make([]*Owner, 0, n)
+	for _, p := range procs {
+		owners = append(owners, mustOf(t, tr, p.Process.Pid))
+	}
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	perOwner := float64(after.HeapAlloc-before.HeapAlloc) / n
+	t.Logf("%d live owners: %.0f bytes of heap each, plus one pidfd", n, perOwner)
+	if perOwner > 1024 {
+		t.Errorf("%.0f bytes per live owner, want at most 1 KiB", perOwner)
+	}
+	runtime.KeepAlive(owners)
+}

@@ -232,11 +232,18 @@ func (t *Tracker) threadGroup(tid uint32) uint32 {
 	return tgid
 }
 
-// pidfdExited reports whether the process behind pidfd has exited (the pidfd is readable).
+// pidfdExited reports whether the process behind pidfd has exited (the pidfd is readable). poll is retried
+// when a signal interrupts it (the Go runtime preempts threads with SIGURG): an interrupted poll says nothing
+// about the process.
 func pidfdExited(pidfd int) bool {
 	fds := []unix.PollFd{{Fd: int32(pidfd), Events: unix.POLLIN}}
-	n, err := unix.Poll(fds, 0)
-	return err != nil || n > 0
+	for {
+		n, err := unix.Poll(fds, 0)
+		if err == unix.EINTR {
+			continue
+		}
+		return err != nil || n > 0
+	}
 }
 
 // resolve reads a process's identity and scope from /proc, holds it by a pidfd and finds or makes its owner.
