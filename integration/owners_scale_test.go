@@ -1,0 +1,139 @@
+package integration
+
+// Contract section 3a at scale: many short-lived owners are all cleaned up, and the daemon holds a descriptor
+// per live owner only while it lives.
+
+import (
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// owDaemonFds counts the daemon's open descriptors.
+func owDaemonFds(t testing.TB, m *mount) int {
+	t.Helper()
+	entries, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", m.Pid()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(entries)
+}
+
+// owDaemonPidfds counts the daemon's pidfds (one per live process that made entries).
+func owDaemonPidfds(t testing.TB, m *mount) int {
+	t.Helper()
+	dir := fmt.Sprintf("/proc/%d/fd", m.Pid())
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, e := range entries {
+		if target, err := os.Readlink(dir + "/" + e.Name()); err == nil && target == "anon_inode:[pidfd]" {
+			n++
+		}
+	}
+	return n
+}
+
+// owDaemonRSS is the daemon's resident memory in KiB (VmRSS).
+func owDaemonRSS(t testing.TB, m *mount) int {
+	t.Helper()
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", m.Pid()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for line := range strings.Lines(string(data)) {
+		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			n, _ := strconv.Atoi(strings.Fields(v)[0])
+			return n
+		}
+	}
+	t.Fatal("no VmRSS")
+	return 0
+}
+
+// owForkScript forks N children that each make one file and then exit, or, with "hold", live until the
+// parent dies (they wait for the end of a pipe the parent holds). It prints "ready" once every child has made
+// its file.
+const owForkScript = `
+import os, sys, time
+m, n, hold = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "hold"
+r, w = os.pipe()
+kids = []
+for i in range(n):
+    pid = os.fork()
+    if pid == 0:
+        os.close(w)
+        with open("%s/f%d" % (m, i), "w") as f: f.write("x")
+        if hold: os.read(r, 1)
+        os._exit(0)
+    kids.append(pid)
+    if not hold: os.waitpid(pid, 0)
+os.close(r)
+if hold:
+    # Each child has made its file once the directory lists them all.
+    while len(os.listdir(m)) < n: pass
+print("ready", flush=True)
+time.sleep(300)
+`
+
+// TestOwnerManyShortLivedOwners: 10,000 processes each make a file and exit; every file goes, and the
+// daemon's descriptors come back to where they were.
+func TestOwnerManyShortLivedOwners(t *testing.T) {
+	if testing.Short() {
+		t.Skip("10,000 processes")
+	}
+	python, err := corePython()
+	if err != nil {
+		t.Skip(err)
+	}
+	m := startMount(t, "--owner", "process")
+	baseline := owDaemonFds(t, m)
+	const n = 10000
+	start := time.Now()
+	owStart(t, nil, python, "-c", owForkScript, m.Dir, strconv.Itoa(n), "exit")
+	made := time.Since(start)
+	eventually(t, time.Minute, "every short-lived owner's file removed", func() bool {
+		return daemonStats(t, m.Dir)["files"].(float64) == 0
+	})
+	cleaned := time.Since(start)
+	eventually(t, tlGoneTimeout, "the daemon's descriptors back to their baseline", func() bool { return owDaemonFds(t, m) <= baseline })
+	st := daemonStats(t, m.Dir)
+	if st["entries_removed_with_owner"].(float64) != n || st["owners_live"].(float64) > 1 {
+		t.Errorf("removed %v entries with their owners (want %d), %v owners live", st["entries_removed_with_owner"], n, st["owners_live"])
+	}
+	t.Logf("%d owners: made in %v, all removed %v after the start; daemon descriptors %d before, %d after",
+		n, made.Round(time.Millisecond), cleaned.Round(time.Millisecond), baseline, owDaemonFds(t, m))
+}
+
+// TestOwnerMemoryPerLiveOwner measures what a live owner costs the daemon: one descriptor (its pidfd), and
+// memory (logged, not judged: RSS is noisy). The owners' ends then release every descriptor.
+func TestOwnerMemoryPerLiveOwner(t *testing.T) {
+	if testing.Short() {
+		t.Skip("1,000 processes")
+	}
+	python, err := corePython()
+	if err != nil {
+		t.Skip(err)
+	}
+	m := startMount(t, "--owner", "process")
+	const n = 1000
+	// One owner first, so that the first-use costs (maps, goroutines, buffers) are not counted per owner.
+	warm, _ := owStart(t, nil, "sh", "-c", `echo > "$1"/warm && echo ready && exec sleep 300`, "sh", m.Dir)
+	baseFds, basePidfds, baseRSS := owDaemonFds(t, m), owDaemonPidfds(t, m), owDaemonRSS(t, m)
+	holder, _ := owStart(t, nil, python, "-c", owForkScript, m.Path(), strconv.Itoa(n), "hold")
+	pidfds, rss := owDaemonPidfds(t, m), owDaemonRSS(t, m)
+	if pidfds-basePidfds != n {
+		t.Errorf("%d live owners hold %d more pidfds, want %d (one each)", n, pidfds-basePidfds, n)
+	}
+	t.Logf("%d live owners, one file each: %+d pidfds, RSS %+d KiB (%.2f KiB per owner, with its file's node and memfd)",
+		n, pidfds-basePidfds, rss-baseRSS, float64(rss-baseRSS)/n)
+	owKill(t, holder) // its children read the end of the pipe and exit
+	eventually(t, time.Minute, "every owner's file removed", func() bool { return daemonStats(t, m.Dir)["files"].(float64) == 1 })
+	eventually(t, tlGoneTimeout, "descriptors released", func() bool { return owDaemonFds(t, m) <= baseFds })
+	owKill(t, warm)
+}
