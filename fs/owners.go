@@ -364,7 +364,11 @@ func (fsys *FS) handToParent(ctx context.Context, n node) syscall.Errno {
 	}
 	fsys.nsMu.Lock()
 	tag := n.ownerTag()
-	if mine == nil || tag.owner != mine {
+	switch {
+	case !namedLocked(n):
+		fsys.nsMu.Unlock()
+		return syscall.ENOENT // its last name went meanwhile: nothing is left to hand over
+	case mine == nil || tag.owner != mine:
 		fsys.nsMu.Unlock()
 		return syscall.EPERM
 	}
