@@ -331,6 +331,9 @@ func (d *Dir) Link(ctx context.Context, target fusefs.InodeEmbedder, name string
 		}
 		f.linkable = false
 		ended = d.fs.tagLocked(n, creator)
+	} else if o := n.ownerTag().owner; o != nil && o.Gone() {
+		// A new name for an entry whose owner ended while it was being removed: it goes too.
+		ended = d.fs.tagLocked(n, o)
 	}
 	l.links = append(l.links, link{d, name})
 	d.entries++

@@ -231,11 +231,7 @@ func (fsys *FS) untagLocked(n node, kept bool) {
 // as they hold nothing (sweepOrphans).
 func (fsys *FS) removeOwned(o *owner.Owner) {
 	own := fsys.owners
-	type namedLeaf struct {
-		leaf  leafNode
-		links []link
-	}
-	var leaves []namedLeaf
+	var leaves []leafNode
 	fsys.nsMu.Lock()
 	set := own.entries[o]
 	delete(own.entries, o)
@@ -250,22 +246,40 @@ func (fsys *FS) removeOwned(o *owner.Owner) {
 					own.orphans[n] = struct{}{}
 				}
 			case leafNode:
-				if links := n.leafPart().links; len(links) > 0 {
-					leaves = append(leaves, namedLeaf{n, slices.Clone(links)})
+				if len(n.leafPart().links) > 0 {
+					leaves = append(leaves, n)
 				}
 			}
 		}
 	}
 	fsys.nsMu.Unlock()
-	for _, e := range leaves {
-		removed := false
-		for _, ln := range e.links {
-			removed = fsys.removeOwnedName(ln.dir, ln.name, e.leaf) || removed
-		}
-		if removed {
+	for _, l := range leaves {
+		if fsys.removeOwnedLeaf(o, l) {
 			own.removed.Add(1)
 		}
 	}
+}
+
+// maxRemovalRounds bounds removeOwnedLeaf's retries against a client that keeps renaming the entry.
+const maxRemovalRounds = 100
+
+// removeOwnedLeaf removes every name of a gone owner's leaf. A rename between reading its names and removing
+// one makes that removal miss, so the names are read again until none is left (or the leaf changed hands).
+func (fsys *FS) removeOwnedLeaf(o *owner.Owner, l leafNode) (removed bool) {
+	for range maxRemovalRounds {
+		fsys.nsMu.Lock()
+		links := slices.Clone(l.leafPart().links)
+		mine := l.ownerTag().owner == o
+		fsys.nsMu.Unlock()
+		if !mine || len(links) == 0 {
+			return removed
+		}
+		for _, ln := range links {
+			removed = fsys.removeOwnedName(ln.dir, ln.name, l) || removed
+		}
+	}
+	fsys.log.Warn("an entry of a gone owner kept changing names; left in place", "owner", o.String())
+	return removed
 }
 
 // removeOwnedName removes the name (d, name) of a gone owner's leaf as unlink would: a file still open

@@ -514,3 +514,42 @@ func TestOwnerStatus(t *testing.T) {
 		t.Errorf("status: %v\n%s", err, text)
 	}
 }
+
+// TestOwnerRemovalRacesRenames: the entries of a killed owner go even while another process renames them
+// back and forth during their removal, and a hard link made meanwhile goes too.
+func TestOwnerRemovalRacesRenames(t *testing.T) {
+	m := startMount(t, "--owner", "process")
+	const files = 300
+	owner, _ := owStart(t, nil, "sh", "-c", `i=0; while [ $i -lt $2 ]; do echo x > "$1"/f$i; i=$((i+1)); done; echo ready; exec sleep 300`, "sh", m.Dir, strconv.Itoa(files))
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for round := 0; ; round++ {
+			for i := 0; i < files; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				from, to := m.Path(fmt.Sprintf("f%d", i)), m.Path(fmt.Sprintf("g%d", i))
+				if round%2 == 1 {
+					from, to = to, from
+				}
+				_ = os.Rename(from, to)
+				if i%10 == 0 {
+					_ = os.Link(to, to+".link")
+				}
+			}
+		}
+	}()
+	owKill(t, owner)
+	eventually(t, tlGoneTimeout, "the killed owner's removal done", func() bool {
+		return daemonStats(t, m.Dir)["owners_gone"].(float64) >= 1
+	})
+	close(stop)
+	<-done
+	eventually(t, tlGoneTimeout, "every entry of the killed owner gone, renamed and linked ones too", func() bool {
+		return len(listDir(t, m.Dir)) == 0
+	})
+}
