@@ -375,17 +375,28 @@ func daemonStats(t testing.TB, dir string) map[string]any {
 // file). It is how a test sees from outside that a disk-resident file's data is still held or freed.
 func deletedStoreFds(t testing.TB, m *mount, store string) int {
 	t.Helper()
+	n := 0
+	for _, target := range daemonFdTargets(t, m) {
+		if strings.HasPrefix(target, store+"/") && strings.HasSuffix(target, " (deleted)") {
+			n++
+		}
+	}
+	return n
+}
+
+// daemonFdTargets lists what the daemon's open descriptors point to, as /proc/PID/fd shows it.
+func daemonFdTargets(t testing.TB, m *mount) []string {
+	t.Helper()
 	dir := fmt.Sprintf("/proc/%d/fd", m.Pid())
 	entries, err := os.ReadDir(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	n := 0
+	var targets []string
 	for _, e := range entries {
-		target, err := os.Readlink(filepath.Join(dir, e.Name()))
-		if err == nil && strings.HasPrefix(target, store+"/") && strings.HasSuffix(target, " (deleted)") {
-			n++
+		if target, err := os.Readlink(filepath.Join(dir, e.Name())); err == nil {
+			targets = append(targets, target)
 		}
 	}
-	return n
+	return targets
 }

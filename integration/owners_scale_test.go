@@ -12,27 +12,12 @@ import (
 	"time"
 )
 
-// owDaemonFds counts the daemon's open descriptors.
-func owDaemonFds(t testing.TB, m *mount) int {
-	t.Helper()
-	entries, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", m.Pid()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return len(entries)
-}
-
 // owDaemonPidfds counts the daemon's pidfds (one per live process that made entries).
 func owDaemonPidfds(t testing.TB, m *mount) int {
 	t.Helper()
-	dir := fmt.Sprintf("/proc/%d/fd", m.Pid())
-	entries, err := os.ReadDir(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
 	n := 0
-	for _, e := range entries {
-		if target, err := os.Readlink(dir + "/" + e.Name()); err == nil && target == "anon_inode:[pidfd]" {
+	for _, target := range daemonFdTargets(t, m) {
+		if target == "anon_inode:[pidfd]" {
 			n++
 		}
 	}
@@ -92,7 +77,7 @@ func TestOwnerManyShortLivedOwners(t *testing.T) {
 		t.Skip(err)
 	}
 	m := startMount(t, "--owner", "process")
-	baseline := owDaemonFds(t, m)
+	baseline := len(daemonFdTargets(t, m))
 	const n = 10000
 	start := time.Now()
 	owStart(t, nil, python, "-c", owForkScript, m.Dir, strconv.Itoa(n), "exit")
@@ -101,13 +86,13 @@ func TestOwnerManyShortLivedOwners(t *testing.T) {
 		return daemonStats(t, m.Dir)["files"].(float64) == 0
 	})
 	cleaned := time.Since(start)
-	eventually(t, tlGoneTimeout, "the daemon's descriptors back to their baseline", func() bool { return owDaemonFds(t, m) <= baseline })
+	eventually(t, tlGoneTimeout, "the daemon's descriptors back to their baseline", func() bool { return len(daemonFdTargets(t, m)) <= baseline })
 	st := daemonStats(t, m.Dir)
 	if st["entries_removed_with_owner"].(float64) != n || st["owners_live"].(float64) > 1 {
 		t.Errorf("removed %v entries with their owners (want %d), %v owners live", st["entries_removed_with_owner"], n, st["owners_live"])
 	}
 	t.Logf("%d owners: made in %v, all removed %v after the start; daemon descriptors %d before, %d after",
-		n, made.Round(time.Millisecond), cleaned.Round(time.Millisecond), baseline, owDaemonFds(t, m))
+		n, made.Round(time.Millisecond), cleaned.Round(time.Millisecond), baseline, len(daemonFdTargets(t, m)))
 }
 
 // TestOwnerMemoryPerLiveOwner measures what a live owner costs the daemon: one descriptor (its pidfd), and
@@ -124,7 +109,7 @@ func TestOwnerMemoryPerLiveOwner(t *testing.T) {
 	const n = 1000
 	// One owner first, so that the first-use costs (maps, goroutines, buffers) are not counted per owner.
 	warm, _ := owStart(t, nil, "sh", "-c", `echo > "$1"/warm && echo ready && exec sleep 300`, "sh", m.Dir)
-	baseFds, basePidfds, baseRSS := owDaemonFds(t, m), owDaemonPidfds(t, m), owDaemonRSS(t, m)
+	baseFds, basePidfds, baseRSS := len(daemonFdTargets(t, m)), owDaemonPidfds(t, m), owDaemonRSS(t, m)
 	holder, _ := owStart(t, nil, python, "-c", owForkScript, m.Path(), strconv.Itoa(n), "hold")
 	pidfds, rss := owDaemonPidfds(t, m), owDaemonRSS(t, m)
 	if pidfds-basePidfds != n {
@@ -134,6 +119,6 @@ func TestOwnerMemoryPerLiveOwner(t *testing.T) {
 		n, pidfds-basePidfds, rss-baseRSS, float64(rss-baseRSS)/n)
 	owKill(t, holder) // its children read the end of the pipe and exit
 	eventually(t, time.Minute, "every owner's file removed", func() bool { return daemonStats(t, m.Dir)["files"].(float64) == 1 })
-	eventually(t, tlGoneTimeout, "descriptors released", func() bool { return owDaemonFds(t, m) <= baseFds })
+	eventually(t, tlGoneTimeout, "descriptors released", func() bool { return len(daemonFdTargets(t, m)) <= baseFds })
 	owKill(t, warm)
 }

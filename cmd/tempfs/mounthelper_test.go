@@ -23,6 +23,8 @@ func TestMountHelperArgs(t *testing.T) {
 			[]string{"mount", "--daemon", "--metrics=9100", "-o", "allow_other", "/scratch"}},
 		{"mount.tempfs", []string{"tempfs", "/scratch", "-o", "metrics=[::1]:9100"},
 			[]string{"mount", "--daemon", "--metrics=[::1]:9100", "/scratch"}},
+		{"mount.tempfs", []string{"tempfs", "/tmp", "-o", "owner=session,owner_quota=2G,allow_other"},
+			[]string{"mount", "--daemon", "--owner=session", "--owner-quota=2G", "-o", "allow_other", "/tmp"}},
 		{"tempfs", []string{"mount", "/scratch"}, nil},
 		{"tempfs", []string{"run", "--", "make"}, nil},
 		{"tempfs", []string{"status", "/scratch"}, nil},
