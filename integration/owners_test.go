@@ -553,3 +553,19 @@ func TestOwnerRemovalRacesRenames(t *testing.T) {
 		return len(listDir(t, m.Dir)) == 0
 	})
 }
+
+// TestOwnerThroughRun: tempfs run takes --owner to its mount: a child's file goes when the child exits, the
+// command's own stays until the end.
+func TestOwnerThroughRun(t *testing.T) {
+	requireFUSE(t)
+	parent, store := t.TempDir(), t.TempDir()
+	r := cliRun(t, nil, t.TempDir(), "", tempfsBin, "run", "--owner", "process", "--dir", parent, "--store", store, "--",
+		"sh", "-c", `sh -c 'echo c > "$TMPDIR/child"'; echo m > "$TMPDIR/mine"
+			i=0; while [ -e "$TMPDIR/child" ] && [ $i -lt 1000 ]; do sleep 0.01; i=$((i+1)); done
+			[ ! -e "$TMPDIR/child" ] && [ -e "$TMPDIR/mine" ] && echo ok`)
+	if r.code != 0 || r.stdout != "ok\n" {
+		t.Errorf("exit %d, stdout %q, stderr %q; want the child's file gone and the command's own kept", r.code, r.stdout, r.stderr)
+	}
+	cliNothingLeft(t, parent)
+	cliNothingLeft(t, store)
+}
