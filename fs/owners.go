@@ -46,6 +46,9 @@ type ownership struct {
 	done    chan struct{}
 
 	removed atomic.Int64 // entries removed with their owner
+	// outOfFds: the last owner could not be watched for lack of a descriptor, and that was logged; it is
+	// logged again only after a watch succeeded, so that a full table costs one line, not one per create.
+	outOfFds atomic.Bool
 }
 
 // ownedEntries are an owner's entries. Entries removed otherwise (unlink, rmdir, last close, --max-age) are
@@ -141,6 +144,9 @@ func (fsys *FS) creatorOwner(ctx context.Context) (*owner.Owner, syscall.Errno) 
 	}
 	_, _, tid := caller(ctx)
 	o, err := fsys.owners.tracker.Of(tid)
+	if err == nil && fsys.owners.outOfFds.Load() {
+		fsys.owners.outOfFds.Store(false)
+	}
 	return o, fsys.ownerErrno(err)
 }
 
@@ -153,7 +159,9 @@ func (fsys *FS) ownerErrno(err error) syscall.Errno {
 	case errors.Is(err, syscall.EMFILE), errors.Is(err, syscall.ENFILE):
 		// No descriptor left to watch a new owner with: a real limit, answered as a full filesystem
 		// (contract section 4), never EMFILE.
-		fsys.log.Warn("no descriptor left to watch a new owner", "err", err)
+		if fsys.owners.outOfFds.CompareAndSwap(false, true) {
+			fsys.log.Warn("no descriptor left to watch a new owner: creating answers ENOSPC", "err", err)
+		}
 		return syscall.ENOSPC
 	}
 	return toErrno(fsys.log, "owner", err)

@@ -569,3 +569,56 @@ func TestOwnerThroughRun(t *testing.T) {
 	cliNothingLeft(t, parent)
 	cliNothingLeft(t, store)
 }
+
+// TestOwnerOutOfDescriptors: a daemon that has no descriptor left to watch a new owner answers its create with
+// ENOSPC (a full filesystem, contract section 4), never EMFILE or EIO, and logs it once; the owners it
+// watches are still cleaned up.
+func TestOwnerOutOfDescriptors(t *testing.T) {
+	m := startMount(t, "--owner", "process")
+	// As prlimit --nofile does: the running daemon's limit drops to a few descriptors above what it holds.
+	low := unix.Rlimit{Cur: 48, Max: 48}
+	if err := unix.Prlimit(m.Pid(), unix.RLIMIT_NOFILE, &low, nil); err != nil {
+		t.Skipf("cannot lower the daemon's descriptor limit: %v", err)
+	}
+	python, err := corePython()
+	if err != nil {
+		t.Skip(err)
+	}
+	_, line := owStart(t, nil, python, "-c", `
+import collections, errno, os, sys, time
+m, r, w, res = sys.argv[1], *os.pipe(), collections.Counter()
+for i in range(80):
+    rr, ww = os.pipe()
+    if os.fork() == 0:
+        os.close(w)  # so that the parent's death ends the read below
+        try:
+            open("%s/f%d" % (m, i), "w").close(); msg = "ok"
+        except OSError as e:
+            msg = errno.errorcode[e.errno]
+        os.write(ww, msg.encode()); os.read(r, 1); os._exit(0)
+    os.close(ww)
+    res[os.read(rr, 16).decode()] += 1
+    os.close(rr)
+print(" ".join("%s=%d" % kv for kv in sorted(res.items())), flush=True)
+time.sleep(300)
+`, m.Dir)
+	var ok, nospc int
+	for _, f := range strings.Fields(line) {
+		k, v, _ := strings.Cut(f, "=")
+		n, _ := strconv.Atoi(v)
+		switch k {
+		case "ok":
+			ok = n
+		case "ENOSPC":
+			nospc = n
+		default:
+			t.Errorf("creates failed with %s (%d times); want only ok and ENOSPC", k, n)
+		}
+	}
+	if ok == 0 || nospc == 0 {
+		t.Errorf("creates: %q; want some to succeed and the rest to answer ENOSPC", line)
+	}
+	if n := strings.Count(m.Log(), "no descriptor left"); n != 1 {
+		t.Errorf("the daemon logged the full descriptor table %d times, want once", n)
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"syscall"
 )
 
 // procRoot is where the process table is read; tests never change it, it only names the path once.
@@ -75,20 +76,37 @@ func parseStat(data []byte) (procStat, error) {
 // ThreadGroup returns the process (thread group) id of thread tid, read from the Tgid line of
 // /proc/TID/status, or 0 when it cannot be told (the thread is gone).
 func ThreadGroup(tid uint32) uint32 {
+	tgid, _ := threadGroup(tid)
+	return tgid
+}
+
+// threadGroup is ThreadGroup with the reason for a 0: ErrCallerGone when the thread has exited, or the error
+// that kept the daemon from reading /proc (no descriptor left, say).
+func threadGroup(tid uint32) (uint32, error) {
 	data, err := os.ReadFile(pidPath(tid, "status"))
 	if err != nil {
-		return 0
+		return 0, procError(err)
 	}
 	for line := range strings.Lines(string(data)) {
 		if v, ok := strings.CutPrefix(line, "Tgid:"); ok {
 			n, err := strconv.ParseUint(strings.TrimSpace(v), 10, 32)
 			if err != nil {
-				return 0
+				return 0, fmt.Errorf("/proc/%d/status: %w", tid, err)
 			}
-			return uint32(n)
+			return uint32(n), nil
 		}
 	}
-	return 0
+	return 0, fmt.Errorf("/proc/%d/status has no Tgid line", tid)
+}
+
+// procError tells a process that is gone (its /proc directory vanished: ENOENT, or ESRCH while it was being
+// read) from a daemon that could not read /proc (EMFILE, ENFILE, ENOMEM), which is no reason to call a live
+// caller gone.
+func procError(err error) error {
+	if errors.Is(err, os.ErrNotExist) || errors.Is(err, syscall.ESRCH) {
+		return ErrCallerGone
+	}
+	return err
 }
 
 // IsThreadOf reports whether tid is, right now, a thread of process tgid: /proc/TGID/task/TID exists only

@@ -178,9 +178,9 @@ func (t *Tracker) Of(tid uint32) (*Owner, error) {
 	if tid == 0 {
 		return nil, nil
 	}
-	tgid := t.threadGroup(tid)
-	if tgid == 0 {
-		return nil, ErrCallerGone
+	tgid, err := t.threadGroup(tid)
+	if err != nil {
+		return nil, err
 	}
 	t.mu.Lock()
 	if p := t.procs[tgid]; p != nil && !pidfdExited(p.pidfd) && p.owner != nil && !p.owner.Gone() {
@@ -194,13 +194,13 @@ func (t *Tracker) Of(tid uint32) (*Owner, error) {
 
 // ParentOf returns the owner of the parent of the process behind a request from thread tid.
 func (t *Tracker) ParentOf(tid uint32) (*Owner, error) {
-	tgid := t.threadGroup(tid)
-	if tgid == 0 {
-		return nil, ErrCallerGone
+	tgid, err := t.threadGroup(tid)
+	if err != nil {
+		return nil, err
 	}
 	st, err := readStat(tgid)
 	if err != nil {
-		return nil, ErrCallerGone
+		return nil, procError(err)
 	}
 	if st.ppid == 0 {
 		return nil, errors.New("the calling process has no parent in the daemon's PID namespace")
@@ -209,19 +209,22 @@ func (t *Tracker) ParentOf(tid uint32) (*Owner, error) {
 }
 
 // threadGroup maps a thread id to its process id, from the cache when it can be checked cheaply.
-func (t *Tracker) threadGroup(tid uint32) uint32 {
+func (t *Tracker) threadGroup(tid uint32) (uint32, error) {
 	t.mu.Lock()
 	if p := t.procs[tid]; p != nil && !pidfdExited(p.pidfd) {
 		t.mu.Unlock()
-		return tid // a live process's id is its main thread's id
+		return tid, nil // a live process's id is its main thread's id
 	}
 	tgid, ok := t.threads[tid]
 	t.mu.Unlock()
 	if ok && IsThreadOf(tgid, tid) {
-		return tgid
+		return tgid, nil
 	}
-	tgid = ThreadGroup(tid)
-	if tgid != 0 && tgid != tid {
+	tgid, err := threadGroup(tid)
+	if err != nil {
+		return 0, err
+	}
+	if tgid != tid {
 		t.mu.Lock()
 		if len(t.threads) >= threadCacheSize {
 			clear(t.threads)
@@ -229,7 +232,7 @@ func (t *Tracker) threadGroup(tid uint32) uint32 {
 		t.threads[tid] = tgid
 		t.mu.Unlock()
 	}
-	return tgid
+	return tgid, nil
 }
 
 // pidfdExited reports whether the process behind pidfd has exited (the pidfd is readable). poll is retried
@@ -267,7 +270,11 @@ func (t *Tracker) resolve(tgid uint32) (*Owner, error) {
 	if err == nil && t.scope == Session {
 		sessionName = t.sessionLeaderName(st)
 	}
-	if err != nil || st.exited() || pidfdExited(pidfd) {
+	if err != nil {
+		unix.Close(pidfd)
+		return nil, procError(err)
+	}
+	if st.exited() || pidfdExited(pidfd) {
 		unix.Close(pidfd)
 		return nil, ErrCallerGone
 	}
