@@ -190,6 +190,26 @@ func TestProcessOwnerEndsWithItsProcess(t *testing.T) {
 	eventually(t, "every pidfd closed", func() bool { return tr.Stats().Pidfds == 0 })
 }
 
+// TestKnownProcessCostsNoProcRead: a process seen before is recognized by its pidfd alone.
+func TestKnownProcessCostsNoProcRead(t *testing.T) {
+	for _, scope := range []Scope{Process, Group, Session} {
+		t.Run(scope.String(), func(t *testing.T) {
+			tr, _ := newTracker(t, scope)
+			p := start(t, nil, "sleep", "300")
+			first := mustOf(t, tr, p.Process.Pid)
+			before := procReads.Load()
+			for range 10 {
+				if o := mustOf(t, tr, p.Process.Pid); o != first {
+					t.Fatalf("owner changed: %v, then %v", first, o)
+				}
+			}
+			if n := procReads.Load() - before; n != 0 {
+				t.Errorf("10 requests of a known process read /proc %d times, want 0", n)
+			}
+		})
+	}
+}
+
 func TestThreadMapsToItsProcess(t *testing.T) {
 	tr, _ := newTracker(t, Process)
 	self := mustOf(t, tr, os.Getpid())

@@ -7,11 +7,20 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 )
 
 // procRoot is where the process table is read; tests never change it, it only names the path once.
 const procRoot = "/proc/"
+
+// procReads counts the files read under /proc, so that tests can check that a known process costs none.
+var procReads atomic.Int64
+
+func readProcFile(path string) ([]byte, error) {
+	procReads.Add(1)
+	return os.ReadFile(path)
+}
 
 // procStat is what tempfs needs from /proc/PID/stat.
 type procStat struct {
@@ -33,7 +42,7 @@ func pidPath(pid uint32, file string) string {
 // readStat reads /proc/PID/stat. The command name is in parentheses and may hold anything, ')' and spaces
 // too, so the fields are parsed after the last ')'.
 func readStat(pid uint32) (procStat, error) {
-	data, err := os.ReadFile(pidPath(pid, "stat"))
+	data, err := readProcFile(pidPath(pid, "stat"))
 	if err != nil {
 		return procStat{}, err
 	}
@@ -83,7 +92,7 @@ func ThreadGroup(tid uint32) uint32 {
 // threadGroup is ThreadGroup with the reason for a 0: ErrCallerGone when the thread has exited, or the error
 // that kept the daemon from reading /proc (no descriptor left, say).
 func threadGroup(tid uint32) (uint32, error) {
-	data, err := os.ReadFile(pidPath(tid, "status"))
+	data, err := readProcFile(pidPath(tid, "status"))
 	if err != nil {
 		return 0, procError(err)
 	}
@@ -123,7 +132,7 @@ func IsThreadOf(tgid, tid uint32) bool {
 
 // readCgroup returns the cgroup v2 path of a process: the "0::/path" line of /proc/PID/cgroup.
 func readCgroup(pid uint32) (string, error) {
-	data, err := os.ReadFile(pidPath(pid, "cgroup"))
+	data, err := readProcFile(pidPath(pid, "cgroup"))
 	if err != nil {
 		return "", err
 	}

@@ -178,6 +178,14 @@ func (t *Tracker) Of(tid uint32) (*Owner, error) {
 	if tid == 0 {
 		return nil, nil
 	}
+	// The common case in one lock round and one poll: a request from a known process's main thread.
+	t.mu.Lock()
+	if p := t.procs[tid]; p != nil && p.owner != nil && !p.owner.Gone() && !pidfdExited(p.pidfd) {
+		o := p.owner
+		t.mu.Unlock()
+		return o, nil
+	}
+	t.mu.Unlock()
 	tgid, err := t.threadGroup(tid)
 	if err != nil {
 		return nil, err
@@ -601,7 +609,7 @@ func (t *Tracker) cgroupEvent(wd int32, mask uint32, name string) {
 
 // populated reads a cgroup.events file; a file that cannot be read means the cgroup is gone.
 func populated(path string) bool {
-	data, err := os.ReadFile(path)
+	data, err := readProcFile(path)
 	if err != nil {
 		return false
 	}
