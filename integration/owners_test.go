@@ -80,15 +80,23 @@ func owOwner(t testing.TB, path string) string {
 	return string(buf[:n])
 }
 
-// owPython is the script of a python owner: it makes a file and a directory tree, says so, and sleeps.
+// owPython is the script of a python owner: it makes a directory tree, a file, a symlink, a fifo, a device
+// node and an O_TMPFILE file it names with linkat, says so, and sleeps.
 const owPython = `
-import os, sys, time
+import ctypes, os, stat, sys, time
 m = sys.argv[1]
 os.makedirs(m + "/tree/a/b")
 with open(m + "/tree/a/b/f", "w") as f: f.write("x" * 5000)
 with open(m + "/pyfile", "w") as f: f.write("data")
 os.symlink("pyfile", m + "/pylink")
 os.mkfifo(m + "/pyfifo")
+os.mknod(m + "/pynull", 0o600 | stat.S_IFCHR, os.makedev(1, 3))
+fd = os.open(m, os.O_TMPFILE | os.O_RDWR, 0o600)
+os.write(fd, b"anonymous")
+# os.link is plain link(2), which answers EXDEV here: the O_TMPFILE idiom is linkat(AT_SYMLINK_FOLLOW).
+libc = ctypes.CDLL(None, use_errno=True)
+if libc.linkat(-100, b"/proc/self/fd/%d" % fd, -100, (m + "/pytmp").encode(), 0x400) != 0:
+    raise OSError(ctypes.get_errno(), "linkat")
 print("ready", flush=True)
 time.sleep(300)
 `
@@ -101,8 +109,15 @@ func TestOwnerProcessEntriesGoWithTheirProcess(t *testing.T) {
 	}
 	owner, _ := owStart(t, nil, python, "-c", owPython, m.Dir)
 	canary, _ := owStart(t, nil, "sh", "-c", `echo live > "$1"/canary && echo ready && exec sleep 300`, "sh", m.Dir)
-	for _, name := range []string{"tree/a/b/f", "pyfile", "pylink", "pyfifo"} {
+	for _, name := range []string{"tree/a/b/f", "pyfile", "pylink", "pyfifo", "pynull", "pytmp"} {
 		tlRequirePresent(t, filepath.Dir(m.Path(name)), filepath.Base(name), "while the owner lives")
+	}
+	// The kernel answers user.* xattrs of symlinks, fifos and devices itself (ENODATA): only files and
+	// directories can say who owns them.
+	for _, name := range []string{"tree", "tree/a/b/f", "pyfile", "pytmp"} {
+		if got := owOwner(t, m.Path(name)); !strings.HasPrefix(got, fmt.Sprintf("process %d ", owner.Process.Pid)) {
+			t.Errorf("user.tempfs.owner of %s = %q", name, got)
+		}
 	}
 	if got, want := owOwner(t, m.Path("pyfile")), fmt.Sprintf("process %d python3", owner.Process.Pid); !strings.HasPrefix(got, fmt.Sprintf("process %d ", owner.Process.Pid)) {
 		t.Errorf("user.tempfs.owner = %q, want %q", got, want)
@@ -111,13 +126,13 @@ func TestOwnerProcessEntriesGoWithTheirProcess(t *testing.T) {
 		t.Errorf("user.tempfs.owner of the canary = %q, want %q", got, want)
 	}
 	owKill(t, owner)
-	for _, name := range []string{"pyfile", "pylink", "pyfifo", "tree"} {
+	for _, name := range []string{"pyfile", "pylink", "pyfifo", "pynull", "pytmp", "tree"} {
 		tlWaitGone(t, m.Dir, name, "after its owner was killed")
 	}
 	tlRequirePresent(t, m.Dir, "canary", "after another owner was killed")
 	st := daemonStats(t, m.Dir)
-	if st["owners_gone"].(float64) < 1 || st["entries_removed_with_owner"].(float64) != 7 || st["owner_scope"] != "process" {
-		t.Errorf("stats after one owner went: gone %v, removed %v (want 7: 4 leaves, 3 directories), scope %v",
+	if st["owners_gone"].(float64) < 1 || st["entries_removed_with_owner"].(float64) != 9 || st["owner_scope"] != "process" {
+		t.Errorf("stats after one owner went: gone %v, removed %v (want 9: 6 leaves, 3 directories), scope %v",
 			st["owners_gone"], st["entries_removed_with_owner"], st["owner_scope"])
 	}
 	if st["files"].(float64) != 1 || st["others"].(float64) != 0 || st["dirs"].(float64) != 0 {
