@@ -327,6 +327,9 @@ func (t *Tracker) adopt(p *process, st procStat, cgroup, sessionName string) (o,
 	case Cgroup:
 		key.cgroup = cgroup
 	}
+	if (t.scope == Group || t.scope == Session) && key.id == 0 {
+		return nil, ended, nil // its group or session leader lives in a PID namespace we cannot see: unowned
+	}
 	o = t.owners[key]
 	if o != nil && o.scope == Process && o.proc != p {
 		// Start times tick at 100 Hz: a process that reused the pid of an owner dead in the same tick has the
