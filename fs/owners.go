@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"errors"
+	"maps"
 	"slices"
 	"strings"
 	"sync"
@@ -53,11 +54,52 @@ type ownership struct {
 
 // ownedEntries are an owner's entries. Entries removed otherwise (unlink, rmdir, last close, --max-age) are
 // not taken out one by one: the set is pruned whenever it has doubled since the last pruning, so that a
-// long-lived owner making and removing many entries holds at most twice its live ones.
+// long-lived owner making and removing many entries holds at most twice its live ones. Most owners have a few
+// entries (a process and its temporary file): those are kept in a slice, a map only past maxFewEntries.
 type ownedEntries struct {
-	nodes   map[node]struct{}
+	few     []node
+	many    map[node]struct{} // instead of few, once it would hold more than maxFewEntries
 	pruneAt int
 	charged int64 // file data charged to the owner under --owner-quota; guarded by quota.mu
+}
+
+const maxFewEntries = 8
+
+func (set *ownedEntries) add(n node) {
+	switch {
+	case set.many != nil:
+		set.many[n] = struct{}{}
+	case slices.Contains(set.few, n):
+	case len(set.few) < maxFewEntries:
+		set.few = append(set.few, n)
+	default:
+		set.many = make(map[node]struct{}, 2*maxFewEntries)
+		for _, m := range set.few {
+			set.many[m] = struct{}{}
+		}
+		set.few = nil
+		set.many[n] = struct{}{}
+	}
+}
+
+func (set *ownedEntries) remove(n node) {
+	if set.many != nil {
+		delete(set.many, n)
+	} else if i := slices.Index(set.few, n); i >= 0 {
+		set.few = slices.Delete(set.few, i, i+1)
+	}
+}
+
+func (set *ownedEntries) size() int { return len(set.few) + len(set.many) }
+
+// each calls fn with every entry; fn must not change the set.
+func (set *ownedEntries) each(fn func(node)) {
+	for _, n := range set.few {
+		fn(n)
+	}
+	for n := range set.many {
+		fn(n)
+	}
 }
 
 const (
@@ -177,11 +219,11 @@ func (fsys *FS) tagLocked(n node, o *owner.Owner) (ended *owner.Owner) {
 	own := fsys.owners
 	set := own.entries[o]
 	if set == nil {
-		set = &ownedEntries{nodes: make(map[node]struct{}), pruneAt: minPruneAt}
+		set = &ownedEntries{pruneAt: minPruneAt}
 		own.entries[o] = set
 	}
-	set.nodes[n] = struct{}{}
-	if len(set.nodes) >= set.pruneAt {
+	set.add(n)
+	if set.size() >= set.pruneAt {
 		set.pruneLocked()
 	}
 	fsys.chargeToLocked(n, set)
@@ -200,12 +242,9 @@ func (fsys *FS) requeue(o *owner.Owner) {
 
 // pruneLocked drops entries that have no name left: removing them with their owner has nothing to do.
 func (set *ownedEntries) pruneLocked() {
-	for n := range set.nodes {
-		if !namedLocked(n) {
-			delete(set.nodes, n)
-		}
-	}
-	set.pruneAt = max(minPruneAt, 2*len(set.nodes))
+	set.few = slices.DeleteFunc(set.few, func(n node) bool { return !namedLocked(n) })
+	maps.DeleteFunc(set.many, func(n node, _ struct{}) bool { return !namedLocked(n) })
+	set.pruneAt = max(minPruneAt, 2*set.size())
 }
 
 // namedLocked reports whether a node still has a name in the tree. The caller holds nsMu.
@@ -225,7 +264,7 @@ func (fsys *FS) untagLocked(n node, kept bool) {
 	tag := n.ownerTag()
 	if tag.owner != nil && fsys.owners != nil {
 		if set := fsys.owners.entries[tag.owner]; set != nil {
-			delete(set.nodes, n)
+			set.remove(n)
 		}
 	}
 	tag.owner, tag.kept = nil, kept
@@ -244,9 +283,9 @@ func (fsys *FS) removeOwned(o *owner.Owner) {
 	set := own.entries[o]
 	delete(own.entries, o)
 	if set != nil {
-		for n := range set.nodes {
+		set.each(func(n node) {
 			if n.ownerTag().owner != o {
-				continue // handed over or kept since
+				return // handed over or kept since
 			}
 			switch n := n.(type) {
 			case *Dir:
@@ -258,7 +297,7 @@ func (fsys *FS) removeOwned(o *owner.Owner) {
 					leaves = append(leaves, n)
 				}
 			}
-		}
+		})
 	}
 	fsys.nsMu.Unlock()
 	for _, l := range leaves {
@@ -462,15 +501,15 @@ func (fsys *FS) OwnersReport() OwnersReport {
 			continue
 		}
 		set.pruneLocked()
-		if len(set.nodes) == 0 {
+		if set.size() == 0 {
 			continue
 		}
-		e := owned{usage: OwnerUsage{Owner: o.String(), Entries: int64(len(set.nodes))}}
-		for n := range set.nodes {
+		e := owned{usage: OwnerUsage{Owner: o.String(), Entries: int64(set.size())}}
+		set.each(func(n node) {
 			if f, ok := n.(*File); ok {
 				e.files = append(e.files, f)
 			}
-		}
+		})
 		all = append(all, e)
 	}
 	fsys.nsMu.Unlock()
