@@ -15,6 +15,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -125,10 +126,13 @@ func TestOwnerProcessEntriesGoWithTheirProcess(t *testing.T) {
 	if got, want := owOwner(t, m.Path("canary")), fmt.Sprintf("process %d sh", canary.Process.Pid); got != want {
 		t.Errorf("user.tempfs.owner of the canary = %q, want %q", got, want)
 	}
+	killed := time.Now()
 	owKill(t, owner)
 	for _, name := range []string{"pyfile", "pylink", "pyfifo", "pynull", "pytmp", "tree"} {
 		tlWaitGone(t, m.Dir, name, "after its owner was killed")
 	}
+	t.Logf("the killed owner's 9 entries gone %v after the kill (the contract says within 1 s; logged, not judged)",
+		time.Since(killed).Round(time.Microsecond))
 	tlRequirePresent(t, m.Dir, "canary", "after another owner was killed")
 	st := daemonStats(t, m.Dir)
 	if st["owners_gone"].(float64) < 1 || st["entries_removed_with_owner"].(float64) != 9 || st["owner_scope"] != "process" {
