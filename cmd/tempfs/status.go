@@ -167,9 +167,15 @@ func printOwners(o *statusOptions, mp string, stdout io.Writer) error {
 	if err := json.Unmarshal([]byte(raw), &report); err != nil {
 		return failure(fmt.Errorf("%s answered an owners list that is not JSON: %w", mp, err))
 	}
+	writeOwners(stdout, mp, report)
+	return nil
+}
+
+// writeOwners prints the live owners as a table, most bytes first as the daemon sorted them.
+func writeOwners(stdout io.Writer, mp string, report tempfs.OwnersReport) {
 	if report.Scope == "none" {
 		fmt.Fprintf(stdout, "%s has no owners (mounted without --owner)\n", mp)
-		return nil
+		return
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "OWNER\tENTRIES\tRAM\tDISK")
@@ -180,5 +186,4 @@ func printOwners(o *statusOptions, mp string, stdout io.Writer) error {
 	if report.Omitted > 0 {
 		fmt.Fprintf(stdout, "(%d more owners with fewer bytes not listed)\n", report.Omitted)
 	}
-	return nil
 }

@@ -89,3 +89,44 @@ func TestWriteStatusActivity(t *testing.T) {
 		t.Errorf("busiest opcodes not listed busiest first, six at most:\n%s", out)
 	}
 }
+
+func TestWriteOwners(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		report tempfs.OwnersReport
+		want   []string
+	}{
+		{"none", tempfs.OwnersReport{Scope: "none"}, []string{"/scratch has no owners (mounted without --owner)"}},
+		{"some", tempfs.OwnersReport{Scope: "session", Omitted: 3, Owners: []tempfs.OwnerUsage{
+			{Owner: "session 4100 bash", Entries: 12, RAMBytes: 3 << 20, DiskBytes: 1 << 30},
+			{Owner: "session 77 cron", Entries: 1, RAMBytes: 4096},
+		}}, []string{
+			"OWNER              ENTRIES  RAM    DISK",
+			"session 4100 bash  12       3 MiB  1 GiB",
+			"session 77 cron    1        4 KiB  0 B",
+			"(3 more owners with fewer bytes not listed)",
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var buf bytes.Buffer
+			writeOwners(&buf, "/scratch", tc.report)
+			got := strings.Split(strings.TrimRight(buf.String(), "\n"), "\n")
+			if strings.Join(got, "\n") != strings.Join(tc.want, "\n") {
+				t.Errorf("got:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(tc.want, "\n"))
+			}
+		})
+	}
+}
+
+func TestWriteStatusOwners(t *testing.T) {
+	var buf bytes.Buffer
+	writeStatus(&buf, "/scratch", tempfs.Stats{OwnerScope: "cgroup", OwnersLive: 2, OwnersGone: 5, EntriesRemovedWithOwner: 31})
+	if line := lineWith(buf.String(), "owners"); !strings.Contains(line, "cgroup: 2 live, 5 gone, 31 entries removed with their owner") {
+		t.Errorf("owners line %q", line)
+	}
+	buf.Reset()
+	writeStatus(&buf, "/scratch", tempfs.Stats{OwnerScope: "none"})
+	if strings.Contains(buf.String(), "owners") {
+		t.Errorf("an owners line without owners:\n%s", buf.String())
+	}
+}
