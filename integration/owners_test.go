@@ -641,3 +641,35 @@ time.sleep(300)
 		t.Errorf("the daemon logged the full descriptor table %d times, want once", n)
 	}
 }
+
+// TestOwnerProcessWhoseMainThreadEnded: a process whose main thread called pthread_exit (its leader shows as a
+// zombie in /proc) while another thread goes on is still alive: its creates succeed and its entries stay
+// until the process is killed.
+func TestOwnerProcessWhoseMainThreadEnded(t *testing.T) {
+	m := startMount(t, "--owner", "process")
+	python, err := corePython()
+	if err != nil {
+		t.Skip(err)
+	}
+	owner, line := owStart(t, nil, python, "-c", `
+import ctypes, os, sys, threading, time
+m = sys.argv[1]
+def work():
+    while open("/proc/self/stat").read().split(")")[-1].split()[0] != "Z":
+        time.sleep(0.001)  # until the main thread is gone
+    try:
+        with open(m + "/late", "w") as f: f.write("x")
+        print("ok", flush=True)
+    except OSError as e:
+        print("error", e, flush=True)
+    time.sleep(300)
+threading.Thread(target=work).start()
+ctypes.CDLL(None).pthread_exit(None)
+`, m.Dir)
+	if line != "ok" {
+		t.Fatalf("a create from a live process whose main thread ended: %q", line)
+	}
+	tlStaysPresent(t, m.Dir, "late", "while the process lives")
+	owKill(t, owner)
+	tlWaitGone(t, m.Dir, "late", "after the process was killed")
+}

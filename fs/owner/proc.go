@@ -32,9 +32,6 @@ type procStat struct {
 	start   uint64 // field 22, clock ticks since boot: with the pid, it names one process for good
 }
 
-// exited reports whether the process has ended and only its entry in the process table is left.
-func (s procStat) exited() bool { return s.state == 'Z' || s.state == 'X' || s.state == 'x' }
-
 func pidPath(pid uint32, file string) string {
 	return procRoot + strconv.FormatUint(uint64(pid), 10) + "/" + file
 }

@@ -282,7 +282,9 @@ func (t *Tracker) resolve(tgid uint32) (*Owner, error) {
 		unix.Close(pidfd)
 		return nil, procError(err)
 	}
-	if st.exited() || pidfdExited(pidfd) {
+	// Whether it exited is the pidfd's to say, not the state in stat: a process whose main thread ended
+	// (pthread_exit) shows its leader as a zombie while its other threads run on.
+	if pidfdExited(pidfd) {
 		unix.Close(pidfd)
 		return nil, ErrCallerGone
 	}
@@ -492,12 +494,12 @@ func (t *Tracker) processExited(fd int32) {
 }
 
 // rescan looks through /proc for a live member of a group or session whose watched members all exited, and
-// watches it; without one the owner has ended. Zombies are not members: they have exited.
+// watches it; without one the owner has ended. A zombie is not a member: its pidfd says it has exited.
 func (t *Tracker) rescan(o *Owner) {
 	var found *process
 	_ = eachProcess(func(pid uint32) bool {
 		st, err := readStat(pid)
-		if err != nil || st.exited() || !o.hasMember(st) {
+		if err != nil || !o.hasMember(st) {
 			return true
 		}
 		pidfd, err := unix.PidfdOpen(int(pid), unix.PIDFD_NONBLOCK)
