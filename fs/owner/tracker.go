@@ -275,8 +275,8 @@ func (t *Tracker) resolve(tgid uint32) (*Owner, error) {
 		cgroup, err = readCgroup(tgid)
 	}
 	sessionName := ""
-	if err == nil && t.scope == Session {
-		sessionName = t.sessionLeaderName(st)
+	if err == nil && t.scope == Session && !t.hasOwner(ownerKey{scope: Session, id: st.session}) {
+		sessionName = t.sessionLeaderName(st) // only a new session's owner needs its name
 	}
 	if err != nil {
 		unix.Close(pidfd)
@@ -362,6 +362,12 @@ func (t *Tracker) adopt(p *process, st procStat, cgroup, sessionName string) (o,
 	}
 	p.owner = o
 	return o, ended, nil
+}
+
+func (t *Tracker) hasOwner(key ownerKey) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.owners[key] != nil
 }
 
 func (t *Tracker) sessionLeaderName(st procStat) string {
