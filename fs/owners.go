@@ -420,6 +420,9 @@ func (fsys *FS) handToParent(ctx context.Context, n node) syscall.Errno {
 		return errno
 	}
 	parent, err := fsys.owners.tracker.ParentOf(tid)
+	if errors.Is(err, owner.ErrNoParent) {
+		return syscall.EPERM
+	}
 	if errno := fsys.ownerErrno(err); errno != 0 {
 		return errno
 	}

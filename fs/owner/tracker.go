@@ -22,6 +22,10 @@ import (
 // cannot own anything.
 var ErrCallerGone = errors.New("the calling process has exited")
 
+// ErrNoParent is returned by ParentOf for a process whose parent the daemon cannot see (init, or a process
+// whose parent lives outside the daemon's PID namespace).
+var ErrNoParent = errors.New("the calling process has no parent in the daemon's PID namespace")
+
 // Config configures a Tracker.
 type Config struct {
 	Scope Scope
@@ -211,7 +215,7 @@ func (t *Tracker) ParentOf(tid uint32) (*Owner, error) {
 		return nil, procError(err)
 	}
 	if st.ppid == 0 {
-		return nil, errors.New("the calling process has no parent in the daemon's PID namespace")
+		return nil, ErrNoParent
 	}
 	return t.Of(st.ppid)
 }
