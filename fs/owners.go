@@ -344,6 +344,7 @@ func (fsys *FS) removeOwnedName(d *Dir, name string, l leafNode) bool {
 	}
 	unused := l.takeUnusedLocked()
 	fsys.nsMu.Unlock()
+	fsys.noteRemoved(removedOwnerGone, 1)
 	if errno := d.NotifyDelete(name, l.EmbeddedInode()); errno != 0 && errno != syscall.ENOENT {
 		fsys.log.Debug("notify delete", "name", name, "errno", errno)
 	}
@@ -382,6 +383,7 @@ func (fsys *FS) sweepOrphans() (left bool) {
 		for _, e := range empty {
 			if fsys.reapSubdir(e.parent, e.name, e.dir) {
 				own.removed.Add(1)
+				fsys.noteRemoved(removedOwnerGone, 1)
 				progress = true
 			}
 		}

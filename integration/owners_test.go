@@ -139,6 +139,9 @@ func TestOwnerProcessEntriesGoWithTheirProcess(t *testing.T) {
 		t.Errorf("stats after one owner went: gone %v, removed %v (want 9: 6 leaves, 3 directories), scope %v",
 			st["owners_gone"], st["entries_removed_with_owner"], st["owner_scope"])
 	}
+	if got := st["removed"].(map[string]any)["owner_gone"]; got != 9.0 {
+		t.Errorf("names removed with their owner (status removed.owner_gone) = %v, want 9", got)
+	}
 	if st["files"].(float64) != 1 || st["others"].(float64) != 0 || st["dirs"].(float64) != 0 {
 		t.Errorf("entries left: files %v, others %v, dirs %v; want only the canary", st["files"], st["others"], st["dirs"])
 	}

@@ -14,6 +14,7 @@ type collector struct {
 	ramBytes, ramCap, ramPeak, diskBytes, diskCap                 *prometheus.Desc
 	rollovers, spilled, readBytes, writtenBytes, created, removed *prometheus.Desc
 	requests, requestErrors, errnos                               *prometheus.Desc
+	owners, ownersGone                                            *prometheus.Desc
 }
 
 var _ = (prometheus.Collector)((*collector)(nil))
@@ -45,13 +46,15 @@ func newCollector(stats func() tempfs.Stats) *collector {
 			"FUSE requests that reached the filesystem, by opcode, with the time their handler took.", "opcode"),
 		requestErrors: d("fuse_request_errors_total", "FUSE requests answered with an error, by opcode.", "opcode"),
 		errnos:        d("fuse_errors_total", "FUSE requests answered with an error, by errno.", "errno"),
+		owners:        d("owners", "Live owners (--owner: processes, groups, sessions or cgroups that made entries)."),
+		ownersGone:    d("owners_gone_total", "Owners gone since mount (their entries were removed)."),
 	}
 }
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.entries, c.ephemeral, c.handles, c.files, c.ramBytes, c.ramCap, c.ramPeak,
 		c.diskBytes, c.diskCap, c.rollovers, c.spilled, c.readBytes, c.writtenBytes, c.created, c.removed,
-		c.requests, c.requestErrors, c.errnos} {
+		c.requests, c.requestErrors, c.errnos, c.owners, c.ownersGone} {
 		ch <- d
 	}
 }
@@ -84,6 +87,8 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	for cause, n := range st.Removed {
 		counter(c.removed, n, cause)
 	}
+	gauge(c.owners, st.OwnersLive)
+	counter(c.ownersGone, st.OwnersGone)
 
 	req := st.Requests
 	for op, s := range req.ByOpcode {

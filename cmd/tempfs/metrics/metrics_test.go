@@ -61,9 +61,10 @@ func TestListenBusy(t *testing.T) {
 
 // TestServe: a scrape shows the status as metrics, with histograms of cumulative buckets in seconds.
 func TestServe(t *testing.T) {
-	st := tempfs.Stats{Files: 3, Dirs: 2, RAMBytes: 4096, RAMCap: 1 << 30, MemoryFiles: 3, Rollovers: 1}
+	st := tempfs.Stats{Files: 3, Dirs: 2, RAMBytes: 4096, RAMCap: 1 << 30, MemoryFiles: 3, Rollovers: 1,
+		OwnerScope: "session", OwnersLive: 4, OwnersGone: 9}
 	st.BytesRead = 123
-	st.Removed = map[string]int64{"last_close": 5, "max_age": 0, "unlink": 1, "owner_gone": 0}
+	st.Removed = map[string]int64{"last_close": 5, "max_age": 0, "unlink": 1, "owner_gone": 7}
 	st.Requests = tempfs.RequestStats{
 		Total: 3, Errors: 1, BucketBoundsMicros: []float64{1, 2, 4},
 		ByOpcode: map[string]tempfs.OpcodeStats{
@@ -95,7 +96,9 @@ func TestServe(t *testing.T) {
 		`tempfs_rollovers_total 1`,
 		`tempfs_read_bytes_total 123`,
 		`tempfs_entries_removed_total{cause="last_close"} 5`,
-		`tempfs_entries_removed_total{cause="owner_gone"} 0`,
+		`tempfs_entries_removed_total{cause="owner_gone"} 7`,
+		`tempfs_owners 4`,
+		`tempfs_owners_gone_total 9`,
 		`tempfs_fuse_request_duration_seconds_bucket{opcode="LOOKUP",le="1e-06"} 1`,
 		`tempfs_fuse_request_duration_seconds_bucket{opcode="LOOKUP",le="2e-06"} 1`,
 		`tempfs_fuse_request_duration_seconds_bucket{opcode="LOOKUP",le="4e-06"} 2`,
