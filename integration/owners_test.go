@@ -212,9 +212,14 @@ func TestOwnerGroupAndSessionLiveUntilTheirLastMember(t *testing.T) {
 			if got := daemonStats(t, m.Dir)["owners_gone"].(float64); got != 0 {
 				t.Fatalf("owners_gone = %v while the second member lives", got)
 			}
+			// A canary of this test's own group and session, in the same directory.
+			if err := os.WriteFile(m.Path("canary"), []byte("live"), 0o644); err != nil {
+				t.Fatal(err)
+			}
 			owKillPid(t, line)
 			tlWaitGone(t, m.Dir, "file", "after the last member was killed")
 			tlWaitGone(t, m.Dir, "dir", "after the last member was killed")
+			tlRequirePresent(t, m.Dir, "canary", "after another "+tc.scope+" ended")
 		})
 	}
 }
