@@ -585,6 +585,10 @@ func (t *Tracker) readInotify() {
 }
 
 func (t *Tracker) cgroupEvent(wd int32, mask uint32, name string) {
+	if mask&unix.IN_Q_OVERFLOW != 0 {
+		t.recheckCgroups() // events were lost: look at every cgroup watched
+		return
+	}
 	t.mu.Lock()
 	if mask&unix.IN_IGNORED != 0 {
 		// The kernel removed the watch itself (its file went); its descriptor may name a new watch later.
@@ -612,6 +616,11 @@ func (t *Tracker) cgroupEvent(wd int32, mask uint32, name string) {
 	if !removed && populated(path) {
 		return
 	}
+	t.end(o)
+}
+
+// end ends an owner found gone (a cgroup empty or removed), unless it has ended already, and reports it.
+func (t *Tracker) end(o *Owner) {
 	t.mu.Lock()
 	if o.Gone() {
 		t.mu.Unlock()
@@ -620,6 +629,21 @@ func (t *Tracker) cgroupEvent(wd int32, mask uint32, name string) {
 	t.endLocked(o)
 	t.mu.Unlock()
 	t.onGone(o)
+}
+
+// recheckCgroups ends every watched cgroup that is empty or gone, after the inotify queue overflowed.
+func (t *Tracker) recheckCgroups() {
+	t.mu.Lock()
+	var watched []*Owner
+	for _, o := range t.byWatch {
+		watched = append(watched, o)
+	}
+	t.mu.Unlock()
+	for _, o := range watched {
+		if !populated(filepath.Join(t.cgroupRoot, o.cgroup, "cgroup.events")) {
+			t.end(o)
+		}
+	}
 }
 
 // populated reads a cgroup.events file; a file that cannot be read means the cgroup is gone.
