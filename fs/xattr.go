@@ -195,6 +195,8 @@ func setVirtualXattr(ctx context.Context, n node, attr string, data []byte) sysc
 	switch {
 	case attr == xattrOwner && value == "parent":
 		return fsys.handToParent(ctx, n)
+	case attr == xattrOwner:
+		return syscall.EINVAL // "parent" is the one owner a caller may name
 	case attr == xattrLifetime && isFile:
 		switch value {
 		case "keep":

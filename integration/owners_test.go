@@ -371,6 +371,9 @@ func TestOwnerKeepAndParent(t *testing.T) {
 	if err := unix.Setxattr(m.Path("goes"), "user.tempfs.owner", []byte("parent"), 0); !errors.Is(err, unix.EPERM) {
 		t.Errorf("owner=parent by a non-member: %v, want EPERM", err)
 	}
+	if err := unix.Setxattr(m.Path("goes"), "user.tempfs.owner", []byte("session 1 init"), 0); !errors.Is(err, unix.EINVAL) {
+		t.Errorf("owner set to anything but parent: %v, want EINVAL", err)
+	}
 	if err := unix.Setxattr(m.Path("kept"), "user.tempfs.lifetime", []byte("keep"), 0); err != nil {
 		t.Fatal(err)
 	}
