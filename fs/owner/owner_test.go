@@ -257,6 +257,22 @@ func TestGroupOwnerLivesUntilItsLastMember(t *testing.T) {
 	eventually(t, "group gone after its last member", func() bool { return rec.count(o) == 1 })
 }
 
+// TestGroupLeaderFoundWhenAMemberExits: when the only member seen exits, the live leader of its group is
+// found (first, without a scan of /proc) and watched.
+func TestGroupLeaderFoundWhenAMemberExits(t *testing.T) {
+	tr, rec := newTracker(t, Group)
+	leader := start(t, &syscall.SysProcAttr{Setpgid: true}, "sleep", "300")
+	member := start(t, &syscall.SysProcAttr{Setpgid: true, Pgid: leader.Process.Pid}, "sleep", "300")
+	o := mustOf(t, tr, member.Process.Pid)
+	kill(t, member)
+	eventually(t, "the leader watched", func() bool { return tr.watching(leader.Process.Pid) })
+	if o.Gone() || rec.count(o) != 0 {
+		t.Fatal("group gone while its leader lives")
+	}
+	kill(t, leader)
+	eventually(t, "group gone after its leader", func() bool { return rec.count(o) == 1 })
+}
+
 // TestSessionOwnerIgnoresZombies: a member that has exited but was not reaped yet is not a member.
 func TestSessionOwnerIgnoresZombies(t *testing.T) {
 	tr, rec := newTracker(t, Session)

@@ -506,25 +506,17 @@ func (t *Tracker) processExited(fd int32) {
 // rescan looks through /proc for a live member of a group or session whose watched members all exited, and
 // watches it; without one the owner has ended. A zombie is not a member: its pidfd says it has exited.
 func (t *Tracker) rescan(o *Owner) {
-	var found *process
-	_ = eachProcess(func(pid uint32) bool {
-		st, err := readStat(pid)
-		if err != nil || !o.hasMember(st) {
-			return true
-		}
-		pidfd, err := unix.PidfdOpen(int(pid), unix.PIDFD_NONBLOCK)
-		if err != nil {
-			return true
-		}
-		unix.CloseOnExec(pidfd)
-		again, err := readStat(pid)
-		if err != nil || again.start != st.start || !o.hasMember(again) || pidfdExited(pidfd) {
-			unix.Close(pidfd)
-			return true
-		}
-		found = &process{tgid: pid, start: st.start, pidfd: pidfd, owner: o}
-		return false
-	})
+	// The leader first (a group's or session's id is its leader's pid): while it lives, one read of /proc
+	// does instead of a read of every process's stat.
+	found := liveMember(o, o.id)
+	if found == nil {
+		_ = eachProcess(func(pid uint32) bool {
+			if pid != o.id {
+				found = liveMember(o, pid)
+			}
+			return found == nil
+		})
+	}
 	t.mu.Lock()
 	if found != nil {
 		if t.closed || t.epollAdd(found.pidfd) != nil {
@@ -542,6 +534,26 @@ func (t *Tracker) rescan(o *Owner) {
 	t.endLocked(o)
 	t.mu.Unlock()
 	t.onGone(o)
+}
+
+// liveMember returns process pid, held by a pidfd, if it is a live member of o's group or session.
+func liveMember(o *Owner, pid uint32) *process {
+	st, err := readStat(pid)
+	if err != nil || !o.hasMember(st) {
+		return nil
+	}
+	pidfd, err := unix.PidfdOpen(int(pid), unix.PIDFD_NONBLOCK)
+	if err != nil {
+		return nil
+	}
+	unix.CloseOnExec(pidfd)
+	// Read again with the pidfd held: the same start time proves the pidfd is the process read first.
+	again, err := readStat(pid)
+	if err != nil || again.start != st.start || !o.hasMember(again) || pidfdExited(pidfd) {
+		unix.Close(pidfd)
+		return nil
+	}
+	return &process{tgid: pid, start: st.start, pidfd: pidfd, owner: o}
 }
 
 func (o *Owner) hasMember(st procStat) bool {
