@@ -1,22 +1,27 @@
 package naming
 
 import (
+	"errors"
 	"fmt"
 	"math"
 	"strconv"
+	"strings"
+	"time"
 )
 
 // sizeForms is the part of every ParseSize error that says what is accepted,
 // so that a user who typed a wrong size learns the right form from one line.
-const sizeForms = "use a number of bytes with an optional K, M, G or T suffix (binary: 1K = 1024), e.g. 64KiB or 1M"
+const sizeForms = "use a number of bytes (4096), binary units K, M, G or T as dd reads them, also written KiB or Ki " +
+	"(1K = 1024), or decimal units KB, MB, GB or TB (1KB = 1000), e.g. 64KiB, 1M or 10GB"
 
-// ParseSize parses a size as the command line takes it, in binary units as dd
-// and truncate read K, M, G and T: a plain number of bytes ("4096", "4096B"),
-// or a number followed by K, M, G or T in either case, optionally followed by
-// "iB" or "ib" ("4K", "4k", "64KiB", "1MiB", "2GiB", "1TiB"). A lone "b" is
-// refused because dd reads it as 512-byte blocks. Spaces, signs, fractions,
-// decimal units such as "KB", and values past int64 are errors whose message
-// names the input and the accepted forms.
+// ParseSize parses a size as the command line takes it, as dd and truncate
+// read it: a plain number of bytes ("4096", "4096B"); a number followed by K,
+// M, G or T in either case, optionally followed by "i", "iB" or "ib", in binary
+// units ("4K", "4k", "64KiB", "1Mi", "2GiB"); or a number followed by KB, MB,
+// GB or TB (the first letter in either case) in decimal units ("1KB" = 1000,
+// "1MB" = 1000000). A lone "b" is refused because dd reads it as 512-byte
+// blocks. Spaces, signs, fractions and values past int64 are errors whose
+// message names the input and the accepted forms.
 func ParseSize(s string) (int64, error) {
 	digits := 0
 	for digits < len(s) && s[digits] >= '0' && s[digits] <= '9' {
@@ -41,24 +46,59 @@ func sizeMultiplier(suffix string) (int64, bool) {
 	if suffix == "" || suffix == "B" {
 		return 1, true
 	}
-	var shift uint
+	var power int
 	switch suffix[0] {
 	case 'K', 'k':
-		shift = 10
+		power = 1
 	case 'M', 'm':
-		shift = 20
+		power = 2
 	case 'G', 'g':
-		shift = 30
+		power = 3
 	case 'T', 't':
-		shift = 40
+		power = 4
 	default:
 		return 0, false
 	}
+	binary, decimal := int64(1), int64(1)
+	for range power {
+		binary *= 1024
+		decimal *= 1000
+	}
 	switch suffix[1:] {
-	case "", "iB", "ib":
-		return 1 << shift, true
+	case "", "i", "iB", "ib":
+		return binary, true
+	case "B":
+		return decimal, true
 	}
 	return 0, false
+}
+
+// durationForms is the part of every ParseDuration error that says what is accepted.
+const durationForms = "use a number with a unit: s, m, h or d (a day of 24h), combined as in 1d12h or 90m"
+
+// ParseDuration parses a duration as Go's time.ParseDuration does, and also
+// takes d for days of 24 hours, as tmpfiles.d writes ages ("10d", "1d12h").
+// Negative durations are refused.
+func ParseDuration(s string) (time.Duration, error) {
+	rest, total := s, time.Duration(0)
+	if i := strings.IndexByte(rest, 'd'); i > 0 {
+		days, err := strconv.ParseInt(rest[:i], 10, 64)
+		if err != nil || days < 0 || days > int64(math.MaxInt64/(24*time.Hour)) {
+			return 0, fmt.Errorf("invalid duration %q: %s", s, durationForms)
+		}
+		total, rest = time.Duration(days)*24*time.Hour, rest[i+1:]
+		if rest == "" {
+			return total, nil
+		}
+	}
+	d, err := time.ParseDuration(rest)
+	switch {
+	case err != nil, d < 0, strings.HasPrefix(rest, "+"), strings.HasPrefix(rest, "-") && total > 0:
+		return 0, fmt.Errorf("invalid duration %q: %s", s, durationForms)
+	case d > math.MaxInt64-total:
+		return 0, errors.New("invalid duration " + strconv.Quote(s) + ": too long")
+	}
+	return total + d, nil
 }
 
 // sizeUnits are FormatSize's units, each 1024 times the one before.

@@ -2,8 +2,10 @@ package naming
 
 import (
 	"math"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
 )
 
 var parseSizeCases = []struct {
@@ -41,7 +43,19 @@ var parseSizeCases = []struct {
 	{input: "12Q", wantErr: true},
 	{input: "K", wantErr: true},
 	{input: "KiB", wantErr: true},
-	{input: "4KB", wantErr: true},
+	{input: "4KB", want: 4000},
+	{input: "1kB", want: 1000},
+	{input: "1MB", want: 1000000},
+	{input: "1mB", want: 1000000},
+	{input: "2GB", want: 2000000000},
+	{input: "1TB", want: 1000000000000},
+	{input: "1Ki", want: 1024},
+	{input: "1Gi", want: 1 << 30},
+	{input: "1gi", want: 1 << 30},
+	{input: "4Kb", wantErr: true},
+	{input: "4KiBi", wantErr: true},
+	{input: "4I", wantErr: true},
+	{input: "9223372036854775807KB", wantErr: true},
 	{input: "4b", wantErr: true},
 	{input: "4iB", wantErr: true},
 	{input: "4KiBB", wantErr: true},
@@ -76,7 +90,7 @@ func TestParseSize(t *testing.T) {
 
 func TestParseSizeErrorMessage(t *testing.T) {
 	_, err := ParseSize("12Q")
-	want := `invalid size "12Q": use a number of bytes with an optional K, M, G or T suffix (binary: 1K = 1024), e.g. 64KiB or 1M`
+	want := `invalid size "12Q": use a number of bytes (4096), binary units K, M, G or T as dd reads them, also written KiB or Ki (1K = 1024), or decimal units KB, MB, GB or TB (1KB = 1000), e.g. 64KiB, 1M or 10GB`
 	if err == nil || err.Error() != want {
 		t.Errorf("ParseSize(\"12Q\") error = %v, want %s", err, want)
 	}
@@ -145,4 +159,46 @@ func FuzzParseSize(f *testing.F) {
 			t.Fatalf("FormatSize(%d) is empty", n)
 		}
 	})
+}
+
+func TestParseDuration(t *testing.T) {
+	cases := []struct {
+		input   string
+		want    time.Duration
+		wantErr bool
+	}{
+		{input: "0", want: 0},
+		{input: "90m", want: 90 * time.Minute},
+		{input: "24h", want: 24 * time.Hour},
+		{input: "1d", want: 24 * time.Hour},
+		{input: "10d", want: 240 * time.Hour},
+		{input: "1d12h", want: 36 * time.Hour},
+		{input: "1d30m15s", want: 24*time.Hour + 30*time.Minute + 15*time.Second},
+		{input: "0d", want: 0},
+		{input: "", wantErr: true},
+		{input: "d", wantErr: true},
+		{input: "1", wantErr: true},
+		{input: "-1h", wantErr: true},
+		{input: "-1d", wantErr: true},
+		{input: "1d-1h", wantErr: true},
+		{input: "1d+1h", wantErr: true},
+		{input: "1.5d", wantErr: true},
+		{input: "1dd", wantErr: true},
+		{input: "1w", wantErr: true},
+		{input: "999999999d", wantErr: true},
+	}
+	for _, tc := range cases {
+		got, err := ParseDuration(tc.input)
+		if tc.wantErr {
+			if err == nil {
+				t.Errorf("ParseDuration(%q) = %v, want an error", tc.input, got)
+			} else if !strings.Contains(err.Error(), strconv.Quote(tc.input)) {
+				t.Errorf("ParseDuration(%q) error %q does not name the input", tc.input, err)
+			}
+			continue
+		}
+		if err != nil || got != tc.want {
+			t.Errorf("ParseDuration(%q) = %v, %v; want %v", tc.input, got, err, tc.want)
+		}
+	}
 }
