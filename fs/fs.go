@@ -33,7 +33,8 @@ type Options struct {
 	Mountpoint string
 	// Pool stores the bytes of every regular file.
 	Pool *spool.Pool
-	// RootMode is the permission bits of the root directory (like /tmp: 01777).
+	// RootMode is the permission bits of the root directory (like /tmp: 01777); 0 means 0000, the most
+	// restrictive request, never a default.
 	RootMode uint32
 	// RootUID and RootGID own the root directory: the user who mounted.
 	RootUID, RootGID uint32
@@ -99,9 +100,6 @@ type counters struct {
 func New(opts Options) *FS {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
-	}
-	if opts.RootMode == 0 {
-		opts.RootMode = 01777
 	}
 	fsys := &FS{opts: opts, log: opts.Logger, pool: opts.Pool, started: time.Now(), requests: newRequestRecorder()}
 	fsys.passthrough.Store(opts.Passthrough)

@@ -55,7 +55,7 @@ func newTestTree(t *testing.T) *testTree {
 	if err != nil {
 		t.Fatal(err)
 	}
-	fsys := New(Options{Mountpoint: "/mnt", Pool: pool, EntryTimeout: time.Second, AttrTimeout: time.Second})
+	fsys := New(Options{Mountpoint: "/mnt", Pool: pool, RootMode: 01777, EntryTimeout: time.Second, AttrTimeout: time.Second})
 	srv := &fakeServer{}
 	// Wrapped as MountFS wraps it, so that the request counters move as on a mount.
 	raw := &recordingFS{fs: fusefs.NewNodeFS(fsys.Root(), &fusefs.Options{ServerCallbacks: srv, NullPermissions: true}), rec: fsys.requests}

@@ -37,6 +37,10 @@ type Mount struct {
 	mountpoint string
 }
 
+// fsName is the mount's source and subtype: the kernel lists every tempfs mount as type fuse.tempfs, which is
+// how `tempfs unmount` tells tempfs mounts from others (MountInfo.IsTempfs).
+const fsName = "tempfs"
+
 // maxWrite is the largest request the kernel sends: 1 MiB requests halve the round trips of bulk I/O
 // compared to go-fuse's 128 KiB default (kernel-notes.md: 644 against 369 MiB/s).
 const maxWrite = 1 << 20
@@ -52,8 +56,8 @@ func MountFS(mountpoint string, fsys *FS, cfg MountConfig) (*Mount, error) {
 		MountOptions: fuse.MountOptions{
 			AllowOther:  cfg.AllowOther,
 			Options:     opts,
-			FsName:      "tempfs",
-			Name:        "tempfs",
+			FsName:      fsName,
+			Name:        fsName,
 			MaxWrite:    maxWrite,
 			DirectMount: os.Geteuid() == 0,
 			// KILLPRIV_V2: the kernel stops asking GETXATTR security.capability before every write (tempfs

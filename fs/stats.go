@@ -10,29 +10,31 @@ import (
 
 // Stats is what `tempfs status` shows; the JSON names are part of the contract (section 5).
 type Stats struct {
-	Entries         int64   `json:"entries"`
-	Files           int64   `json:"files"`
-	Dirs            int64   `json:"dirs"`
-	Others          int64   `json:"others"`
-	EphemeralFiles  int64   `json:"ephemeral_files"`
-	TemplateEntries int64   `json:"template_entries"`
-	EntriesCreated  int64   `json:"entries_created"`
-	OpenHandles     int64   `json:"open_handles"`
-	RAMBytes        int64   `json:"ram_bytes"`
-	RAMCap          int64   `json:"ram_cap"`
-	PeakRAMBytes    int64   `json:"peak_ram_bytes"`
-	DiskBytes       int64   `json:"disk_bytes"`
-	DiskCap         int64   `json:"disk_cap"`
-	MemoryFiles     int64   `json:"memory_files"`
-	DiskFiles       int64   `json:"disk_files"`
-	Rollovers       int64   `json:"rollovers"`
-	SpilledBytes    int64   `json:"spilled_bytes"`
-	BytesWritten    int64   `json:"bytes_written"`
-	Passthrough     bool    `json:"passthrough"`
-	DirectWrites    bool    `json:"direct_writes"`
-	MaxSize         int64   `json:"max_size"`
-	Store           string  `json:"store"`
-	UptimeSeconds   float64 `json:"uptime_seconds"`
+	Entries         int64 `json:"entries"`
+	Files           int64 `json:"files"`
+	Dirs            int64 `json:"dirs"`
+	Others          int64 `json:"others"`
+	EphemeralFiles  int64 `json:"ephemeral_files"`
+	TemplateEntries int64 `json:"template_entries"`
+	EntriesCreated  int64 `json:"entries_created"`
+	OpenHandles     int64 `json:"open_handles"`
+	RAMBytes        int64 `json:"ram_bytes"`
+	RAMCap          int64 `json:"ram_cap"`
+	PeakRAMBytes    int64 `json:"peak_ram_bytes"`
+	DiskBytes       int64 `json:"disk_bytes"`
+	DiskCap         Cap   `json:"disk_cap"`
+	MemoryFiles     int64 `json:"memory_files"`
+	DiskFiles       int64 `json:"disk_files"`
+	Rollovers       int64 `json:"rollovers"`
+	SpilledBytes    int64 `json:"spilled_bytes"`
+	BytesWritten    int64 `json:"bytes_written"`
+	Passthrough     bool  `json:"passthrough"`
+	// PassthroughOpens counts the opens the kernel served from the backing file directly.
+	PassthroughOpens int64   `json:"passthrough_opens"`
+	DirectWrites     bool    `json:"direct_writes"`
+	MaxSize          int64   `json:"max_size"`
+	Store            string  `json:"store"`
+	UptimeSeconds    float64 `json:"uptime_seconds"`
 	// Activity adds bytes read, names removed by cause and FUSE requests by opcode (issue 13).
 	Activity
 	// Owners (contract section 3a): the scope, the owners alive now, those gone since the start, and the
@@ -48,27 +50,28 @@ func (fsys *FS) Stats() Stats {
 	ps := fsys.pool.Stats()
 	cfg := fsys.pool.Config()
 	s := Stats{
-		Files:           fsys.counts.files.Load(),
-		Dirs:            fsys.counts.dirs.Load() - 1, // the root is not an entry
-		Others:          fsys.counts.others.Load(),
-		EphemeralFiles:  fsys.counts.ephemeralFiles.Load(),
-		TemplateEntries: fsys.counts.templateEntries.Load(),
-		EntriesCreated:  fsys.counts.created.Load(),
-		OpenHandles:     fsys.counts.openHandles.Load(),
-		RAMBytes:        ps.RAMBytes,
-		RAMCap:          ps.RAMCap,
-		PeakRAMBytes:    ps.PeakRAMBytes,
-		DiskBytes:       ps.DiskBytes,
-		DiskCap:         ps.DiskCap,
-		MemoryFiles:     ps.MemoryFiles,
-		DiskFiles:       ps.DiskFiles,
-		Rollovers:       ps.Rollovers,
-		SpilledBytes:    ps.SpilledBytes,
-		BytesWritten:    fsys.counts.bytesWritten.Load(),
-		Passthrough:     fsys.passthrough.Load(),
-		DirectWrites:    fsys.directWrites.Load(),
-		MaxSize:         cfg.MaxSize,
-		UptimeSeconds:   time.Since(fsys.started).Seconds(),
+		Files:            fsys.counts.files.Load(),
+		Dirs:             fsys.counts.dirs.Load() - 1, // the root is not an entry
+		Others:           fsys.counts.others.Load(),
+		EphemeralFiles:   fsys.counts.ephemeralFiles.Load(),
+		TemplateEntries:  fsys.counts.templateEntries.Load(),
+		EntriesCreated:   fsys.counts.created.Load(),
+		OpenHandles:      fsys.counts.openHandles.Load(),
+		RAMBytes:         ps.RAMBytes,
+		RAMCap:           ps.RAMCap,
+		PeakRAMBytes:     ps.PeakRAMBytes,
+		DiskBytes:        ps.DiskBytes,
+		DiskCap:          Cap(ps.DiskCap),
+		MemoryFiles:      ps.MemoryFiles,
+		DiskFiles:        ps.DiskFiles,
+		Rollovers:        ps.Rollovers,
+		SpilledBytes:     ps.SpilledBytes,
+		BytesWritten:     fsys.counts.bytesWritten.Load(),
+		Passthrough:      fsys.passthrough.Load(),
+		PassthroughOpens: fsys.counts.passthroughOpens.Load(),
+		DirectWrites:     fsys.directWrites.Load(),
+		MaxSize:          cfg.MaxSize,
+		UptimeSeconds:    time.Since(fsys.started).Seconds(),
 	}
 	if cfg.Store != nil {
 		s.Store = cfg.Store.Path()
@@ -79,35 +82,57 @@ func (fsys *FS) Stats() Stats {
 	return s
 }
 
+// Cap is a byte cap that may be absent: 0 means no cap, and JSON says null for it.
+type Cap int64
+
+// MarshalJSON writes null for no cap.
+func (c Cap) MarshalJSON() ([]byte, error) {
+	if c == 0 {
+		return []byte("null"), nil
+	}
+	return json.Marshal(int64(c))
+}
+
+// UnmarshalJSON reads null as no cap.
+func (c *Cap) UnmarshalJSON(data []byte) error {
+	if string(data) == "null" {
+		*c = 0
+		return nil
+	}
+	return json.Unmarshal(data, (*int64)(c))
+}
+
 // StatsJSON is Stats as user.tempfs.stats answers it.
 func (fsys *FS) StatsJSON() ([]byte, error) {
 	return json.Marshal(fsys.Stats())
 }
 
-// statfs reports the space tempfs can hold: the RAM cap plus the disk (the disk cap, or the store's filesystem),
-// so that df shows what a writer can count on.
+// statfs reports what tempfs holds and can still hold, so that df's Used is tempfs's own data and its Avail what
+// a writer can count on: used is the RAM and disk bytes of tempfs's files; free is the rest of the RAM cap plus
+// what the disk store can still take (the rest of the disk cap, and never more than the store's filesystem has
+// free for this user). Size is their sum. The host's own use of the store's filesystem is neither.
 func (fsys *FS) statfs(out *fuse.StatfsOut) {
 	const bsize = 4096
 	ps := fsys.pool.Stats()
 	cfg := fsys.pool.Config()
-	var diskTotal, diskFree int64
+	var diskFree int64
 	if cfg.Store != nil {
 		var st syscall.Statfs_t
 		if err := syscall.Statfs(cfg.Store.Path(), &st); err == nil {
-			diskTotal = int64(st.Blocks) * st.Bsize
 			diskFree = int64(st.Bavail) * st.Bsize
 		}
 	}
 	if ps.DiskCap > 0 {
-		diskTotal = ps.DiskCap
 		diskFree = min(diskFree, max(ps.DiskCap-ps.DiskBytes, 0))
 	}
-	total := ps.RAMCap + diskTotal
+	dataBytes := ps.RAMBytes + ps.DiskBytes
 	free := max(ps.RAMCap-ps.RAMBytes, 0) + diskFree
 	out.Bsize = bsize
 	out.Frsize = bsize
-	out.Blocks = uint64(total / bsize)
+	// Used rounds up to whole blocks, so that one byte of data shows as used.
+	usedBlocks := (dataBytes + bsize - 1) / bsize
 	out.Bfree = uint64(free / bsize)
+	out.Blocks = uint64(usedBlocks) + out.Bfree
 	out.Bavail = out.Bfree
 	out.NameLen = 255
 	const maxFiles = 1 << 32

@@ -9,16 +9,30 @@ import (
 	"path/filepath"
 	"strings"
 	"syscall"
+	"time"
 )
 
+// unmountBusyWait is how long Unmount retries a mount that is busy. The kernel sends RELEASE asynchronously: a
+// file closed a moment ago can keep the mount busy for a few milliseconds, and a user who closed everything
+// must not be told otherwise.
+const unmountBusyWait = 2 * time.Second
+
 // Unmount unmounts a tempfs mount that this process does not serve: `tempfs unmount`, a stale mount left by a
-// killed daemon, or one found dead at mount time. lazy detaches a busy mount instead of failing.
+// killed daemon, or one found dead at mount time. lazy detaches a busy mount instead of failing; otherwise a
+// busy mount is tried again for up to unmountBusyWait before EBUSY is reported.
 func Unmount(mountpoint string, lazy bool) error {
 	flags := 0
 	if lazy {
 		flags = syscall.MNT_DETACH
 	}
+	deadline := time.Now().Add(unmountBusyWait)
+	pause := time.Millisecond
 	err := syscall.Unmount(mountpoint, flags)
+	for errors.Is(err, syscall.EBUSY) && time.Now().Before(deadline) {
+		time.Sleep(pause)
+		pause = min(2*pause, 100*time.Millisecond)
+		err = syscall.Unmount(mountpoint, flags)
+	}
 	if err == nil {
 		return nil
 	}
@@ -33,35 +47,75 @@ func Unmount(mountpoint string, lazy bool) error {
 		return fmt.Errorf("%s is not a mountpoint", mountpoint)
 	}
 	if errors.Is(err, syscall.EBUSY) {
-		return fmt.Errorf("%s is busy (files are open there); detach it with -z, it goes once they are closed", mountpoint)
+		return fmt.Errorf("%s is busy (files are open there): detach it with -z, it goes once they are closed", mountpoint)
 	}
 	return err
 }
 
-// IsStale reports whether path is a FUSE mount whose daemon is gone: every access fails with ENOTCONN.
-func IsStale(path string) bool {
-	var st syscall.Stat_t
-	return errors.Is(syscall.Stat(path, &st), syscall.ENOTCONN)
+// MountInfo is one line of /proc/self/mountinfo, as far as tempfs needs it.
+type MountInfo struct {
+	// Device is "major:minor"; FUSE names its connection directories after the minor number.
+	Device string
+	// Mountpoint is where the mount is attached (unescaped).
+	Mountpoint string
+	// FSType is the filesystem type with its subtype: "fuse.tempfs" for tempfs, "tmpfs", "ext4", ...
+	FSType string
+	// Source is the mount source ("tempfs" for tempfs).
+	Source string
 }
 
-// IsTempfsMount reports whether path is the mountpoint of a live tempfs mount.
-func IsTempfsMount(path string) bool {
+// IsTempfs reports whether the mount is a tempfs mount: every tempfs mount, made directly or through
+// fusermount3, has the type fuse.tempfs (MountFS names the subtype).
+func (mi MountInfo) IsTempfs() bool { return mi.FSType == "fuse."+fsName }
+
+// FindMount returns the topmost mount whose mountpoint is path (already absolute and clean, symlinks
+// resolved), from /proc/self/mountinfo. It never touches path itself, so it works on a dead mount.
+func FindMount(path string) (MountInfo, bool) {
 	data, err := os.ReadFile("/proc/self/mountinfo")
 	if err != nil {
-		return false
+		return MountInfo{}, false
 	}
 	clean := filepath.Clean(path)
+	var found MountInfo
+	ok := false
 	for line := range strings.Lines(string(data)) {
 		fields := strings.Fields(line)
 		if len(fields) < 5 || unescapeMountinfo(fields[4]) != clean {
 			continue
 		}
-		// The fields after " - " are the filesystem type and source.
-		if _, rest, ok := strings.Cut(line, " - "); ok && strings.HasPrefix(rest, "fuse.tempfs ") {
-			return true
+		// The fields after " - " are the filesystem type, the source and the super block's options.
+		_, rest, _ := strings.Cut(line, " - ")
+		tail := strings.Fields(rest)
+		mi := MountInfo{Device: fields[2], Mountpoint: clean}
+		if len(tail) > 0 {
+			mi.FSType = tail[0]
 		}
+		if len(tail) > 1 {
+			mi.Source = unescapeMountinfo(tail[1])
+		}
+		// Later lines are mounted on top of earlier ones: the last match is the one path shows.
+		found, ok = mi, true
 	}
-	return false
+	return found, ok
+}
+
+// IsStale reports whether path is the mountpoint of a FUSE mount whose daemon is gone. The answer must not
+// come from the kernel's caches (entries and attributes are cached for an hour): statfs is never cached and
+// always reaches the daemon, so on a dead connection it fails with ENOTCONN whatever the mount's options.
+func IsStale(path string) bool {
+	mi, ok := FindMount(path)
+	if !ok || !strings.HasPrefix(mi.FSType, "fuse") {
+		return false
+	}
+	var st syscall.Statfs_t
+	err := syscall.Statfs(path, &st)
+	return errors.Is(err, syscall.ENOTCONN) || errors.Is(err, syscall.ECONNABORTED)
+}
+
+// IsTempfsMount reports whether path is the mountpoint of a tempfs mount, live or dead.
+func IsTempfsMount(path string) bool {
+	mi, ok := FindMount(path)
+	return ok && mi.IsTempfs()
 }
 
 // AbortConnection aborts the FUSE connection of a mountpoint through /sys/fs/fuse/connections, for a daemon
@@ -91,21 +145,11 @@ func ensureFusectl() {
 // names its connection directories after the minor number (the major is 0), and its backing device info
 // (/sys/class/bdi) after both.
 func mountDevice(mountpoint string) (string, error) {
-	data, err := os.ReadFile("/proc/self/mountinfo")
-	if err != nil {
-		return "", err
+	mi, ok := FindMount(mountpoint)
+	if !ok || !strings.Contains(mi.Device, ":") {
+		return "", fmt.Errorf("%s is not a mountpoint", mountpoint)
 	}
-	clean := filepath.Clean(mountpoint)
-	for line := range strings.Lines(string(data)) {
-		fields := strings.Fields(line)
-		if len(fields) < 5 || unescapeMountinfo(fields[4]) != clean {
-			continue
-		}
-		if strings.Contains(fields[2], ":") {
-			return fields[2], nil
-		}
-	}
-	return "", fmt.Errorf("%s is not a mountpoint", mountpoint)
+	return mi.Device, nil
 }
 
 func unescapeMountinfo(s string) string {

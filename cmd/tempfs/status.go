@@ -121,14 +121,20 @@ func writeStatus(w io.Writer, mp string, st tempfs.Stats) {
 	row("ephemeral files", "%d (go at their last close)", st.EphemeralFiles)
 	row("from templates", "%d since mount", st.TemplateEntries)
 	row("open handles", "%d", st.OpenHandles)
-	row("RAM", "%s of %s (peak %s), %s", naming.FormatSize(st.RAMBytes), naming.FormatSize(st.RAMCap),
-		naming.FormatSize(st.PeakRAMBytes), plural(st.MemoryFiles, "file"))
-	row("disk", "%s of %s, %s", naming.FormatSize(st.DiskBytes), diskCapString(st.DiskCap), plural(st.DiskFiles, "file"))
+	row("RAM", "%s of %s (%s free, peak %s), %s", naming.FormatSize(st.RAMBytes), naming.FormatSize(st.RAMCap),
+		freeString(st.RAMCap-st.RAMBytes), naming.FormatSize(st.PeakRAMBytes), plural(st.MemoryFiles, "file"))
+	if st.DiskCap > 0 {
+		row("disk", "%s of %s (%s free), %s", naming.FormatSize(st.DiskBytes), naming.FormatSize(int64(st.DiskCap)),
+			freeString(int64(st.DiskCap)-st.DiskBytes), plural(st.DiskFiles, "file"))
+	} else {
+		row("disk", "%s, no cap (up to the store's free space%s), %s", naming.FormatSize(st.DiskBytes),
+			storeFreeSpace(st.Store), plural(st.DiskFiles, "file"))
+	}
 	row("rollovers", "%d (%s spilled to disk)", st.Rollovers, naming.FormatSize(st.SpilledBytes))
 	row("written", "%s", naming.FormatSize(st.BytesWritten))
 	row("max size", "%s", maxSizeString(st.MaxSize))
-	row("passthrough", "%s", onOff(st.Passthrough))
-	row("direct writes", "%s", onOff(st.DirectWrites))
+	row("passthrough", "%s", passthroughString(st))
+	row("direct writes", "%s", directWritesString(st.DirectWrites))
 	if st.OwnerScope != "" && st.OwnerScope != "none" {
 		row("owners", "%s: %d live, %d gone, %s removed with their owner", st.OwnerScope, st.OwnersLive, st.OwnersGone,
 			plural(st.EntriesRemovedWithOwner, "entry"))
@@ -146,11 +152,43 @@ func maxSizeString(n int64) string {
 	return naming.FormatSize(n)
 }
 
-func onOff(b bool) string {
-	if b {
-		return "on"
+// freeString is a free byte count that never reads as zero while some bytes are left: "4 MiB of 4 MiB" with 8
+// KiB free must not look full.
+func freeString(n int64) string {
+	if n <= 0 {
+		return "none"
 	}
-	return "off"
+	return naming.FormatSize(n)
+}
+
+// storeFreeSpace is ": N now" for the filesystem of the store directory, or nothing when it cannot be read.
+func storeFreeSpace(store string) string {
+	var sfs unix.Statfs_t
+	if store == "" || unix.Statfs(store, &sfs) != nil {
+		return ""
+	}
+	return ", " + naming.FormatSize(int64(sfs.Bavail)*sfs.Bsize) + " now"
+}
+
+// passthroughString says whether the kernel reads and writes disk-resident files directly, and why not.
+func passthroughString(st tempfs.Stats) string {
+	switch {
+	case st.DiskCap > 0:
+		return "off (--disk is set: the daemon must see every write to keep the cap)"
+	case !st.Passthrough:
+		return "off (the kernel refused it: the daemon serves disk-resident files)"
+	case st.PassthroughOpens == 0:
+		return "on, not used yet (disk-resident files will be read and written by the kernel directly)"
+	}
+	return fmt.Sprintf("on (%s of disk-resident files served by the kernel directly)", plural(st.PassthroughOpens, "open"))
+}
+
+// directWritesString says whether writes bypass the FUSE page cache (README "tempfs status").
+func directWritesString(on bool) string {
+	if on {
+		return "on (handles that create a file or only write bypass the page cache)"
+	}
+	return "off (this kernel cannot mmap such files: writes go through the page cache)"
 }
 
 // printOwners prints user.tempfs.owners: as it is with --json, else as a table.

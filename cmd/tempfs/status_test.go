@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"strings"
 	"testing"
@@ -24,11 +25,11 @@ func TestWriteStatus(t *testing.T) {
 		"entries":         "6 (4 files, 1 directory, 1 other)",
 		"ephemeral files": "2",
 		"open handles":    "3",
-		"RAM":             "3 MiB of 1 GiB (peak 5 MiB), 3 files",
-		"disk":            "7 MiB of free space, 1 file",
+		"RAM":             "3 MiB of 1 GiB (1021 MiB free, peak 5 MiB), 3 files",
+		"disk":            "7 MiB, no cap (up to the store's free space), 1 file",
 		"rollovers":       "4 (8 MiB spilled to disk)",
-		"passthrough":     "on",
-		"direct writes":   "on",
+		"passthrough":     "on, not used yet",
+		"direct writes":   "on (handles that create a file or only write bypass the page cache)",
 		"store":           "/tmp/tempfs-store-abc",
 		"uptime":          "1h2m3s",
 	} {
@@ -40,8 +41,31 @@ func TestWriteStatus(t *testing.T) {
 	st.Passthrough, st.DiskCap = false, 10<<30
 	buf.Reset()
 	writeStatus(&buf, "/scratch", st)
-	if out := buf.String(); !strings.Contains(lineWith(out, "passthrough"), "off") || !strings.Contains(lineWith(out, "disk"), "of 10 GiB") {
+	if out := buf.String(); !strings.Contains(lineWith(out, "passthrough"), "off (--disk is set") || !strings.Contains(lineWith(out, "disk"), "7 MiB of 10 GiB (10 GiB free)") {
 		t.Errorf("passthrough off and a disk cap not shown:\n%s", out)
+	}
+	// Almost full: the few bytes left must not read as none.
+	st.RAMBytes = st.RAMCap - 8752
+	buf.Reset()
+	writeStatus(&buf, "/scratch", st)
+	if line := lineWith(buf.String(), "RAM"); !strings.Contains(line, "1 GiB of 1 GiB (8.5 KiB free") {
+		t.Errorf("RAM line %q does not show the 8752 bytes still free", line)
+	}
+}
+
+func TestStatusJSONNoDiskCap(t *testing.T) {
+	for _, tc := range []struct {
+		cap  tempfs.Cap
+		want string
+	}{{0, `"disk_cap":null`}, {10 << 30, `"disk_cap":10737418240`}} {
+		raw, err := json.Marshal(tempfs.Stats{DiskCap: tc.cap})
+		if err != nil || !strings.Contains(string(raw), tc.want) {
+			t.Errorf("disk cap %d: %s, %v; want %s", tc.cap, raw, err, tc.want)
+		}
+		var back tempfs.Stats
+		if err := json.Unmarshal(raw, &back); err != nil || back.DiskCap != tc.cap {
+			t.Errorf("disk cap %d read back as %d, %v", tc.cap, back.DiskCap, err)
+		}
 	}
 }
 

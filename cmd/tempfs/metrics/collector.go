@@ -78,7 +78,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	gauge(c.ramCap, st.RAMCap)
 	gauge(c.ramPeak, st.PeakRAMBytes)
 	gauge(c.diskBytes, st.DiskBytes)
-	gauge(c.diskCap, st.DiskCap)
+	gauge(c.diskCap, int64(st.DiskCap)) // 0: no cap (JSON says null)
 	counter(c.rollovers, st.Rollovers)
 	counter(c.spilled, st.SpilledBytes)
 	counter(c.readBytes, st.BytesRead)
