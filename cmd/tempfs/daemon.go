@@ -46,10 +46,9 @@ func daemonize(o *mountOptions, flags *pflag.FlagSet, mountpoint string) error {
 	cmd := exec.Command(self, args...)
 	cmd.Stdin = devnull
 	cmd.Stdout = devnull
+	// Nothing of the caller's is kept open (a caller reading our output to its end would wait for the daemon's
+	// death): the daemon sees its stderr go nowhere and logs to --log or the system log (log.go).
 	cmd.Stderr = devnull
-	if o.debug || o.fuseLogs {
-		cmd.Stderr = os.Stderr
-	}
 	cmd.ExtraFiles = []*os.File{w}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := cmd.Start(); err != nil {

@@ -2,13 +2,14 @@ package main
 
 import (
 	"strconv"
+	"time"
 
 	"github.com/tempfs/tempfs/cmd/tempfs/metrics"
 	"github.com/tempfs/tempfs/fs/owner"
 	"github.com/tempfs/tempfs/naming"
 )
 
-// sizeValue is a pflag.Value for sizes: 4096, 64KiB, 1MiB, 2GiB, 4K, 1M, 2G (binary units, as dd reads them).
+// sizeValue is a pflag.Value for sizes as naming.ParseSize reads them: 4096, 64KiB, 1M (binary), 10GB (decimal).
 type sizeValue struct {
 	bytes int64
 	set   bool
@@ -92,3 +93,27 @@ func (v *scopeValue) Set(text string) error {
 }
 
 func (v *scopeValue) Type() string { return "scope" }
+
+// durationValue is a pflag.Value for durations: Go's units and d for days (10d, 1d12h, 90m).
+type durationValue struct {
+	d    time.Duration
+	text string // as given, so that the --daemon child gets it back unchanged
+}
+
+func (v *durationValue) String() string {
+	if v.text != "" {
+		return v.text
+	}
+	return v.d.String()
+}
+
+func (v *durationValue) Set(s string) error {
+	d, err := naming.ParseDuration(s)
+	if err != nil {
+		return err
+	}
+	v.d, v.text = d, s
+	return nil
+}
+
+func (v *durationValue) Type() string { return "duration" }

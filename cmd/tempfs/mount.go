@@ -38,11 +38,12 @@ type mountOptions struct {
 	readyFD  int
 	debug    bool
 	fuseLogs bool
-	maxAge   time.Duration
+	maxAge   durationValue
 	metrics  metricsAddrValue
 	owner    scopeValue
 	// ownerQuota caps each owner's file data (--owner-quota).
 	ownerQuota sizeValue
+	logFile    string
 }
 
 func newMountOptions() *mountOptions {
@@ -55,14 +56,15 @@ func newMountOptions() *mountOptions {
 func (o *mountOptions) AddFlags(fs *pflag.FlagSet) {
 	fs.Var(&o.maxSize, "max-size", "roll a file over from RAM to the disk store once it is larger than this (0: never by size)")
 	fs.Var(&o.memory, "memory", "cap on all RAM-resident file data together (default: a quarter of physical RAM)")
-	fs.Var(&o.disk, "disk", "cap on bytes in the disk store; writes past it fail with ENOSPC (default: no cap but free space)")
+	fs.Var(&o.disk, "disk", "cap on bytes in the disk store; writes past it fail with ENOSPC; turns passthrough off (default: no cap but free space)")
 	fs.StringVar(&o.store, "store", "", "parent directory of the private disk store (default: the first usable of $TMPDIR, $TEMP, $TMP, /tmp, /var/tmp, /usr/tmp, .)")
-	fs.Var(&o.mode, "mode", "permission bits of the mount's root")
-	fs.StringSliceVarP(&o.options, "options", "o", nil, "mount options, comma-separated: allow_other, default_permissions, and others passed to the kernel")
+	fs.Var(&o.mode, "mode", "permission bits of the mount's root (0 means 0000)")
+	fs.StringSliceVarP(&o.options, "options", "o", nil, "mount options, comma-separated: allow_other, default_permissions, noexec, noatime, nonempty (mount over a non-empty directory or another mount); nosuid and nodev are always on")
 	fs.Var(&o.owner, "owner", "bind each new entry to the process, group, session or cgroup that made it, and remove it when that owner is gone: none, process, group, session or cgroup")
 	fs.Var(&o.ownerQuota, "owner-quota", "cap on the file data of each owner (by file size); a write, truncate or fallocate past it fails with EDQUOT (needs --owner; default: no cap)")
-	fs.DurationVar(&o.maxAge, "max-age", 0, "remove ordinary and kept entries neither opened, read nor modified for this long, unless open (e.g. 24h; 0: never)")
+	fs.Var(&o.maxAge, "max-age", "remove ordinary and kept entries neither opened, read nor modified for this long, unless open (e.g. 24h or 10d; 0: never)")
 	fs.Var(&o.metrics, "metrics", "serve Prometheus metrics at http://ADDR/metrics; a bare PORT or :PORT listens on 127.0.0.1 only, HOST:PORT where named (default: off)")
+	fs.StringVar(&o.logFile, "log", "", "append the log to `FILE` (default: stderr; with --daemon the system log, see README)")
 	fs.BoolVar(&o.debug, "debug", false, "log at debug level")
 	fs.BoolVar(&o.fuseLogs, "fuse-debug", false, "log every FUSE request (very verbose)")
 }
@@ -86,10 +88,19 @@ With --owner SCOPE, each entry belongs to the process, process group, session or
 made it, and is removed (as by unlink: open files live on until closed) once that owner is gone;
 user.tempfs.lifetime=keep takes an entry out of its owner's hands.
 
-Sizes accept 4096, 64KiB, 1MiB, 2GiB, and K, M, G, T as the same binary units.`,
+Sizes accept 4096, 64KiB, 1MiB, 2GiB, and K, M, G, T (also Ki, Mi, Gi, Ti) as the same
+binary units, as dd reads them; KB, MB, GB, TB are decimal (1KB = 1000). Durations accept
+s, m, h and d (days): 90m, 24h, 10d.
+
+A missing, empty, non-empty or already-mounted MOUNTPOINT is refused (exit status 2) unless
+-o nonempty is given for the last two. A dead tempfs mount left by a killed daemon is
+detached and mounted afresh. With --daemon, the log goes to --log FILE, or else to the
+system log (the journal or /dev/log), or on a machine with neither to tempfs-UID.log in the
+store's parent directory.`,
 		Example: `  tempfs mount /scratch
   tempfs mount --max-size 4MiB --memory 2GiB --disk 20GiB /scratch
   tempfs mount -o allow_other --mode 1777 /scratch     # a shared /tmp-like dir
+  tempfs mount --daemon --log /var/log/tempfs.log /scratch
   tempfs mount --owner session -o allow_other /scratch # entries go when the session that made them ends`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -113,76 +124,43 @@ type prepared struct {
 	memory             int64
 	// metricsAddr is where to serve Prometheus metrics (host:port), "" when off.
 	metricsAddr string
+	// detachedDead: a dead tempfs mount (its daemon was killed) was detached from the mountpoint first.
+	detachedDead bool
 }
 
 // prepare checks the request and turns bad input into usage errors (exit status 2), before mounting.
 func (o *mountOptions) prepare(arg string) (*prepared, error) {
-	mp, err := filepath.Abs(arg)
+	mp, err := resolveMountpoint(arg)
 	if err != nil {
-		return nil, usageErrorf("mountpoint %q: %v", arg, err)
+		return nil, err
 	}
-	if tempfs.IsStale(mp) {
+	p := &prepared{mountpoint: mp}
+	nonempty, err := p.parseOptions(o.options)
+	if err != nil {
+		return nil, err
+	}
+	if tempfs.IsTempfsMount(mp) && tempfs.IsStale(mp) {
 		// A daemon died without unmounting: clear the dead mount so that a fresh one can take its place.
 		if err := tempfs.Unmount(mp, true); err != nil {
-			return nil, failure(fmt.Errorf("%s is a dead FUSE mount and could not be detached: %w", mp, err))
+			return nil, failure(fmt.Errorf("%s is a dead tempfs mount and could not be detached: %w", mp, err))
 		}
-		slog.Info("detached a dead mount", "mountpoint", mp)
+		p.detachedDead = true
 	}
 	if tempfs.IsTempfsMount(mp) {
 		return nil, usageErrorf("%s is already a tempfs mount (tempfs unmount %s first)", mp, mp)
 	}
 	st, err := os.Stat(mp)
 	switch {
-	case errors.Is(err, os.ErrNotExist):
-		return nil, usageErrorf("mountpoint %s does not exist", mp)
 	case err != nil:
-		return nil, usageErrorf("mountpoint %s: %v", mp, err)
+		return nil, usageErrorf("mountpoint %s: %v", mp, errnoOf(err))
 	case !st.IsDir():
 		return nil, usageErrorf("mountpoint %s is not a directory", mp)
 	}
-	if _, err := os.Stat("/dev/fuse"); err != nil {
-		return nil, usageErrorf("/dev/fuse is missing: load the fuse module (modprobe fuse), or give a container --device /dev/fuse")
+	if err := checkFUSEDevice(); err != nil {
+		return nil, err
 	}
-	if os.Geteuid() != 0 && !haveFusermount() {
-		return nil, usageErrorf("mounting as a user needs fusermount3: apt-get install fuse3 (or run as root)")
-	}
-	p := &prepared{mountpoint: mp}
-	for _, opt := range o.options {
-		switch opt {
-		case "allow_other":
-			p.allowOther = true
-		case "default_permissions":
-			p.defaultPermissions = true
-		case "":
-		case "rw", "nosuid", "nodev", "noexec", "suid", "dev", "exec", "noatime", "relatime", "auto", "noauto", "user", "nouser", "_netdev":
-			if opt == "nosuid" || opt == "nodev" || opt == "noexec" || opt == "noatime" {
-				p.kernelOpts = append(p.kernelOpts, opt)
-			}
-		default:
-			if strings.HasPrefix(opt, "x-") {
-				continue // userspace-only options of mount(8) and systemd
-			}
-			return nil, usageErrorf("unknown mount option %q (tempfs takes allow_other, default_permissions, nosuid, nodev, noexec, noatime)", opt)
-		}
-	}
-	if o.store != "" {
-		parent, err := filepath.Abs(o.store)
-		if err != nil {
-			return nil, usageErrorf("store %q: %v", o.store, err)
-		}
-		if naming.IsUnder(parent, mp) {
-			return nil, usageErrorf("store %s is inside the mountpoint %s: the daemon must never write through its own mount", parent, mp)
-		}
-		if st, err := os.Stat(parent); err != nil || !st.IsDir() {
-			return nil, usageErrorf("store %s is not a directory", parent)
-		}
-		p.storeParent = parent
-	} else {
-		parent, err := naming.GetTempDir(mp)
-		if err != nil {
-			return nil, usageErrorf("no directory for the disk store: %v (give one with --store)", err)
-		}
-		p.storeParent = parent
+	if err := o.prepareStore(p); err != nil {
+		return nil, err
 	}
 	p.memory = o.memory.bytes
 	if !o.memory.set {
@@ -191,8 +169,13 @@ func (o *mountOptions) prepare(arg string) (*prepared, error) {
 	if p.memory <= 0 {
 		return nil, usageErrorf("--memory must be larger than 0")
 	}
-	if o.maxAge < 0 {
-		return nil, usageErrorf("--max-age must not be negative")
+	if o.disk.set && o.disk.bytes == 0 {
+		return nil, usageErrorf("--disk 0 would refuse every byte on disk: leave --disk out for no cap but the free space")
+	}
+	if !nonempty {
+		if err := checkMountpointFree(mp); err != nil {
+			return nil, err
+		}
 	}
 	p.metricsAddr = o.metrics.addr
 	if o.ownerQuota.bytes > 0 && o.owner.scope == owner.None {
@@ -204,6 +187,123 @@ func (o *mountOptions) prepare(arg string) (*prepared, error) {
 	// the kernel sends before each lookup after a create or unlink.
 	p.defaultPermissions = p.defaultPermissions || p.allowOther || os.Geteuid() != 0
 	return p, nil
+}
+
+// parseOptions reads the -o options into p; nonempty is tempfs's own (it is not passed to the kernel).
+func (p *prepared) parseOptions(options []string) (nonempty bool, err error) {
+	for _, opt := range options {
+		switch opt {
+		case "allow_other":
+			p.allowOther = true
+		case "default_permissions":
+			p.defaultPermissions = true
+		case "nonempty":
+			nonempty = true
+		case "noexec", "noatime":
+			p.kernelOpts = append(p.kernelOpts, opt)
+		case "", "rw", "nosuid", "nodev", "exec", "relatime", "auto", "noauto", "user", "nouser", "_netdev":
+			// nosuid and nodev: every FUSE mount has them. The rest are the defaults, or mean something to
+			// mount(8) alone.
+		case "suid", "dev":
+			return false, usageErrorf("-o %s is not supported: tempfs mounts are always nosuid and nodev", opt)
+		default:
+			if strings.HasPrefix(opt, "x-") {
+				continue // userspace-only options of mount(8) and systemd
+			}
+			return false, usageErrorf("unknown mount option %q (tempfs takes allow_other, default_permissions, noexec, noatime, nonempty)", opt)
+		}
+	}
+	return nonempty, nil
+}
+
+// checkMountpointFree refuses a mountpoint that holds entries or another mount: tempfs would hide them (an
+// unset variable in `tempfs mount "$DIR"` once hid a whole /tmp). -o nonempty skips this check.
+func checkMountpointFree(mp string) error {
+	if mi, mounted := tempfs.FindMount(mp); mounted {
+		return usageErrorf("%s is already a mountpoint (%s): tempfs would hide it; give -o nonempty to mount over it anyway", mp, mi.FSType)
+	}
+	d, err := os.Open(mp)
+	if err != nil {
+		return nil // unreadable to this user: the mount itself decides
+	}
+	defer d.Close()
+	if names, _ := d.Readdirnames(1); len(names) > 0 {
+		return usageErrorf("mountpoint %s is not empty: tempfs would hide what is there; give -o nonempty to mount over it anyway", mp)
+	}
+	return nil
+}
+
+// checkFUSEDevice refuses to start when /dev/fuse is missing or this user cannot open it, with the fix in one
+// line, instead of fusermount3's two lines and a raw wait status.
+func checkFUSEDevice() error {
+	var st unix.Stat_t
+	if err := unix.Stat("/dev/fuse", &st); err != nil {
+		return usageErrorf("/dev/fuse is missing: load the fuse module (modprobe fuse), or give a container --device /dev/fuse")
+	}
+	if os.Geteuid() == 0 {
+		return nil
+	}
+	if !haveFusermount() {
+		return usageErrorf("mounting as a user needs fusermount3: apt-get install fuse3 (or run as root)")
+	}
+	if err := unix.Access("/dev/fuse", unix.R_OK|unix.W_OK); err != nil {
+		return usageErrorf("cannot open /dev/fuse: %v (mode %04o, owner uid %d): mount as root, or let users open it (chmod 0666 /dev/fuse)",
+			errnoOf(err), st.Mode&07777, st.Uid)
+	}
+	return nil
+}
+
+// prepareStore settles the disk store's parent: --store with its symlinks resolved (so that a link into the
+// mountpoint is caught), or the first usable temporary directory outside the mountpoint.
+func (o *mountOptions) prepareStore(p *prepared) error {
+	if o.store == "" {
+		parent, err := naming.GetTempDir(p.mountpoint)
+		if err != nil {
+			return usageErrorf("no directory for the disk store: %v (give one with --store)", err)
+		}
+		p.storeParent = parent
+		return nil
+	}
+	abs, err := filepath.Abs(o.store)
+	if err != nil {
+		return usageErrorf("store %q: %v", o.store, err)
+	}
+	parent, err := filepath.EvalSymlinks(abs)
+	if err != nil {
+		return usageErrorf("store %s: %v", abs, errnoOf(err))
+	}
+	if naming.IsUnder(parent, p.mountpoint) {
+		return usageErrorf("store %s is inside the mountpoint %s: the daemon must never write through its own mount", parent, p.mountpoint)
+	}
+	if st, err := os.Stat(parent); err != nil || !st.IsDir() {
+		return usageErrorf("store %s is not a directory", parent)
+	}
+	p.storeParent = parent
+	return nil
+}
+
+// resolveMountpoint makes a mountpoint argument absolute with its symlinks resolved, as /proc/self/mountinfo
+// names mounts. A dead mount cannot be looked at, so only its parent is resolved then.
+func resolveMountpoint(arg string) (string, error) {
+	if arg == "" {
+		return "", usageErrorf("the mountpoint is an empty string (an unset variable?)")
+	}
+	abs, err := filepath.Abs(arg)
+	if err != nil {
+		return "", usageErrorf("mountpoint %q: %v", arg, err)
+	}
+	resolved, err := filepath.EvalSymlinks(abs)
+	switch {
+	case err == nil:
+		return resolved, nil
+	case errors.Is(err, os.ErrNotExist):
+		return "", usageErrorf("mountpoint %s does not exist", abs)
+	}
+	parent, parentErr := filepath.EvalSymlinks(filepath.Dir(abs))
+	if parentErr != nil {
+		return "", usageErrorf("mountpoint %s: %v", abs, errnoOf(err))
+	}
+	return filepath.Join(parent, filepath.Base(abs)), nil
 }
 
 func haveFusermount() bool {
@@ -234,14 +334,6 @@ func raiseFileLimit() {
 	}
 }
 
-func newLogger(o *mountOptions, w *os.File) *slog.Logger {
-	level := slog.LevelInfo
-	if o.debug || o.fuseLogs {
-		level = slog.LevelDebug
-	}
-	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: level}))
-}
-
 // served is a running mount with its store, as runMount and runRun use it.
 type served struct {
 	mount      *tempfs.Mount
@@ -250,6 +342,8 @@ type served struct {
 	stopReaper func()
 	metrics    *metrics.Server // nil when off
 	stopOwners func()
+	// detached: the first signal found the mount busy and detached it; a second one forces the exit.
+	detached bool
 }
 
 // serve mounts a prepared request. On error nothing is left mounted and the store is gone.
@@ -331,14 +425,17 @@ func (o *mountOptions) serve(p *prepared, log *slog.Logger) (*served, error) {
 	log.Info("mounted", "mountpoint", p.mountpoint, "store", store.Path(),
 		"max_size", naming.FormatSize(o.maxSize.bytes), "memory", naming.FormatSize(p.memory),
 		"disk", diskCapString(o.disk.bytes), "owner", o.owner.scope)
+	if o.disk.set {
+		log.Info("passthrough off: with --disk the daemon must see every write to keep the cap")
+	}
 	s := &served{mount: m, store: store, log: log, stopReaper: func() {}, stopOwners: fsys.StopOwners}
 	if metricsLn != nil {
 		s.metrics = metrics.Serve(metricsLn, m.Stats, log)
 		log.Info("serving metrics", "url", "http://"+listenerAddress(metricsLn)+"/metrics")
 	}
-	if o.maxAge > 0 {
+	if o.maxAge.d > 0 {
 		ctx, cancel := context.WithCancel(context.Background())
-		fsys.StartReaper(ctx, o.maxAge)
+		fsys.StartReaper(ctx, o.maxAge.d)
 		s.stopReaper = cancel
 	}
 	return s, nil
@@ -354,20 +451,21 @@ func listenerAddress(ln net.Listener) string {
 
 func diskCapString(n int64) string {
 	if n == 0 {
-		return "free space"
+		return "no cap (the store's free space)"
 	}
 	return naming.FormatSize(n)
 }
 
-// waitAndShutdown unmounts on the first signal (detaching a busy mount) and exits at once on the second. It returns
-// when the mount is gone: unmounted by a signal, by `tempfs unmount`, or detached and its last handle closed.
+// waitAndShutdown unmounts on the first signal (detaching a busy mount) and, once the mount was detached, exits at
+// once on a later one. It returns when the mount is gone: unmounted by a signal, by `tempfs unmount`, or
+// detached and its last handle closed.
 func (s *served) waitAndShutdown(ctx context.Context, signals <-chan os.Signal) {
 	done := make(chan struct{})
 	go func() {
 		s.mount.Wait()
 		close(done)
 	}()
-	first := true
+	handled := false
 	for {
 		select {
 		case <-done:
@@ -379,16 +477,36 @@ func (s *served) waitAndShutdown(ctx context.Context, signals <-chan os.Signal) 
 			s.cleanup()
 			return
 		case sig := <-signals:
-			if !first {
+			switch {
+			case !handled:
+				handled = true
+				notifyStopping()
+				s.log.Info("unmounting", "signal", sig)
+				s.stop()
+				// Signals that came while unmounting repeat the same request: timeout(1) signals its child and
+				// then the child's whole process group, and supervisors repeat themselves. Only one sent after
+				// this one was handled forces the exit.
+				drainSignals(signals)
+			case s.detached:
 				s.log.Warn("second signal: exiting now", "signal", sig)
 				_ = tempfs.AbortConnection(s.mountpointPath())
 				s.cleanup()
 				os.Exit(exitFailure)
+			default:
+				// Unmounted cleanly: the connection is closing, and done follows at once.
+				s.log.Info("already unmounting", "signal", sig)
 			}
-			first = false
-			notifyStopping()
-			s.log.Info("unmounting", "signal", sig)
-			s.stop()
+		}
+	}
+}
+
+// drainSignals discards the signals already delivered to signals.
+func drainSignals(signals <-chan os.Signal) {
+	for {
+		select {
+		case <-signals:
+		default:
+			return
 		}
 	}
 }
@@ -399,6 +517,7 @@ func (s *served) mountpointPath() string { return s.mount.Mountpoint() }
 func (s *served) stop() {
 	if err := s.mount.Unmount(); err != nil {
 		s.log.Info("mount is busy: detached; exiting after the last open file is closed", "err", err)
+		s.detached = true
 		if err := s.mount.Detach(); err != nil {
 			s.log.Error("detach failed", "err", err)
 		}
@@ -436,11 +555,21 @@ func runMount(ctx context.Context, o *mountOptions, flags *pflag.FlagSet, arg st
 		ready.fail(err)
 		return err
 	}
-	log := newLogger(o, os.Stderr)
-	signals := make(chan os.Signal, 2)
+	log, err := o.openMountLog(p.storeParent)
+	if err != nil {
+		ready.fail(err)
+		return err
+	}
+	defer log.Close()
+	// The store logs stale-store cleanup through slog's default logger.
+	slog.SetDefault(log.Logger)
+	if p.detachedDead {
+		log.Info("detached a dead tempfs mount (its daemon was killed)", "mountpoint", p.mountpoint)
+	}
+	signals := make(chan os.Signal, 4)
 	signal.Notify(signals, syscall.SIGINT, syscall.SIGTERM)
 	defer signal.Stop(signals)
-	s, err := o.serve(p, log)
+	s, err := o.serve(p, log.Logger)
 	if err != nil {
 		ready.fail(err)
 		return err

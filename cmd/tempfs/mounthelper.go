@@ -25,11 +25,13 @@ var helperFlags = map[string]string{
 	"metrics":     "--metrics",
 	"owner":       "--owner",
 	"owner_quota": "--owner-quota", "owner-quota": "--owner-quota",
+	"log": "--log",
 }
 
-// helperIgnored are options of mount(8) and fstab that mean nothing to tempfs.
+// helperIgnored are options of mount(8) and fstab that mean nothing to tempfs. suid and dev are not among them:
+// `tempfs mount` refuses them, since every tempfs mount is nosuid and nodev.
 var helperIgnored = map[string]bool{"rw": true, "defaults": true, "auto": true, "noauto": true, "user": true,
-	"nouser": true, "users": true, "_netdev": true, "nofail": true, "dev": true, "suid": true, "exec": true}
+	"nouser": true, "users": true, "_netdev": true, "nofail": true, "exec": true}
 
 // mountHelperArgs recognises a mount-helper invocation and returns the equivalent `tempfs mount` arguments.
 func mountHelperArgs(argv0 string, args []string, isCommand func(string) bool) ([]string, bool) {

@@ -25,6 +25,8 @@ func TestMountHelperArgs(t *testing.T) {
 			[]string{"mount", "--daemon", "--metrics=[::1]:9100", "/scratch"}},
 		{"mount.tempfs", []string{"tempfs", "/tmp", "-o", "owner=session,owner_quota=2G,allow_other"},
 			[]string{"mount", "--daemon", "--owner=session", "--owner-quota=2G", "-o", "allow_other", "/tmp"}},
+		{"mount.tempfs", []string{"tempfs", "/scratch", "-o", "log=/var/log/tempfs.log,suid,exec,nonempty"},
+			[]string{"mount", "--daemon", "--log=/var/log/tempfs.log", "-o", "suid,nonempty", "/scratch"}},
 		{"tempfs", []string{"mount", "/scratch"}, nil},
 		{"tempfs", []string{"run", "--", "make"}, nil},
 		{"tempfs", []string{"status", "/scratch"}, nil},

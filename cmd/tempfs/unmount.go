@@ -1,8 +1,6 @@
 package main
 
 import (
-	"path/filepath"
-
 	"github.com/spf13/cobra"
 
 	tempfs "github.com/tempfs/tempfs/fs"
@@ -34,9 +32,18 @@ cleaned up too.`,
 }
 
 func runUnmount(o *unmountOptions, arg string) error {
-	mp, err := filepath.Abs(arg)
+	mp, err := resolveMountpoint(arg)
 	if err != nil {
-		return usageErrorf("%v", err)
+		return err
+	}
+	// Only mountinfo decides: it names every mount, live or dead, without asking the filesystem, which a dead
+	// mount cannot answer. Anything but a tempfs mount (a tmpfs at /tmp, a disk) is left alone.
+	mi, mounted := tempfs.FindMount(mp)
+	switch {
+	case !mounted:
+		return usageErrorf("%s is not a mountpoint", mp)
+	case !mi.IsTempfs():
+		return usageErrorf("%s is not a tempfs mount (it is %s): refusing to unmount it", mp, mi.FSType)
 	}
 	lazy := o.lazy || tempfs.IsStale(mp)
 	if err := tempfs.Unmount(mp, lazy); err != nil {
