@@ -23,8 +23,10 @@ import (
 	"github.com/tempfs/tempfs/naming"
 )
 
-// Exit statuses of `tempfs run` when CMD cannot be started, as a POSIX shell reports them.
+// Exit statuses of `tempfs run` for its own errors and when CMD cannot be started, as timeout(1), env(1) and a
+// POSIX shell report them: they stay apart from the statuses CMD itself returns.
 const (
+	exitRunError      = 125
 	exitCannotExecute = 126
 	exitNotFound      = 127
 	// exitSignalBase + N is the status of a CMD killed by signal N, as shells report it.
@@ -59,8 +61,10 @@ func newRunCommand() *cobra.Command {
 (the rest of the environment, stdin, stdout and stderr are passed through), then unmount it
 and remove everything, also when CMD fails or is killed. tempfs run exits with CMD's exit
 status, 128+N when CMD died by signal N, 127 when CMD is not found and 126 when it cannot be
-executed. SIGINT, SIGQUIT, SIGTERM and SIGHUP are forwarded to CMD (SIGINT and SIGQUIT only when
-they did not come from the terminal, which delivers them to CMD itself).
+executed, and 125 for an error of its own (bad flags, no mount). Every signal it can forward
+(HUP, INT, QUIT, TERM, USR1, USR2, ALRM, WINCH, CONT) is forwarded to CMD, from whichever
+process it came. Run from a terminal's foreground, CMD gets the terminal's foreground to itself:
+Ctrl-C and Ctrl-\ reach CMD once, from the terminal, and Ctrl-Z stops CMD and tempfs run together.
 
 The filesystem is served by this process. If CMD leaves background processes that still use
 the scratch directory, it is detached and they lose it when tempfs run exits. The daemon logs
@@ -72,15 +76,33 @@ the disk store, and every entry CMD left behind with its size.`,
 		Example: `  tempfs run -- make test
   tempfs run --report --max-size 4MiB -- python3 job.py
   tempfs run --memory 512MiB --disk 10GiB -- sort -T "$TMPDIR" big.txt   # sort's runs: RAM first, then disk`,
-		Args: cobra.MinimumNArgs(1),
+		Args: func(cmd *cobra.Command, args []string) error {
+			if len(args) == 0 {
+				return &exitError{code: exitRunError, err: errors.New("no command to run: tempfs run [flags] -- CMD [ARG...]")}
+			}
+			return nil
+		},
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return runRun(cmd.Context(), o, args, cmd.InOrStdin(), cmd.OutOrStdout(), cmd.ErrOrStderr())
+			return runOwnErrors(runRun(cmd.Context(), o, args, cmd.InOrStdin(), cmd.OutOrStdout(), cmd.ErrOrStderr()))
 		},
 	}
+	cmd.SetFlagErrorFunc(func(cmd *cobra.Command, err error) error {
+		return &exitError{code: exitRunError, err: fmt.Errorf("%w (see 'tempfs run --help')", err)}
+	})
 	// Flags end at CMD: `tempfs run ls -l` must give -l to ls, with or without "--".
 	cmd.Flags().SetInterspersed(false)
 	o.AddFlags(cmd.Flags())
 	return cmd
+}
+
+// runOwnErrors gives tempfs run's own errors (a usage error or a failure, which carry a message) exit status 125,
+// so that they never pass for CMD's; CMD's statuses carry none, and 126 and 127 stay.
+func runOwnErrors(err error) error {
+	var exit *exitError
+	if errors.As(err, &exit) && exit.err != nil && (exit.code == exitUsage || exit.code == exitFailure) {
+		return &exitError{code: exitRunError, err: exit.err}
+	}
+	return err
 }
 
 // runRun mounts a scratch directory in this process, runs args in it and returns CMD's exit status as an
@@ -112,7 +134,11 @@ func runRun(ctx context.Context, o *runOptions, args []string, stdin io.Reader, 
 	// Deferred first, so it runs last: the mountpoint is removed once nothing is mounted on it.
 	defer os.Remove(dir)
 
-	log := runLogger(o.mount, stderr)
+	log, closeLog, err := runLogger(o.mount, stderr)
+	if err != nil {
+		return err
+	}
+	defer closeLog()
 	// The store logs stale-store cleanup through slog's default logger; keep that off CMD's stderr too.
 	slog.SetDefault(log)
 	p, err := o.mount.prepare(dir)
@@ -120,8 +146,8 @@ func runRun(ctx context.Context, o *runOptions, args []string, stdin io.Reader, 
 		return err
 	}
 	// Caught from here on, so that a signal can never kill this process with the mount still up.
-	signals := make(chan os.Signal, 8)
-	signal.Notify(signals, syscall.SIGINT, syscall.SIGQUIT, syscall.SIGTERM, syscall.SIGHUP)
+	signals := make(chan os.Signal, 16)
+	signal.Notify(signals, forwardedSignals...)
 	defer signal.Stop(signals)
 	s, err := o.mount.serve(p, log)
 	if err != nil {
@@ -134,6 +160,13 @@ func runRun(ctx context.Context, o *runOptions, args []string, stdin io.Reader, 
 	// CMD must inherit none of the daemon's descriptors (the FUSE device above all): mark again whatever
 	// the serving goroutines opened since the mount.
 	tempfs.CloseOnExec()
+	tty := foregroundTerminal()
+	if tty != nil {
+		defer tty.Close()
+		// CMD's own process group, in the terminal's foreground: the terminal's signals reach CMD alone, and
+		// every signal this process gets came from another process and is forwarded.
+		child.SysProcAttr = &syscall.SysProcAttr{Foreground: true, Ctty: int(tty.Fd())}
+	}
 	if err := child.Start(); err != nil {
 		return startError(args[0], err)
 	}
@@ -143,7 +176,13 @@ func runRun(ctx context.Context, o *runOptions, args []string, stdin io.Reader, 
 		defer close(forwarded)
 		forwardSignals(child.Process, signals, done, log)
 	}()
+	if tty != nil {
+		followJobControl(child.Process.Pid, tty, log)
+	}
 	waitErr := child.Wait()
+	if tty != nil {
+		takeTerminal(tty, unix.Getpgrp())
+	}
 	close(done)
 	<-forwarded
 	if child.ProcessState == nil {
@@ -164,13 +203,22 @@ func runRun(ctx context.Context, o *runOptions, args []string, stdin io.Reader, 
 	return &exitError{code: code}
 }
 
-// runLogger logs the in-process daemon to w at warn level, or at debug level with --debug: CMD owns stderr.
-func runLogger(o *mountOptions, w io.Writer) *slog.Logger {
+// runLogger logs the in-process daemon to w (or to --log FILE) at warn level, or at debug level with --debug:
+// CMD owns stderr.
+func runLogger(o *mountOptions, w io.Writer) (*slog.Logger, func(), error) {
 	level := slog.LevelWarn
 	if o.debug || o.fuseLogs {
 		level = slog.LevelDebug
 	}
-	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: level}))
+	closeLog := func() {}
+	if o.logFile != "" {
+		f, err := openLogFile(o.logFile)
+		if err != nil {
+			return nil, nil, usageErrorf("%v", err)
+		}
+		w, closeLog = f, func() { f.Close() }
+	}
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: level})), closeLog, nil
 }
 
 // finishRun unmounts the scratch mount and removes the store. A mount still busy (CMD left background processes
@@ -203,6 +251,11 @@ func scratchEnv(env []string, dir string) []string {
 	return append(out, "TMPDIR="+dir, "TEMP="+dir, "TMP="+dir)
 }
 
+// forwardedSignals are the signals tempfs run passes on to CMD: all that a process may be sent to ask something
+// of it, but not the job-control stops (SIGTSTP, SIGTTIN, SIGTTOU), which stop tempfs run itself as usual.
+var forwardedSignals = []os.Signal{syscall.SIGHUP, syscall.SIGINT, syscall.SIGQUIT, syscall.SIGTERM, syscall.SIGUSR1,
+	syscall.SIGUSR2, syscall.SIGALRM, syscall.SIGWINCH, syscall.SIGCONT}
+
 // forwardSignals passes the signals this process receives on to CMD until done is closed.
 func forwardSignals(p *os.Process, signals <-chan os.Signal, done <-chan struct{}, log *slog.Logger) {
 	for {
@@ -210,11 +263,6 @@ func forwardSignals(p *os.Process, signals <-chan os.Signal, done <-chan struct{
 		case <-done:
 			return
 		case sig := <-signals:
-			if (sig == syscall.SIGINT || sig == syscall.SIGQUIT) && inTerminalForeground() {
-				// Ctrl-C and Ctrl-\ reach the whole foreground process group, CMD included. Sending another
-				// would interrupt CMD twice, and programs that clean up on the first interrupt would be cut short.
-				continue
-			}
 			if err := p.Signal(sig); err != nil && !errors.Is(err, os.ErrProcessDone) {
 				log.Warn("forwarding a signal to the command", "signal", sig, "err", err)
 			}
@@ -222,17 +270,58 @@ func forwardSignals(p *os.Process, signals <-chan os.Signal, done <-chan struct{
 	}
 }
 
-// inTerminalForeground reports whether this process belongs to the foreground process group of its controlling
-// terminal, where the terminal's own SIGINT and SIGQUIT reach every member.
-func inTerminalForeground() bool {
-	tty, err := os.Open("/dev/tty")
+// foregroundTerminal returns the controlling terminal when this process is in its foreground process group,
+// where the terminal's SIGINT, SIGQUIT and SIGTSTP reach every member; nil otherwise.
+func foregroundTerminal() *os.File {
+	tty, err := os.OpenFile("/dev/tty", os.O_RDWR|syscall.O_CLOEXEC, 0)
 	if err != nil {
-		return false // no controlling terminal: whoever signalled us meant us alone
+		return nil // no controlling terminal
 	}
-	defer tty.Close()
 	fg, err := unix.IoctlGetInt(int(tty.Fd()), unix.TIOCGPGRP)
-	return err == nil && fg == unix.Getpgrp()
+	if err != nil || fg != unix.Getpgrp() {
+		tty.Close()
+		return nil
+	}
+	return tty
 }
+
+// takeTerminal makes pgrp the terminal's foreground process group. This process may be in the background then,
+// so SIGTTOU, which would stop it, is ignored for the call; not longer, since CMD would inherit the ignoring.
+func takeTerminal(tty *os.File, pgrp int) {
+	signal.Ignore(syscall.SIGTTOU)
+	defer signal.Reset(syscall.SIGTTOU)
+	_ = unix.IoctlSetPointerInt(int(tty.Fd()), unix.TIOCSPGRP, pgrp)
+}
+
+// followJobControl waits until CMD (the leader of its own foreground process group) exits, without reaping it.
+// When CMD is stopped (Ctrl-Z), this process takes the terminal back and stops itself, so that the shell sees
+// the job stopped; when continued (fg), it gives the terminal back to CMD and continues CMD's group.
+func followJobControl(pid int, tty *os.File, log *slog.Logger) {
+	for {
+		var info unix.Siginfo
+		err := unix.Waitid(unix.P_PID, pid, &info, unix.WEXITED|unix.WSTOPPED|unix.WNOWAIT, nil)
+		if errors.Is(err, unix.EINTR) {
+			continue
+		}
+		if err != nil || info.Code != cldStopped {
+			return // exited (or gone): the caller reaps it
+		}
+		// Consume the stop, so that the next wait sees what comes after it.
+		var ws unix.WaitStatus
+		_, _ = unix.Wait4(pid, &ws, unix.WUNTRACED|unix.WNOHANG, nil)
+		takeTerminal(tty, unix.Getpgrp())
+		log.Debug("the command stopped: stopping too")
+		_ = unix.Kill(unix.Getpid(), unix.SIGSTOP)
+		// Continued: by fg (the terminal is ours again: hand it on) or bg (it is not: CMD runs in the background).
+		if fg, err := unix.IoctlGetInt(int(tty.Fd()), unix.TIOCGPGRP); err == nil && fg == unix.Getpgrp() {
+			takeTerminal(tty, pid)
+		}
+		_ = unix.Kill(-pid, unix.SIGCONT)
+	}
+}
+
+// cldStopped is si_code CLD_STOPPED of a waitid answer: the child was stopped by a signal.
+const cldStopped = 5
 
 // exitStatus maps CMD's wait status to tempfs run's exit status as a shell does: the exit code, or 128+N when
 // CMD died by signal N.
@@ -257,7 +346,7 @@ func startError(name string, err error) error {
 	case errors.Is(err, fs.ErrPermission), errors.Is(err, syscall.ENOEXEC), errors.Is(err, syscall.EISDIR):
 		return &exitError{code: exitCannotExecute, err: fmt.Errorf("%s: %v", name, errnoOf(err))}
 	}
-	return failure(fmt.Errorf("%s: %w", name, err))
+	return &exitError{code: exitCannotExecute, err: fmt.Errorf("%s: %w", name, err)}
 }
 
 // errnoOf drops the operation and path that exec's errors carry, which the caller's message already names.

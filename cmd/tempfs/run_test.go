@@ -56,7 +56,7 @@ func TestStartError(t *testing.T) {
 		{&fs.PathError{Op: "fork/exec", Path: "./nope", Err: syscall.ENOENT}, 127},
 		{&fs.PathError{Op: "fork/exec", Path: "/etc/passwd", Err: syscall.EACCES}, 126},
 		{&fs.PathError{Op: "fork/exec", Path: "./script", Err: syscall.ENOEXEC}, 126},
-		{&fs.PathError{Op: "fork/exec", Path: "./x", Err: syscall.E2BIG}, 1},
+		{&fs.PathError{Op: "fork/exec", Path: "./x", Err: syscall.E2BIG}, 126},
 	}
 	for _, tc := range cases {
 		err := startError("cmd", tc.err)
