@@ -153,6 +153,14 @@ type mktempPlan struct {
 func (p mktempPlan) prefix() string { return p.name[:len(p.name)-p.suffixLen-p.xLen] }
 func (p mktempPlan) suffix() string { return p.name[len(p.name)-p.suffixLen:] }
 
+// padded is the plan with its run of X lengthened to naming.MinRun, as a tempfs template makes names.
+func (p mktempPlan) padded() mktempPlan {
+	if p.xLen >= naming.MinRun {
+		return p
+	}
+	return mktempPlan{name: p.prefix() + strings.Repeat("X", naming.MinRun) + p.suffix(), xLen: naming.MinRun, suffixLen: p.suffixLen}
+}
+
 // candidate is the name with the run replaced by random characters.
 func (p mktempPlan) candidate() string {
 	return p.prefix() + naming.RandomString(p.xLen) + p.suffix()
@@ -302,6 +310,12 @@ func makeTemp(o *mktempOptions, p mktempPlan) (string, error) {
 				return mkdirOnTempfs(p.prefix(), tmpl)
 			}
 			return createOnTempfs(p.prefix(), tmpl)
+		}
+	}
+	if o.dryRun && onTempfs(dirOf(p.prefix())) {
+		// The name a real creation would give: the run padded to naming.MinRun, as the mount's template makes it.
+		if _, useTemplate, err := tempfsTemplate(p); err == nil && useTemplate {
+			p = p.padded()
 		}
 	}
 	return makeExclusive(o, p)

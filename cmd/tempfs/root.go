@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"runtime/debug"
+	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -18,15 +19,18 @@ unique exclusive names from templates (a last path component with six or more X)
 files that vanish when their last handle closes, small files in RAM that spill to a
 private disk store past --max-size, and nothing left behind at unmount or when the
 daemon dies.`,
-		Example: `  tempfs mount /scratch &            # serve a scratch dir (Ctrl-C or tempfs unmount ends it)
+		Example: `  tempfs mount --daemon /scratch     # serve a scratch dir in the background (tempfs unmount ends it)
   exec 3<>/scratch/jobXXXXXX         # a private file, gone when fd 3 closes
-  tempfs unmount /scratch`,
+  tempfs unmount /scratch
+  source <(tempfs completion bash)   # tab completion (also zsh, fish, powershell)`,
+		Version:       versionString(),
 		SilenceUsage:  true,
 		SilenceErrors: true,
-		// Every error of ours carries its exit status; cobra's own (flags, arguments) are usage errors.
-		CompletionOptions: cobra.CompletionOptions{DisableDefaultCmd: true},
 	}
+	// Every error of ours carries its exit status; cobra's own (flags, arguments) are usage errors.
 	root.SetFlagErrorFunc(func(cmd *cobra.Command, err error) error { return err })
+	root.SetVersionTemplate("{{.Name}} {{.Version}}\n")
+	root.SetHelpCommand(newHelpCommand(root))
 	root.AddCommand(
 		newMountCommand(),
 		newUnmountCommand(),
@@ -40,22 +44,93 @@ daemon dies.`,
 	return root
 }
 
-func version() string {
-	if info, ok := debug.ReadBuildInfo(); ok && info.Main.Version != "" && info.Main.Version != "(devel)" {
-		return info.Main.Version
+// versionString is the module version and the VCS revision the binary was built from, as the Go toolchain
+// recorded them: "v1.2.0", or "(devel) 1a2b3c4d5e6f+dirty (2026-11-28T07:31:43Z)" for a build from a checkout.
+func versionString() string {
+	info, ok := debug.ReadBuildInfo()
+	if !ok {
+		return "(unknown: built without module information)"
 	}
-	return "dev"
+	return formatVersion(info)
+}
+
+func formatVersion(info *debug.BuildInfo) string {
+	version := info.Main.Version
+	if version == "" {
+		version = "(devel)"
+	}
+	var revision, when string
+	modified := false
+	for _, s := range info.Settings {
+		switch s.Key {
+		case "vcs.revision":
+			revision = s.Value
+		case "vcs.time":
+			when = s.Value
+		case "vcs.modified":
+			modified = s.Value == "true"
+		}
+	}
+	if revision == "" {
+		return version + " (no VCS revision recorded)"
+	}
+	if len(revision) > 12 {
+		revision = revision[:12]
+	}
+	if modified {
+		revision += "+dirty"
+	}
+	if when != "" {
+		revision += " (" + when + ")"
+	}
+	return version + " " + revision
 }
 
 func newVersionCommand() *cobra.Command {
 	return &cobra.Command{
 		Use:     "version",
-		Short:   "Print the version of tempfs",
-		Example: "  tempfs version",
-		Args:    cobra.NoArgs,
+		Short:   "Print the version of tempfs (module version and VCS revision)",
+		Example: "  tempfs version\n  tempfs --version",
+		Args:    noArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			fmt.Fprintln(cmd.OutOrStdout(), "tempfs", version())
+			fmt.Fprintln(cmd.OutOrStdout(), "tempfs", versionString())
 			return nil
+		},
+	}
+}
+
+// noArgs is cobra.NoArgs with a message that says what is wrong: cobra's says `unknown command "extra"`.
+func noArgs(cmd *cobra.Command, args []string) error {
+	if len(args) > 0 {
+		return fmt.Errorf("takes no arguments, got %q", args)
+	}
+	return nil
+}
+
+// newHelpCommand is cobra's help command, except that an unknown topic is an error (exit status 2), not a
+// usage message and exit status 0.
+func newHelpCommand(root *cobra.Command) *cobra.Command {
+	return &cobra.Command{
+		Use:   "help [command]",
+		Short: "Help about any command",
+		Long:  "Help provides help for any command in the application: tempfs help mount.",
+		ValidArgsFunction: func(c *cobra.Command, args []string, toComplete string) ([]string, cobra.ShellCompDirective) {
+			var names []string
+			for _, sub := range root.Commands() {
+				if sub.IsAvailableCommand() {
+					names = append(names, sub.Name())
+				}
+			}
+			return names, cobra.ShellCompDirectiveNoFileComp
+		},
+		RunE: func(c *cobra.Command, args []string) error {
+			target, rest, err := root.Find(args)
+			if err != nil || target == nil || len(rest) > 0 {
+				return usageErrorf("unknown help topic %q: the commands are listed by 'tempfs --help'", strings.Join(args, " "))
+			}
+			target.InitDefaultHelpFlag()
+			target.InitDefaultVersionFlag()
+			return target.Help()
 		},
 	}
 }
@@ -68,7 +143,7 @@ func newGettempdirCommand() *cobra.Command {
 current directory, as Python's tempfile.gettempdir() finds it (a probe file is created
 and removed in each candidate). tempfs mount puts its disk store there by default.`,
 		Example: "  tempfs gettempdir\n  TMPDIR=/scratch tempfs gettempdir",
-		Args:    cobra.NoArgs,
+		Args:    noArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			dir, err := naming.GetTempDir("")
 			if err != nil {
@@ -85,7 +160,7 @@ func newGettempprefixCommand() *cobra.Command {
 		Use:     "gettempprefix",
 		Short:   "Print the default prefix of temporary names (tmp), as Python's tempfile.gettempprefix()",
 		Example: "  tempfs gettempprefix",
-		Args:    cobra.NoArgs,
+		Args:    noArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			fmt.Fprintln(cmd.OutOrStdout(), naming.TempPrefix)
 			return nil
