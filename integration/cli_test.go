@@ -232,30 +232,37 @@ func cliReportNumber(t testing.TB, report, re string) int64 {
 	return n
 }
 
-// TestCLIRunForwardsSignals: SIGTERM and SIGINT sent to `tempfs run` reach CMD, whose exit status comes back,
-// and the mount is cleaned up.
+// TestCLIRunForwardsSignals: every forwardable signal sent to `tempfs run` reaches CMD, whose exit status comes
+// back, and the mount is cleaned up (issue 16: SIGUSR1, SIGUSR2 and SIGHUP were swallowed).
 func TestCLIRunForwardsSignals(t *testing.T) {
 	requireFUSE(t)
-	// CMD exits with a status of its own only from its trap: if tempfs run did not forward the signal, CMD would
-	// go on waiting and the test would time out; if tempfs run died of the signal, the status would be -1.
-	const script = `trap 'kill $p; echo got-TERM; exit 7' TERM
-trap 'kill $p; echo got-INT; exit 8' INT
+	for _, tc := range []struct {
+		sig  syscall.Signal
+		name string
+	}{
+		{syscall.SIGTERM, "TERM"},
+		{syscall.SIGINT, "INT"},
+		{syscall.SIGHUP, "HUP"},
+		{syscall.SIGQUIT, "QUIT"},
+		{syscall.SIGUSR1, "USR1"},
+		{syscall.SIGUSR2, "USR2"},
+		{syscall.SIGALRM, "ALRM"},
+		{syscall.SIGWINCH, "WINCH"},
+	} {
+		// CMD exits with a status of its own only from its trap: if tempfs run did not forward the signal, CMD
+		// would go on waiting and the test would time out; if tempfs run died of the signal, the status would
+		// be -1.
+		script := `trap 'kill $p; echo got-` + tc.name + `; exit 7' ` + tc.name + `
 sleep 1000 </dev/null >/dev/null 2>&1 & p=$!
 echo "ready $TMPDIR"
 wait $p`
-	for _, tc := range []struct {
-		sig  syscall.Signal
-		want int
-		echo string
-	}{
-		{syscall.SIGTERM, 7, "got-TERM"},
-		{syscall.SIGINT, 8, "got-INT"},
-	} {
+		const want = 7
+		echo := "got-" + tc.name
 		t.Run(tc.sig.String(), func(t *testing.T) {
 			parent, store := t.TempDir(), t.TempDir()
 			cmd := exec.Command(tempfsBin, "run", "--dir", parent, "--store", store, "--", "sh", "-c", script)
-			// Its own process group: never the terminal's foreground group, whose SIGINT tempfs run leaves to
-			// the terminal when the test runs from one.
+			// Its own process group, so that a terminal the test runs from sends it nothing
+			// (TestOpsRunUnderTerminal is the test with a terminal).
 			cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 			var stderr syncBuffer
 			cmd.Stderr = &stderr
@@ -304,8 +311,8 @@ wait $p`
 			case <-time.After(30 * time.Second):
 				t.Fatalf("tempfs run still running 30s after %v; stderr:\n%s", tc.sig, stderr.String())
 			}
-			if code := cmd.ProcessState.ExitCode(); code != tc.want || strings.TrimSpace(string(rest)) != tc.echo {
-				t.Errorf("exit %d, CMD printed %q; want %d and %q; stderr:\n%s", code, rest, tc.want, tc.echo, stderr.String())
+			if code := cmd.ProcessState.ExitCode(); code != want || strings.TrimSpace(string(rest)) != echo {
+				t.Errorf("exit %d, CMD printed %q; want %d and %q; stderr:\n%s", code, rest, want, echo, stderr.String())
 			}
 			cliNothingLeft(t, parent, mp)
 			cliNothingLeft(t, store)
@@ -565,7 +572,10 @@ func TestCLIStatus(t *testing.T) {
 	if _, ok := st["passthrough"].(bool); !ok {
 		t.Errorf("passthrough is %v, not a boolean", st["passthrough"])
 	}
-	for key, want := range map[string]int64{"files": 4, "dirs": 1, "entries": 5, "open_handles": 0, "ram_cap": memory, "disk_cap": 0} {
+	if v, ok := st["disk_cap"]; !ok || v != nil {
+		t.Errorf("disk_cap is %v without --disk, want null (no cap)", v)
+	}
+	for key, want := range map[string]int64{"files": 4, "dirs": 1, "entries": 5, "open_handles": 0, "ram_cap": memory} {
 		if got := cliNumber(t, st, key); got != want {
 			t.Errorf("%s = %d, want %d", key, got, want)
 		}
@@ -586,6 +596,10 @@ func TestCLIStatus(t *testing.T) {
 	human := cliRun(t, cliQuickExit(), t.TempDir(), "", tempfsBin, "status", m.Dir)
 	if human.code != 0 || !strings.Contains(human.stdout, m.Dir) || !strings.Contains(cliLineWith(human.stdout, "entries"), "5") {
 		t.Errorf("status: exit %d, output:\n%s", human.code, human.stdout)
+	}
+	// Issue 16: no cap reads as no cap, not as "0 B of free space".
+	if line := cliLineWith(human.stdout, "disk"); !strings.Contains(line, "no cap") || strings.Contains(line, "0 B of") {
+		t.Errorf("status without --disk: %q, want it to say there is no cap", line)
 	}
 
 	for name, dir := range map[string]string{"plain directory": t.TempDir(), "inside a mount": m.Path("d")} {

@@ -1076,6 +1076,28 @@ func TestCoreMountRefusals(t *testing.T) {
 		{"two mountpoints", func(base, store string) []string {
 			return []string{"--store", store, filepath.Join(base, "mp"), filepath.Join(base, "mp2")}
 		}},
+		// Issue 16.
+		{"empty mountpoint", func(base, store string) []string {
+			return []string{"--store", store, ""}
+		}},
+		{"non-empty mountpoint", func(base, store string) []string {
+			return []string{"--store", store, filepath.Join(base, "mp")}
+		}},
+		{"store through a symlink into the mountpoint", func(base, store string) []string {
+			return []string{"--store", filepath.Join(base, "link"), filepath.Join(base, "mp2")}
+		}},
+		{"-o suid", func(base, store string) []string {
+			return []string{"--store", store, "-o", "suid", filepath.Join(base, "mp2")}
+		}},
+		{"-o dev", func(base, store string) []string {
+			return []string{"--store", store, "-o", "dev", filepath.Join(base, "mp2")}
+		}},
+		{"--disk 0", func(base, store string) []string {
+			return []string{"--store", store, "--disk", "0", filepath.Join(base, "mp2")}
+		}},
+		{"bad max-age", func(base, store string) []string {
+			return []string{"--store", store, "--max-age", "1y", filepath.Join(base, "mp2")}
+		}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -1086,6 +1108,12 @@ func TestCoreMountRefusals(t *testing.T) {
 				}
 			}
 			if err := os.WriteFile(filepath.Join(base, "file"), nil, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Symlink(filepath.Join(base, "mp2", "sub"), filepath.Join(base, "link")); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Mkdir(filepath.Join(base, "mp2", "sub"), 0o755); err != nil {
 				t.Fatal(err)
 			}
 			stderr := refusedMount(t, append([]string{"mount", "--ready-fd=3"}, c.args(base, store)...))
@@ -1266,6 +1294,11 @@ func TestCoreRootMode(t *testing.T) {
 	t.Run("mode 0755", func(t *testing.T) {
 		m := startMount(t, "--mode", "0755")
 		check(t, m.Dir, 0o755, uint32(os.Getuid()), uint32(os.Getgid()))
+	})
+	t.Run("mode 0", func(t *testing.T) {
+		coreRequireRoot(t) // only root can stat a 0000 root of a mount with default_permissions
+		m := startMount(t, "--mode", "0")
+		check(t, m.Dir, 0, uint32(os.Getuid()), uint32(os.Getgid()))
 	})
 	t.Run("group of the mounting process", func(t *testing.T) {
 		coreRequireRoot(t)
