@@ -56,12 +56,8 @@ func Unmount(mountpoint string, lazy bool) error {
 type MountInfo struct {
 	// Device is "major:minor"; FUSE names its connection directories after the minor number.
 	Device string
-	// Mountpoint is where the mount is attached (unescaped).
-	Mountpoint string
 	// FSType is the filesystem type with its subtype: "fuse.tempfs" for tempfs, "tmpfs", "ext4", ...
 	FSType string
-	// Source is the mount source ("tempfs" for tempfs).
-	Source string
 }
 
 // IsTempfs reports whether the mount is a tempfs mount: every tempfs mount, made directly or through
@@ -85,13 +81,9 @@ func FindMount(path string) (MountInfo, bool) {
 		}
 		// The fields after " - " are the filesystem type, the source and the super block's options.
 		_, rest, _ := strings.Cut(line, " - ")
-		tail := strings.Fields(rest)
-		mi := MountInfo{Device: fields[2], Mountpoint: clean}
-		if len(tail) > 0 {
+		mi := MountInfo{Device: fields[2]}
+		if tail := strings.Fields(rest); len(tail) > 0 {
 			mi.FSType = tail[0]
-		}
-		if len(tail) > 1 {
-			mi.Source = unescapeMountinfo(tail[1])
 		}
 		// Later lines are mounted on top of earlier ones: the last match is the one path shows.
 		found, ok = mi, true
