@@ -15,7 +15,8 @@ import (
 
 // TestMemoryCapEvictsLargestFirst writes 40 files of a bit more than a third of the cap each, in
 // 64 KiB chunks, and checks at every chunk that the write succeeded, RAM stayed under the cap,
-// and the files moved to disk were exactly the largest other RAM files, no more than needed.
+// and the files moved to disk were exactly the largest other RAM files (by allocated bytes, what
+// the cap counts), no more than needed.
 func TestMemoryCapEvictsLargestFirst(t *testing.T) {
 	const memoryCap, chunk = mib, 64 * kib
 	pool := newTestPool(t, Config{MemoryCap: memoryCap})
@@ -29,17 +30,18 @@ func TestMemoryCapEvictsLargestFirst(t *testing.T) {
 		files = append(files, f)
 		contents = append(contents, data)
 		for off := int64(0); off < size; off += chunk {
-			// RAM sizes of the other files before the write.
+			// RAM allocations of the other files before the write.
 			before := map[*File]int64{}
 			var ramBefore int64
 			for _, g := range files {
 				if g.Tier() == Memory {
-					ramBefore += g.Size()
+					ramBefore += g.Blocks() * 512
 					if g != f {
-						before[g] = g.Size()
+						before[g] = g.Blocks() * 512
 					}
 				}
 			}
+			fBefore := f.Blocks() * 512
 			end := min(off+chunk, size)
 			mustWrite(t, f, data[off:end], off)
 			checkAccounting(t, pool, files)
@@ -72,7 +74,7 @@ func TestMemoryCapEvictsLargestFirst(t *testing.T) {
 			for _, s := range moved {
 				sumMoved += s
 			}
-			growth := end - off
+			growth := f.Blocks()*512 - fBefore
 			if ramBefore-sumMoved+growth > memoryCap || ramBefore-sumMoved+moved[len(moved)-1]+growth <= memoryCap {
 				t.Fatalf("file %d chunk at %d: moved %v with %d in RAM before: not the fewest that make room", i, off, moved, ramBefore)
 			}
@@ -131,11 +133,19 @@ func TestDiskCap(t *testing.T) {
 		op   func(f *File) error
 	}{
 		{"write past the cap on disk", onDisk, func(f *File) error { _, err := f.WriteAt(pattern(int(30*kib), 9), 40*kib); return err }},
-		{"sparse write past the cap", onDisk, func(f *File) error { _, err := f.WriteAt([]byte{1}, 200*kib); return err }},
-		{"truncate past the cap", onDisk, func(f *File) error { return f.Truncate(65 * kib) }},
 		{"allocate past the cap", onDisk, func(f *File) error { return f.Allocate(0, 100*kib, 0) }},
+		{"allocate keep-size past the cap", onDisk, func(f *File) error {
+			if err := f.Truncate(100 * kib); err != nil {
+				return err
+			}
+			err := f.Allocate(0, 100*kib, allocKeepSize)
+			if terr := f.Truncate(40 * kib); terr != nil {
+				return terr
+			}
+			return err
+		}},
 		{"write whose rollover does not fit", inRAM, func(f *File) error { _, err := f.WriteAt(pattern(int(20*kib), 9), 10*kib); return err }},
-		{"truncate whose rollover does not fit", inRAM, func(f *File) error { return f.Truncate(30 * kib) }},
+		{"allocate whose rollover does not fit", inRAM, func(f *File) error { return f.Allocate(0, 30*kib, 0) }},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -153,8 +163,13 @@ func TestDiskCap(t *testing.T) {
 			checkAccounting(t, pool, files)
 		})
 	}
+	// Overwriting data in place near the cap allocates nothing, so it works.
+	if _, err := onDisk.WriteAt(pattern(int(40*kib), 7), 0); err != nil {
+		t.Fatalf("overwrite in place near the disk cap: %v", err)
+	}
+	mustWrite(t, onDisk, diskData, 0)
 	// An explicit rollover that does not fit leaves the file in RAM: 60 KiB on disk, 10 to move.
-	if err := onDisk.Truncate(60 * kib); err != nil {
+	if err := onDisk.Allocate(0, 60*kib, 0); err != nil {
 		t.Fatal(err)
 	}
 	if err := inRAM.Rollover(); !errors.Is(err, ErrNoSpace) {
@@ -182,6 +197,39 @@ func TestDiskCap(t *testing.T) {
 		t.Errorf("tier after truncate past MaxSize = %v", inRAM.Tier())
 	}
 	checkContent(t, inRAM, layout(30*kib, piece{0, ramData}))
+	checkAccounting(t, pool, files)
+}
+
+// TestDiskCapCountsAllocatedBytes: under --disk, holes are free, as on tmpfs: a 1-byte write at 10 GiB
+// and a truncate to 5 GiB fit under a 64 KiB cap, and the disk counter shows the blocks, not the size.
+func TestDiskCapCountsAllocatedBytes(t *testing.T) {
+	const diskCap = 64 * kib
+	pool := newTestPool(t, Config{MaxSize: 16 * kib, MemoryCap: mib, DiskCap: diskCap})
+	sparse, truncated := pool.NewFile(), pool.NewFile()
+	defer sparse.Close()
+	defer truncated.Close()
+	files := []*File{sparse, truncated}
+	if _, err := sparse.WriteAt([]byte{1}, 10<<30); err != nil {
+		t.Fatalf("1-byte write at 10 GiB under a %d-byte disk cap: %v", diskCap, err)
+	}
+	if err := truncated.Truncate(5 << 30); err != nil {
+		t.Fatalf("truncate to 5 GiB under a %d-byte disk cap: %v", diskCap, err)
+	}
+	if sparse.Tier() != Disk || truncated.Tier() != Disk {
+		t.Fatalf("tiers %v, %v; want both on disk (past MaxSize)", sparse.Tier(), truncated.Tier())
+	}
+	checkAccounting(t, pool, files)
+	st := pool.Stats()
+	if st.DiskBytes > 16*kib || st.DiskBytes != sparse.Blocks()*512+truncated.Blocks()*512 {
+		t.Errorf("DiskBytes = %d for a 1-byte write and a truncate; want their blocks (%d), a few KiB", st.DiskBytes, sparse.Blocks()*512+truncated.Blocks()*512)
+	}
+	if st.PeakDiskBytes < st.DiskBytes || st.DiskWrittenBytes < 1 {
+		t.Errorf("PeakDiskBytes %d, DiskWrittenBytes %d; want >= DiskBytes %d and >= 1", st.PeakDiskBytes, st.DiskWrittenBytes, st.DiskBytes)
+	}
+	// Filling the holes is what costs: 60 KiB more do not fit.
+	if _, err := truncated.WriteAt(pattern(int(62*kib), 1), 0); !errors.Is(err, ErrNoSpace) {
+		t.Errorf("writing 62 KiB of data with %d bytes on disk under a %d cap: %v, want ErrNoSpace", st.DiskBytes, diskCap, err)
+	}
 	checkAccounting(t, pool, files)
 }
 

@@ -1,6 +1,7 @@
 package spool
 
-// Lock order: see the package comment in pool.go (File.mu → Pool.mu; other Files only by TryLock).
+// Lock order: see the package comment in pool.go (File.mu → Pool.mu, arena.mu, Store.mu; other Files
+// only by TryLock).
 // Methods whose names start with "_" need f.mu held for writing unless their comment says otherwise.
 
 import (
@@ -21,14 +22,21 @@ type File struct {
 
 	mu sync.RWMutex
 	// Guarded by mu.
-	fd       int   // memfd (Memory) or unlinked store file (Disk); -1 while a Memory file is empty
-	size     int64 // logical size; not used once external is set (fstat is then the truth)
-	tier     Tier  // written under mu and pool.mu both, so either lock suffices to read it
+	// fd holds the bytes: an arena memfd shared with other small files (Memory, slot set), a memfd of
+	// the file's own (Memory), or an unlinked store file (Disk); -1 while a Memory file is empty.
+	fd int
+	// base is where the file's byte 0 is in fd: its slot's offset in the arena, else 0.
+	base int64
+	slot *arenaSlot // the file's place in the arena, nil outside it
+	// size is the logical size; not used once external is set (fstat is then the truth). An arena
+	// file's fd says nothing of its size.
+	size     int64
+	tier     Tier // written under mu and pool.mu both, so either lock suffices to read it
 	closed   bool
 	external bool // the kernel may write the backing fd directly (passthrough)
 
 	// Guarded by pool.mu.
-	accounted int64 // this file's share of pool.ramBytes or pool.diskBytes, by tier
+	accounted int64 // this file's share of pool.ramBytes or pool.diskBytes, by tier: allocated bytes
 	heapIndex int   // position in pool.ramFiles, -1 when absent
 }
 
@@ -48,7 +56,14 @@ func (f *File) ReadAt(p []byte, off int64) (int, error) {
 	if int64(len(p)) > MaxFileSize-off {
 		p = p[:MaxFileSize-off]
 	}
-	n, err := preadFull(f.fd, p, off)
+	if f.slot != nil {
+		// The slot's bytes past the size are zeros, but they are not the file's.
+		if off >= f.size {
+			return 0, nil
+		}
+		p = p[:min(int64(len(p)), f.size-off)]
+	}
+	n, err := preadFull(f.fd, p, f.base+off)
 	if err != nil {
 		return n, mapIOError("read", err)
 	}
@@ -104,7 +119,7 @@ func (f *File) ReadExtent(off int64, n int) (e Extent, ok bool, err error) {
 	if avail := size - off; int64(n) > avail {
 		n = int(avail)
 	}
-	return Extent{Fd: f.fd, Off: off, Len: n, f: f}, true, nil
+	return Extent{Fd: f.fd, Off: f.base + off, Len: n, f: f}, true, nil
 }
 
 // WriteAt writes like pwrite(2), extending the file if needed and leaving any gap before off as a
@@ -129,17 +144,16 @@ func (f *File) WriteAt(p []byte, off int64) (int, error) {
 		return 0, err
 	}
 	newSize := max(oldSize, off+int64(len(p)))
-	if newSize > oldSize {
-		if err := f._grow(oldSize, newSize, "write"); err != nil {
-			return 0, err
-		}
+	if err := f._prepare(oldSize, newSize, off, int64(len(p)), "write"); err != nil {
+		return 0, err
 	}
-	n, err := pwriteFull(f.fd, p, off)
+	n, err := pwriteFull(f.fd, p, f.base+off)
 	if err != nil {
-		if newSize > oldSize {
-			f._undoGrowth(oldSize)
-		}
+		f._undoGrowth(oldSize)
 		return int(min(int64(n), max(0, oldSize-off))), mapIOError("write", err)
+	}
+	if f.tier == Disk {
+		f.pool.addDiskWritten(int64(n))
 	}
 	f._commitSize(newSize)
 	return n, nil
@@ -165,23 +179,38 @@ func (f *File) Truncate(size int64) error {
 	}
 	switch {
 	case size > oldSize:
-		if err := f._grow(oldSize, size, "truncate"); err != nil {
+		// Growth allocates nothing (the new range is a hole), but it may move the file.
+		if err := f._prepare(oldSize, size, 0, 0, "truncate"); err != nil {
 			return err
 		}
-		if err := ftruncate(f.fd, size); err != nil {
-			f._undoGrowth(oldSize)
-			return mapIOError("truncate", err)
+		if f.slot == nil { // an arena slot reads as zeros past the size already
+			if err := ftruncate(f.fd, size); err != nil {
+				f._undoGrowth(oldSize)
+				return mapIOError("truncate", err)
+			}
 		}
 	case size < oldSize:
-		if err := ftruncate(f.fd, size); err != nil {
+		if err := f._cut(size, oldSize); err != nil {
 			return mapIOError("truncate", err)
 		}
 		if f.tier == Memory && size == 0 {
-			f._dropMemfd()
+			f._dropData()
 		}
 	}
 	f._commitSize(size)
 	return nil
+}
+
+// _cut drops the bytes from size to oldSize: ftruncate for a file with an fd of its own, a punched
+// hole for an arena file, so that its slot reads as zeros past the size again.
+func (f *File) _cut(size, oldSize int64) error {
+	if f.slot != nil {
+		return fallocate(f.fd, allocPunchHole, f.base+size, oldSize-size)
+	}
+	if f.fd < 0 {
+		return nil
+	}
+	return ftruncate(f.fd, size)
 }
 
 // The fallocate(2) modes Allocate serves: the ones a memfd supports too, so that a file behaves
@@ -220,21 +249,25 @@ func (f *File) Allocate(off, length int64, mode uint32) error {
 		if f.fd < 0 || off >= end {
 			return nil
 		}
-		if err := fallocate(f.fd, mode, off, end-off); err != nil {
+		if mode == allocKeepSize {
+			// Allocating inside the size fills holes: it counts against the caps like a write.
+			if err := f._prepare(oldSize, oldSize, off, end-off, "fallocate"); err != nil {
+				return err
+			}
+		}
+		if err := fallocate(f.fd, mode, f.base+off, end-off); err != nil {
+			f._refreshAllocation()
 			return mapIOError("fallocate", err)
 		}
+		f._commitSize(oldSize)
 		return nil
 	}
 	newSize := max(oldSize, end)
-	if newSize > oldSize {
-		if err := f._grow(oldSize, newSize, "fallocate"); err != nil {
-			return err
-		}
+	if err := f._prepare(oldSize, newSize, off, length, "fallocate"); err != nil {
+		return err
 	}
-	if err := fallocate(f.fd, 0, off, length); err != nil {
-		if newSize > oldSize {
-			f._undoGrowth(oldSize)
-		}
+	if err := fallocate(f.fd, 0, f.base+off, length); err != nil {
+		f._undoGrowth(oldSize)
 		return mapIOError("fallocate", err)
 	}
 	f._commitSize(newSize)
@@ -257,6 +290,9 @@ func (f *File) Seek(off int64, whence int) (int64, error) {
 	if f.fd < 0 || off < 0 {
 		return 0, errNoData
 	}
+	if f.slot != nil {
+		return f._seekInSlot(off, whence)
+	}
 	// The fd's own offset is never used for I/O (only pread/pwrite), so moving it is harmless.
 	pos, err := unix.Seek(f.fd, off, whence)
 	switch {
@@ -264,6 +300,27 @@ func (f *File) Seek(off int64, whence int) (int64, error) {
 		return 0, errNoData
 	case err != nil:
 		return 0, mapIOError("seek", err)
+	}
+	return pos, nil
+}
+
+// _seekInSlot answers SEEK_DATA and SEEK_HOLE for an arena file: the shared memfd is asked at the slot's
+// offset and the answer is clipped to the file (the end of the file is a hole, as everywhere). Pages
+// shared with other small files count as data. f.mu may be held for reading.
+func (f *File) _seekInSlot(off int64, whence int) (int64, error) {
+	if off >= f.size {
+		return 0, errNoData
+	}
+	pos, err := unix.Seek(f.fd, f.base+off, whence)
+	switch {
+	case errors.Is(err, unix.ENXIO):
+		pos = f.base + f.size // no data after off in the whole memfd
+	case err != nil:
+		return 0, mapIOError("seek", err)
+	}
+	pos = min(pos-f.base, f.size)
+	if whence == unix.SEEK_DATA && pos >= f.size {
+		return 0, errNoData
 	}
 	return pos, nil
 }
@@ -292,6 +349,9 @@ func (f *File) Blocks() int64 {
 	if f.closed || f.fd < 0 {
 		return 0
 	}
+	if f.slot != nil {
+		return f.slot.size / 512
+	}
 	var st unix.Stat_t
 	if err := fstat(f.fd, &st); err != nil {
 		f.pool.log.Warn("spool: fstat failed", "err", err)
@@ -317,6 +377,9 @@ func (f *File) Stat() Stat {
 	if f.closed || f.fd < 0 {
 		return Stat{Size: f.size}
 	}
+	if f.slot != nil {
+		return Stat{Size: f.size, Blocks: f.slot.size / 512}
+	}
 	var st unix.Stat_t
 	if err := fstat(f.fd, &st); err != nil {
 		f.pool.log.Warn("spool: fstat failed", "err", err)
@@ -326,6 +389,7 @@ func (f *File) Stat() Stat {
 	if f.external {
 		out.Size = st.Size
 		out.ModTime = st.Mtim.Nano()
+		f.pool.accountExternal(f, st.Blocks*512)
 	}
 	return out
 }
@@ -348,7 +412,11 @@ func (f *File) Rollover() error {
 	case f.tier == Disk:
 		return nil
 	}
-	return f._rollover(f.size, "explicit")
+	if err := f._rollover(f._ramDataBound(), "explicit"); err != nil {
+		return err
+	}
+	f._refreshAllocation()
+	return nil
 }
 
 // Sync is fdatasync(2) for a disk file; RAM files have nothing to sync.
@@ -408,7 +476,10 @@ func (f *File) Close() error {
 	}
 	f.closed = true
 	var err error
-	if f.fd >= 0 {
+	switch {
+	case f.slot != nil:
+		f._dropData()
+	case f.fd >= 0:
 		err = unix.Close(f.fd)
 		f.fd = -1
 	}
@@ -438,41 +509,165 @@ func (f *File) _currentSize() (int64, error) {
 	if err := fstat(f.fd, &st); err != nil {
 		return 0, mapIOError("fstat", err)
 	}
-	f.pool.account(f, st.Size)
+	f.pool.accountExternal(f, st.Blocks*512)
 	return st.Size, nil
 }
 
-// _grow prepares the file to reach newSize (> oldSize): it moves the file to disk if MaxSize or
-// the memory budget requires it, reserves newSize in the tier's counter (checking the disk cap),
-// and makes sure there is an fd. Nothing changes if it fails. The caller then does the I/O and
-// calls _commitSize on success or _undoGrowth on failure.
-func (f *File) _grow(oldSize, newSize int64, op string) error {
+// pagesTouched is the bytes of the whole pages that [off, off+n) touches: the most that writing or
+// allocating that range can add to a file's allocation.
+func pagesTouched(off, n int64) int64 {
+	if n <= 0 {
+		return 0
+	}
+	start := off &^ (pageSize - 1)
+	end := (off + n + pageSize - 1) &^ (pageSize - 1)
+	return end - start
+}
+
+func roundUpPage(n int64) int64 { return (n + pageSize - 1) &^ (pageSize - 1) }
+
+// _prepare readies the file for an operation that takes it from oldSize to newSize (>= oldSize) and
+// may allocate the pages of [off, off+n): it moves the file to disk if MaxSize or the memory budget
+// requires it, gives it a place big enough (a bigger arena slot, or a memfd of its own past
+// ArenaMaxFileSize), and reserves the allocation the operation can reach in its tier's counter
+// (checking the disk cap). Nothing changes if it fails. The caller then does the I/O and calls
+// _commitSize on success or _undoGrowth on failure, which set the reservation to the real allocation.
+func (f *File) _prepare(oldSize, newSize, off, n int64, op string) error {
 	p := f.pool
+	touched := pagesTouched(off, n)
 	if f.tier == Disk {
-		if !p.reserveDisk(f, newSize) {
+		// The pages touched are an upper bound, exact for appends; near the cap, the holes among them
+		// are counted instead, so that overwriting data in place never fails for lack of space.
+		if !p.reserveDisk(f, f.accounted+touched) && !p.reserveDisk(f, f.accounted+f._holeBytes(off, n)) {
 			return fmt.Errorf("spool: %s to size %d: disk cap %d reached: %w", op, newSize, p.cfg.DiskCap, ErrNoSpace)
 		}
 		return nil
 	}
-	var reason string
+	if p.cfg.MaxSize > 0 && newSize > p.cfg.MaxSize {
+		return f._rollover(f._ramDataBound()+f._holeBytes(off, n), "max-size")
+	}
+	if f.slot != nil && newSize <= f.slot.size {
+		return nil // the slot holds it and is counted already
+	}
+	var need int64
 	switch {
-	case p.cfg.MaxSize > 0 && newSize > p.cfg.MaxSize:
-		reason = "max-size"
-	case newSize > p.cfg.MemoryCap || !f._reserveRAM(newSize):
-		reason = "memory-cap"
-	}
-	if reason != "" {
-		return f._rollover(newSize, reason)
-	}
-	if f.fd < 0 {
-		fd, err := unix.MemfdCreate("tempfs", unix.MFD_CLOEXEC)
-		if err != nil {
-			p.account(f, oldSize)
-			return fmt.Errorf("spool: %s: memfd_create: %w", op, err)
+	case newSize <= ArenaMaxFileSize && (f.fd < 0 || f.slot != nil):
+		need = arenaSlotSize(newSize) // into the arena, or a bigger slot
+	case f.slot == nil && f.fd >= 0:
+		need = f.accounted + touched // a memfd of its own (files never move back into the arena)
+		if need > p.cfg.MemoryCap-p.ramBytesNow() {
+			need = f.accounted + f._holeBytes(off, n)
 		}
-		f.fd = fd
+	default:
+		need = roundUpPage(oldSize) + touched // out of the arena into a memfd of its own
+	}
+	if need > p.cfg.MemoryCap || !f._reserveRAM(need) {
+		return f._rollover(f._ramDataBound()+f._holeBytes(off, n), "memory-cap")
+	}
+	if err := f._place(oldSize, newSize); err != nil {
+		f._refreshAllocation() // gives the reservation back
+		return err
 	}
 	return nil
+}
+
+// _place gives a Memory file a place that holds newSize bytes, keeping its first oldSize bytes: a slot
+// of the arena up to ArenaMaxFileSize, else a memfd of its own.
+func (f *File) _place(oldSize, newSize int64) error {
+	p := f.pool
+	switch {
+	case f.slot != nil && newSize <= f.slot.size:
+		return nil
+	case f.slot == nil && f.fd >= 0:
+		return nil
+	case newSize <= ArenaMaxFileSize:
+		s, err := p.arena.alloc(newSize)
+		if err != nil {
+			return err
+		}
+		if f.slot != nil {
+			if _, err := p.copyFromSlot(f.slot, oldSize, s.chunk.fd, s.off); err != nil {
+				p.arena.release(s)
+				return mapIOError("moving a file to a bigger arena slot", err)
+			}
+			p.arena.release(f.slot)
+		} else {
+			p.noteArenaFiles(1)
+		}
+		f.slot, f.fd, f.base = s, s.chunk.fd, s.off
+		return nil
+	}
+	fd, err := unix.MemfdCreate("tempfs", unix.MFD_CLOEXEC)
+	if err != nil {
+		return p.descriptorError("memfd_create", err)
+	}
+	if f.slot != nil {
+		err := ftruncate(fd, oldSize)
+		if err == nil {
+			_, err = p.copyFromSlot(f.slot, oldSize, fd, 0)
+		}
+		if err != nil {
+			unix.Close(fd)
+			return mapIOError("moving a file out of the arena", err)
+		}
+		f._dropData()
+	}
+	f.fd, f.base = fd, 0
+	return nil
+}
+
+// _holeBytes is how many bytes of the pages of [off, off+n) the file does not allocate yet: what an
+// operation on that range can add. It asks the fd with SEEK_DATA/SEEK_HOLE, and errs on the high side.
+// An arena file's slot is allocated already, except for a move to a bigger place, which counts apart.
+func (f *File) _holeBytes(off, n int64) int64 {
+	touched := pagesTouched(off, n)
+	if touched == 0 || f.fd < 0 || f.slot != nil {
+		return touched
+	}
+	start := off &^ (pageSize - 1)
+	end := start + touched
+	var data int64
+	for pos := start; pos < end; {
+		d, err := unix.Seek(f.fd, pos, unix.SEEK_DATA)
+		if err != nil || d >= end {
+			break // ENXIO: no data after pos
+		}
+		h, err := unix.Seek(f.fd, d, unix.SEEK_HOLE)
+		if err != nil {
+			return touched
+		}
+		h = min(h, end)
+		data += h - d
+		pos = h
+	}
+	return max(touched-data, 0)
+}
+
+// _ramDataBound is at most how many bytes a rollover of this Memory file writes to disk.
+func (f *File) _ramDataBound() int64 {
+	if f.slot != nil {
+		return roundUpPage(f.size)
+	}
+	return f.accounted
+}
+
+// _refreshAllocation sets the file's share of its tier's counter to what it really allocates: its
+// arena slot, or its fd's st_blocks × 512 (holes are free). f.mu may be held for reading only for an
+// external file.
+func (f *File) _refreshAllocation() {
+	var allocated int64
+	switch {
+	case f.slot != nil:
+		allocated = f.slot.size
+	case f.fd >= 0:
+		var st unix.Stat_t
+		if err := fstat(f.fd, &st); err != nil {
+			f.pool.log.Warn("spool: fstat failed; allocation not updated", "err", err)
+			return
+		}
+		allocated = st.Blocks * 512
+	}
+	f.pool.account(f, allocated)
 }
 
 // _reserveRAM grows the file's share of the memory budget to size, first moving other RAM files
@@ -494,7 +689,10 @@ func (f *File) _reserveRAM(size int64) bool {
 		if victim == nil {
 			return false
 		}
-		err := victim._rollover(victim.size, "memory budget (largest other RAM file)")
+		err := victim._rollover(victim._ramDataBound(), "memory budget (largest other RAM file)")
+		if err == nil {
+			victim._refreshAllocation()
+		}
 		victim.mu.Unlock()
 		if err != nil {
 			// A full disk is an expected state under --disk; anything else deserves a look.
@@ -529,8 +727,8 @@ func (f *File) _rollover(reserve int64, reason string) error {
 		return mapIOError("rollover", err)
 	}
 
+	f._dropData() // the arena slot or memfd goes, and the file leaves the RAM counter and the heap
 	p.mu.Lock()
-	p.setAccounted(f, 0) // leaves the RAM counter and the heap
 	f.tier = Disk
 	p.diskBytes -= reserve // the reservation becomes the file's own share
 	p.setAccounted(f, reserve)
@@ -538,14 +736,10 @@ func (f *File) _rollover(reserve int64, reason string) error {
 	p.diskFiles++
 	p.rollovers++
 	p.spilledBytes += copied
+	p.diskWrittenBytes += copied
 	p.mu.Unlock()
 
-	if f.fd >= 0 {
-		if err := unix.Close(f.fd); err != nil {
-			p.log.Warn("spool: closing a memfd after rollover failed", "err", err)
-		}
-	}
-	f.fd = backing
+	f.fd, f.base = backing, 0
 	p.log.Debug("spool: rolled over to disk", "reason", reason, "size", f.size, "copied", copied)
 	return nil
 }
@@ -555,11 +749,15 @@ func (f *File) _rollover(reserve int64, reason string) error {
 func (f *File) _copyToBacking() (backing int, copied int64, err error) {
 	backing, err = f.pool.cfg.Store.createBackingFd()
 	if err != nil {
-		return -1, 0, err
+		return -1, 0, f.pool.descriptorError("creating a backing file in the store", err)
 	}
 	if f.size > 0 {
 		err = ftruncate(backing, f.size)
-		if err == nil {
+		switch {
+		case err != nil:
+		case f.slot != nil:
+			copied, err = f.pool.copyFromSlot(f.slot, f.size, backing, 0)
+		default:
 			copied, err = f.pool.copyDataRanges(f.fd, backing, f.size)
 		}
 		if err != nil {
@@ -570,20 +768,26 @@ func (f *File) _copyToBacking() (backing int, copied int64, err error) {
 	return backing, copied, nil
 }
 
-// _undoGrowth puts the size back after _grow succeeded but the I/O failed: the file is truncated
-// back (a partial write may have extended it) and its reservation shrinks to oldSize.
+// _undoGrowth puts the size back after _prepare succeeded but the I/O failed: the file is cut back
+// to oldSize (a partial write may have extended it) and its reservation shrinks to what it allocates.
 func (f *File) _undoGrowth(oldSize int64) {
-	if err := ftruncate(f.fd, oldSize); err != nil {
-		f.pool.log.Warn("spool: truncating back after a failed write failed", "size", oldSize, "err", err)
+	end := oldSize
+	if f.slot != nil {
+		end = f.slot.size // whatever a partial write left past the size
+	}
+	if end > oldSize || f.slot == nil {
+		if err := f._cut(oldSize, end); err != nil {
+			f.pool.log.Warn("spool: cutting back after a failed write failed", "size", oldSize, "err", err)
+		}
 	}
 	if f.tier == Memory && oldSize == 0 {
-		f._dropMemfd()
+		f._dropData()
 	}
-	f.pool.account(f, oldSize)
+	f._refreshAllocation()
 }
 
-// _commitSize records the size after a successful operation. Growth was already counted by
-// _grow, so only a shrink touches the pool: an overwrite inside the file takes no pool lock.
+// _commitSize records the size after a successful operation and sets the file's share of its tier's
+// counter from the reservation _prepare made to what the file really allocates now.
 func (f *File) _commitSize(size int64) {
 	if f.external {
 		if _, err := f._currentSize(); err != nil {
@@ -591,20 +795,22 @@ func (f *File) _commitSize(size int64) {
 		}
 		return
 	}
-	shrunk := size < f.size
 	f.size = size
-	if shrunk {
-		f.pool.account(f, size)
-	}
+	f._refreshAllocation()
 }
 
-// _dropMemfd closes the memfd of an empty Memory file.
-func (f *File) _dropMemfd() {
-	if f.fd < 0 {
-		return
+// _dropData gives back a Memory file's arena slot or memfd, and its share of the RAM counter.
+func (f *File) _dropData() {
+	switch {
+	case f.slot != nil:
+		f.pool.arena.release(f.slot)
+		f.pool.noteArenaFiles(-1)
+		f.slot = nil
+	case f.fd >= 0:
+		if err := unix.Close(f.fd); err != nil {
+			f.pool.log.Warn("spool: closing a memfd failed", "err", err)
+		}
 	}
-	if err := unix.Close(f.fd); err != nil {
-		f.pool.log.Warn("spool: closing an empty memfd failed", "err", err)
-	}
-	f.fd = -1
+	f.fd, f.base = -1, 0
+	f.pool.account(f, 0)
 }

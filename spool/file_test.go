@@ -244,7 +244,8 @@ func TestRolloverKeepsHoles(t *testing.T) {
 	if want := int64(4096 + 4); st.SpilledBytes != want {
 		t.Errorf("SpilledBytes = %d, want %d (data pages only)", st.SpilledBytes, want)
 	}
-	if st.Rollovers != 1 || st.DiskFiles != 1 || st.MemoryFiles != 0 || st.RAMBytes != 0 || st.DiskBytes != 4*mib+4 {
+	// The disk cap counts allocated bytes: the hole costs nothing.
+	if st.Rollovers != 1 || st.DiskFiles != 1 || st.MemoryFiles != 0 || st.RAMBytes != 0 || st.DiskBytes != f.Blocks()*512 {
 		t.Errorf("Stats after rollover = %+v", st)
 	}
 	if blocks := f.Blocks(); blocks <= 0 || blocks > 64 {
@@ -322,25 +323,30 @@ func TestAllocateBlocks(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			if err := f.Truncate(64 * kib); err != nil {
+			// Larger than the arena's files, so that the file has an fd of its own in both tiers.
+			const size = 4 * ArenaMaxFileSize
+			if err := f.Truncate(size); err != nil {
 				t.Fatal(err)
 			}
 			if b := f.Blocks(); b != 0 {
 				t.Errorf("Blocks of a sparse file = %d, want 0", b)
 			}
-			if err := f.Allocate(0, 64*kib, 0); err != nil {
+			checkAccounting(t, pool, []*File{f})
+			if err := f.Allocate(0, size, 0); err != nil {
 				t.Fatal(err)
 			}
-			if b := f.Blocks(); b < 128 {
-				t.Errorf("Blocks after allocating 64 KiB = %d, want >= 128", b)
+			if b := f.Blocks(); b < size/512 {
+				t.Errorf("Blocks after allocating %d bytes = %d, want >= %d", size, b, size/512)
 			}
-			if err := f.Allocate(0, 64*kib, allocPunchHole); err != nil {
+			checkAccounting(t, pool, []*File{f})
+			if err := f.Allocate(0, size, allocPunchHole); err != nil {
 				t.Fatal(err)
 			}
 			if b := f.Blocks(); b != 0 {
 				t.Errorf("Blocks after punching everything = %d, want 0", b)
 			}
-			checkContent(t, f, make([]byte, 64*kib))
+			checkAccounting(t, pool, []*File{f})
+			checkContent(t, f, make([]byte, size))
 		})
 	}
 }
@@ -364,23 +370,26 @@ func TestCloseFreesEverything(t *testing.T) {
 		files = append(files, pool.NewFile())
 	}
 	checkAccounting(t, pool, files)
-	if got := openFdCount(t); got != before+n {
-		t.Errorf("open fds = %d with %d non-empty files, want %d", got, n, before+n)
+	// The disk files hold one each; the RAM files share one arena memfd.
+	if got := openFdCount(t); got != before+n/2+1 {
+		t.Errorf("open fds = %d with %d disk files and %d small RAM files, want %d", got, n/2, n/2, before+n/2+1)
 	}
 	for _, f := range files {
 		if err := f.Close(); err != nil {
 			t.Fatalf("Close: %v", err)
 		}
 	}
-	if got := openFdCount(t); got != before {
-		t.Errorf("open fds = %d after Close, want %d", got, before)
+	// The arena keeps one empty memfd per size class it used, so that the next small file needs none.
+	if got, memfds := openFdCount(t), pool.Stats().ArenaMemfds; memfds != 1 || got != before+1 {
+		t.Errorf("open fds = %d after Close with %d arena memfds, want %d and 1", got, memfds, before+1)
 	}
 	st := pool.Stats()
 	if st.Files != 0 || st.MemoryFiles != 0 || st.DiskFiles != 0 || st.RAMBytes != 0 || st.DiskBytes != 0 {
 		t.Errorf("Stats after closing everything = %+v", st)
 	}
-	// Each odd file is in RAM beside the even ones until its own rollover: 25 + 1 files at the top.
-	if want := int64(n/2+1) * 1000; st.PeakRAMBytes != want {
+	// Each odd file is in RAM beside the even ones until its own rollover: 25 + 1 files at the top,
+	// each in a 1 KiB arena slot.
+	if want := int64(n/2+1) * 1024; st.PeakRAMBytes != want {
 		t.Errorf("PeakRAMBytes = %d, want %d", st.PeakRAMBytes, want)
 	}
 }
@@ -390,7 +399,8 @@ func TestTruncateToZeroReleasesMemfd(t *testing.T) {
 	f := pool.NewFile()
 	defer f.Close()
 	before := openFdCount(t)
-	mustWrite(t, f, []byte("x"), 0)
+	// Past the arena's largest files, so that the file has a memfd of its own.
+	mustWrite(t, f, []byte("x"), ArenaMaxFileSize)
 	if got := openFdCount(t); got != before+1 {
 		t.Errorf("fds after first write = %d, want %d", got, before+1)
 	}
@@ -399,6 +409,18 @@ func TestTruncateToZeroReleasesMemfd(t *testing.T) {
 	}
 	if got := openFdCount(t); got != before {
 		t.Errorf("fds after truncate to 0 = %d, want %d", got, before)
+	}
+	checkAccounting(t, pool, []*File{f})
+	// A small file leaves the arena the same way.
+	mustWrite(t, f, []byte("x"), 0)
+	if st := pool.Stats(); st.ArenaFiles != 1 || st.RAMBytes != arenaMinSlot {
+		t.Errorf("after a 1-byte write: %d arena files, %d RAM bytes; want 1 and %d", st.ArenaFiles, st.RAMBytes, arenaMinSlot)
+	}
+	if err := f.Truncate(0); err != nil {
+		t.Fatal(err)
+	}
+	if st := pool.Stats(); st.ArenaFiles != 0 || st.RAMBytes != 0 {
+		t.Errorf("after truncate to 0: %d arena files, %d RAM bytes; want 0 and 0", st.ArenaFiles, st.RAMBytes)
 	}
 	checkAccounting(t, pool, []*File{f})
 }

@@ -87,6 +87,17 @@ func mapIOError(op string, err error) error {
 // copyBufferSize is the chunk of the pread/pwrite fallback copy.
 const copyBufferSize = 1 << 20
 
+// copyBuffer takes a copyBufferSize buffer from the pool's recycled ones; give it back with
+// p.copyBuffers.Put.
+func (p *Pool) copyBuffer() *[]byte {
+	bufp, _ := p.copyBuffers.Get().(*[]byte)
+	if bufp == nil {
+		buf := make([]byte, copyBufferSize)
+		bufp = &buf
+	}
+	return bufp
+}
+
 // copyDataRanges copies the data ranges of src below size to the same offsets in dst, walking
 // SEEK_DATA/SEEK_HOLE so that holes stay holes, and returns the bytes copied. dst must already
 // have its size. src's file offset moves; nothing else uses it.
@@ -143,11 +154,7 @@ func (p *Pool) copyRange(src, dst int, off, length int64) error {
 	if off >= end {
 		return nil
 	}
-	bufp, _ := p.copyBuffers.Get().(*[]byte)
-	if bufp == nil {
-		buf := make([]byte, copyBufferSize)
-		bufp = &buf
-	}
+	bufp := p.copyBuffer()
 	defer p.copyBuffers.Put(bufp)
 	buf := *bufp
 	for off < end {

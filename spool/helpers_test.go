@@ -60,7 +60,7 @@ func newTestPool(t testing.TB, cfg Config) *Pool {
 }
 
 // checkAccounting asserts the pool's counters against the files themselves: RAMBytes is exactly
-// the sum of Size over Memory-tier files, DiskBytes over Disk-tier ones, the file counts agree,
+// the sum of the allocated bytes (Blocks × 512) of Memory-tier files, DiskBytes of Disk-tier ones, the file counts agree,
 // RAM never passed its cap, and empty RAM files hold no descriptor. files must be all the live
 // files of the pool.
 func checkAccounting(t testing.TB, pool *Pool, files []*File) {
@@ -72,7 +72,7 @@ func checkAccounting(t testing.TB, pool *Pool, files []*File) {
 		switch f.Tier() {
 		case Memory:
 			want.MemoryFiles++
-			want.RAMBytes += size
+			want.RAMBytes += f.Blocks() * 512
 			f.mu.RLock()
 			hasFd := f.fd >= 0
 			f.mu.RUnlock()
@@ -81,7 +81,7 @@ func checkAccounting(t testing.TB, pool *Pool, files []*File) {
 			}
 		case Disk:
 			want.DiskFiles++
-			want.DiskBytes += size
+			want.DiskBytes += f.Blocks() * 512
 		}
 	}
 	got := pool.Stats()
@@ -157,3 +157,18 @@ func mustWrite(t testing.TB, f *File, p []byte, off int64) {
 		t.Fatalf("WriteAt(%d bytes, %d) = %d, %v", len(p), off, n, err)
 	}
 }
+
+// capturingHandler records the level of every record at Info and above ("INFO", "WARN", "ERROR").
+type capturingHandler struct{ levels *[]string }
+
+func (h capturingHandler) Enabled(_ context.Context, level slog.Level) bool {
+	return level >= slog.LevelInfo
+}
+func (h capturingHandler) Handle(_ context.Context, r slog.Record) error {
+	*h.levels = append(*h.levels, r.Level.String())
+	return nil
+}
+func (h capturingHandler) WithAttrs([]slog.Attr) slog.Handler { return h }
+func (h capturingHandler) WithGroup(string) slog.Handler      { return h }
+
+func newCapturingLogger(levels *[]string) *slog.Logger { return slog.New(capturingHandler{levels}) }

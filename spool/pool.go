@@ -5,6 +5,11 @@
 // that would pass it pushes the largest other RAM files to disk first), a cap on disk bytes, and
 // the counters that `tempfs status` reports.
 //
+// Small RAM files (up to ArenaMaxFileSize) share memfds, cut into slots (see arena.go): the number
+// of files is then bounded by memory, not by the daemon's descriptors. Larger RAM files have a memfd
+// each, and disk files an unlinked backing file each (at least MaxSize or pushed out by the memory
+// budget, so they are few). Caps count allocated bytes (holes are free, as on tmpfs), MaxSize the size.
+//
 // Data is kept in memfds rather than Go slices because file data in the Go heap was measured as
 // the slowest option (page faults on fresh anonymous memory), and because a memfd can be copied
 // to disk with its holes intact. Both tiers use the same pread/pwrite path on a descriptor.
@@ -12,6 +17,8 @@
 // Lock order (for pool.go and file.go):
 //
 //	File.mu  →  Pool.mu
+//	File.mu  →  arena.mu
+//	File.mu  →  Store.mu
 //
 // A goroutine takes at most one File.mu by blocking: the File it operates on. While holding it,
 // it may take other Files' locks only with TryLock (memory-budget victims, see
@@ -29,6 +36,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
+
+	"golang.org/x/sys/unix"
 )
 
 // Tier says where a File's bytes live.
@@ -80,10 +89,11 @@ type Config struct {
 	// MaxSize: a file rolls over to disk once its size would exceed it; 0 means never by size
 	// (as Python's max_size=0). The memory budget can still move a file to disk.
 	MaxSize int64
-	// MemoryCap caps the logical sizes of all RAM-resident files together; must be > 0.
+	// MemoryCap caps the bytes allocated to all RAM-resident files together (a small file's arena
+	// slot, a larger file's memfd pages; holes are free); must be > 0.
 	MemoryCap int64
-	// DiskCap caps the logical (apparent) sizes of all disk-resident files together; 0 means no
-	// cap beyond the store's free space.
+	// DiskCap caps the bytes allocated to all disk-resident files together (st_blocks × 512 of
+	// their backing files: holes are free); 0 means no cap beyond the store's free space.
 	DiskCap int64
 	// Store is the private directory that holds rolled-over files; required.
 	Store *Store
@@ -96,20 +106,34 @@ type Config struct {
 type Stats struct {
 	// Files, MemoryFiles, DiskFiles count live (not closed) files, in all and by tier.
 	Files, MemoryFiles, DiskFiles int64
-	// RAMBytes is the sum of the logical sizes of Memory-tier files (holes count: the cap must
-	// hold however the holes are filled later); RAMCap is Config.MemoryCap; PeakRAMBytes is the
-	// highest RAMBytes seen.
+	// RAMBytes is the bytes allocated to Memory-tier files: a small file's arena slot, a larger
+	// file's memfd pages (holes are free, as on tmpfs); RAMCap is Config.MemoryCap; PeakRAMBytes is
+	// the highest RAMBytes seen.
 	RAMBytes, RAMCap, PeakRAMBytes int64
-	// DiskBytes is the sum of the logical sizes of Disk-tier files, the "apparent size" of
-	// `du --apparent-size`; DiskCap is Config.DiskCap. For a file whose backing fd the kernel
-	// writes directly (passthrough, see File.NoteExternalWrite) the daemon learns the new size
-	// only when it next looks (Size, a write, Close), so DiskBytes may lag until then. The
-	// FUSE layer uses passthrough only when DiskCap is 0, so the cap itself is always exact.
-	DiskBytes, DiskCap int64
+	// DiskBytes is the bytes allocated to Disk-tier files (their backing files' st_blocks × 512, what
+	// `du` shows); DiskCap is Config.DiskCap; PeakDiskBytes is the highest DiskBytes seen. For a file
+	// whose backing fd the kernel writes directly (passthrough, see File.NoteExternalWrite) the daemon
+	// learns the new allocation only when it next looks (Stat, Size, a write, Close), so DiskBytes may
+	// lag until then. The FUSE layer uses passthrough only when DiskCap is 0, so the cap itself is
+	// always exact.
+	DiskBytes, DiskCap, PeakDiskBytes int64
 	// Rollovers counts files moved to disk; SpilledBytes counts the data bytes they copied
 	// (holes are not copied).
 	Rollovers    int64
 	SpilledBytes int64
+	// DiskWrittenBytes is every byte that went to disk: rollover copies, writes through the daemon to
+	// disk files, and growth of passthrough files' allocation seen since (a lower bound for those).
+	DiskWrittenBytes int64
+	// ArenaFiles counts Memory-tier files in the small-file arena, ArenaMemfds its shared memfds.
+	ArenaFiles, ArenaMemfds int64
+	// DescriptorLimitHits counts operations refused with ErrNoSpace because the daemon could not make a
+	// descriptor (EMFILE, ENFILE).
+	DescriptorLimitHits int64
+	// StoreRecreated counts store directories made again after the store was deleted or became
+	// unusable while mounted; StoreError is the last failure to make a backing file there ("" once one
+	// succeeds again).
+	StoreRecreated int64
+	StoreError     string
 }
 
 // Pool is the set of Files that share one memory budget, one disk cap and one Store.
@@ -126,11 +150,18 @@ type Pool struct {
 	// not fault in fresh memory each time.
 	copyBuffers sync.Pool
 
+	arena arena
+
+	descriptorLimitHits   atomic.Int64
+	descriptorLimitLogged atomic.Bool
+
 	mu sync.Mutex
 	// The counters behind Stats; each File's share is File.accounted.
 	files, memoryFiles, diskFiles int64
 	ramBytes, peakRAMBytes        int64
-	diskBytes                     int64
+	diskBytes, peakDiskBytes      int64
+	diskWrittenBytes              int64
+	arenaFiles                    int64
 	rollovers, spilledBytes       int64
 	// ramFiles holds the non-empty Memory-tier files as a max-heap by accounted size, so the
 	// memory budget finds its largest victims without scanning a million files.
@@ -153,7 +184,9 @@ func NewPool(cfg Config) (*Pool, error) {
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Pool{cfg: cfg, log: log}, nil
+	p := &Pool{cfg: cfg, log: log}
+	p.arena.init(p)
+	return p, nil
 }
 
 // Config returns the configuration the pool was built with.
@@ -172,20 +205,47 @@ func (p *Pool) NewFile() *File {
 
 // Stats returns a snapshot of the counters, taken under one lock so that they agree.
 func (p *Pool) Stats() Stats {
+	memfds := p.arena.chunkCount()
+	recreated, storeErr := p.cfg.Store.health()
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return Stats{
-		Files:        p.files,
-		MemoryFiles:  p.memoryFiles,
-		DiskFiles:    p.diskFiles,
-		RAMBytes:     p.ramBytes,
-		RAMCap:       p.cfg.MemoryCap,
-		PeakRAMBytes: p.peakRAMBytes,
-		DiskBytes:    p.diskBytes,
-		DiskCap:      p.cfg.DiskCap,
-		Rollovers:    p.rollovers,
-		SpilledBytes: p.spilledBytes,
+		Files:               p.files,
+		MemoryFiles:         p.memoryFiles,
+		DiskFiles:           p.diskFiles,
+		RAMBytes:            p.ramBytes,
+		RAMCap:              p.cfg.MemoryCap,
+		PeakRAMBytes:        p.peakRAMBytes,
+		DiskBytes:           p.diskBytes,
+		DiskCap:             p.cfg.DiskCap,
+		PeakDiskBytes:       p.peakDiskBytes,
+		Rollovers:           p.rollovers,
+		SpilledBytes:        p.spilledBytes,
+		DiskWrittenBytes:    p.diskWrittenBytes,
+		ArenaFiles:          p.arenaFiles,
+		ArenaMemfds:         memfds,
+		DescriptorLimitHits: p.descriptorLimitHits.Load(),
+		StoreRecreated:      recreated,
+		StoreError:          storeErr,
 	}
+}
+
+// descriptorError is the error for a descriptor the pool could not make (memfd_create, a backing file).
+// When the cause is a descriptor limit (EMFILE: the daemon's table is full, ENFILE: the system's), the
+// operation fails with ErrNoSpace, as tmpfs does when it runs out of inodes: EMFILE would tell the
+// client that its own table is full. The first such refusal is logged with its cause; all are counted.
+func (p *Pool) descriptorError(what string, err error) error {
+	if err != unix.EMFILE && err != unix.ENFILE {
+		return mapIOError(what, err)
+	}
+	p.descriptorLimitHits.Add(1)
+	if p.descriptorLimitLogged.CompareAndSwap(false, true) {
+		var lim unix.Rlimit
+		_ = unix.Getrlimit(unix.RLIMIT_NOFILE, &lim)
+		p.log.Error("spool: out of descriptors: files that need one more (RAM files over the arena size, disk files) get ENOSPC; raise the daemon's RLIMIT_NOFILE (logged once, counted in status)",
+			"op", what, "err", err, "nofile_soft", lim.Cur, "nofile_hard", lim.Max)
+	}
+	return fmt.Errorf("spool: %s: %v: %w", what, err, ErrNoSpace)
 }
 
 // setAccounted moves f's share of its tier's counter to size, keeping the heap of RAM files in
@@ -195,6 +255,9 @@ func (p *Pool) setAccounted(f *File, size int64) {
 	f.accounted = size
 	if f.tier == Disk {
 		p.diskBytes += delta
+		if p.diskBytes > p.peakDiskBytes {
+			p.peakDiskBytes = p.diskBytes
+		}
 		return
 	}
 	p.ramBytes += delta
@@ -215,6 +278,41 @@ func (p *Pool) setAccounted(f *File, size int64) {
 func (p *Pool) account(f *File, size int64) {
 	p.mu.Lock()
 	p.setAccounted(f, size)
+	p.mu.Unlock()
+}
+
+// accountExternal sets a passthrough file's disk share to what its backing file allocates now; growth
+// seen this way was written by the kernel behind the daemon's back, and counts as written to disk.
+// f.mu is held, possibly for reading only: pool.mu guards accounted.
+func (p *Pool) accountExternal(f *File, allocated int64) {
+	p.mu.Lock()
+	if f.tier == Disk {
+		if grown := allocated - f.accounted; grown > 0 {
+			p.diskWrittenBytes += grown
+		}
+		p.setAccounted(f, allocated)
+	}
+	p.mu.Unlock()
+}
+
+// ramBytesNow is RAMBytes without the rest of Stats.
+func (p *Pool) ramBytesNow() int64 {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.ramBytes
+}
+
+// addDiskWritten counts bytes written to disk through the daemon.
+func (p *Pool) addDiskWritten(n int64) {
+	p.mu.Lock()
+	p.diskWrittenBytes += n
+	p.mu.Unlock()
+}
+
+// noteArenaFiles counts files entering (+1) or leaving (-1) the arena.
+func (p *Pool) noteArenaFiles(delta int64) {
+	p.mu.Lock()
+	p.arenaFiles += delta
 	p.mu.Unlock()
 }
 

@@ -1,6 +1,7 @@
 package spool
 
-// Lock order: Store.mu is a leaf; it is held only around the store's own descriptors.
+// Lock order: Store.mu is a leaf; it is held only around the store's own descriptors (and, for
+// writing, while a store that disappeared is made again).
 //
 // The store directory protocol, which lets daemons that start at the same time under one parent
 // clean up after dead ones without ever removing a live store:
@@ -26,6 +27,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 
 	"golang.org/x/sys/unix"
 )
@@ -45,8 +47,7 @@ const (
 // Every operation goes through the directory's fd (openat/unlinkat with O_NOFOLLOW); nothing is
 // written outside the directory and no symlink inside it is followed.
 type Store struct {
-	path   string
-	name   string
+	parent string
 	logger *slog.Logger
 
 	// tmpfileUnsupported remembers that the store's filesystem refused O_TMPFILE, so backing files
@@ -55,10 +56,21 @@ type Store struct {
 
 	mu       sync.RWMutex
 	closed   bool
+	path     string
+	name     string
 	parentFd int // the parent directory, to remove the store directory by name at Close
 	dirFd    int
 	lockFd   int // holds LOCK_EX for the store's life
+	// generation counts the store directories made so far (1 at start), so that concurrent failures
+	// make the store again only once.
+	generation int64
+	// lastError is the last failure to make a backing file, "" after a success.
+	lastError string
 }
+
+// ErrStoreUnusable: the store directory disappeared or stopped working while mounted and could not be
+// made again; the operation that needed disk space fails with ENOSPC, as on a full disk.
+var ErrStoreUnusable = fmt.Errorf("spool: the disk store is gone or unusable: %w", syscall.ENOSPC)
 
 // OpenStore creates a private store directory under parent, after removing the stores that dead
 // daemons left there. parent must be a directory owned by us or by root, and not writable by
@@ -67,6 +79,12 @@ type Store struct {
 // It logs what it cleans up to slog.Default().
 func OpenStore(parent string) (*Store, error) {
 	return openStore(parent, slog.Default())
+}
+
+// OpenStoreWithLogger is OpenStore logging to log, also later: a store deleted while in use and made
+// again, or unusable, is logged there.
+func OpenStoreWithLogger(parent string, log *slog.Logger) (*Store, error) {
+	return openStore(parent, log)
 }
 
 func openStore(parent string, log *slog.Logger) (*Store, error) {
@@ -137,12 +155,14 @@ func createStore(parentFd int, parent string, log *slog.Logger) (*Store, error) 
 			return nil, fmt.Errorf("spool: store %s/%s: %w", parent, name, err)
 		}
 		return &Store{
-			path:     filepath.Join(parent, name),
-			name:     name,
-			logger:   log,
-			parentFd: parentFd,
-			dirFd:    dirFd,
-			lockFd:   lockFd,
+			parent:     parent,
+			path:       filepath.Join(parent, name),
+			name:       name,
+			logger:     log,
+			parentFd:   parentFd,
+			dirFd:      dirFd,
+			lockFd:     lockFd,
+			generation: 1,
 		}, nil
 	}
 	return nil, fmt.Errorf("spool: no free store name in %s after %d attempts", parent, storeCreateAttempts)
@@ -184,8 +204,29 @@ func lockNewStore(dirFd int) (lockFd int, retry bool, err error) {
 	return lockFd, false, nil
 }
 
-// Path is the store directory's path, for messages and for refusing a mountpoint inside it.
-func (s *Store) Path() string { return s.path }
+// Path is the store directory's path, for messages and for refusing a mountpoint inside it. It changes
+// when a store deleted while mounted is made again.
+func (s *Store) Path() string {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.path
+}
+
+// health says how many times the store was made again and the last failure to use it ("" if none
+// since the last success).
+func (s *Store) health() (recreated int64, lastError string) {
+	if s == nil {
+		return 0, ""
+	}
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	lastError = s.lastError
+	var st unix.Stat_t
+	if lastError == "" && !s.closed && fstat(s.dirFd, &st) == nil && st.Nlink == 0 {
+		lastError = "the store directory was deleted; a new one is made when a file next needs the disk"
+	}
+	return s.generation - 1, lastError
+}
 
 // FreeBytes is the space the store's filesystem has left for us (f_bavail × f_bsize).
 func (s *Store) FreeBytes() (int64, error) {
@@ -211,13 +252,115 @@ func (s *Store) CreateBacking() (*os.File, error) {
 }
 
 // createBackingFd is CreateBacking as a raw fd, which Files keep instead of an *os.File (smaller,
-// and no finalizer that could close it behind their back).
+// and no finalizer that could close it behind their back). When the store directory was deleted or
+// made unusable while mounted, it makes a new one under the same parent, with the checks of the start,
+// and tries once more; if that fails too, it answers ErrStoreUnusable (logged once per failure spell).
+// Descriptor and space errors come back as they are: the store is fine, the daemon or the disk is full.
 func (s *Store) createBackingFd() (int, error) {
+	fd, gen, err := s.tryCreateBackingFd()
+	if err == nil || !storeBroken(err) {
+		s.noteResult(err)
+		return fd, err
+	}
+	if rerr := s.recreate(gen, err); rerr != nil {
+		s.noteResult(rerr)
+		return -1, fmt.Errorf("%w: %v", ErrStoreUnusable, rerr)
+	}
+	fd, _, err = s.tryCreateBackingFd()
+	if err != nil && storeBroken(err) {
+		err = fmt.Errorf("%w: %v", ErrStoreUnusable, err)
+	}
+	s.noteResult(err)
+	return fd, err
+}
+
+// storeBroken tells the errors of a store directory that is gone or was made unusable (deleted,
+// renamed away, its mode or owner changed) from those of a full disk or a full descriptor table.
+func storeBroken(err error) bool {
+	switch {
+	case errors.Is(err, ErrClosed):
+		return false
+	case errors.Is(err, unix.ENOENT), errors.Is(err, unix.EACCES), errors.Is(err, unix.EPERM),
+		errors.Is(err, unix.ENOTDIR), errors.Is(err, unix.ESTALE), errors.Is(err, unix.EROFS),
+		errors.Is(err, unix.EIO), errors.Is(err, unix.EEXIST):
+		return true
+	}
+	return false
+}
+
+// noteResult records the outcome of making a backing file for status, and logs the first failure of a
+// spell of them.
+func (s *Store) noteResult(err error) {
+	if err != nil && !storeBroken(err) && !errors.Is(err, ErrStoreUnusable) {
+		return // a full disk or descriptor table: reported by the caller, not a store failure
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err == nil {
+		if s.lastError != "" {
+			s.logger.Info("spool: the disk store works again", "store", s.path)
+		}
+		s.lastError = ""
+		return
+	}
+	if s.lastError == "" {
+		s.logger.Error("spool: the disk store is unusable: writes that need disk space fail with ENOSPC", "store", s.path, "err", err)
+	}
+	s.lastError = err.Error()
+}
+
+// recreate makes a new store directory under the same parent after the current one failed with cause,
+// unless another caller already did since generation gen.
+func (s *Store) recreate(gen int64, cause error) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return ErrClosed
+	}
+	if s.generation != gen {
+		return nil // made again meanwhile
+	}
+	parentFd, err := openParent(s.parent)
+	if err != nil {
+		return err
+	}
+	fresh, err := createStore(parentFd, s.parent, s.logger)
+	if err != nil {
+		unix.Close(parentFd)
+		return err
+	}
+	// The old directory, if it is still there (made unusable rather than deleted), goes as at Close.
+	var st unix.Stat_t
+	if fstat(s.dirFd, &st) == nil && st.Nlink > 0 {
+		removeRegularEntries(s.dirFd, s.logger, s.path)
+		_ = unix.Unlinkat(s.dirFd, storeLockName, 0)
+		_ = unix.Unlinkat(s.parentFd, s.name, unix.AT_REMOVEDIR)
+	}
+	for _, fd := range []int{s.lockFd, s.dirFd, s.parentFd} {
+		unix.Close(fd)
+	}
+	s.logger.Warn("spool: the disk store was deleted or became unusable while mounted; made a new one",
+		"old", s.path, "new", fresh.path, "cause", cause)
+	s.path, s.name = fresh.path, fresh.name
+	s.parentFd, s.dirFd, s.lockFd = fresh.parentFd, fresh.dirFd, fresh.lockFd
+	s.generation++
+	return nil
+}
+
+// tryCreateBackingFd makes a backing file in the current store directory; gen is that directory's
+// generation.
+func (s *Store) tryCreateBackingFd() (fd int, gen int64, err error) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	if s.closed {
-		return -1, ErrClosed
+		return -1, s.generation, ErrClosed
 	}
+	fd, err = s.createBackingFdLocked()
+	return fd, s.generation, err
+}
+
+// createBackingFdLocked makes a backing file in s.dirFd; s.mu is held for reading.
+func (s *Store) createBackingFdLocked() (int, error) {
 	if !s.tmpfileUnsupported.Load() {
 		fd, err := unix.Openat(s.dirFd, ".", unix.O_TMPFILE|unix.O_RDWR|unix.O_CLOEXEC, 0o600)
 		switch err {
