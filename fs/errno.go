@@ -16,6 +16,12 @@ func toErrno(log *slog.Logger, op string, err error) syscall.Errno {
 	}
 	var errno syscall.Errno
 	if errors.As(err, &errno) {
+		if errno == syscall.EMFILE || errno == syscall.ENFILE {
+			// The daemon's descriptor table (or the system's) is full, not the caller's: EMFILE would
+			// tell the caller to close its own files. tmpfs out of inodes says ENOSPC.
+			log.Error("answering ENOSPC for a descriptor limit of the daemon", "op", op, "err", err)
+			return syscall.ENOSPC
+		}
 		return errno
 	}
 	log.Error("answering EIO", "op", op, "err", err)

@@ -44,6 +44,9 @@ type Options struct {
 	// EntryTimeout and AttrTimeout are how long the kernel may cache ordinary names and attributes. Entries
 	// made from templates are always answered with 0 (kernel-notes.md).
 	EntryTimeout, AttrTimeout time.Duration
+	// MemorySource says where the pool's memory cap came from (--memory, host RAM, a cgroup limit), for
+	// status.
+	MemorySource string
 	// Logger receives errors that collapse to EIO and other events worth a line.
 	Logger *slog.Logger
 	// MetricsAddress is where Prometheus metrics are served (host:port), shown in the status; empty when off.

@@ -116,6 +116,9 @@ func (h *handle) Flush(ctx context.Context) syscall.Errno { return syscall.ENOSY
 func (h *handle) Fsync(ctx context.Context, flags uint32) syscall.Errno { return 0 }
 
 func (h *handle) Release(ctx context.Context) syscall.Errno {
+	if h.passthrough && h.flags&syscall.O_ACCMODE != syscall.O_RDONLY {
+		h.file.data.Refresh() // disk_bytes catches up with what the kernel wrote by passthrough
+	}
 	h.dropTemplateDentry(false)
 	h.file.release(h)
 	return 0

@@ -2,10 +2,13 @@ package fs
 
 import (
 	"encoding/json"
+	"math"
 	"syscall"
 	"time"
 
 	"github.com/hanwen/go-fuse/v2/fuse"
+
+	"github.com/tempfs/tempfs/spool"
 )
 
 // Stats is what `tempfs status` shows; the JSON names are part of the contract (section 5).
@@ -43,35 +46,64 @@ type Stats struct {
 	OwnersLive              int64  `json:"owners_live"`
 	OwnersGone              int64  `json:"owners_gone"`
 	EntriesRemovedWithOwner int64  `json:"entries_removed_with_owner"`
+	// Capacity (issue 15). PeakDiskBytes is the most disk_bytes has been; DiskWrittenBytes every byte that
+	// went to disk (rollover copies, later writes, passthrough growth): what --disk can be sized from.
+	PeakDiskBytes    int64 `json:"peak_disk_bytes"`
+	DiskWrittenBytes int64 `json:"disk_written_bytes"`
+	// RAMCapSource says where ram_cap came from: --memory, or the default's host RAM or cgroup limit.
+	RAMCapSource string `json:"ram_cap_source,omitempty"`
+	// ArenaFiles are small RAM files kept together in ArenaMemfds shared memfds; Descriptors is every
+	// descriptor the files hold, against DescriptorLimit (the daemon's RLIMIT_NOFILE).
+	ArenaFiles      int64 `json:"arena_files"`
+	ArenaMemfds     int64 `json:"arena_memfds"`
+	Descriptors     int64 `json:"descriptors"`
+	DescriptorLimit int64 `json:"descriptor_limit"`
+	// DescriptorLimitHits counts operations answered ENOSPC because the daemon was out of descriptors.
+	DescriptorLimitHits int64 `json:"descriptor_limit_hits"`
+	// StoreRecreated counts store directories made again after being deleted while mounted; StoreError
+	// is why the store cannot be used now ("" when it can).
+	StoreRecreated int64  `json:"store_recreated"`
+	StoreError     string `json:"store_error,omitempty"`
 }
 
 // Stats gathers the tree's and the spool's counters.
 func (fsys *FS) Stats() Stats {
+	fsys.pool.RefreshExternal()
 	ps := fsys.pool.Stats()
 	cfg := fsys.pool.Config()
 	s := Stats{
-		Files:            fsys.counts.files.Load(),
-		Dirs:             fsys.counts.dirs.Load() - 1, // the root is not an entry
-		Others:           fsys.counts.others.Load(),
-		EphemeralFiles:   fsys.counts.ephemeralFiles.Load(),
-		TemplateEntries:  fsys.counts.templateEntries.Load(),
-		EntriesCreated:   fsys.counts.created.Load(),
-		OpenHandles:      fsys.counts.openHandles.Load(),
-		RAMBytes:         ps.RAMBytes,
-		RAMCap:           ps.RAMCap,
-		PeakRAMBytes:     ps.PeakRAMBytes,
-		DiskBytes:        ps.DiskBytes,
-		DiskCap:          Cap(ps.DiskCap),
-		MemoryFiles:      ps.MemoryFiles,
-		DiskFiles:        ps.DiskFiles,
-		Rollovers:        ps.Rollovers,
-		SpilledBytes:     ps.SpilledBytes,
-		BytesWritten:     fsys.counts.bytesWritten.Load(),
-		Passthrough:      fsys.passthrough.Load(),
-		PassthroughOpens: fsys.counts.passthroughOpens.Load(),
-		DirectWrites:     fsys.directWrites.Load(),
-		MaxSize:          cfg.MaxSize,
-		UptimeSeconds:    time.Since(fsys.started).Seconds(),
+		Files:               fsys.counts.files.Load(),
+		Dirs:                fsys.counts.dirs.Load() - 1, // the root is not an entry
+		Others:              fsys.counts.others.Load(),
+		EphemeralFiles:      fsys.counts.ephemeralFiles.Load(),
+		TemplateEntries:     fsys.counts.templateEntries.Load(),
+		EntriesCreated:      fsys.counts.created.Load(),
+		OpenHandles:         fsys.counts.openHandles.Load(),
+		RAMBytes:            ps.RAMBytes,
+		RAMCap:              ps.RAMCap,
+		PeakRAMBytes:        ps.PeakRAMBytes,
+		DiskBytes:           ps.DiskBytes,
+		DiskCap:             Cap(ps.DiskCap),
+		PeakDiskBytes:       ps.PeakDiskBytes,
+		DiskWrittenBytes:    ps.DiskWrittenBytes,
+		RAMCapSource:        fsys.opts.MemorySource,
+		ArenaFiles:          ps.ArenaFiles,
+		ArenaMemfds:         ps.ArenaMemfds,
+		Descriptors:         ps.Descriptors,
+		DescriptorLimit:     descriptorLimit(),
+		DescriptorLimitHits: ps.DescriptorLimitHits,
+		StoreRecreated:      ps.StoreRecreated,
+		StoreError:          ps.StoreError,
+		MemoryFiles:         ps.MemoryFiles,
+		DiskFiles:           ps.DiskFiles,
+		Rollovers:           ps.Rollovers,
+		SpilledBytes:        ps.SpilledBytes,
+		BytesWritten:        fsys.counts.bytesWritten.Load(),
+		Passthrough:         fsys.passthrough.Load(),
+		PassthroughOpens:    fsys.counts.passthroughOpens.Load(),
+		DirectWrites:        fsys.directWrites.Load(),
+		MaxSize:             cfg.MaxSize,
+		UptimeSeconds:       time.Since(fsys.started).Seconds(),
 	}
 	if cfg.Store != nil {
 		s.Store = cfg.Store.Path()
@@ -107,12 +139,35 @@ func (fsys *FS) StatsJSON() ([]byte, error) {
 	return json.Marshal(fsys.Stats())
 }
 
+// descriptorLimit is the daemon's RLIMIT_NOFILE soft limit.
+func descriptorLimit() int64 {
+	var lim syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil || lim.Cur > math.MaxInt64 {
+		return math.MaxInt64
+	}
+	return int64(lim.Cur)
+}
+
+// descriptorReserve is what the daemon keeps for itself beyond the files' descriptors: /dev/fuse, its
+// splice pipes, the store, the log.
+const descriptorReserve = 64
+
+// freeFiles is how many more files with data fit (statfs's f_ffree): as many small files as the free RAM
+// holds arena slots, plus as many files of their own descriptor (disk files, larger RAM files) as there
+// are descriptors and disk blocks left. Empty files cost no more than their node.
+func freeFiles(ps spool.Stats, diskFree int64) int64 {
+	ramFree := max(ps.RAMCap-ps.RAMBytes, 0)
+	fdFree := max(descriptorLimit()-ps.Descriptors-descriptorReserve, 0)
+	return ramFree/spool.ArenaMinSlot + min(fdFree, diskFree/4096)
+}
+
 // statfs reports what tempfs holds and can still hold, so that df's Used is tempfs's own data and its Avail what
 // a writer can count on: used is the RAM and disk bytes of tempfs's files; free is the rest of the RAM cap plus
 // what the disk store can still take (the rest of the disk cap, and never more than the store's filesystem has
 // free for this user). Size is their sum. The host's own use of the store's filesystem is neither.
 func (fsys *FS) statfs(out *fuse.StatfsOut) {
 	const bsize = 4096
+	fsys.pool.RefreshExternal()
 	ps := fsys.pool.Stats()
 	cfg := fsys.pool.Config()
 	var diskFree int64
@@ -135,8 +190,8 @@ func (fsys *FS) statfs(out *fuse.StatfsOut) {
 	out.Blocks = uint64(usedBlocks) + out.Bfree
 	out.Bavail = out.Bfree
 	out.NameLen = 255
-	const maxFiles = 1 << 32
 	used := fsys.counts.files.Load() + fsys.counts.dirs.Load() + fsys.counts.others.Load()
-	out.Files = maxFiles
-	out.Ffree = uint64(max(maxFiles-used, 0))
+	ffree := freeFiles(ps, diskFree)
+	out.Files = uint64(used + ffree)
+	out.Ffree = uint64(ffree)
 }

@@ -23,6 +23,8 @@ import (
 // pwrite and splice as a memfd of its own.
 const (
 	arenaMinSlot = 512 // st_blocks counts 512-byte units: a slot is always a whole number of them
+	// ArenaMinSlot is the least RAM a file with data takes: the smallest arena slot.
+	ArenaMinSlot = arenaMinSlot
 	// ArenaMaxFileSize is the largest file kept in the arena; a larger RAM file has a memfd of its own.
 	ArenaMaxFileSize = 64 << 10
 	arenaChunkBytes  = 16 << 20

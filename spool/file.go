@@ -394,6 +394,19 @@ func (f *File) Stat() Stat {
 	return out
 }
 
+// Refresh brings the pool's counters up to date with what a passthrough file's backing file allocates
+// now (the kernel wrote it without the daemon). It does nothing for other files, which are always
+// up to date.
+func (f *File) Refresh() {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	if !f.closed && f.external {
+		if _, err := f._currentSize(); err != nil {
+			f.pool.log.Warn("spool: fstat of a passthrough file failed", "err", err)
+		}
+	}
+}
+
 // Tier says where the bytes are now.
 func (f *File) Tier() Tier {
 	f.mu.RLock()
@@ -461,8 +474,9 @@ func (f *File) PassthroughFd() (fd int, ok bool) {
 func (f *File) NoteExternalWrite() {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if !f.closed && f.tier == Disk {
+	if !f.closed && f.tier == Disk && !f.external {
 		f.external = true
+		f.pool.noteExternal(f, true)
 	}
 }
 
@@ -477,13 +491,16 @@ func (f *File) Close() error {
 	f.closed = true
 	var err error
 	switch {
-	case f.slot != nil:
+	case f.tier == Memory:
 		f._dropData()
 	case f.fd >= 0:
 		err = unix.Close(f.fd)
 		f.fd = -1
 	}
 	p := f.pool
+	if f.external {
+		p.noteExternal(f, false)
+	}
 	p.mu.Lock()
 	p.setAccounted(f, 0)
 	p.files--
@@ -613,6 +630,7 @@ func (f *File) _place(oldSize, newSize int64) error {
 		f._dropData()
 	}
 	f.fd, f.base = fd, 0
+	p.noteOwnMemfds(1)
 	return nil
 }
 
@@ -810,6 +828,7 @@ func (f *File) _dropData() {
 		if err := unix.Close(f.fd); err != nil {
 			f.pool.log.Warn("spool: closing a memfd failed", "err", err)
 		}
+		f.pool.noteOwnMemfds(-1)
 	}
 	f.fd, f.base = -1, 0
 	f.pool.account(f, 0)

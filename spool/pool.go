@@ -126,6 +126,9 @@ type Stats struct {
 	DiskWrittenBytes int64
 	// ArenaFiles counts Memory-tier files in the small-file arena, ArenaMemfds its shared memfds.
 	ArenaFiles, ArenaMemfds int64
+	// Descriptors counts the descriptors the pool holds: arena memfds, memfds of larger RAM files and
+	// backing files of disk files.
+	Descriptors int64
 	// DescriptorLimitHits counts operations refused with ErrNoSpace because the daemon could not make a
 	// descriptor (EMFILE, ENFILE).
 	DescriptorLimitHits int64
@@ -162,6 +165,10 @@ type Pool struct {
 	diskBytes, peakDiskBytes      int64
 	diskWrittenBytes              int64
 	arenaFiles                    int64
+	ownMemfds                     int64 // Memory-tier files with a memfd of their own
+	// external holds the files whose backing fd the kernel may write directly, so that
+	// RefreshExternal can bring DiskBytes up to date without waiting for a request on each.
+	external map[*File]struct{}
 	rollovers, spilledBytes       int64
 	// ramFiles holds the non-empty Memory-tier files as a max-heap by accounted size, so the
 	// memory budget finds its largest victims without scanning a million files.
@@ -224,6 +231,7 @@ func (p *Pool) Stats() Stats {
 		DiskWrittenBytes:    p.diskWrittenBytes,
 		ArenaFiles:          p.arenaFiles,
 		ArenaMemfds:         memfds,
+		Descriptors:         memfds + p.ownMemfds + p.diskFiles,
 		DescriptorLimitHits: p.descriptorLimitHits.Load(),
 		StoreRecreated:      recreated,
 		StoreError:          storeErr,
@@ -307,6 +315,41 @@ func (p *Pool) addDiskWritten(n int64) {
 	p.mu.Lock()
 	p.diskWrittenBytes += n
 	p.mu.Unlock()
+}
+
+// noteOwnMemfds counts memfds of larger RAM files made (+1) or closed (-1).
+func (p *Pool) noteOwnMemfds(delta int64) {
+	p.mu.Lock()
+	p.ownMemfds += delta
+	p.mu.Unlock()
+}
+
+// noteExternal adds f to (or removes it from) the files RefreshExternal looks at.
+func (p *Pool) noteExternal(f *File, external bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if !external {
+		delete(p.external, f)
+		return
+	}
+	if p.external == nil {
+		p.external = map[*File]struct{}{}
+	}
+	p.external[f] = struct{}{}
+}
+
+// RefreshExternal brings DiskBytes up to date with the files the kernel writes by passthrough (their
+// backing files' st_blocks), for a status or statfs that must not lag behind those writes.
+func (p *Pool) RefreshExternal() {
+	p.mu.Lock()
+	files := make([]*File, 0, len(p.external))
+	for f := range p.external {
+		files = append(files, f)
+	}
+	p.mu.Unlock()
+	for _, f := range files { // File.mu before Pool.mu: never under p.mu
+		f.Refresh()
+	}
 }
 
 // noteArenaFiles counts files entering (+1) or leaving (-1) the arena.

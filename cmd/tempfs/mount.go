@@ -22,6 +22,7 @@ import (
 	"github.com/tempfs/tempfs/cmd/tempfs/metrics"
 	tempfs "github.com/tempfs/tempfs/fs"
 	"github.com/tempfs/tempfs/fs/owner"
+	"github.com/tempfs/tempfs/limits"
 	"github.com/tempfs/tempfs/naming"
 	"github.com/tempfs/tempfs/spool"
 )
@@ -55,8 +56,8 @@ func newMountOptions() *mountOptions {
 // AddFlags registers the mount flags on fs.
 func (o *mountOptions) AddFlags(fs *pflag.FlagSet) {
 	fs.Var(&o.maxSize, "max-size", "roll a file over from RAM to the disk store once it is larger than this (0: never by size)")
-	fs.Var(&o.memory, "memory", "cap on all RAM-resident file data together (default: a quarter of physical RAM)")
-	fs.Var(&o.disk, "disk", "cap on bytes in the disk store; writes past it fail with ENOSPC; turns passthrough off (default: no cap but free space)")
+	fs.Var(&o.memory, "memory", "cap on the RAM allocated to file data (holes are free); files past it roll over to disk (default: a quarter of the smaller of host RAM and the cgroup memory limit)")
+	fs.Var(&o.disk, "disk", "cap on the bytes allocated in the disk store (holes are free); writes past it fail with ENOSPC; turns passthrough off (default: no cap but free space)")
 	fs.StringVar(&o.store, "store", "", "parent directory of the private disk store (default: the first usable of $TMPDIR, $TEMP, $TMP, /tmp, /var/tmp, /usr/tmp, .)")
 	fs.Var(&o.mode, "mode", "permission bits of the mount's root (0 means 0000)")
 	fs.StringSliceVarP(&o.options, "options", "o", nil, "mount options, comma-separated: allow_other, default_permissions, noexec, noatime, nonempty (mount over a non-empty directory or another mount); nosuid and nodev are always on")
@@ -126,6 +127,7 @@ type prepared struct {
 	metricsAddr string
 	// detachedDead: a dead tempfs mount (its daemon was killed) was detached from the mountpoint first.
 	detachedDead bool
+	memorySource string // where memory came from, for status
 }
 
 // prepare checks the request and turns bad input into usage errors (exit status 2), before mounting.
@@ -162,9 +164,9 @@ func (o *mountOptions) prepare(arg string) (*prepared, error) {
 	if err := o.prepareStore(p); err != nil {
 		return nil, err
 	}
-	p.memory = o.memory.bytes
+	p.memory, p.memorySource = o.memory.bytes, "--memory"
 	if !o.memory.set {
-		p.memory = physicalMemory() / 4
+		p.memory, p.memorySource = limits.DefaultMemoryCap()
 	}
 	if p.memory <= 0 {
 		return nil, usageErrorf("--memory must be larger than 0")
@@ -317,23 +319,6 @@ func haveFusermount() bool {
 	return false
 }
 
-func physicalMemory() int64 {
-	var info unix.Sysinfo_t
-	if err := unix.Sysinfo(&info); err != nil {
-		return 1 << 30
-	}
-	return int64(info.Totalram) * int64(info.Unit)
-}
-
-// raiseFileLimit lifts RLIMIT_NOFILE to its hard limit: every non-empty file holds a descriptor.
-func raiseFileLimit() {
-	var lim unix.Rlimit
-	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &lim); err == nil && lim.Cur < lim.Max {
-		lim.Cur = lim.Max
-		_ = unix.Setrlimit(unix.RLIMIT_NOFILE, &lim)
-	}
-}
-
 // served is a running mount with its store, as runMount and runRun use it.
 type served struct {
 	mount      *tempfs.Mount
@@ -344,11 +329,18 @@ type served struct {
 	stopOwners func()
 	// detached: the first signal found the mount busy and detached it; a second one forces the exit.
 	detached bool
+	// nofileBefore is the descriptor limit the process had before serve raised it: what a program that
+	// tempfs run starts gets back.
+	nofileBefore unix.Rlimit
 }
 
 // serve mounts a prepared request. On error nothing is left mounted and the store is gone.
 func (o *mountOptions) serve(p *prepared, log *slog.Logger) (*served, error) {
-	raiseFileLimit()
+	// Every disk file and every RAM file over the small-file arena's size holds a descriptor.
+	nofileBefore, nofile, err := limits.RaiseDescriptors()
+	if err != nil {
+		log.Warn("could not raise the descriptor limit", "err", err)
+	}
 	// The metrics address is bound first: a busy or unusable one fails the mount before anything is made.
 	var metricsLn net.Listener
 	if p.metricsAddr != "" {
@@ -368,7 +360,7 @@ func (o *mountOptions) serve(p *prepared, log *slog.Logger) (*served, error) {
 		// size is the product's memory footprint: collect at 50% growth instead of Go's 100%.
 		debug.SetGCPercent(50)
 	}
-	store, err := spool.OpenStore(p.storeParent)
+	store, err := spool.OpenStoreWithLogger(p.storeParent, log)
 	if err != nil {
 		// An unusable store parent (not ours, writable by others without the sticky bit) is bad input.
 		closeMetrics()
@@ -400,6 +392,7 @@ func (o *mountOptions) serve(p *prepared, log *slog.Logger) (*served, error) {
 		EntryTimeout: time.Hour,
 		AttrTimeout:  time.Hour,
 		Logger:       log,
+		MemorySource: p.memorySource,
 		PanicProbe:   os.Getenv("TEMPFS_TEST_PANIC") == "1",
 		// The address bound: the port the kernel chose when the user asked for 0.
 		MetricsAddress: listenerAddress(metricsLn),
@@ -424,11 +417,12 @@ func (o *mountOptions) serve(p *prepared, log *slog.Logger) (*served, error) {
 	}
 	log.Info("mounted", "mountpoint", p.mountpoint, "store", store.Path(),
 		"max_size", naming.FormatSize(o.maxSize.bytes), "memory", naming.FormatSize(p.memory),
-		"disk", diskCapString(o.disk.bytes), "owner", o.owner.scope)
+		"memory_from", p.memorySource, "disk", diskCapString(o.disk.bytes), "owner", o.owner.scope, "descriptors", nofile.Cur)
 	if o.disk.set {
 		log.Info("passthrough off: with --disk the daemon must see every write to keep the cap")
 	}
-	s := &served{mount: m, store: store, log: log, stopReaper: func() {}, stopOwners: fsys.StopOwners}
+	s := &served{mount: m, store: store, log: log, stopReaper: func() {}, stopOwners: fsys.StopOwners,
+		nofileBefore: nofileBefore}
 	if metricsLn != nil {
 		s.metrics = metrics.Serve(metricsLn, m.Stats, log)
 		log.Info("serving metrics", "url", "http://"+listenerAddress(metricsLn)+"/metrics")

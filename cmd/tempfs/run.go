@@ -20,6 +20,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	tempfs "github.com/tempfs/tempfs/fs"
+	"github.com/tempfs/tempfs/limits"
 	"github.com/tempfs/tempfs/naming"
 )
 
@@ -169,6 +170,11 @@ func runRun(ctx context.Context, o *runOptions, args []string, stdin io.Reader, 
 	}
 	if err := child.Start(); err != nil {
 		return startError(args[0], err)
+	}
+	// CMD inherited the daemon's raised descriptor limit: give it the one its caller had (a program that
+	// closes every descriptor up to the limit, or uses select(2), expects the usual one).
+	if err := limits.RestoreDescriptorsOf(child.Process.Pid, s.nofileBefore); err != nil {
+		log.Debug("could not restore the command's descriptor limit", "err", err)
 	}
 	done := make(chan struct{})
 	forwarded := make(chan struct{})
@@ -367,6 +373,8 @@ type runReport struct {
 	peakRAM         int64
 	spilled         int64
 	rollovers       int64
+	peakDisk        int64
+	diskWritten     int64
 }
 
 func reportOf(st tempfs.Stats) runReport {
@@ -378,6 +386,8 @@ func reportOf(st tempfs.Stats) runReport {
 		peakRAM:         st.PeakRAMBytes,
 		spilled:         st.SpilledBytes,
 		rollovers:       st.Rollovers,
+		peakDisk:        st.PeakDiskBytes,
+		diskWritten:     st.DiskWrittenBytes,
 	}
 }
 
@@ -440,6 +450,8 @@ func writeReport(w io.Writer, r runReport, left []leftEntry, limit int) {
 	fmt.Fprintf(tw, "  bytes written\t%s\n", sizeWithBytes(r.bytesWritten))
 	fmt.Fprintf(tw, "  peak RAM\t%s\n", sizeWithBytes(r.peakRAM))
 	fmt.Fprintf(tw, "  spilled to disk\t%s in %s\n", sizeWithBytes(r.spilled), plural(r.rollovers, "rollover"))
+	fmt.Fprintf(tw, "  peak disk\t%s (a --disk of this much would have held it)\n", sizeWithBytes(r.peakDisk))
+	fmt.Fprintf(tw, "  written to disk\t%s in all (rollover copies and later writes)\n", sizeWithBytes(r.diskWritten))
 	fmt.Fprintf(tw, "  left behind\t%s of %s, %s, %s\n", plural(files, "file"), sizeWithBytes(bytes),
 		plural(dirs, "directory"), plural(others, "other"))
 	tw.Flush()

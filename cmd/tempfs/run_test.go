@@ -81,7 +81,8 @@ func TestScratchEnv(t *testing.T) {
 }
 
 func TestWriteReport(t *testing.T) {
-	r := runReport{templateEntries: 7, bytesWritten: 3 << 20, peakRAM: 2 << 20, spilled: 1 << 20, rollovers: 2}
+	r := runReport{templateEntries: 7, bytesWritten: 3 << 20, peakRAM: 2 << 20, spilled: 1 << 20, rollovers: 2,
+		peakDisk: 5 << 20, diskWritten: 9 << 20}
 	left := []leftEntry{
 		{name: "out/", kind: fs.ModeDir},
 		{name: "out/data.bin", size: 5000},
@@ -96,6 +97,8 @@ func TestWriteReport(t *testing.T) {
 		"3 MiB (3145728 bytes)",
 		"peak RAM", "2 MiB (2097152 bytes)",
 		"1 MiB (1048576 bytes) in 2 rollovers",
+		"peak disk", "5 MiB (5242880 bytes)",
+		"written to disk", "9 MiB (9437184 bytes) in all",
 		"2 files of 4.9 KiB (5012 bytes), 1 directory, 1 other",
 	} {
 		if !strings.Contains(out, want) {

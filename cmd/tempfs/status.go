@@ -47,7 +47,12 @@ counts the owners alive and gone and the entries removed with their owner (owner
 owners_live, owners_gone, entries_removed_with_owner). With --owners, it lists the live owners
 that have entries, most bytes first, with their entries and bytes in RAM and on disk (getxattr
 user.tempfs.owners; with --json as it is). A path that is not a tempfs mountpoint gives exit
-status 2.`,
+status 2.
+
+Capacity: disk use at its peak and every byte written to disk (choose --disk from a run), where
+the RAM cap came from (--memory, host RAM or a cgroup limit), the small RAM files kept together
+in shared memfds, the descriptors files hold against the daemon's limit and the operations
+refused with ENOSPC for lack of them, and a disk store that was deleted or is unusable.`,
 		Example: `  tempfs status /scratch
   tempfs status --json /scratch | jq .ram_bytes
   tempfs status --json /scratch | jq '.requests.by_opcode | map_values(.count)'
@@ -123,12 +128,22 @@ func writeStatus(w io.Writer, mp string, st tempfs.Stats) {
 	row("open handles", "%d", st.OpenHandles)
 	row("RAM", "%s of %s (%s free, peak %s), %s", naming.FormatSize(st.RAMBytes), naming.FormatSize(st.RAMCap),
 		freeString(st.RAMCap-st.RAMBytes), naming.FormatSize(st.PeakRAMBytes), plural(st.MemoryFiles, "file"))
+	if st.RAMCapSource != "" {
+		row("RAM cap", "%s", st.RAMCapSource)
+	}
 	if st.DiskCap > 0 {
 		row("disk", "%s of %s (%s free), %s", naming.FormatSize(st.DiskBytes), naming.FormatSize(int64(st.DiskCap)),
 			freeString(int64(st.DiskCap)-st.DiskBytes), plural(st.DiskFiles, "file"))
 	} else {
 		row("disk", "%s, no cap (up to the store's free space%s), %s", naming.FormatSize(st.DiskBytes),
 			storeFreeSpace(st.Store), plural(st.DiskFiles, "file"))
+	}
+	row("disk peak", "%s (%s written to disk in all: rollovers and later writes)", naming.FormatSize(st.PeakDiskBytes), naming.FormatSize(st.DiskWrittenBytes))
+	row("small files", "%s kept together in %s", plural(st.ArenaFiles, "RAM file"), plural(st.ArenaMemfds, "shared memfd"))
+	row("descriptors", "%d held by files, limit %d; %d operations refused for lack of them (ENOSPC)",
+		st.Descriptors, st.DescriptorLimit, st.DescriptorLimitHits)
+	if st.StoreError != "" || st.StoreRecreated > 0 {
+		row("store problem", "%s (made again %s)", orNone(st.StoreError), plural(st.StoreRecreated, "time"))
 	}
 	row("rollovers", "%d (%s spilled to disk)", st.Rollovers, naming.FormatSize(st.SpilledBytes))
 	row("written", "%s", naming.FormatSize(st.BytesWritten))
@@ -143,6 +158,13 @@ func writeStatus(w io.Writer, mp string, st tempfs.Stats) {
 	row("uptime", "%s", (time.Duration(st.UptimeSeconds * float64(time.Second))).Round(time.Second))
 	writeActivity(row, st.Activity)
 	tw.Flush()
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "none now"
+	}
+	return s
 }
 
 func maxSizeString(n int64) string {

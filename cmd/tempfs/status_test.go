@@ -16,6 +16,8 @@ func TestWriteStatus(t *testing.T) {
 		RAMBytes: 3 << 20, RAMCap: 1 << 30, PeakRAMBytes: 5 << 20, DiskBytes: 7 << 20, DiskCap: 0,
 		MemoryFiles: 3, DiskFiles: 1, Rollovers: 4, SpilledBytes: 8 << 20, Passthrough: true, DirectWrites: true,
 		MaxSize: 1 << 20, Store: "/tmp/tempfs-store-abc", UptimeSeconds: 3723.4,
+		PeakDiskBytes: 9 << 20, DiskWrittenBytes: 11 << 20, RAMCapSource: "a quarter of host RAM 24 GiB",
+		ArenaFiles: 2, ArenaMemfds: 1, Descriptors: 2, DescriptorLimit: 1024, DescriptorLimitHits: 5,
 	}
 	var buf bytes.Buffer
 	writeStatus(&buf, "/scratch", st)
@@ -32,15 +34,26 @@ func TestWriteStatus(t *testing.T) {
 		"direct writes":   "on (handles that create a file or only write bypass the page cache)",
 		"store":           "/tmp/tempfs-store-abc",
 		"uptime":          "1h2m3s",
+		"disk peak":       "9 MiB (11 MiB written to disk in all",
+		"RAM cap":         "a quarter of host RAM 24 GiB",
+		"small files":     "2 RAM files kept together in 1 shared memfd",
+		"descriptors":     "2 held by files, limit 1024; 5 operations refused",
 	} {
 		line := lineWith(out, label)
 		if !strings.Contains(line, want) {
 			t.Errorf("%s line %q lacks %q:\n%s", label, line, want, out)
 		}
 	}
+	if strings.Contains(out, "store problem") {
+		t.Errorf("a store problem shown without one:\n%s", out)
+	}
 	st.Passthrough, st.DiskCap = false, 10<<30
+	st.StoreError = "spool: store parent /tmp: no such file or directory"
 	buf.Reset()
 	writeStatus(&buf, "/scratch", st)
+	if out := buf.String(); !strings.Contains(lineWith(out, "store problem"), st.StoreError) {
+		t.Errorf("the store's problem not shown:\n%s", out)
+	}
 	if out := buf.String(); !strings.Contains(lineWith(out, "passthrough"), "off (--disk is set") || !strings.Contains(lineWith(out, "disk"), "7 MiB of 10 GiB (10 GiB free)") {
 		t.Errorf("passthrough off and a disk cap not shown:\n%s", out)
 	}
