@@ -35,13 +35,13 @@ func TestMemoryCapEvictsLargestFirst(t *testing.T) {
 			var ramBefore int64
 			for _, g := range files {
 				if g.Tier() == Memory {
-					ramBefore += g.Blocks() * 512
+					ramBefore += allocated(g)
 					if g != f {
-						before[g] = g.Blocks() * 512
+						before[g] = allocated(g)
 					}
 				}
 			}
-			fBefore := f.Blocks() * 512
+			fBefore := allocated(f)
 			end := min(off+chunk, size)
 			mustWrite(t, f, data[off:end], off)
 			checkAccounting(t, pool, files)
@@ -74,7 +74,7 @@ func TestMemoryCapEvictsLargestFirst(t *testing.T) {
 			for _, s := range moved {
 				sumMoved += s
 			}
-			growth := f.Blocks()*512 - fBefore
+			growth := allocated(f) - fBefore
 			if ramBefore-sumMoved+growth > memoryCap || ramBefore-sumMoved+moved[len(moved)-1]+growth <= memoryCap {
 				t.Fatalf("file %d chunk at %d: moved %v with %d in RAM before: not the fewest that make room", i, off, moved, ramBefore)
 			}

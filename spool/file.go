@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/bits"
 	"sync"
 
 	"golang.org/x/sys/unix"
@@ -28,6 +29,10 @@ type File struct {
 	// base is where the file's byte 0 is in fd: its slot's offset in the arena, else 0.
 	base int64
 	slot *arenaSlot // the file's place in the arena, nil outside it
+	// fallocPages has a bit for each page of an arena slot that fallocate allocated (bit 0 alone for a
+	// slot smaller than a page): a memfd shows such pages neither to SEEK_DATA nor to mincore, and
+	// st_blocks must count them as tmpfs does.
+	fallocPages uint16
 	// size is the logical size; not used once external is set (fstat is then the truth). An arena
 	// file's fd says nothing of its size.
 	size     int64
@@ -205,7 +210,15 @@ func (f *File) Truncate(size int64) error {
 // hole for an arena file, so that its slot reads as zeros past the size again.
 func (f *File) _cut(size, oldSize int64) error {
 	if f.slot != nil {
-		return fallocate(f.fd, allocPunchHole, f.base+size, oldSize-size)
+		// To the slot's end: pages fallocate allocated past the old size go too, as on tmpfs.
+		if f.slot.size < pageSize {
+			if size == 0 {
+				f.fallocPages = 0
+			}
+		} else {
+			f.fallocPages &^= pageBits((size+pageSize-1)/pageSize, f.slot.size/pageSize)
+		}
+		return fallocate(f.fd, allocPunchHole, f.base+size, f.slot.size-size)
 	}
 	if f.fd < 0 {
 		return nil
@@ -259,6 +272,7 @@ func (f *File) Allocate(off, length int64, mode uint32) error {
 			f._refreshAllocation()
 			return mapIOError("fallocate", err)
 		}
+		f._noteFallocate(off, end, mode)
 		f._commitSize(oldSize)
 		return nil
 	}
@@ -270,8 +284,36 @@ func (f *File) Allocate(off, length int64, mode uint32) error {
 		f._undoGrowth(oldSize)
 		return mapIOError("fallocate", err)
 	}
+	f._noteFallocate(off, end, 0)
 	f._commitSize(newSize)
 	return nil
+}
+
+// _noteFallocate keeps fallocPages up to date after fallocate of [off, end) of an arena file: allocated
+// pages are marked, pages a hole punch freed whole are not any more.
+func (f *File) _noteFallocate(off, end int64, mode uint32) {
+	if f.slot == nil {
+		return
+	}
+	if f.slot.size < pageSize {
+		if mode != allocPunchHole {
+			f.fallocPages = 1
+		}
+		return
+	}
+	if mode == allocPunchHole {
+		f.fallocPages &^= pageBits((off+pageSize-1)/pageSize, end/pageSize)
+		return
+	}
+	f.fallocPages |= pageBits(off/pageSize, (end+pageSize-1)/pageSize)
+}
+
+// pageBits has the bits of pages [first, last) set.
+func pageBits(first, last int64) uint16 {
+	if last <= first {
+		return 0
+	}
+	return uint16((uint32(1)<<last - 1) &^ (uint32(1)<<first - 1))
 }
 
 // Seek answers lseek(2) with SEEK_DATA or SEEK_HOLE (other whence values are EINVAL): the
@@ -350,7 +392,7 @@ func (f *File) Blocks() int64 {
 		return 0
 	}
 	if f.slot != nil {
-		return f.slot.size / 512
+		return f._slotBlocks()
 	}
 	var st unix.Stat_t
 	if err := fstat(f.fd, &st); err != nil {
@@ -358,6 +400,40 @@ func (f *File) Blocks() int64 {
 		return 0
 	}
 	return st.Blocks
+}
+
+// _slotBlocks is what tmpfs would report as st_blocks for an arena file, so that du and ls -s read the
+// same on tempfs as on tmpfs: the pages of its slot that hold data, or one page for a file with data in
+// a slot smaller than a page. (The memory cap counts the whole slot, which the file holds.) f.mu may be
+// held for reading.
+func (f *File) _slotBlocks() int64 {
+	const pageBlocks = pageSize / 512
+	if f.slot.size < pageSize {
+		var buf [pageSize / 2]byte
+		b := buf[:f.size]
+		if n, err := preadFull(f.fd, b, f.base); err != nil || !allZero(b[:n]) || f.fallocPages != 0 {
+			return pageBlocks
+		}
+		return 0
+	}
+	// Written pages are data to SEEK_DATA; pages that fallocate allocated are not (nor resident to
+	// mincore), so fallocPages keeps them.
+	pages := f.fallocPages
+	end := f.base + roundUpPage(f.size)
+	for pos := f.base; pos < end; {
+		d, err := unix.Seek(f.fd, pos, unix.SEEK_DATA)
+		if err != nil || d >= end {
+			break
+		}
+		h, err := unix.Seek(f.fd, d, unix.SEEK_HOLE)
+		if err != nil {
+			return roundUpPage(f.size) / 512
+		}
+		h = min(h, end)
+		pages |= pageBits((d-f.base)/pageSize, (h-f.base+pageSize-1)/pageSize)
+		pos = h
+	}
+	return int64(bits.OnesCount16(pages)) * pageBlocks
 }
 
 // Stat is what stat(2) needs of a File, read with at most one fstat.
@@ -378,7 +454,7 @@ func (f *File) Stat() Stat {
 		return Stat{Size: f.size}
 	}
 	if f.slot != nil {
-		return Stat{Size: f.size, Blocks: f.slot.size / 512}
+		return Stat{Size: f.size, Blocks: f._slotBlocks()}
 	}
 	var st unix.Stat_t
 	if err := fstat(f.fd, &st); err != nil {
@@ -603,7 +679,10 @@ func (f *File) _place(oldSize, newSize int64) error {
 			return err
 		}
 		if f.slot != nil {
-			if _, err := p.copyFromSlot(f.slot, oldSize, s.chunk.fd, s.off); err != nil {
+			if _, err := p.copyFromSlot(f.slot, oldSize, s.chunk.fd, s.off); err == nil {
+				err = f._refallocate(s.chunk.fd, s.off, s.size)
+			}
+			if err != nil {
 				p.arena.release(s)
 				return mapIOError("moving a file to a bigger arena slot", err)
 			}
@@ -622,6 +701,9 @@ func (f *File) _place(oldSize, newSize int64) error {
 		err := ftruncate(fd, oldSize)
 		if err == nil {
 			_, err = p.copyFromSlot(f.slot, oldSize, fd, 0)
+		}
+		if err == nil {
+			err = f._refallocate(fd, 0, oldSize)
 		}
 		if err != nil {
 			unix.Close(fd)
@@ -659,6 +741,23 @@ func (f *File) _holeBytes(off, n int64) int64 {
 		pos = h
 	}
 	return max(touched-data, 0)
+}
+
+// _refallocate allocates again, at dstOff of dst (a new place of the file, at most limit bytes), the
+// pages fallocate allocated in the file's slot: the copy left them out as zeros.
+func (f *File) _refallocate(dst int, dstOff, limit int64) error {
+	if f.slot.size < pageSize || f.fallocPages == 0 {
+		return nil
+	}
+	for page := int64(0); page < 16; page++ {
+		if f.fallocPages&(1<<page) == 0 || page*pageSize >= limit {
+			continue
+		}
+		if err := fallocate(dst, allocKeepSize, dstOff+page*pageSize, min(pageSize, limit-page*pageSize)); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // _ramDataBound is at most how many bytes a rollover of this Memory file writes to disk.
@@ -823,7 +922,7 @@ func (f *File) _dropData() {
 	case f.slot != nil:
 		f.pool.arena.release(f.slot)
 		f.pool.noteArenaFiles(-1)
-		f.slot = nil
+		f.slot, f.fallocPages = nil, 0
 	case f.fd >= 0:
 		if err := unix.Close(f.fd); err != nil {
 			f.pool.log.Warn("spool: closing a memfd failed", "err", err)

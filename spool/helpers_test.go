@@ -60,7 +60,7 @@ func newTestPool(t testing.TB, cfg Config) *Pool {
 }
 
 // checkAccounting asserts the pool's counters against the files themselves: RAMBytes is exactly
-// the sum of the allocated bytes (Blocks × 512) of Memory-tier files, DiskBytes of Disk-tier ones, the file counts agree,
+// the sum of the allocated bytes (arena slots, Blocks × 512 of other files) of Memory-tier files, DiskBytes of Disk-tier ones, the file counts agree,
 // RAM never passed its cap, and empty RAM files hold no descriptor. files must be all the live
 // files of the pool.
 func checkAccounting(t testing.TB, pool *Pool, files []*File) {
@@ -72,7 +72,7 @@ func checkAccounting(t testing.TB, pool *Pool, files []*File) {
 		switch f.Tier() {
 		case Memory:
 			want.MemoryFiles++
-			want.RAMBytes += f.Blocks() * 512
+			want.RAMBytes += allocated(f)
 			f.mu.RLock()
 			hasFd := f.fd >= 0
 			f.mu.RUnlock()
@@ -81,7 +81,7 @@ func checkAccounting(t testing.TB, pool *Pool, files []*File) {
 			}
 		case Disk:
 			want.DiskFiles++
-			want.DiskBytes += f.Blocks() * 512
+			want.DiskBytes += allocated(f)
 		}
 	}
 	got := pool.Stats()
@@ -97,6 +97,17 @@ func checkAccounting(t testing.TB, pool *Pool, files []*File) {
 	if got.DiskCap > 0 && got.DiskBytes > got.DiskCap {
 		t.Errorf("disk %d passed the cap %d", got.DiskBytes, got.DiskCap)
 	}
+}
+
+// allocated is what the caps count for f: its arena slot, or its fd's blocks.
+func allocated(f *File) int64 {
+	f.mu.RLock()
+	slot := f.slot
+	f.mu.RUnlock()
+	if slot != nil {
+		return slot.size
+	}
+	return f.Blocks() * 512
 }
 
 // readAll reads the whole file through ReadAt, asking for a little more than Size to see EOF.

@@ -168,8 +168,8 @@ type Pool struct {
 	ownMemfds                     int64 // Memory-tier files with a memfd of their own
 	// external holds the files whose backing fd the kernel may write directly, so that
 	// RefreshExternal can bring DiskBytes up to date without waiting for a request on each.
-	external map[*File]struct{}
-	rollovers, spilledBytes       int64
+	external                map[*File]struct{}
+	rollovers, spilledBytes int64
 	// ramFiles holds the non-empty Memory-tier files as a max-heap by accounted size, so the
 	// memory budget finds its largest victims without scanning a million files.
 	ramFiles fileHeap
