@@ -10,6 +10,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/tempfs/tempfs/mountinfo"
 )
 
 // unmountBusyWait is how long Unmount retries a mount that is busy. The kernel sends RELEASE asynchronously: a
@@ -76,7 +78,7 @@ func FindMount(path string) (MountInfo, bool) {
 	ok := false
 	for line := range strings.Lines(string(data)) {
 		fields := strings.Fields(line)
-		if len(fields) < 5 || unescapeMountinfo(fields[4]) != clean {
+		if len(fields) < 5 || mountinfo.Unescape(fields[4]) != clean {
 			continue
 		}
 		// The fields after " - " are the filesystem type, the source and the super block's options.
@@ -142,25 +144,6 @@ func mountDevice(mountpoint string) (string, error) {
 		return "", fmt.Errorf("%s is not a mountpoint", mountpoint)
 	}
 	return mi.Device, nil
-}
-
-func unescapeMountinfo(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) {
-			var c byte
-			if _, err := fmt.Sscanf(s[i+1:i+4], "%03o", &c); err == nil {
-				b.WriteByte(c)
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
 }
 
 // fusermount runs fusermount3 (or fusermount) for users who may not call umount(2) themselves.

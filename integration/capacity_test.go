@@ -20,40 +20,6 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// capacityStats is the part of user.tempfs.stats these tests read.
-type capacityStats struct {
-	Files               int64  `json:"files"`
-	RAMBytes            int64  `json:"ram_bytes"`
-	RAMCap              int64  `json:"ram_cap"`
-	RAMCapSource        string `json:"ram_cap_source"`
-	DiskBytes           int64  `json:"disk_bytes"`
-	PeakDiskBytes       int64  `json:"peak_disk_bytes"`
-	DiskWrittenBytes    int64  `json:"disk_written_bytes"`
-	ArenaFiles          int64  `json:"arena_files"`
-	ArenaMemfds         int64  `json:"arena_memfds"`
-	Descriptors         int64  `json:"descriptors"`
-	DescriptorLimit     int64  `json:"descriptor_limit"`
-	DescriptorLimitHits int64  `json:"descriptor_limit_hits"`
-	Passthrough         bool   `json:"passthrough"`
-	Store               string `json:"store"`
-	StoreRecreated      int64  `json:"store_recreated"`
-	StoreError          string `json:"store_error"`
-}
-
-func capacityGetStats(t testing.TB, dir string) capacityStats {
-	t.Helper()
-	buf := make([]byte, 64<<10)
-	n, err := unix.Getxattr(dir, "user.tempfs.stats", buf)
-	if err != nil {
-		t.Fatalf("getxattr(%s, user.tempfs.stats): %v", dir, err)
-	}
-	var s capacityStats
-	if err := json.Unmarshal(buf[:n], &s); err != nil {
-		t.Fatalf("stats JSON %q: %v", buf[:n], err)
-	}
-	return s
-}
-
 // limitDescriptors sets the running daemon's RLIMIT_NOFILE, as a user's hard limit would bound it (the
 // daemon runs as root here and would raise a limit given at its start to fs.nr_open).
 func limitDescriptors(t testing.TB, m *mount, n uint64) {
@@ -131,7 +97,7 @@ func TestManyFilesFewDescriptors(t *testing.T) {
 			t.Fatalf("%s: %s", phase, out)
 		}
 	}
-	s := capacityGetStats(t, m.Dir)
+	s := spoolGetStats(t, m)
 	fds := daemonFds(t, m)
 	t.Logf("%d files: daemon holds %d descriptors (%d arena memfds), ram_bytes %d", n, fds, s.ArenaMemfds, s.RAMBytes)
 	if s.Files != n || s.ArenaFiles != n || s.DescriptorLimitHits != 0 || s.DescriptorLimit != limit {
@@ -150,7 +116,7 @@ func TestManyFilesFewDescriptors(t *testing.T) {
 		t.Fatalf("remove: %s", out)
 	}
 	eventually(t, 10*time.Second, "RAM and the arena empty after removing every file", func() bool {
-		s := capacityGetStats(t, m.Dir)
+		s := spoolGetStats(t, m)
 		return s.Files == 0 && s.ArenaFiles == 0 && s.RAMBytes == 0
 	})
 }
@@ -186,7 +152,7 @@ func TestDescriptorLimitAnswersENOSPC(t *testing.T) {
 			t.Errorf("again: %v, want ENOSPC", err)
 		}
 	}
-	s := capacityGetStats(t, m.Dir)
+	s := spoolGetStats(t, m)
 	if s.DescriptorLimitHits < 4 {
 		t.Errorf("descriptor_limit_hits = %d after 4 refusals", s.DescriptorLimitHits)
 	}
@@ -227,7 +193,7 @@ func TestSparseFilesUnderDiskCap(t *testing.T) {
 	if err := unix.Stat(m.Path("truncated"), &st); err != nil || st.Size != 5<<30 || st.Blocks > 16 {
 		t.Errorf("stat of the truncated file: size %d, blocks %d, %v", st.Size, st.Blocks, err)
 	}
-	s := capacityGetStats(t, m.Dir)
+	s := spoolGetStats(t, m)
 	if s.DiskBytes > 64<<10 {
 		t.Errorf("disk_bytes = %d for two sparse files with one byte of data; want a few KiB", s.DiskBytes)
 	}
@@ -243,7 +209,7 @@ func TestDiskBytesFollowPassthroughWrites(t *testing.T) {
 	if err := os.WriteFile(m.Path("log"), make([]byte, 128<<10), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if !capacityGetStats(t, m.Dir).Passthrough {
+	if !*spoolGetStats(t, m).Passthrough {
 		t.Skip("passthrough is off on this kernel: every write is the daemon's")
 	}
 	f, err := os.OpenFile(m.Path("log"), os.O_WRONLY|os.O_APPEND, 0)
@@ -260,7 +226,7 @@ func TestDiskBytesFollowPassthroughWrites(t *testing.T) {
 		}
 	}
 	// Still open: status must see the writes without waiting for the close.
-	s := capacityGetStats(t, m.Dir)
+	s := spoolGetStats(t, m)
 	if s.DiskBytes < 10<<20 || s.PeakDiskBytes < s.DiskBytes || s.DiskWrittenBytes < 10<<20 {
 		t.Errorf("after 10 MiB appended by passthrough: disk_bytes %d, peak %d, written %d; want all >= 10 MiB",
 			s.DiskBytes, s.PeakDiskBytes, s.DiskWrittenBytes)
@@ -268,9 +234,9 @@ func TestDiskBytesFollowPassthroughWrites(t *testing.T) {
 	f.Close()
 	os.Remove(m.Path("log"))
 	eventually(t, 10*time.Second, "disk_bytes back to 0 after removing the file", func() bool {
-		return capacityGetStats(t, m.Dir).DiskBytes == 0
+		return spoolGetStats(t, m).DiskBytes == 0
 	})
-	if s := capacityGetStats(t, m.Dir); s.PeakDiskBytes < 10<<20 {
+	if s := spoolGetStats(t, m); s.PeakDiskBytes < 10<<20 {
 		t.Errorf("peak_disk_bytes = %d after the file went, want the 10 MiB it reached", s.PeakDiskBytes)
 	}
 }
@@ -289,17 +255,17 @@ func TestStoreDeletedWhileMounted(t *testing.T) {
 	if err := os.WriteFile(m.Path("early"), onDisk, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	first := capacityGetStats(t, m.Dir).Store
+	first := spoolGetStats(t, m).Store
 	if err := os.RemoveAll(first); err != nil {
 		t.Fatal(err)
 	}
-	if s := capacityGetStats(t, m.Dir); s.StoreError == "" {
+	if s := spoolGetStats(t, m); s.StoreError == "" {
 		t.Errorf("status says nothing of a deleted store: %+v", s)
 	}
 	if err := os.WriteFile(m.Path("after-delete"), onDisk, 0o600); err != nil {
 		t.Fatalf("rollover after the store was deleted: %v", err)
 	}
-	s := capacityGetStats(t, m.Dir)
+	s := spoolGetStats(t, m)
 	if s.StoreRecreated != 1 || s.Store == first || s.StoreError != "" {
 		t.Errorf("after the store was made again: %+v (first %s)", s, first)
 	}
@@ -317,7 +283,7 @@ func TestStoreDeletedWhileMounted(t *testing.T) {
 			t.Errorf("rollover with no store possible: %v, want ENOSPC", err)
 		}
 	}
-	if s := capacityGetStats(t, m.Dir); s.StoreError == "" {
+	if s := spoolGetStats(t, m); s.StoreError == "" {
 		t.Errorf("status says nothing of an unusable store: %+v", s)
 	}
 	if got := strings.Count(m.Log(), "disk store is unusable"); got != 1 {
@@ -360,7 +326,7 @@ func TestDefaultMemoryFollowsCgroup(t *testing.T) {
 	if err != nil {
 		t.Fatalf("tempfs run in a limited cgroup: %v\n%s", err, out)
 	}
-	var s capacityStats
+	var s spoolStats
 	if err := json.Unmarshal(out, &s); err != nil {
 		t.Fatalf("status JSON %q: %v", out, err)
 	}

@@ -41,6 +41,17 @@ type spoolStats struct {
 	Passthrough  *bool  `json:"passthrough"`
 	DirectWrites bool   `json:"direct_writes"`
 	Store        string `json:"store"`
+	// Capacity (capacity_test.go).
+	RAMCapSource        string `json:"ram_cap_source"`
+	PeakDiskBytes       int64  `json:"peak_disk_bytes"`
+	DiskWrittenBytes    int64  `json:"disk_written_bytes"`
+	ArenaFiles          int64  `json:"arena_files"`
+	ArenaMemfds         int64  `json:"arena_memfds"`
+	Descriptors         int64  `json:"descriptors"`
+	DescriptorLimit     int64  `json:"descriptor_limit"`
+	DescriptorLimitHits int64  `json:"descriptor_limit_hits"`
+	StoreRecreated      int64  `json:"store_recreated"`
+	StoreError          string `json:"store_error"`
 }
 
 func spoolGetStats(t testing.TB, m *mount) spoolStats {

@@ -14,6 +14,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/tempfs/tempfs/mountinfo"
 	"github.com/tempfs/tempfs/naming"
 )
 
@@ -87,11 +88,11 @@ func cgroupMemoryLimit(fsys files) (limit int64, where string, ok bool) {
 	if err != nil {
 		return 0, "", false
 	}
-	mountinfo, err := fsys.ReadFile("/proc/self/mountinfo")
+	table, err := fsys.ReadFile("/proc/self/mountinfo")
 	if err != nil {
 		return 0, "", false
 	}
-	mounts := parseCgroupMounts(mountinfo)
+	mounts := parseCgroupMounts(table)
 	for _, line := range strings.Split(string(cgroups), "\n") {
 		parts := strings.SplitN(line, ":", 3)
 		if len(parts) != 3 {
@@ -146,9 +147,9 @@ func (m cgroupMount) dirOf(path string) (string, bool) {
 }
 
 // parseCgroupMounts picks the cgroup2 and v1 memory mounts out of /proc/self/mountinfo.
-func parseCgroupMounts(mountinfo []byte) []cgroupMount {
+func parseCgroupMounts(table []byte) []cgroupMount {
 	var mounts []cgroupMount
-	sc := bufio.NewScanner(bytes.NewReader(mountinfo))
+	sc := bufio.NewScanner(bytes.NewReader(table))
 	for sc.Scan() {
 		// id parent major:minor root mountpoint options [optional fields...] - fstype source superoptions
 		fields := strings.Fields(sc.Text())
@@ -163,7 +164,7 @@ func parseCgroupMounts(mountinfo []byte) []cgroupMount {
 			continue
 		}
 		fstype := fields[sep+1]
-		m := cgroupMount{root: unescapeMountinfo(fields[3]), mountpoint: unescapeMountinfo(fields[4])}
+		m := cgroupMount{root: mountinfo.Unescape(fields[3]), mountpoint: mountinfo.Unescape(fields[4])}
 		switch {
 		case fstype == "cgroup2":
 			m.key = "cgroup2"
@@ -184,25 +185,6 @@ func hasController(list, name string) bool {
 		}
 	}
 	return false
-}
-
-// unescapeMountinfo undoes the octal escapes (\040 for a space) of /proc/self/mountinfo.
-func unescapeMountinfo(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) {
-			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(n))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
 }
 
 // unlimited is the least value taken as "no limit" in cgroup v1 (which writes 2^63 rounded down to a page).

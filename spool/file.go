@@ -157,7 +157,7 @@ func (f *File) WriteAt(p []byte, off int64) (int, error) {
 		f._undoGrowth(oldSize)
 		return int(min(int64(n), max(0, oldSize-off))), mapIOError("write", err)
 	}
-	if f.tier == Disk {
+	if f.tier == Disk && !f.external { // an external file's growth is counted when it is seen
 		f.pool.addDiskWritten(int64(n))
 	}
 	f._commitSize(newSize)
