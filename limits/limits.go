@@ -44,7 +44,7 @@ func RaiseDescriptors() (before, after unix.Rlimit, err error) {
 }
 
 // RestoreDescriptorsOf sets the descriptor limit of process pid (a child that inherited the raised one)
-// back to lim, so that a program run by tempfs gets the limit its caller had.
+// back to lim, so that a program run by tempfs gets the limit tempfs started with.
 func RestoreDescriptorsOf(pid int, lim unix.Rlimit) error {
 	return unix.Prlimit(pid, unix.RLIMIT_NOFILE, &lim, nil)
 }

@@ -171,8 +171,8 @@ func runRun(ctx context.Context, o *runOptions, args []string, stdin io.Reader, 
 	if err := child.Start(); err != nil {
 		return startError(args[0], err)
 	}
-	// CMD inherited the daemon's raised descriptor limit: give it the one its caller had (a program that
-	// closes every descriptor up to the limit, or uses select(2), expects the usual one).
+	// CMD inherited the daemon's raised descriptor limit: give it the one tempfs started with, hard limit
+	// included (a program that closes every descriptor up to the limit expects the usual one).
 	if err := limits.RestoreDescriptorsOf(child.Process.Pid, s.nofileBefore); err != nil {
 		log.Debug("could not restore the command's descriptor limit", "err", err)
 	}
