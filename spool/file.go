@@ -775,6 +775,9 @@ func (f *File) _refreshAllocation() {
 	var allocated int64
 	switch {
 	case f.slot != nil:
+		if f.accounted == f.slot.size {
+			return // the common case of a small file's write: no pool lock (accounted changes only under f.mu)
+		}
 		allocated = f.slot.size
 	case f.fd >= 0:
 		var st unix.Stat_t
