@@ -147,7 +147,8 @@ func (a *arena) newChunkLocked(class int) (*arenaChunk, error) {
 
 // release gives a slot back. Its bytes are punched out first (whole pages are freed; the part of a page
 // that other slots still use is zeroed), so the next owner starts from zeros. A chunk left empty is
-// closed unless it is its class's only open chunk, so that a burst of files does not pin memfds.
+// closed at once: an idle mount holds no memfd, and the daemon's descriptors come back to where they
+// were (a new chunk costs a memfd_create and an ftruncate, a few microseconds against a FUSE round trip).
 func (a *arena) release(s *arenaSlot) {
 	ch := s.chunk
 	slotSize := s.size
@@ -182,11 +183,7 @@ func (a *arena) release(s *arenaSlot) {
 	ch.free = append(ch.free, idx)
 	ch.used--
 	c := &a.classes[ch.class]
-	others := len(c.open)
-	if ch.listed {
-		others--
-	}
-	if ch.used == 0 && others > 0 {
+	if ch.used == 0 {
 		if ch.listed {
 			c.remove(ch)
 		}
@@ -222,31 +219,52 @@ func (a *arena) chunkCount() int64 {
 	return a.chunks
 }
 
-// copyFromSlot copies the first size bytes of a slot to dst at dstOff, leaving out all-zero pages (of
-// the file) so that they stay holes; dst must read as zeros there already. It returns the bytes written.
+// copyFromSlot copies the first size bytes of a slot to dst at dstOff, which must read as zeros there
+// already, and returns the bytes written. In a slot of a page or more, only the pages that hold data are
+// copied (SEEK_DATA in the shared memfd), so that holes stay holes and written zeros stay written, as a
+// copy of a tmpfs file would; a smaller slot is copied whole.
 func (p *Pool) copyFromSlot(s *arenaSlot, size int64, dst int, dstOff int64) (int64, error) {
-	bufp := p.copyBuffer()
-	defer p.copyBuffers.Put(bufp)
-	b := (*bufp)[:size]
-	n, err := preadFull(s.chunk.fd, b, s.off)
-	if err != nil {
-		return 0, err
-	}
-	if int64(n) < size {
-		return 0, fmt.Errorf("arena slot read %d of %d bytes", n, size)
+	if s.size < pageSize {
+		return size, p.copyBetween(s.chunk.fd, s.off, dst, dstOff, size)
 	}
 	var copied int64
-	for off := int64(0); off < size; off += pageSize {
-		page := b[off:min(off+pageSize, size)]
-		if allZero(page) {
-			continue
+	end := s.off + size
+	for pos := s.off; pos < end; {
+		d, err := unix.Seek(s.chunk.fd, pos, unix.SEEK_DATA)
+		if err == unix.ENXIO || (err == nil && d >= end) {
+			break
 		}
-		if _, err := pwriteFull(dst, page, dstOff+off); err != nil {
+		if err != nil {
 			return copied, err
 		}
-		copied += int64(len(page))
+		h, err := unix.Seek(s.chunk.fd, d, unix.SEEK_HOLE)
+		if err != nil {
+			return copied, err
+		}
+		h = min(h, end)
+		if err := p.copyBetween(s.chunk.fd, d, dst, dstOff+d-s.off, h-d); err != nil {
+			return copied, err
+		}
+		copied += h - d
+		pos = h
 	}
 	return copied, nil
+}
+
+// copyBetween copies n (<= copyBufferSize) bytes at srcOff of src to dstOff of dst.
+func (p *Pool) copyBetween(src int, srcOff int64, dst int, dstOff, n int64) error {
+	bufp := p.copyBuffer()
+	defer p.copyBuffers.Put(bufp)
+	b := (*bufp)[:n]
+	got, err := preadFull(src, b, srcOff)
+	if err != nil {
+		return err
+	}
+	if int64(got) < n {
+		return fmt.Errorf("arena slot read %d of %d bytes", got, n)
+	}
+	_, err = pwriteFull(dst, b, dstOff)
+	return err
 }
 
 func allZero(b []byte) bool {
