@@ -9,6 +9,8 @@ import (
 	"strings"
 	"sync/atomic"
 	"syscall"
+
+	"github.com/tempfs/tempfs/mountinfo"
 )
 
 // procRoot is where the process table is read; tests never change it, it only names the path once.
@@ -143,8 +145,8 @@ func readCgroup(pid uint32) (string, error) {
 
 // cgroup2Mount finds where the cgroup v2 hierarchy is mounted, from mountinfo: /sys/fs/cgroup on a unified
 // layout, /sys/fs/cgroup/unified on a hybrid one. It is never assumed.
-func cgroup2Mount(mountinfo []byte) (string, error) {
-	for line := range strings.Lines(string(mountinfo)) {
+func cgroup2Mount(table []byte) (string, error) {
+	for line := range strings.Lines(string(table)) {
 		pre, post, ok := strings.Cut(line, " - ")
 		if !ok {
 			continue
@@ -153,28 +155,9 @@ func cgroup2Mount(mountinfo []byte) (string, error) {
 		if len(fields) < 5 || !strings.HasPrefix(post, "cgroup2 ") {
 			continue
 		}
-		return unescapeOctal(fields[4]), nil
+		return mountinfo.Unescape(fields[4]), nil
 	}
 	return "", errors.New("no cgroup v2 hierarchy is mounted (--owner cgroup needs one; see /proc/self/mountinfo)")
-}
-
-// unescapeOctal undoes mountinfo's \NNN escapes of spaces, tabs, newlines and backslashes.
-func unescapeOctal(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) {
-			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(n))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
 }
 
 // eachProcess calls fn with every process id in /proc, until fn returns false.
