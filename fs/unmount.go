@@ -11,7 +11,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/tempfs/tempfs/mountinfo"
+	"github.com/tempfs/tempfs/fs/mountinfo"
 )
 
 // unmountBusyWait is how long Unmount retries a mount that is busy. The kernel sends RELEASE asynchronously: a

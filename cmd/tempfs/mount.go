@@ -19,10 +19,10 @@ import (
 	"github.com/spf13/pflag"
 	"golang.org/x/sys/unix"
 
+	"github.com/tempfs/tempfs/cmd/tempfs/limits"
 	"github.com/tempfs/tempfs/cmd/tempfs/metrics"
 	tempfs "github.com/tempfs/tempfs/fs"
 	"github.com/tempfs/tempfs/fs/owner"
-	"github.com/tempfs/tempfs/limits"
 	"github.com/tempfs/tempfs/naming"
 	"github.com/tempfs/tempfs/spool"
 )

@@ -19,8 +19,8 @@ import (
 	"github.com/spf13/pflag"
 	"golang.org/x/sys/unix"
 
+	"github.com/tempfs/tempfs/cmd/tempfs/limits"
 	tempfs "github.com/tempfs/tempfs/fs"
-	"github.com/tempfs/tempfs/limits"
 	"github.com/tempfs/tempfs/naming"
 )
 

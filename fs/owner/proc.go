@@ -10,7 +10,7 @@ import (
 	"sync/atomic"
 	"syscall"
 
-	"github.com/tempfs/tempfs/mountinfo"
+	"github.com/tempfs/tempfs/fs/mountinfo"
 )
 
 // procRoot is where the process table is read; tests never change it, it only names the path once.

@@ -14,7 +14,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/tempfs/tempfs/mountinfo"
+	"github.com/tempfs/tempfs/fs/mountinfo"
 	"github.com/tempfs/tempfs/naming"
 )
 
