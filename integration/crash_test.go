@@ -71,6 +71,17 @@ func TestMountOverDeadMount(t *testing.T) {
 	}
 }
 
+// TestMountOverUntouchedDeadMount: a dead allow_other mount that nobody touched still answers stat from the
+// kernel's cache of its root (default_permissions), yet `tempfs mount` must see that it is dead and mount afresh.
+func TestMountOverUntouchedDeadMount(t *testing.T) {
+	m := startMount(t, "-o", "allow_other")
+	m.crash(t)
+	m2 := startMountAt(t, m.Dir, m.StoreParent, "-o", "allow_other")
+	if err := os.WriteFile(m2.Path("g"), []byte("y"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // assertNoDataInStore fails if any named file in the store holds data: backing files must be unlinked from the
 // moment they exist, so that a killed daemon leaves nothing behind.
 func assertNoDataInStore(t *testing.T, store string) {
