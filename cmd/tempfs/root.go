@@ -40,6 +40,7 @@ daemon dies.`,
 		newRunCommand(),
 		newMktempCommand(),
 		newStatusCommand(),
+		newCSICommand(),
 	)
 	return root
 }

@@ -1,0 +1,219 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"syscall"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+	"golang.org/x/sys/unix"
+
+	"github.com/tempfs/tempfs/cmd/tempfs/csinode"
+	tempfs "github.com/tempfs/tempfs/fs"
+	"github.com/tempfs/tempfs/naming"
+)
+
+// csiOptions are the flags of `tempfs csi`.
+type csiOptions struct {
+	endpoint   string
+	nodeID     string
+	driverName string
+	stateDir   string
+	store      string
+	debug      bool
+}
+
+const (
+	defaultDriverName = "tempfs.csi"
+	defaultStateDir   = "/var/lib/tempfs-csi"
+)
+
+// AddFlags registers the flags of `tempfs csi` on fs.
+func (o *csiOptions) AddFlags(fs *pflag.FlagSet) {
+	fs.StringVar(&o.endpoint, "endpoint", "", "the Unix socket to serve CSI on, as unix:///PATH (the kubelet's plugin directory)")
+	fs.StringVar(&o.nodeID, "node-id", "", "this node's name, as NodeGetInfo answers it (in a DaemonSet: the pod's spec.nodeName)")
+	fs.StringVar(&o.driverName, "driver-name", defaultDriverName, "the CSI driver's name, as the CSIDriver object and pods name it")
+	fs.StringVar(&o.stateDir, "state-dir", defaultStateDir, "where the plugin records its volumes, to find them again after a restart (a host directory)")
+	fs.StringVar(&o.store, "store", "", "parent of each volume's private disk store (default: STATE-DIR/stores)")
+	fs.BoolVar(&o.debug, "debug", false, "log every CSI call")
+}
+
+func newCSICommand() *cobra.Command {
+	o := &csiOptions{}
+	cmd := &cobra.Command{
+		Use:   "csi --endpoint unix:///PATH --node-id NAME",
+		Short: "Serve tempfs as a Kubernetes CSI node plugin for inline ephemeral volumes",
+		Long: `Serve the CSI Identity and Node services on a Unix socket, so that the kubelet gives each pod
+that asks for it a fresh tempfs as an inline ephemeral volume (deploy/kubernetes has the
+CSIDriver, the DaemonSet and an example pod). There is no controller service.
+
+NodePublishVolume starts one 'tempfs mount' daemon per volume at the pod's target path, in a
+session of its own, so that a restart of the plugin does not take the pods' scratch space with
+it; NodeUnpublishVolume unmounts it (detaching it if busy), waits for the daemon to go and
+removes its disk store and the target directory. Each volume is recorded in --state-dir; at
+start the plugin adopts the volumes whose daemons still serve them and clears the others.
+
+Volume attributes are the mount flags in camelCase: maxSize, memory, disk, mode, maxAge,
+owner, ownerQuota (sizes also as Kubernetes writes them: 4Mi, 2Gi). Anything else, or a bad
+value, is refused with InvalidArgument; the kubelet's own csi.storage.k8s.io/* attributes are
+ignored. Every volume is mounted with allow_other, nosuid and nodev. The plugin runs as root.`,
+		Example: `  tempfs csi --endpoint unix:///var/lib/kubelet/plugins/tempfs.csi/csi.sock --node-id "$NODE_NAME"
+  tempfs csi --endpoint unix:///csi/csi.sock --node-id node-1 --state-dir /var/lib/tempfs-csi`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return runCSI(cmd.Context(), o)
+		},
+	}
+	o.AddFlags(cmd.Flags())
+	return cmd
+}
+
+// driverNamePattern is the CSI spec's rule for a plugin name: at most 63 characters, alphanumerics, '-' and
+// '.' inside, beginning and ending with an alphanumeric.
+var driverNamePattern = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9.-]{0,61}[A-Za-z0-9])?$`)
+
+// csiConfig checks the flags (usage errors, exit status 2) and returns the plugin's configuration.
+func (o *csiOptions) csiConfig() (csinode.Config, string, error) {
+	var cfg csinode.Config
+	switch {
+	case o.endpoint == "":
+		return cfg, "", usageErrorf("--endpoint is required (e.g. unix:///csi/csi.sock)")
+	case o.nodeID == "":
+		return cfg, "", usageErrorf("--node-id is required (in a DaemonSet, the pod's spec.nodeName)")
+	case !driverNamePattern.MatchString(o.driverName):
+		return cfg, "", usageErrorf("--driver-name %q: use at most 63 letters, digits, '-' and '.', beginning and ending with a letter or digit", o.driverName)
+	case o.stateDir == "":
+		return cfg, "", usageErrorf("--state-dir must not be empty")
+	}
+	socket, err := csinode.SocketPath(o.endpoint)
+	if err != nil {
+		return cfg, "", usageErrorf("--%v", err)
+	}
+	stateDir, err := filepath.Abs(o.stateDir)
+	if err != nil {
+		return cfg, "", usageErrorf("--state-dir: %v", err)
+	}
+	store := filepath.Join(stateDir, "stores")
+	if o.store != "" {
+		if store, err = filepath.Abs(o.store); err != nil {
+			return cfg, "", usageErrorf("--store: %v", err)
+		}
+	}
+	if os.Geteuid() != 0 {
+		return cfg, "", usageErrorf("tempfs csi must run as root: it mounts volumes for pods of any user")
+	}
+	if _, err := os.Stat("/dev/fuse"); err != nil {
+		return cfg, "", usageErrorf("/dev/fuse is missing: load the fuse module (modprobe fuse), or give the container /dev/fuse")
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		return cfg, "", failure(fmt.Errorf("finding this executable, which serves the volumes: %w", err))
+	}
+	return csinode.Config{
+		DriverName:  o.driverName,
+		NodeID:      o.nodeID,
+		Version:     versionString(),
+		StateDir:    filepath.Join(stateDir, "volumes"),
+		StoreRoot:   store,
+		Executable:  exe,
+		DaemonLog:   os.Stderr,
+		CheckFlag:   checkMountFlag,
+		VolumeUsage: volumeUsage,
+		Mounts:      fsMounts{},
+	}, socket, nil
+}
+
+func runCSI(ctx context.Context, o *csiOptions) error {
+	cfg, socket, err := o.csiConfig()
+	if err != nil {
+		return err
+	}
+	level := slog.LevelInfo
+	if o.debug {
+		level = slog.LevelDebug
+	}
+	cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	drv, err := csinode.New(cfg)
+	if err != nil {
+		return failure(err)
+	}
+	lis, err := csinode.Listen(socket)
+	if err != nil {
+		return failure(fmt.Errorf("--endpoint: %w", err))
+	}
+	defer os.Remove(socket)
+	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	cfg.Logger.Info("serving CSI", "endpoint", socket, "driver", cfg.DriverName, "node", cfg.NodeID,
+		"state_dir", cfg.StateDir, "store", cfg.StoreRoot, "version", cfg.Version)
+	if err := drv.Serve(ctx, lis); err != nil {
+		return failure(err)
+	}
+	cfg.Logger.Info("stopped; the volumes' daemons keep serving their pods")
+	return nil
+}
+
+// ownerScopes are the values of `tempfs mount --owner` (contract section 3a).
+var ownerScopes = []string{"none", "process", "group", "session", "cgroup"}
+
+// checkMountFlag checks a volume attribute with the parser of the `tempfs mount` flag it becomes.
+func checkMountFlag(name, value string) error {
+	flags := pflag.NewFlagSet("mount", pflag.ContinueOnError)
+	newMountOptions().AddFlags(flags)
+	if flags.Lookup(name) != nil {
+		return flags.Set(name, value)
+	}
+	// --owner and --owner-quota come with the owners work; until `tempfs mount` has them, they are checked here
+	// with the same rules, and the daemon refuses them.
+	switch name {
+	case "owner":
+		if !slices.Contains(ownerScopes, value) {
+			return fmt.Errorf("invalid owner scope %q: use one of none, process, group, session, cgroup", value)
+		}
+		return nil
+	case "owner-quota":
+		_, err := naming.ParseSize(value)
+		return err
+	}
+	return fmt.Errorf("tempfs mount has no --%s flag", name)
+}
+
+// volumeUsage reads a volume's bytes and entries: used bytes and entries from the daemon's status (as `tempfs
+// status` reads it), total and available from statfs, which counts the RAM cap plus the disk as df shows them.
+func volumeUsage(mountpoint string) (csinode.Usage, error) {
+	raw, err := readStats(mountpoint)
+	if err != nil {
+		return csinode.Usage{}, err
+	}
+	var st tempfs.Stats
+	if err := json.Unmarshal(raw, &st); err != nil {
+		return csinode.Usage{}, fmt.Errorf("%s answered a status that is not JSON: %w", mountpoint, err)
+	}
+	var sfs unix.Statfs_t
+	if err := unix.Statfs(mountpoint, &sfs); err != nil {
+		return csinode.Usage{}, fmt.Errorf("statfs %s: %w", mountpoint, err)
+	}
+	return csinode.Usage{
+		BytesTotal:      int64(sfs.Blocks) * sfs.Bsize,
+		BytesAvailable:  int64(sfs.Bavail) * sfs.Bsize,
+		BytesUsed:       st.RAMBytes + st.DiskBytes,
+		InodesTotal:     int64(sfs.Files),
+		InodesAvailable: int64(sfs.Ffree),
+		InodesUsed:      st.Entries,
+	}, nil
+}
+
+// fsMounts answers the plugin's questions about the mount table with the fs package's helpers.
+type fsMounts struct{}
+
+func (fsMounts) IsLive(path string) bool              { return tempfs.IsTempfsMount(path) && !tempfs.IsStale(path) }
+func (fsMounts) IsStale(path string) bool             { return tempfs.IsStale(path) }
+func (fsMounts) Unmount(path string, lazy bool) error { return tempfs.Unmount(path, lazy) }

@@ -1,0 +1,62 @@
+package main
+
+import (
+	"errors"
+	"strings"
+	"testing"
+)
+
+func TestCheckMountFlag(t *testing.T) {
+	cases := []struct {
+		flag, value string
+		ok          bool
+	}{
+		{"max-size", "4Mi", true},
+		{"max-size", "0", true},
+		{"max-size", "12Q", false},
+		{"max-size", "", false},
+		{"memory", "2Gi", true},
+		{"disk", "-1", false},
+		{"mode", "1777", true},
+		{"mode", "999", false},
+		{"max-age", "24h", true},
+		{"max-age", "soon", false},
+		{"owner", "cgroup", true},
+		{"owner", "everyone", false},
+		{"owner-quota", "1Gi", true},
+		{"owner-quota", "1.5M", false},
+		{"debug", "true", true}, // a mount flag, but no attribute maps to it (csinode's table decides)
+		{"no-such-flag", "x", false},
+	}
+	for _, tc := range cases {
+		err := checkMountFlag(tc.flag, tc.value)
+		if (err == nil) != tc.ok {
+			t.Errorf("checkMountFlag(%q, %q) = %v, want ok=%v", tc.flag, tc.value, err, tc.ok)
+		}
+	}
+}
+
+func TestCSIConfigRefusesBadFlags(t *testing.T) {
+	good := csiOptions{endpoint: "unix:///tmp/csi.sock", nodeID: "n", driverName: defaultDriverName, stateDir: "/tmp/x"}
+	cases := []struct {
+		name   string
+		change func(o *csiOptions)
+		want   string
+	}{
+		{"no endpoint", func(o *csiOptions) { o.endpoint = "" }, "--endpoint is required"},
+		{"tcp endpoint", func(o *csiOptions) { o.endpoint = "tcp://1.2.3.4:5" }, "give a Unix socket"},
+		{"no node id", func(o *csiOptions) { o.nodeID = "" }, "--node-id is required"},
+		{"bad driver name", func(o *csiOptions) { o.driverName = "-tempfs" }, "--driver-name"},
+		{"long driver name", func(o *csiOptions) { o.driverName = strings.Repeat("a", 64) }, "--driver-name"},
+		{"no state dir", func(o *csiOptions) { o.stateDir = "" }, "--state-dir"},
+	}
+	for _, tc := range cases {
+		o := good
+		tc.change(&o)
+		_, _, err := o.csiConfig()
+		var exit *exitError
+		if !errors.As(err, &exit) || exit.code != exitUsage || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: err = %v, want a usage error with %q", tc.name, err, tc.want)
+		}
+	}
+}

@@ -1,0 +1,71 @@
+package csinode
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+)
+
+// attributes are the volume attributes a pod may set, in the order their flags are passed: the flags of
+// `tempfs mount` in camelCase (contract section 7).
+var attributes = []struct{ name, flag string }{
+	{"maxSize", "max-size"},
+	{"memory", "memory"},
+	{"disk", "disk"},
+	{"mode", "mode"},
+	{"maxAge", "max-age"},
+	{"owner", "owner"},
+	{"ownerQuota", "owner-quota"},
+}
+
+// kubernetesPrefix marks the attributes the kubelet adds on its own (pod name, namespace, uid, service account,
+// "ephemeral") when the CSIDriver asks for pod info on mount: they are not the pod author's, so they are ignored.
+const kubernetesPrefix = "csi.storage.k8s.io/"
+
+// FlagChecker checks the value of one `tempfs mount` flag with the parser the command line uses, so that a bad
+// attribute is refused with the same message before any daemon starts.
+type FlagChecker func(flag, value string) error
+
+// mountFlags turns a volume's attributes into `tempfs mount` flags. It returns the flags and the tempfs
+// attributes alone (the kubelet's own left out), which is what tells one publication of a volume from another.
+// An unknown attribute or a bad value is an error of one line naming the attribute.
+func mountFlags(context map[string]string, check FlagChecker) ([]string, map[string]string, error) {
+	known := make(map[string]string, len(attributes))
+	for _, a := range attributes {
+		known[a.name] = a.flag
+	}
+	keys := make([]string, 0, len(context))
+	for k := range context {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys) // the first bad attribute is the same one on every call
+	own := map[string]string{}
+	for _, k := range keys {
+		if strings.HasPrefix(k, kubernetesPrefix) {
+			continue
+		}
+		flag, ok := known[k]
+		if !ok {
+			return nil, nil, fmt.Errorf("unknown volume attribute %q: tempfs takes %s", k, attributeNames())
+		}
+		if err := check(flag, context[k]); err != nil {
+			return nil, nil, fmt.Errorf("volume attribute %s=%q: %v", k, context[k], err)
+		}
+		own[k] = context[k]
+	}
+	var flags []string
+	for _, a := range attributes {
+		if v, ok := own[a.name]; ok {
+			flags = append(flags, "--"+a.flag+"="+v)
+		}
+	}
+	return flags, own, nil
+}
+
+func attributeNames() string {
+	names := make([]string, len(attributes))
+	for i, a := range attributes {
+		names[i] = a.name
+	}
+	return strings.Join(names, ", ")
+}

@@ -1,0 +1,272 @@
+// Package csinode is the Kubernetes CSI node plugin of tempfs (`tempfs csi`, contract section 7): the Identity and
+// Node services over gRPC for inline ephemeral volumes. It holds no filesystem logic: each volume is a
+// `tempfs mount` daemon of its own, started from the plugin's own executable, which the plugin records in its
+// state directory, finds again after a restart, and stops and cleans up after.
+package csinode
+
+// Lock order: Driver.mu is a leaf, held only around the volumes and busy maps, never across a daemon's start or
+// stop. An operation on a volume holds that volume's busy mark instead (see Driver.claim).
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/container-storage-interface/spec/lib/go/csi"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+// Mounts is what the plugin asks of the mount table; `tempfs csi` answers through the fs package's helpers.
+type Mounts interface {
+	// IsLive reports whether path is the mountpoint of a tempfs mount whose daemon answers.
+	IsLive(path string) bool
+	// IsStale reports whether path is a FUSE mount whose daemon is gone.
+	IsStale(path string) bool
+	// Unmount unmounts path; lazy detaches it even if files are open there.
+	Unmount(path string, lazy bool) error
+}
+
+// Usage is a volume's space and entries, as NodeGetVolumeStats reports them.
+type Usage struct {
+	BytesTotal, BytesAvailable, BytesUsed    int64
+	InodesTotal, InodesAvailable, InodesUsed int64
+}
+
+// Config is what the plugin is told at start.
+type Config struct {
+	DriverName string // the CSI driver's name, as the CSIDriver object names it
+	NodeID     string
+	Version    string
+	// StateDir holds one record per published volume; it must outlive the plugin's process (a hostPath).
+	StateDir string
+	// StoreRoot is where each volume gets its own directory for its daemon's disk store.
+	StoreRoot string
+	// Executable is the tempfs binary that serves volumes (`EXE mount ...`).
+	Executable string
+	// DaemonLog receives the daemons' logs (the plugin's own stderr).
+	DaemonLog   *os.File
+	CheckFlag   FlagChecker
+	VolumeUsage func(mountpoint string) (Usage, error)
+	Mounts      Mounts
+	Logger      *slog.Logger
+}
+
+// How long a daemon may take to go once its mount is gone (it exits at once unless files are still open on a
+// detached mount), and how long after SIGKILL.
+const (
+	daemonExitTimeout = 10 * time.Second
+	daemonKillTimeout = 10 * time.Second
+)
+
+// storePrefix starts the name of each volume's store directory under StoreRoot.
+const storePrefix = "tempfs-csi-"
+
+// Driver serves the Identity and Node services.
+type Driver struct {
+	csi.UnimplementedIdentityServer
+	csi.UnimplementedNodeServer
+
+	cfg     Config
+	log     *slog.Logger
+	records records
+
+	mu      sync.Mutex
+	volumes map[string]*volume // by volume id
+	busy    map[string]bool    // volume ids with an operation in progress
+}
+
+// volume is a published volume: its record and its daemon.
+type volume struct {
+	rec    *volumeRecord
+	daemon *daemon // nil when the daemon was not found (killed)
+}
+
+var (
+	_ csi.IdentityServer = (*Driver)(nil)
+	_ csi.NodeServer     = (*Driver)(nil)
+)
+
+// New makes the state and store directories, then adopts the volumes whose daemons still serve them and clears
+// the others (their dead mounts detached, their stores and records removed).
+func New(cfg Config) (*Driver, error) {
+	for _, dir := range []string{cfg.StateDir, cfg.StoreRoot} {
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return nil, err
+		}
+	}
+	d := &Driver{
+		cfg:     cfg,
+		log:     cfg.Logger,
+		records: records{dir: cfg.StateDir, log: cfg.Logger},
+		volumes: map[string]*volume{},
+		busy:    map[string]bool{},
+	}
+	if err := d.recover(); err != nil {
+		return nil, err
+	}
+	return d, nil
+}
+
+// recover adopts or clears the recorded volumes, then removes store directories that no record names and no
+// daemon uses (left by a plugin that died between making one and recording it).
+func (d *Driver) recover() error {
+	recs, err := d.records.load()
+	if err != nil {
+		return fmt.Errorf("reading the volume records in %s: %w", d.cfg.StateDir, err)
+	}
+	stores := map[string]bool{}
+	for _, rec := range recs {
+		stores[rec.Store] = true
+		v := &volume{rec: rec, daemon: findDaemon(rec.Store)}
+		if v.daemon != nil && d.cfg.Mounts.IsLive(rec.TargetPath) {
+			d.volumes[rec.VolumeID] = v
+			d.log.Info("adopted a volume", "volume", rec.VolumeID, "target", rec.TargetPath, "pid", v.daemon.pid)
+			continue
+		}
+		if err := d.teardown(v); err != nil {
+			d.log.Error("clearing a dead volume", "volume", rec.VolumeID, "target", rec.TargetPath, "err", err)
+			continue
+		}
+		d.log.Info("cleared a dead volume", "volume", rec.VolumeID, "target", rec.TargetPath)
+	}
+	entries, err := os.ReadDir(d.cfg.StoreRoot)
+	if err != nil {
+		return err
+	}
+	for _, e := range entries {
+		store := filepath.Join(d.cfg.StoreRoot, e.Name())
+		if !e.IsDir() || !strings.HasPrefix(e.Name(), storePrefix) || stores[store] {
+			continue
+		}
+		if dm := findDaemon(store); dm != nil {
+			dm.close()
+			continue
+		}
+		if err := os.RemoveAll(store); err != nil {
+			d.log.Warn("removing a store no volume uses", "store", store, "err", err)
+		}
+	}
+	return nil
+}
+
+// Serve answers gRPC requests on lis until ctx ends, then stops gracefully. The volumes' daemons keep running:
+// they serve pods, not the plugin.
+func (d *Driver) Serve(ctx context.Context, lis net.Listener) error {
+	srv := grpc.NewServer(grpc.UnaryInterceptor(d.logCalls))
+	csi.RegisterIdentityServer(srv, d)
+	csi.RegisterNodeServer(srv, d)
+	stopped := make(chan struct{})
+	go func() {
+		defer close(stopped)
+		<-ctx.Done()
+		done := make(chan struct{})
+		go func() {
+			srv.GracefulStop()
+			close(done)
+		}()
+		select {
+		case <-done:
+		case <-time.After(30 * time.Second):
+			srv.Stop() // a call stuck in a daemon's start must not keep the plugin from exiting
+		}
+	}()
+	err := srv.Serve(lis)
+	if ctx.Err() != nil {
+		<-stopped
+		return nil
+	}
+	return err
+}
+
+// logCalls logs every call at debug level and every failed one at warning level, with its status.
+func (d *Driver) logCalls(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+	start := time.Now()
+	resp, err := handler(ctx, req)
+	if err != nil {
+		d.log.Warn("call failed", "method", info.FullMethod, "code", status.Code(err), "err", status.Convert(err).Message(),
+			"duration", time.Since(start))
+	} else {
+		d.log.Debug("call", "method", info.FullMethod, "duration", time.Since(start))
+	}
+	return resp, err
+}
+
+// claim marks a volume id busy for one operation; release ends it. A second operation on the same volume while
+// one runs is refused with Aborted, as the CSI spec asks, and the CO retries it.
+func (d *Driver) claim(volumeID string) (release func(), err error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.busy[volumeID] {
+		return nil, status.Errorf(codes.Aborted, "an operation on volume %s is in progress", volumeID)
+	}
+	d.busy[volumeID] = true
+	return func() {
+		d.mu.Lock()
+		delete(d.busy, volumeID)
+		d.mu.Unlock()
+	}, nil
+}
+
+func (d *Driver) lookup(volumeID string) *volume {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.volumes[volumeID]
+}
+
+func (d *Driver) set(volumeID string, v *volume) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if v == nil {
+		delete(d.volumes, volumeID)
+	} else {
+		d.volumes[volumeID] = v
+	}
+}
+
+// live reports whether a volume still serves its target path.
+func (d *Driver) live(v *volume) bool {
+	return v.daemon != nil && v.daemon.running() && d.cfg.Mounts.IsLive(v.rec.TargetPath)
+}
+
+// teardown ends a volume, live or dead: its mount goes (detached if busy), its daemon exits (killed if it does not
+// go in time), then its store directory, its target directory and its record are removed.
+func (d *Driver) teardown(v *volume) error {
+	target := v.rec.TargetPath
+	if d.cfg.Mounts.IsLive(target) || d.cfg.Mounts.IsStale(target) {
+		if err := d.cfg.Mounts.Unmount(target, false); err != nil {
+			d.log.Info("unmount failed: detaching", "target", target, "err", err)
+			if err := d.cfg.Mounts.Unmount(target, true); err != nil {
+				return fmt.Errorf("detaching %s: %w", target, err)
+			}
+		}
+	}
+	if v.daemon != nil {
+		if !v.daemon.waitExit(daemonExitTimeout) {
+			d.log.Warn("the volume's daemon did not exit after its unmount: killing it", "volume", v.rec.VolumeID, "pid", v.daemon.pid)
+			v.daemon.kill()
+			if !v.daemon.waitExit(daemonKillTimeout) {
+				return fmt.Errorf("the daemon of volume %s (pid %d) did not exit after SIGKILL", v.rec.VolumeID, v.daemon.pid)
+			}
+		}
+		v.daemon.close()
+		v.daemon = nil
+	}
+	// The daemon removed its own store at exit; a killed one left an empty directory and its lock file.
+	if err := os.RemoveAll(v.rec.Store); err != nil {
+		return fmt.Errorf("removing the store of volume %s: %w", v.rec.VolumeID, err)
+	}
+	// The CSI spec asks the plugin to remove the target path it made. Only an empty directory goes.
+	if err := os.Remove(target); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("removing the target path: %w", err)
+	}
+	return d.records.remove(v.rec.VolumeID)
+}

@@ -1,0 +1,427 @@
+package integration
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/container-storage-interface/spec/lib/go/csi"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+)
+
+// csiPlugin is a running `tempfs csi` on a Unix socket, with its state and store directories, as a kubelet
+// sees it: the Identity and Node clients.
+type csiPlugin struct {
+	Socket   string
+	StateDir string
+	Store    string
+	cmd      *exec.Cmd
+	logPath  string
+	exited   chan struct{}
+	conn     *grpc.ClientConn
+	Node     csi.NodeClient
+	Identity csi.IdentityClient
+}
+
+// startCSI runs `tempfs csi` on a socket in dir, with its state and stores in dir too (so that a restart with the
+// same dir finds its volumes), and returns once Probe answers ready. Cleanup stops it with SIGTERM.
+func startCSI(t *testing.T, dir string) *csiPlugin {
+	t.Helper()
+	requireFUSE(t)
+	p := &csiPlugin{
+		Socket:   filepath.Join(dir, "csi.sock"),
+		StateDir: filepath.Join(dir, "state"),
+		Store:    filepath.Join(dir, "stores"),
+		logPath:  filepath.Join(dir, "csi.log"),
+		exited:   make(chan struct{}),
+	}
+	// A file, not a pipe: the volumes' daemons inherit the plugin's stderr and outlive it, and Wait would wait for
+	// a pipe's last writer.
+	log, err := os.OpenFile(p.logPath, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer log.Close()
+	p.cmd = exec.Command(tempfsBin, "csi", "--endpoint", "unix://"+p.Socket, "--node-id", "test-node",
+		"--state-dir", p.StateDir, "--store", p.Store, "--debug")
+	p.cmd.Stderr = log
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		_ = p.cmd.Wait()
+		close(p.exited)
+	}()
+	conn, err := grpc.NewClient("unix://"+p.Socket, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.conn = conn
+	p.Node = csi.NewNodeClient(conn)
+	p.Identity = csi.NewIdentityClient(conn)
+	// The plugin is ready when Probe says so: WaitForReady holds the call until the socket accepts.
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	resp, err := p.Identity.Probe(ctx, &csi.ProbeRequest{}, grpc.WaitForReady(true))
+	if err != nil || !resp.GetReady().GetValue() {
+		p.kill(t)
+		t.Fatalf("tempfs csi: Probe = %v, %v; log:\n%s", resp, err, p.Log())
+	}
+	t.Cleanup(func() { p.stop(t) })
+	return p
+}
+
+// stop ends the plugin with SIGTERM, as the kubelet does, and checks that it exits.
+func (p *csiPlugin) stop(t *testing.T) {
+	t.Helper()
+	p.conn.Close()
+	select {
+	case <-p.exited:
+		return
+	default:
+	}
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.exited:
+		if p.cmd.ProcessState.ExitCode() != 0 {
+			t.Errorf("tempfs csi exited with %v after SIGTERM; log:\n%s", p.cmd.ProcessState, p.Log())
+		}
+	case <-time.After(60 * time.Second):
+		p.kill(t)
+		t.Errorf("tempfs csi did not exit 60s after SIGTERM; log:\n%s", p.Log())
+	}
+}
+
+// kill ends the plugin with SIGKILL and waits for it.
+func (p *csiPlugin) kill(t *testing.T) {
+	t.Helper()
+	_ = p.cmd.Process.Kill()
+	<-p.exited
+}
+
+// Log is what the plugin (and its volumes' daemons) logged so far.
+func (p *csiPlugin) Log() string {
+	data, _ := os.ReadFile(p.logPath)
+	return string(data)
+}
+
+// publishRequest is what the kubelet sends for an inline ephemeral volume.
+func publishRequest(id, target string, attrs map[string]string) *csi.NodePublishVolumeRequest {
+	return &csi.NodePublishVolumeRequest{
+		VolumeId:   id,
+		TargetPath: target,
+		VolumeCapability: &csi.VolumeCapability{
+			AccessType: &csi.VolumeCapability_Mount{Mount: &csi.VolumeCapability_MountVolume{}},
+			AccessMode: &csi.VolumeCapability_AccessMode{Mode: csi.VolumeCapability_AccessMode_SINGLE_NODE_WRITER},
+		},
+		VolumeContext: attrs,
+	}
+}
+
+func csiCall(t *testing.T) context.Context {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// publish publishes a volume and fails the test on error; cleanup unpublishes it (a no-op when the test did).
+func (p *csiPlugin) publish(t *testing.T, id, target string, attrs map[string]string) {
+	t.Helper()
+	if _, err := p.Node.NodePublishVolume(csiCall(t), publishRequest(id, target, attrs)); err != nil {
+		t.Fatalf("NodePublishVolume %s: %v; log:\n%s", id, err, p.Log())
+	}
+	t.Cleanup(func() {
+		if isMounted(target) {
+			_, _ = p.Node.NodeUnpublishVolume(context.Background(), &csi.NodeUnpublishVolumeRequest{VolumeId: id, TargetPath: target})
+		}
+	})
+}
+
+func (p *csiPlugin) unpublish(t *testing.T, id, target string) {
+	t.Helper()
+	if _, err := p.Node.NodeUnpublishVolume(csiCall(t), &csi.NodeUnpublishVolumeRequest{VolumeId: id, TargetPath: target}); err != nil {
+		t.Fatalf("NodeUnpublishVolume %s: %v; log:\n%s", id, err, p.Log())
+	}
+}
+
+// volumeStats returns NodeGetVolumeStats's bytes and inodes usage.
+func (p *csiPlugin) volumeStats(t *testing.T, id, target string) (bytes, inodes *csi.VolumeUsage) {
+	t.Helper()
+	resp, err := p.Node.NodeGetVolumeStats(csiCall(t), &csi.NodeGetVolumeStatsRequest{VolumeId: id, VolumePath: target})
+	if err != nil {
+		t.Fatalf("NodeGetVolumeStats %s: %v; log:\n%s", id, err, p.Log())
+	}
+	for _, u := range resp.GetUsage() {
+		switch u.GetUnit() {
+		case csi.VolumeUsage_BYTES:
+			bytes = u
+		case csi.VolumeUsage_INODES:
+			inodes = u
+		}
+	}
+	if bytes == nil || inodes == nil {
+		t.Fatalf("NodeGetVolumeStats %s: usage %v lacks bytes or inodes", id, resp.GetUsage())
+	}
+	return bytes, inodes
+}
+
+// volumeDaemons lists the pids of `tempfs mount` processes serving target (its last argument).
+func volumeDaemons(target string) []int {
+	entries, _ := os.ReadDir("/proc")
+	var pids []int
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		data, err := os.ReadFile("/proc/" + e.Name() + "/cmdline")
+		if err != nil {
+			continue
+		}
+		args := strings.Split(strings.TrimSuffix(string(data), "\x00"), "\x00")
+		if len(args) > 2 && args[1] == "mount" && args[len(args)-1] == target {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
+
+// assertVolumeGone checks that nothing of a volume is left: no mount, no daemon, no target directory, no store,
+// no record.
+func assertVolumeGone(t *testing.T, p *csiPlugin, target string) {
+	t.Helper()
+	if isMounted(target) {
+		t.Errorf("%s is still mounted", target)
+	}
+	// The daemon was the plugin's child or was reaped by init: it leaves /proc shortly after it exits.
+	eventually(t, 10*time.Second, "the volume's daemon is still running", func() bool { return len(volumeDaemons(target)) == 0 })
+	if _, err := os.Lstat(target); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("target path %s is still there (err %v)", target, err)
+	}
+	assertDirEmpty(t, p.Store, "store root")
+	assertDirEmpty(t, filepath.Join(p.StateDir, "volumes"), "volume records")
+}
+
+func assertDirEmpty(t *testing.T, dir, what string) {
+	t.Helper()
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Errorf("%s %s: %v", what, dir, err)
+		return
+	}
+	if len(entries) > 0 {
+		var names []string
+		for _, e := range entries {
+			names = append(names, e.Name())
+		}
+		t.Errorf("%s %s still holds %v", what, dir, names)
+	}
+}
+
+func wantCode(t *testing.T, what string, err error, want codes.Code) {
+	t.Helper()
+	if status.Code(err) != want {
+		t.Errorf("%s: %v, want %v", what, err, want)
+	}
+}
+
+// TestCSIKubeletLifecycle plays the kubelet for one pod: publish with attributes (and the kubelet's pod info),
+// write from another process, see the stats move, publish again (OK), with other attributes (AlreadyExists),
+// unpublish, and nothing is left; unpublish again is OK.
+func TestCSIKubeletLifecycle(t *testing.T) {
+	dir := t.TempDir()
+	p := startCSI(t, dir)
+	pods := filepath.Join(dir, "pods")
+	if err := os.Mkdir(pods, 0o750); err != nil {
+		t.Fatal(err)
+	}
+	target := filepath.Join(pods, "mount")
+	attrs := map[string]string{
+		"maxSize": "4Ki", "memory": "64Mi", "disk": "16MiB", "mode": "1777", "maxAge": "1h",
+		"csi.storage.k8s.io/pod.name": "ci-job", "csi.storage.k8s.io/pod.namespace": "default",
+		"csi.storage.k8s.io/pod.uid": "0b3c", "csi.storage.k8s.io/serviceAccount.name": "default",
+		"csi.storage.k8s.io/ephemeral": "true",
+	}
+	p.publish(t, "csi-vol-1", target, attrs)
+	if !isMounted(target) {
+		t.Fatalf("%s is not mounted after NodePublishVolume", target)
+	}
+	st := daemonStats(t, target)
+	if st["max_size"] != float64(4096) || st["ram_cap"] != float64(64<<20) || st["disk_cap"] != float64(16<<20) {
+		t.Errorf("the daemon's status does not show the attributes: max_size %v ram_cap %v disk_cap %v", st["max_size"], st["ram_cap"], st["disk_cap"])
+	}
+	daemons := volumeDaemons(target)
+	if len(daemons) != 1 {
+		t.Fatalf("daemons serving %s: %v, want one", target, daemons)
+	}
+	bytes0, inodes0 := p.volumeStats(t, "csi-vol-1", target)
+
+	// A pod's process (another uid: the mount is allow_other) writes a small file in RAM and a large one that
+	// spills to disk.
+	sh(t, target, "setpriv --reuid 65534 --regid 65534 --clear-groups sh -c 'printf small > small; head -c 1048576 /dev/zero > large'")
+	bytes1, inodes1 := p.volumeStats(t, "csi-vol-1", target)
+	if bytes1.GetUsed() < bytes0.GetUsed()+1<<20 {
+		t.Errorf("bytes used went from %d to %d after writing 1 MiB", bytes0.GetUsed(), bytes1.GetUsed())
+	}
+	if bytes1.GetAvailable() >= bytes0.GetAvailable() {
+		t.Errorf("bytes available went from %d to %d after writing 1 MiB", bytes0.GetAvailable(), bytes1.GetAvailable())
+	}
+	if inodes1.GetUsed() != inodes0.GetUsed()+2 {
+		t.Errorf("inodes used went from %d to %d after making two files", inodes0.GetUsed(), inodes1.GetUsed())
+	}
+	t.Logf("stats before: bytes %v inodes %v; after: bytes %v inodes %v", bytes0, inodes0, bytes1, inodes1)
+
+	// The kubelet retries: the same call is OK and starts nothing new; other attributes or another target are not.
+	if _, err := p.Node.NodePublishVolume(csiCall(t), publishRequest("csi-vol-1", target, attrs)); err != nil {
+		t.Errorf("publishing again: %v", err)
+	}
+	if got := volumeDaemons(target); len(got) != 1 || got[0] != daemons[0] {
+		t.Errorf("daemons after publishing again: %v, want %v", got, daemons)
+	}
+	other := map[string]string{"maxSize": "8Ki"}
+	_, err := p.Node.NodePublishVolume(csiCall(t), publishRequest("csi-vol-1", target, other))
+	wantCode(t, "publishing again with other attributes", err, codes.AlreadyExists)
+	_, err = p.Node.NodePublishVolume(csiCall(t), publishRequest("csi-vol-1", filepath.Join(pods, "elsewhere"), attrs))
+	wantCode(t, "publishing again at another target", err, codes.FailedPrecondition)
+	_, err = p.Node.NodePublishVolume(csiCall(t), publishRequest("csi-vol-2", target, nil))
+	wantCode(t, "publishing another volume at the same target", err, codes.FailedPrecondition)
+
+	p.unpublish(t, "csi-vol-1", target)
+	assertVolumeGone(t, p, target)
+	p.unpublish(t, "csi-vol-1", target)
+	p.unpublish(t, "never-published", filepath.Join(pods, "nothing"))
+	_, err = p.Node.NodeGetVolumeStats(csiCall(t), &csi.NodeGetVolumeStatsRequest{VolumeId: "csi-vol-1", VolumePath: target})
+	wantCode(t, "stats of an unpublished volume", err, codes.NotFound)
+}
+
+// TestCSIBadAttributes: every bad attribute is InvalidArgument with one line naming it, and leaves nothing behind.
+func TestCSIBadAttributes(t *testing.T) {
+	dir := t.TempDir()
+	p := startCSI(t, dir)
+	target := filepath.Join(dir, "mount")
+	cases := []struct {
+		attrs map[string]string
+		want  string
+	}{
+		{map[string]string{"maxSize": "12Q"}, `maxSize="12Q"`},
+		{map[string]string{"maxsize": "4Mi"}, `unknown volume attribute "maxsize"`},
+		{map[string]string{"memory": ""}, `memory=""`},
+		{map[string]string{"mode": "999"}, `mode="999"`},
+		{map[string]string{"maxAge": "soon"}, `maxAge="soon"`},
+		{map[string]string{"owner": "everyone"}, `owner="everyone"`},
+		{map[string]string{"ownerQuota": "1.5M"}, `ownerQuota="1.5M"`},
+		// Passes the flag's parser, refused by the daemon before it mounts (exit status 2).
+		{map[string]string{"memory": "0"}, "--memory must be larger than 0"},
+	}
+	for _, tc := range cases {
+		_, err := p.Node.NodePublishVolume(csiCall(t), publishRequest("bad", target, tc.attrs))
+		wantCode(t, fmt.Sprintf("attributes %v", tc.attrs), err, codes.InvalidArgument)
+		if msg := status.Convert(err).Message(); !strings.Contains(msg, tc.want) || strings.Contains(msg, "\n") {
+			t.Errorf("attributes %v: message %q, want one line with %q", tc.attrs, msg, tc.want)
+		}
+		assertVolumeGone(t, p, target)
+	}
+	block := publishRequest("bad", target, nil)
+	block.VolumeCapability.AccessType = &csi.VolumeCapability_Block{Block: &csi.VolumeCapability_BlockVolume{}}
+	_, err := p.Node.NodePublishVolume(csiCall(t), block)
+	wantCode(t, "a block volume", err, codes.InvalidArgument)
+	readOnly := publishRequest("bad", target, nil)
+	readOnly.Readonly = true
+	_, err = p.Node.NodePublishVolume(csiCall(t), readOnly)
+	wantCode(t, "a read-only volume", err, codes.InvalidArgument)
+	assertVolumeGone(t, p, target)
+}
+
+// TestCSIPluginRestart: kill -9 of the plugin leaves its volumes serving their pods; the restarted plugin adopts
+// them (stats, idempotent publish) and unpublishes them cleanly.
+func TestCSIPluginRestart(t *testing.T) {
+	dir := t.TempDir()
+	p := startCSI(t, dir)
+	target := filepath.Join(dir, "mount")
+	p.publish(t, "survivor", target, map[string]string{"maxSize": "64Ki"})
+	data := bytes.Repeat([]byte("k"), 100<<10)
+	if err := os.WriteFile(filepath.Join(target, "kept"), data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	daemons := volumeDaemons(target)
+
+	p.kill(t)
+	got, err := os.ReadFile(filepath.Join(target, "kept"))
+	if err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("after kill -9 of the plugin, the volume reads %d bytes, err %v", len(got), err)
+	}
+	sh(t, target, "echo more > more")
+
+	p2 := startCSI(t, dir)
+	if !strings.Contains(p2.Log(), "adopted a volume") {
+		t.Errorf("the restarted plugin did not say it adopted the volume; log:\n%s", p2.Log())
+	}
+	_, inodes := p2.volumeStats(t, "survivor", target)
+	if inodes.GetUsed() != 2 {
+		t.Errorf("inodes used after the restart: %d, want 2", inodes.GetUsed())
+	}
+	if _, err := p2.Node.NodePublishVolume(csiCall(t), publishRequest("survivor", target, map[string]string{"maxSize": "64Ki"})); err != nil {
+		t.Errorf("publishing the adopted volume again: %v", err)
+	}
+	if now := volumeDaemons(target); len(now) != 1 || now[0] != daemons[0] {
+		t.Errorf("daemons after the restart: %v, want the same %v", now, daemons)
+	}
+	p2.unpublish(t, "survivor", target)
+	assertVolumeGone(t, p2, target)
+}
+
+// TestCSIDaemonKilled: kill -9 of a volume's daemon leaves a dead mount; unpublish still clears everything. A
+// dead volume found at the plugin's start is cleared there.
+func TestCSIDaemonKilled(t *testing.T) {
+	dir := t.TempDir()
+	p := startCSI(t, dir)
+	target := filepath.Join(dir, "mount")
+	p.publish(t, "doomed", target, map[string]string{"maxSize": "4Ki"})
+	sh(t, target, "head -c 65536 /dev/zero > spilled")
+	killVolumeDaemon(t, target)
+	p.unpublish(t, "doomed", target)
+	assertVolumeGone(t, p, target)
+
+	// The same with a plugin restart in between: the new plugin clears the dead volume at start, and the kubelet's
+	// unpublish that follows is OK.
+	second := filepath.Join(dir, "mount2")
+	p.publish(t, "doomed2", second, nil)
+	p.kill(t)
+	killVolumeDaemon(t, second)
+	p2 := startCSI(t, dir)
+	if !strings.Contains(p2.Log(), "cleared a dead volume") {
+		t.Errorf("the restarted plugin did not clear the dead volume; log:\n%s", p2.Log())
+	}
+	assertVolumeGone(t, p2, second)
+	p2.unpublish(t, "doomed2", second)
+}
+
+// killVolumeDaemon kills the daemon serving target with SIGKILL and waits until its mount is dead.
+func killVolumeDaemon(t *testing.T, target string) {
+	t.Helper()
+	pids := volumeDaemons(target)
+	if len(pids) != 1 {
+		t.Fatalf("daemons serving %s: %v, want one", target, pids)
+	}
+	if err := syscall.Kill(pids[0], syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	// statfs always reaches the daemon; stat may be answered from the kernel's cache of the root's attributes.
+	eventually(t, 30*time.Second, "the killed daemon's mount is not dead", func() bool {
+		var st syscall.Statfs_t
+		return errors.Is(syscall.Statfs(target, &st), syscall.ENOTCONN)
+	})
+}
