@@ -212,7 +212,9 @@ func assertVolumeGone(t *testing.T, p *csiPlugin, target string) {
 		t.Errorf("target path %s is still there (err %v)", target, err)
 	}
 	assertDirEmpty(t, p.Store, "store root")
-	assertDirEmpty(t, filepath.Join(p.StateDir, "volumes"), "volume records")
+	if records, _ := filepath.Glob(filepath.Join(p.StateDir, "volumes", "*.json")); len(records) > 0 {
+		t.Errorf("volume records left: %v", records)
+	}
 }
 
 func assertDirEmpty(t *testing.T, dir, what string) {
@@ -424,4 +426,43 @@ func killVolumeDaemon(t *testing.T, target string) {
 		var st syscall.Statfs_t
 		return errors.Is(syscall.Statfs(target, &st), syscall.ENOTCONN)
 	})
+}
+
+// TestCSICommandLine: bad flags, and a second plugin on a state directory or a socket already in use, give one
+// line on stderr and exit status 2, and take nothing from the running plugin.
+func TestCSICommandLine(t *testing.T) {
+	dir := t.TempDir()
+	p := startCSI(t, dir)
+	other := t.TempDir()
+	cases := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"csi"}, "--endpoint is required"},
+		{[]string{"csi", "--endpoint", "unix://" + filepath.Join(other, "s.sock")}, "--node-id is required"},
+		{[]string{"csi", "--endpoint", "tcp://127.0.0.1:1", "--node-id", "n"}, "give a Unix socket"},
+		{[]string{"csi", "--endpoint", "unix://" + filepath.Join(other, "s.sock"), "--node-id", "n", "extra"}, "unknown command"},
+		{[]string{"csi", "--endpoint", "unix://" + filepath.Join(other, "s.sock"), "--node-id", "n", "--state-dir", p.StateDir},
+			"another tempfs csi uses this state directory"},
+		{[]string{"csi", "--endpoint", "unix://" + p.Socket, "--node-id", "n", "--state-dir", filepath.Join(other, "state")},
+			"is served by another process"},
+	}
+	for _, tc := range cases {
+		cmd := exec.Command(tempfsBin, tc.args...)
+		var stderr bytes.Buffer
+		cmd.Stderr = &stderr
+		err := cmd.Run()
+		var exit *exec.ExitError
+		if !errors.As(err, &exit) || exit.ExitCode() != 2 {
+			t.Errorf("tempfs %q: %v, want exit status 2; stderr:\n%s", tc.args, err, stderr.String())
+			continue
+		}
+		if msg := stderr.String(); !strings.Contains(msg, tc.want) || strings.Count(msg, "\n") != 1 {
+			t.Errorf("tempfs %q: stderr %q, want one line with %q", tc.args, msg, tc.want)
+		}
+	}
+	// The first plugin still serves.
+	if _, err := p.Identity.Probe(csiCall(t), &csi.ProbeRequest{}); err != nil {
+		t.Errorf("the running plugin no longer answers: %v", err)
+	}
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -17,6 +18,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/tempfs/tempfs/cmd/tempfs/csinode"
+	"github.com/tempfs/tempfs/cmd/tempfs/limits"
 	tempfs "github.com/tempfs/tempfs/fs"
 	"github.com/tempfs/tempfs/naming"
 )
@@ -141,13 +143,26 @@ func runCSI(ctx context.Context, o *csiOptions) error {
 		level = slog.LevelDebug
 	}
 	cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	for _, dir := range []struct{ flag, path string }{{"--state-dir", cfg.StateDir}, {"--store", cfg.StoreRoot}} {
+		if err := os.MkdirAll(dir.path, 0o700); err != nil {
+			return usageErrorf("%s: %v", dir.flag, err)
+		}
+	}
+	// The plugin holds a pidfd per volume.
+	if _, _, err := limits.RaiseDescriptors(); err != nil {
+		cfg.Logger.Warn("could not raise the descriptor limit", "err", err)
+	}
 	drv, err := csinode.New(cfg)
+	if errors.Is(err, csinode.ErrStateDirInUse) {
+		return usageErrorf("--state-dir %v", err)
+	}
 	if err != nil {
 		return failure(err)
 	}
+	defer drv.Close()
 	lis, err := csinode.Listen(socket)
 	if err != nil {
-		return failure(fmt.Errorf("--endpoint: %w", err))
+		return usageErrorf("--endpoint: %v", err)
 	}
 	defer os.Remove(socket)
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)

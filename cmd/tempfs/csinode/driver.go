@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/container-storage-interface/spec/lib/go/csi"
+	"golang.org/x/sys/unix"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -46,7 +47,8 @@ type Config struct {
 	DriverName string // the CSI driver's name, as the CSIDriver object names it
 	NodeID     string
 	Version    string
-	// StateDir holds one record per published volume; it must outlive the plugin's process (a hostPath).
+	// StateDir holds one record per published volume; it must outlive the plugin's process (a hostPath). The plugin
+	// holds a lock in it for its life.
 	StateDir string
 	// StoreRoot is where each volume gets its own directory for its daemon's disk store.
 	StoreRoot string
@@ -78,6 +80,7 @@ type Driver struct {
 	cfg     Config
 	log     *slog.Logger
 	records records
+	lock    *os.File // the state directory's lock, held for the plugin's life
 
 	mu      sync.Mutex
 	volumes map[string]*volume // by volume id
@@ -95,25 +98,55 @@ var (
 	_ csi.NodeServer     = (*Driver)(nil)
 )
 
-// New makes the state and store directories, then adopts the volumes whose daemons still serve them and clears
-// the others (their dead mounts detached, their stores and records removed).
+// ErrStateDirInUse is New's error when another plugin holds the state directory.
+var ErrStateDirInUse = errors.New("another tempfs csi uses this state directory")
+
+// New takes the state directory (one plugin per state directory: a second one would clear the first one's
+// volumes), then adopts the volumes whose daemons still serve them and clears the others (their dead mounts
+// detached, their stores and records removed). StateDir and StoreRoot must exist.
 func New(cfg Config) (*Driver, error) {
-	for _, dir := range []string{cfg.StateDir, cfg.StoreRoot} {
-		if err := os.MkdirAll(dir, 0o700); err != nil {
-			return nil, err
-		}
+	lock, err := lockDir(cfg.StateDir)
+	if err != nil {
+		return nil, err
 	}
 	d := &Driver{
 		cfg:     cfg,
 		log:     cfg.Logger,
 		records: records{dir: cfg.StateDir, log: cfg.Logger},
+		lock:    lock,
 		volumes: map[string]*volume{},
 		busy:    map[string]bool{},
 	}
 	if err := d.recover(); err != nil {
+		lock.Close()
 		return nil, err
 	}
 	return d, nil
+}
+
+// lockDir takes an exclusive flock on dir/.lock for the plugin's life; the kernel drops it when the plugin dies,
+// however it dies. The descriptor is close-on-exec: the volumes' daemons do not inherit it.
+func lockDir(dir string) (*os.File, error) {
+	f, err := os.OpenFile(filepath.Join(dir, ".lock"), os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		f.Close()
+		if errors.Is(err, unix.EWOULDBLOCK) {
+			return nil, fmt.Errorf("%s: %w", dir, ErrStateDirInUse)
+		}
+		return nil, fmt.Errorf("locking %s: %w", dir, err)
+	}
+	return f, nil
+}
+
+// Close releases the state directory. The volumes' daemons keep running.
+func (d *Driver) Close() error { return d.lock.Close() }
+
+// storeOf is the directory of a volume's disk store: the only directory the plugin ever removes with its content.
+func (d *Driver) storeOf(volumeID string) string {
+	return filepath.Join(d.cfg.StoreRoot, storePrefix+volumeKey(volumeID))
 }
 
 // recover adopts or clears the recorded volumes, then removes store directories that no record names and no
@@ -125,7 +158,12 @@ func (d *Driver) recover() error {
 	}
 	stores := map[string]bool{}
 	for _, rec := range recs {
-		stores[rec.Store] = true
+		if rec.Store != d.storeOf(rec.VolumeID) {
+			// Not a record this plugin wrote with this --store: its store is not ours to remove.
+			d.log.Warn("a volume record names another store directory; leaving that directory alone", "volume", rec.VolumeID,
+				"store", rec.Store, "expected", d.storeOf(rec.VolumeID))
+		}
+		stores[d.storeOf(rec.VolumeID)] = true
 		v := &volume{rec: rec, daemon: findDaemon(rec.Store)}
 		if v.daemon != nil && d.cfg.Mounts.IsLive(rec.TargetPath) {
 			d.volumes[rec.VolumeID] = v
@@ -238,16 +276,12 @@ func (d *Driver) live(v *volume) bool {
 }
 
 // teardown ends a volume, live or dead: its mount goes (detached if busy), its daemon exits (killed if it does not
-// go in time), then its store directory, its target directory and its record are removed.
+// go in time), a mount the daemon left dead is detached, then its store directory, its target directory and its
+// record are removed. It may be called again after an error.
 func (d *Driver) teardown(v *volume) error {
 	target := v.rec.TargetPath
-	if d.cfg.Mounts.IsLive(target) || d.cfg.Mounts.IsStale(target) {
-		if err := d.cfg.Mounts.Unmount(target, false); err != nil {
-			d.log.Info("unmount failed: detaching", "target", target, "err", err)
-			if err := d.cfg.Mounts.Unmount(target, true); err != nil {
-				return fmt.Errorf("detaching %s: %w", target, err)
-			}
-		}
+	if err := d.unmount(target); err != nil {
+		return err
 	}
 	if v.daemon != nil {
 		if !v.daemon.waitExit(daemonExitTimeout) {
@@ -260,13 +294,34 @@ func (d *Driver) teardown(v *volume) error {
 		v.daemon.close()
 		v.daemon = nil
 	}
+	// A daemon that was still mounting when the first look found nothing, or that was killed, left a mount.
+	if err := d.unmount(target); err != nil {
+		return err
+	}
 	// The daemon removed its own store at exit; a killed one left an empty directory and its lock file.
-	if err := os.RemoveAll(v.rec.Store); err != nil {
-		return fmt.Errorf("removing the store of volume %s: %w", v.rec.VolumeID, err)
+	if v.rec.Store == d.storeOf(v.rec.VolumeID) {
+		if err := os.RemoveAll(v.rec.Store); err != nil {
+			return fmt.Errorf("removing the store of volume %s: %w", v.rec.VolumeID, err)
+		}
 	}
 	// The CSI spec asks the plugin to remove the target path it made. Only an empty directory goes.
 	if err := os.Remove(target); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("removing the target path: %w", err)
 	}
 	return d.records.remove(v.rec.VolumeID)
+}
+
+// unmount unmounts a tempfs mount at target, live or dead, detaching it when it is busy; anything else there is
+// left alone.
+func (d *Driver) unmount(target string) error {
+	if !d.cfg.Mounts.IsLive(target) && !d.cfg.Mounts.IsStale(target) {
+		return nil
+	}
+	if err := d.cfg.Mounts.Unmount(target, false); err != nil {
+		d.log.Info("unmount failed: detaching", "target", target, "err", err)
+		if err := d.cfg.Mounts.Unmount(target, true); err != nil {
+			return fmt.Errorf("detaching %s: %w", target, err)
+		}
+	}
+	return nil
 }

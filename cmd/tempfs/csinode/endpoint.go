@@ -23,11 +23,15 @@ func SocketPath(endpoint string) (string, error) {
 }
 
 // Listen listens on the Unix socket at path, replacing a socket left by an earlier run (never another kind of
-// file).
+// file, nor a socket that another process still serves).
 func Listen(path string) (net.Listener, error) {
 	if st, err := os.Lstat(path); err == nil {
 		if st.Mode()&os.ModeSocket == 0 {
 			return nil, fmt.Errorf("%s exists and is not a socket", path)
+		}
+		if conn, err := net.Dial("unix", path); err == nil {
+			conn.Close()
+			return nil, fmt.Errorf("%s is served by another process (another tempfs csi?)", path)
 		}
 		if err := os.Remove(path); err != nil {
 			return nil, err

@@ -133,7 +133,7 @@ func (d *Driver) publish(ctx context.Context, id, target string, flags []string,
 		VolumeID:   id,
 		TargetPath: target,
 		Attributes: attrs,
-		Store:      filepath.Join(d.cfg.StoreRoot, storePrefix+volumeKey(id)),
+		Store:      d.storeOf(id),
 		Published:  time.Now().UTC(),
 	}
 	v := &volume{rec: rec}

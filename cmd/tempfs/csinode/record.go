@@ -20,8 +20,9 @@ type volumeRecord struct {
 	VolumeID   string            `json:"volume_id"`
 	TargetPath string            `json:"target_path"`
 	Attributes map[string]string `json:"attributes"`
-	// Store is the volume's own directory for its daemon's disk store, removed with the volume. Its path is
-	// also how the plugin finds the daemon after a restart (it is on the daemon's command line).
+	// Store is the volume's own directory for its daemon's disk store (STORE-ROOT/tempfs-csi-KEY), removed with
+	// the volume. Its path is also how the plugin finds the daemon after a restart (it is on the daemon's command
+	// line).
 	Store     string    `json:"store"`
 	PID       int       `json:"pid,omitempty"`
 	Published time.Time `json:"published"`
