@@ -55,4 +55,3 @@ func TestRecordsSaveLoadRemove(t *testing.T) {
 		t.Errorf("left in the state dir: %v", entries)
 	}
 }
-
