@@ -37,7 +37,7 @@ type csiPlugin struct {
 
 // startCSI runs `tempfs csi` on a socket in dir, with its state and stores in dir too (so that a restart with the
 // same dir finds its volumes), and returns once Probe answers ready. Cleanup stops it with SIGTERM.
-func startCSI(t *testing.T, dir string) *csiPlugin {
+func startCSI(t *testing.T, dir string, args ...string) *csiPlugin {
 	t.Helper()
 	requireFUSE(t)
 	p := &csiPlugin{
@@ -54,8 +54,9 @@ func startCSI(t *testing.T, dir string) *csiPlugin {
 		t.Fatal(err)
 	}
 	defer log.Close()
-	p.cmd = exec.Command(tempfsBin, "csi", "--endpoint", "unix://"+p.Socket, "--node-id", "test-node",
-		"--state-dir", p.StateDir, "--store", p.Store, "--debug")
+	full := []string{"csi", "--endpoint", "unix://" + p.Socket, "--node-id", "test-node",
+		"--state-dir", p.StateDir, "--store", p.Store, "--debug"}
+	p.cmd = exec.Command(tempfsBin, append(full, args...)...)
 	p.cmd.Stderr = log
 	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -461,8 +462,106 @@ func TestCSICommandLine(t *testing.T) {
 			t.Errorf("tempfs %q: stderr %q, want one line with %q", tc.args, msg, tc.want)
 		}
 	}
+	// Supervised, the same refusal ends the supervisor too (with the plugin's exit status) instead of a restart loop.
+	cmd := exec.Command(tempfsBin, "csi", "--supervise", "--endpoint", "unix://"+filepath.Join(other, "s.sock"), "--node-id", "n",
+		"--state-dir", p.StateDir)
+	out, err := cmd.CombinedOutput()
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) || exit.ExitCode() != 2 || !strings.Contains(string(out), "another tempfs csi uses this state directory") {
+		t.Errorf("a supervised plugin on a state directory in use: %v, want exit status 2 and the reason; output:\n%s", err, out)
+	}
 	// The first plugin still serves.
 	if _, err := p.Identity.Probe(csiCall(t), &csi.ProbeRequest{}); err != nil {
 		t.Errorf("the running plugin no longer answers: %v", err)
 	}
+}
+
+// TestCSISupervisedPluginDies: with --supervise (the default when tempfs csi is a container's first process), a
+// kill -9 of the plugin process is a restart inside the supervisor: the volume keeps serving, the new plugin adopts
+// it, and the daemon, now the supervisor's child, is reaped when it exits.
+func TestCSISupervisedPluginDies(t *testing.T) {
+	dir := t.TempDir()
+	p := startCSI(t, dir, "--supervise")
+	target := filepath.Join(dir, "mount")
+	p.publish(t, "supervised", target, nil)
+	first := supervisedPlugin(t, p.cmd.Process.Pid)
+	if err := syscall.Kill(first, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 30*time.Second, "the supervisor did not start the plugin again", func() bool {
+		pid := childPlugin(p.cmd.Process.Pid)
+		return pid != 0 && pid != first
+	})
+	sh(t, target, "echo still here > f")
+	resp, err := p.Identity.Probe(csiCall(t), &csi.ProbeRequest{}, grpc.WaitForReady(true))
+	if err != nil || !resp.GetReady().GetValue() {
+		t.Fatalf("the restarted plugin: Probe = %v, %v", resp, err)
+	}
+	if !strings.Contains(p.Log(), "adopted a volume") {
+		t.Errorf("the restarted plugin did not adopt the volume; log:\n%s", p.Log())
+	}
+	p.unpublish(t, "supervised", target)
+	assertVolumeGone(t, p, target)
+	eventually(t, 10*time.Second, "the supervisor left a zombie", func() bool { return !hasZombieChild(p.cmd.Process.Pid) })
+}
+
+// supervisedPlugin is the plugin process a supervisor runs.
+func supervisedPlugin(t *testing.T, supervisor int) int {
+	t.Helper()
+	pid := childPlugin(supervisor)
+	if pid == 0 {
+		t.Fatalf("no plugin process under the supervisor %d", supervisor)
+	}
+	return pid
+}
+
+// childPlugin finds the live `tempfs csi` child of a supervisor (0 if none).
+func childPlugin(supervisor int) int {
+	for _, pid := range childrenOf(supervisor) {
+		data, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+		if args := strings.Split(string(data), "\x00"); len(args) > 1 && args[1] == "csi" {
+			return pid
+		}
+	}
+	return 0
+}
+
+func childrenOf(parent int) []int {
+	entries, _ := os.ReadDir("/proc")
+	var pids []int
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		if ppid, _ := procStat(pid); ppid == parent {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
+
+// procStat returns a process's parent and state from /proc/PID/stat.
+func procStat(pid int) (ppid int, state byte) {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, 0
+	}
+	// The command name is in parentheses and may hold spaces: the fields after it are fixed.
+	rest := string(data[bytes.LastIndexByte(data, ')')+2:])
+	fields := strings.Fields(rest)
+	if len(fields) < 2 {
+		return 0, 0
+	}
+	ppid, _ = strconv.Atoi(fields[1])
+	return ppid, fields[0][0]
+}
+
+func hasZombieChild(parent int) bool {
+	for _, pid := range childrenOf(parent) {
+		if _, state := procStat(pid); state == 'Z' {
+			return true
+		}
+	}
+	return false
 }

@@ -31,6 +31,7 @@ type csiOptions struct {
 	stateDir   string
 	store      string
 	debug      bool
+	supervise  bool
 }
 
 const (
@@ -46,6 +47,7 @@ func (o *csiOptions) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.stateDir, "state-dir", defaultStateDir, "where the plugin records its volumes, to find them again after a restart (a host directory)")
 	fs.StringVar(&o.store, "store", "", "parent of each volume's private disk store (default: STATE-DIR/stores)")
 	fs.BoolVar(&o.debug, "debug", false, "log every CSI call")
+	fs.BoolVar(&o.supervise, "supervise", os.Getpid() == 1, "run the plugin in a child process and start it again when it dies, so that a crash does not end the container and its volumes (default: on when tempfs csi is a container's first process)")
 }
 
 func newCSICommand() *cobra.Command {
@@ -66,7 +68,10 @@ start the plugin adopts the volumes whose daemons still serve them and clears th
 Volume attributes are the mount flags in camelCase: maxSize, memory, disk, mode, maxAge,
 owner, ownerQuota (sizes also as Kubernetes writes them: 4Mi, 2Gi). Anything else, or a bad
 value, is refused with InvalidArgument; the kubelet's own csi.storage.k8s.io/* attributes are
-ignored. Every volume is mounted with allow_other, nosuid and nodev. The plugin runs as root.`,
+ignored. Every volume is mounted with allow_other, nosuid and nodev. The plugin runs as root.
+
+In a container the daemons end with the container's first process: with --supervise (the default
+when tempfs csi is PID 1) that process is a supervisor which starts the plugin again when it dies.`,
 		Example: `  tempfs csi --endpoint unix:///var/lib/kubelet/plugins/tempfs.csi/csi.sock --node-id "$NODE_NAME"
   tempfs csi --endpoint unix:///csi/csi.sock --node-id node-1 --state-dir /var/lib/tempfs-csi`,
 		Args: cobra.NoArgs,
@@ -143,6 +148,14 @@ func runCSI(ctx context.Context, o *csiOptions) error {
 		level = slog.LevelDebug
 	}
 	cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	if o.supervise && os.Getenv(csinode.SupervisedEnv) == "" {
+		// Supervise passes SIGTERM and SIGINT on to the plugin and returns once it has stopped.
+		cfg.Logger.Info("supervising the plugin", "endpoint", socket)
+		if status := csinode.Supervise(ctx, cfg.Executable, os.Args[1:], cfg.Logger); status != 0 {
+			return &exitError{code: status}
+		}
+		return nil
+	}
 	for _, dir := range []struct{ flag, path string }{{"--state-dir", cfg.StateDir}, {"--store", cfg.StoreRoot}} {
 		if err := os.MkdirAll(dir.path, 0o700); err != nil {
 			return usageErrorf("%s: %v", dir.flag, err)

@@ -137,6 +137,10 @@ func TestManifestsAgree(t *testing.T) {
 	if len(plugin.Args) == 0 || plugin.Args[0] != "csi" || !slices.Contains(plugin.Args, "--driver-name="+driver.Name) {
 		t.Errorf("the plugin's args %q must run `csi` with --driver-name=%s", plugin.Args, driver.Name)
 	}
+	// hostPID: the plugin is not PID 1 of its container, so it supervises only when told to.
+	if !slices.Contains(plugin.Args, "--supervise") {
+		t.Errorf("the plugin's args %q lack --supervise: a crash of the plugin would end the container and its volumes", plugin.Args)
+	}
 	mounts := map[string]corev1.VolumeMount{}
 	for _, m := range plugin.VolumeMounts {
 		mounts[m.MountPath] = m
