@@ -565,3 +565,31 @@ func hasZombieChild(parent int) bool {
 	}
 	return false
 }
+
+// TestCSIPluginKilledMidPublish: kill -9 of the plugin while a publish is under way (the kill lands at different
+// points: before the record, while the daemon starts, after it mounted); the restarted plugin adopts or clears
+// the volume, the kubelet's retry publishes it, and its unpublish leaves nothing. Every outcome must pass.
+func TestCSIPluginKilledMidPublish(t *testing.T) {
+	dir := t.TempDir()
+	for i, delay := range []time.Duration{0, 10 * time.Millisecond, 40 * time.Millisecond} {
+		p := startCSI(t, dir)
+		target := filepath.Join(dir, fmt.Sprint("mount", i))
+		id := fmt.Sprint("interrupted-", i)
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			_, _ = p.Node.NodePublishVolume(context.Background(), publishRequest(id, target, nil))
+		}()
+		time.Sleep(delay)
+		p.kill(t)
+		<-done
+		p2 := startCSI(t, dir)
+		if _, err := p2.Node.NodePublishVolume(csiCall(t), publishRequest(id, target, nil)); err != nil {
+			t.Errorf("kill after %v: publishing again after the restart: %v; log:\n%s", delay, err, p2.Log())
+		}
+		sh(t, target, "echo x > f")
+		p2.unpublish(t, id, target)
+		assertVolumeGone(t, p2, target)
+		p2.stop(t)
+	}
+}

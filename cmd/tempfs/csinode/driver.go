@@ -67,6 +67,8 @@ type Config struct {
 const (
 	daemonExitTimeout = 10 * time.Second
 	daemonKillTimeout = 10 * time.Second
+	// daemonStartWait is how long a restarted plugin waits for a daemon that was still starting to mount.
+	daemonStartWait = 10 * time.Second
 )
 
 // storePrefix starts the name of each volume's store directory under StoreRoot.
@@ -124,21 +126,34 @@ func New(cfg Config) (*Driver, error) {
 	return d, nil
 }
 
+// lockWait is how long New waits for the state directory's lock. The descriptor is close-on-exec, but a daemon
+// that a killed plugin was starting holds a copy of it from fork to exec: the lock outlives the plugin by that
+// long. Another plugin holds it for good.
+const lockWait = 5 * time.Second
+
 // lockDir takes an exclusive flock on dir/.lock for the plugin's life; the kernel drops it when the plugin dies,
-// however it dies. The descriptor is close-on-exec: the volumes' daemons do not inherit it.
+// however it dies.
 func lockDir(dir string) (*os.File, error) {
 	f, err := os.OpenFile(filepath.Join(dir, ".lock"), os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
 		return nil, err
 	}
-	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
-		f.Close()
-		if errors.Is(err, unix.EWOULDBLOCK) {
+	deadline := time.Now().Add(lockWait)
+	for {
+		err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
+		if err == nil {
+			return f, nil
+		}
+		if !errors.Is(err, unix.EWOULDBLOCK) {
+			f.Close()
+			return nil, fmt.Errorf("locking %s: %w", dir, err)
+		}
+		if time.Now().After(deadline) {
+			f.Close()
 			return nil, fmt.Errorf("%s: %w", dir, ErrStateDirInUse)
 		}
-		return nil, fmt.Errorf("locking %s: %w", dir, err)
+		time.Sleep(20 * time.Millisecond)
 	}
-	return f, nil
 }
 
 // Close releases the state directory. The volumes' daemons keep running.
@@ -165,6 +180,9 @@ func (d *Driver) recover() error {
 		}
 		stores[d.storeOf(rec.VolumeID)] = true
 		v := &volume{rec: rec, daemon: findDaemon(rec.Store)}
+		if v.daemon != nil && !d.cfg.Mounts.IsLive(rec.TargetPath) {
+			d.awaitMount(v)
+		}
 		if v.daemon != nil && d.cfg.Mounts.IsLive(rec.TargetPath) {
 			d.volumes[rec.VolumeID] = v
 			d.log.Info("adopted a volume", "volume", rec.VolumeID, "target", rec.TargetPath, "pid", v.daemon.pid)
@@ -194,6 +212,16 @@ func (d *Driver) recover() error {
 		}
 	}
 	return nil
+}
+
+// awaitMount waits for the daemon of a volume whose mount is not there yet: one that the last plugin was starting
+// when it died. It mounts within moments, or fails and exits; either way the kernel decides when, so this polls
+// with a deadline.
+func (d *Driver) awaitMount(v *volume) {
+	deadline := time.Now().Add(daemonStartWait)
+	for v.daemon.running() && !d.cfg.Mounts.IsLive(v.rec.TargetPath) && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 // Serve answers gRPC requests on lis until ctx ends, then stops gracefully. The volumes' daemons keep running:
