@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"syscall"
 	"time"
 
 	"github.com/container-storage-interface/spec/lib/go/csi"
@@ -161,6 +162,10 @@ func (d *Driver) publish(ctx context.Context, id, target string, flags []string,
 		var se *startError
 		if errors.As(err, &se) && se.badInput() {
 			return nil, undo(status.Errorf(codes.InvalidArgument, "volume %s: %v", id, err))
+		}
+		if errors.Is(err, syscall.EMFILE) {
+			return nil, undo(status.Errorf(codes.ResourceExhausted,
+				"starting the daemon of volume %s: %v (the plugin holds a descriptor per volume: raise its limit, ulimit -n)", id, err))
 		}
 		return nil, undo(status.Errorf(codes.Internal, "starting the daemon of volume %s: %v", id, err))
 	}
