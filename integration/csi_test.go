@@ -593,3 +593,55 @@ func TestCSIPluginKilledMidPublish(t *testing.T) {
 		p2.stop(t)
 	}
 }
+
+// TestCSIConcurrentVolumes: the kubelet publishes and unpublishes volumes of many pods at once, and may retry a
+// call while the first is still running (that one is Aborted, as the CSI spec asks, or OK once it is done).
+func TestCSIConcurrentVolumes(t *testing.T) {
+	dir := t.TempDir()
+	p := startCSI(t, dir)
+	const volumes = 6
+	target := func(i int) string { return filepath.Join(dir, fmt.Sprint("pod", i)) }
+	errs := make(chan error, 2*volumes)
+	for i := range volumes {
+		for range 2 { // each call twice at once
+			go func() {
+				_, err := p.Node.NodePublishVolume(csiCall(t), publishRequest(fmt.Sprint("vol", i), target(i), map[string]string{"maxSize": "64Ki"}))
+				if status.Code(err) == codes.Aborted {
+					err = nil
+				}
+				errs <- err
+			}()
+		}
+	}
+	for range 2 * volumes {
+		if err := <-errs; err != nil {
+			t.Errorf("publish: %v", err)
+		}
+	}
+	for i := range volumes {
+		if daemons := volumeDaemons(target(i)); len(daemons) != 1 {
+			t.Errorf("volume %d has daemons %v, want one", i, daemons)
+		}
+		sh(t, target(i), "head -c 100000 /dev/zero > f")
+	}
+	for i := range volumes {
+		for range 2 {
+			go func() {
+				_, err := p.Node.NodeUnpublishVolume(csiCall(t), &csi.NodeUnpublishVolumeRequest{VolumeId: fmt.Sprint("vol", i), TargetPath: target(i)})
+				if status.Code(err) == codes.Aborted {
+					err = nil
+				}
+				errs <- err
+			}()
+		}
+	}
+	for range 2 * volumes {
+		if err := <-errs; err != nil {
+			t.Errorf("unpublish: %v", err)
+		}
+	}
+	for i := range volumes {
+		// An Aborted second call leaves the work to the first, which has returned by now.
+		assertVolumeGone(t, p, target(i))
+	}
+}
