@@ -601,47 +601,39 @@ func TestCSIConcurrentVolumes(t *testing.T) {
 	p := startCSI(t, dir)
 	const volumes = 6
 	target := func(i int) string { return filepath.Join(dir, fmt.Sprint("pod", i)) }
-	errs := make(chan error, 2*volumes)
-	for i := range volumes {
-		for range 2 { // each call twice at once
-			go func() {
-				_, err := p.Node.NodePublishVolume(csiCall(t), publishRequest(fmt.Sprint("vol", i), target(i), map[string]string{"maxSize": "64Ki"}))
-				if status.Code(err) == codes.Aborted {
-					err = nil
-				}
-				errs <- err
-			}()
-		}
-	}
-	for range 2 * volumes {
-		if err := <-errs; err != nil {
-			t.Errorf("publish: %v", err)
-		}
-	}
+	eachTwiceAtOnce(t, "publish", volumes, func(i int) error {
+		_, err := p.Node.NodePublishVolume(csiCall(t), publishRequest(fmt.Sprint("vol", i), target(i), map[string]string{"maxSize": "64Ki"}))
+		return err
+	})
 	for i := range volumes {
 		if daemons := volumeDaemons(target(i)); len(daemons) != 1 {
 			t.Errorf("volume %d has daemons %v, want one", i, daemons)
 		}
 		sh(t, target(i), "head -c 100000 /dev/zero > f")
 	}
-	for i := range volumes {
-		for range 2 {
-			go func() {
-				_, err := p.Node.NodeUnpublishVolume(csiCall(t), &csi.NodeUnpublishVolumeRequest{VolumeId: fmt.Sprint("vol", i), TargetPath: target(i)})
-				if status.Code(err) == codes.Aborted {
-					err = nil
-				}
-				errs <- err
-			}()
-		}
-	}
-	for range 2 * volumes {
-		if err := <-errs; err != nil {
-			t.Errorf("unpublish: %v", err)
-		}
-	}
+	eachTwiceAtOnce(t, "unpublish", volumes, func(i int) error {
+		_, err := p.Node.NodeUnpublishVolume(csiCall(t), &csi.NodeUnpublishVolumeRequest{VolumeId: fmt.Sprint("vol", i), TargetPath: target(i)})
+		return err
+	})
 	for i := range volumes {
 		// An Aborted second call leaves the work to the first, which has returned by now.
 		assertVolumeGone(t, p, target(i))
+	}
+}
+
+// eachTwiceAtOnce makes call(i) for i < n, each twice at the same time, and fails the test on any error but
+// Aborted.
+func eachTwiceAtOnce(t *testing.T, what string, n int, call func(i int) error) {
+	t.Helper()
+	errs := make(chan error, 2*n)
+	for i := range n {
+		for range 2 {
+			go func() { errs <- call(i) }()
+		}
+	}
+	for range 2 * n {
+		if err := <-errs; err != nil && status.Code(err) != codes.Aborted {
+			t.Errorf("%s: %v", what, err)
+		}
 	}
 }
