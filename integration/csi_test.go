@@ -463,8 +463,12 @@ func TestCSICommandLine(t *testing.T) {
 		}
 	}
 	// Supervised, the same refusal ends the supervisor too (with the plugin's exit status) instead of a restart loop.
-	cmd := exec.Command(tempfsBin, "csi", "--supervise", "--endpoint", "unix://"+filepath.Join(other, "s.sock"), "--node-id", "n",
-		"--state-dir", p.StateDir)
+	// A supervisor that restarted it instead would run until killed: the deadline turns that into a failure.
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, tempfsBin, "csi", "--supervise", "--endpoint", "unix://"+filepath.Join(other, "s.sock"),
+		"--node-id", "n", "--state-dir", p.StateDir)
+	cmd.WaitDelay = 5 * time.Second
 	out, err := cmd.CombinedOutput()
 	var exit *exec.ExitError
 	if !errors.As(err, &exit) || exit.ExitCode() != 2 || !strings.Contains(string(out), "another tempfs csi uses this state directory") {

@@ -180,6 +180,7 @@ func runCSI(ctx context.Context, o *csiOptions) error {
 	defer os.Remove(socket)
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
+	csinode.SupervisedReady()
 	cfg.Logger.Info("serving CSI", "endpoint", socket, "driver", cfg.DriverName, "node", cfg.NodeID,
 		"state_dir", cfg.StateDir, "store", cfg.StoreRoot, "version", cfg.Version)
 	if err := drv.Serve(ctx, lis); err != nil {

@@ -1,12 +1,14 @@
 package csinode
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"log/slog"
 	"os"
 	"os/signal"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -14,8 +16,11 @@ import (
 )
 
 // SupervisedEnv is set in the environment of the plugin process that Supervise starts, so that it serves instead of
-// supervising again.
+// supervising again; its value is the descriptor on which the plugin says "ready" once it serves (SupervisedReady).
 const SupervisedEnv = "TEMPFS_CSI_SUPERVISED"
+
+// supervisedReadyFD is the plugin's descriptor for its ready line: the first after stdin, stdout and stderr.
+const supervisedReadyFD = 3
 
 // Restart delays of a plugin that keeps dying: doubled from the first to the last, back to the first once it has
 // served for a while.
@@ -23,17 +28,30 @@ const (
 	firstRestartDelay = time.Second
 	lastRestartDelay  = 30 * time.Second
 	healthyRun        = time.Minute
-	// A first plugin that exits with the usage status this soon refused its input (the state directory or the
-	// socket in use): starting it again would not help. Later, status 2 is also a Go panic, which it would.
-	usageWindow = 5 * time.Second
 )
 
-// Supervise runs the plugin (exe with args) as a child and starts it again whenever it dies, until SIGTERM or
-// SIGINT, which it passes on; it returns the last child's exit status. It is what keeps the volumes' daemons
-// alive when the plugin process dies inside a container: there the container's first process is its init, and
-// the container (with every daemon in it) ends with it. The supervisor is that first process instead: it is
-// the volumes' daemons' subreaper (they become its children when the plugin dies, and it reaps them when they
-// exit), and the plugin started again adopts them.
+// SupervisedReady is what a supervised plugin calls once it serves: until then, its death is a failure to start
+// (bad input, a state directory or socket in use), which ends the supervisor with the plugin's status instead of
+// a restart loop. It does nothing in a plugin that is not supervised.
+func SupervisedReady() {
+	if os.Getenv(SupervisedEnv) == "" {
+		return
+	}
+	f := os.NewFile(supervisedReadyFD, "supervisor")
+	if f == nil {
+		return
+	}
+	_, _ = f.WriteString("ready\n")
+	f.Close()
+}
+
+// Supervise runs the plugin (exe with args) as a child and starts it again whenever it dies after it has served,
+// until SIGTERM or SIGINT, which it passes on; it returns the last child's exit status, or the first one's if
+// that one never served. It is what keeps the volumes' daemons alive when the plugin process dies inside a
+// container: there the container's first process is its init, and the container (with every daemon in it)
+// ends with it. The supervisor is that first process instead: it is the volumes' daemons' subreaper (they
+// become its children when the plugin dies, and it reaps them when they exit), and the plugin started again
+// adopts them.
 func Supervise(ctx context.Context, exe string, args []string, log *slog.Logger) int {
 	if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
 		log.Warn("cannot become the daemons' subreaper; they are reaped by init", "err", err)
@@ -41,23 +59,25 @@ func Supervise(ctx context.Context, exe string, args []string, log *slog.Logger)
 	signals := make(chan os.Signal, 4)
 	signal.Notify(signals, syscall.SIGTERM, syscall.SIGINT, syscall.SIGCHLD)
 	defer signal.Stop(signals)
-	env := append(os.Environ(), SupervisedEnv+"=1")
 	delay := firstRestartDelay
 	var restart <-chan time.Time
-	child, started, err := startPlugin(exe, args, env)
+	child, err := startPlugin(exe, args)
 	if err != nil {
 		log.Error("starting the plugin", "err", err)
 		return 1
 	}
-	stopping, first := false, true
+	stopping, served := false, false
 	for {
 		select {
 		case <-ctx.Done():
 			stopping = true
-			_ = child.Signal(syscall.SIGTERM)
+			_ = child.process.Signal(syscall.SIGTERM)
+		case <-child.ready:
+			served = true
+			child.ready = nil
 		case <-restart:
 			restart = nil
-			if child, started, err = startPlugin(exe, args, env); err != nil {
+			if child, err = startPlugin(exe, args); err != nil {
 				log.Error("starting the plugin again", "err", err)
 				return 1
 			}
@@ -67,36 +87,76 @@ func Supervise(ctx context.Context, exe string, args []string, log *slog.Logger)
 				if restart != nil {
 					return 0 // no plugin is running
 				}
-				_ = child.Signal(sig)
+				_ = child.process.Signal(sig)
 				continue
 			}
-			status, exited := reapChildren(child.Pid)
+			status, exited := reapChildren(child.process.Pid)
 			if !exited {
 				continue
 			}
 			if stopping {
 				return status.ExitStatus()
 			}
-			if first && status.Exited() && status.ExitStatus() == exitUsage && time.Since(started) < usageWindow {
-				return exitUsage
+			if !served && !child.readyNow() {
+				// The first plugin never served: starting it again would fail the same way.
+				if status.Signaled() {
+					return 128 + int(status.Signal())
+				}
+				return status.ExitStatus()
 			}
-			first = false
-			if time.Since(started) > healthyRun {
+			served = true
+			if time.Since(child.started) > healthyRun {
 				delay = firstRestartDelay
 			}
-			log.Error("the plugin died: starting it again; the volumes keep serving", "pid", child.Pid, "status", describeStatus(status), "in", delay)
+			log.Error("the plugin died: starting it again; the volumes keep serving", "pid", child.process.Pid, "status", describeStatus(status), "in", delay)
 			restart = time.After(delay)
 			delay = min(2*delay, lastRestartDelay)
 		}
 	}
 }
 
-func startPlugin(exe string, args, env []string) (*os.Process, time.Time, error) {
-	p, err := os.StartProcess(exe, append([]string{exe}, args...), &os.ProcAttr{
-		Env:   env,
-		Files: []*os.File{os.Stdin, os.Stdout, os.Stderr},
+// plugin is one run of the supervised plugin.
+type plugin struct {
+	process *os.Process
+	started time.Time
+	ready   chan struct{} // closed when the plugin says it serves
+}
+
+// readyNow reports whether the plugin said it serves (also when the supervisor has not looked yet).
+func (p *plugin) readyNow() bool {
+	if p.ready == nil {
+		return true
+	}
+	select {
+	case <-p.ready:
+		return true
+	default:
+		return false
+	}
+}
+
+func startPlugin(exe string, args []string) (*plugin, error) {
+	r, w, err := os.Pipe()
+	if err != nil {
+		return nil, err
+	}
+	defer w.Close()
+	proc, err := os.StartProcess(exe, append([]string{exe}, args...), &os.ProcAttr{
+		Env:   append(os.Environ(), SupervisedEnv+"="+strconv.Itoa(supervisedReadyFD)),
+		Files: []*os.File{os.Stdin, os.Stdout, os.Stderr, w},
 	})
-	return p, time.Now(), err
+	if err != nil {
+		r.Close()
+		return nil, err
+	}
+	p := &plugin{process: proc, started: time.Now(), ready: make(chan struct{})}
+	go func() {
+		defer r.Close()
+		if line, _ := bufio.NewReader(r).ReadString('\n'); strings.TrimSpace(line) == "ready" {
+			close(p.ready)
+		}
+	}()
+	return p, nil
 }
 
 // reapChildren reaps every child that has exited: the plugin, and daemons that became children of the supervisor
