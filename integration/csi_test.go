@@ -146,7 +146,13 @@ func (p *csiPlugin) publish(t *testing.T, id, target string, attrs map[string]st
 	}
 	t.Cleanup(func() {
 		if isMounted(target) {
-			_, _ = p.Node.NodeUnpublishVolume(context.Background(), &csi.NodeUnpublishVolumeRequest{VolumeId: id, TargetPath: target})
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			_, _ = p.Node.NodeUnpublishVolume(ctx, &csi.NodeUnpublishVolumeRequest{VolumeId: id, TargetPath: target})
+		}
+		// A test that failed with its plugin killed leaves the mount to us; its daemon exits once it is detached.
+		if isMounted(target) {
+			_ = syscall.Unmount(target, syscall.MNT_DETACH)
 		}
 	})
 }
