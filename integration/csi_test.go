@@ -647,3 +647,23 @@ func eachTwiceAtOnce(t *testing.T, what string, n int, call func(i int) error) {
 		}
 	}
 }
+
+// TestCSIOwnerAttributes: owner and ownerQuota reach the volume's daemon: a file made by a process that has exited
+// goes with it, and one owner's data stays under its quota.
+func TestCSIOwnerAttributes(t *testing.T) {
+	dir := t.TempDir()
+	p := startCSI(t, dir)
+	target := filepath.Join(dir, "mount")
+	p.publish(t, "owned", target, map[string]string{"owner": "process", "ownerQuota": "1Mi"})
+	sh(t, target, "echo left behind > orphan")
+	eventually(t, 10*time.Second, "a file of an exited process is still there", func() bool {
+		_, err := os.Lstat(filepath.Join(target, "orphan"))
+		return errors.Is(err, os.ErrNotExist)
+	})
+	out := shFails(t, target, "exec 3>big; head -c 2097152 /dev/zero >&3")
+	if !strings.Contains(out, "quota") {
+		t.Errorf("writing 2 MiB under a 1 MiB owner quota: %q, want a quota error", out)
+	}
+	p.unpublish(t, "owned", target)
+	assertVolumeGone(t, p, target)
+}

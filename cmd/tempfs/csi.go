@@ -10,7 +10,6 @@ import (
 	"os/signal"
 	"path/filepath"
 	"regexp"
-	"slices"
 	"syscall"
 
 	"github.com/spf13/cobra"
@@ -20,7 +19,6 @@ import (
 	"github.com/tempfs/tempfs/cmd/tempfs/csinode"
 	"github.com/tempfs/tempfs/cmd/tempfs/limits"
 	tempfs "github.com/tempfs/tempfs/fs"
-	"github.com/tempfs/tempfs/naming"
 )
 
 // csiOptions are the flags of `tempfs csi`.
@@ -190,29 +188,14 @@ func runCSI(ctx context.Context, o *csiOptions) error {
 	return nil
 }
 
-// ownerScopes are the values of `tempfs mount --owner` (contract section 3a).
-var ownerScopes = []string{"none", "process", "group", "session", "cgroup"}
-
 // checkMountFlag checks a volume attribute with the parser of the `tempfs mount` flag it becomes.
 func checkMountFlag(name, value string) error {
 	flags := pflag.NewFlagSet("mount", pflag.ContinueOnError)
 	newMountOptions().AddFlags(flags)
-	if flags.Lookup(name) != nil {
-		return flags.Set(name, value)
+	if flags.Lookup(name) == nil {
+		return fmt.Errorf("tempfs mount has no --%s flag", name)
 	}
-	// --owner and --owner-quota come with the owners work; until `tempfs mount` has them, they are checked here
-	// with the same rules, and the daemon refuses them.
-	switch name {
-	case "owner":
-		if !slices.Contains(ownerScopes, value) {
-			return fmt.Errorf("invalid owner scope %q: use one of none, process, group, session, cgroup", value)
-		}
-		return nil
-	case "owner-quota":
-		_, err := naming.ParseSize(value)
-		return err
-	}
-	return fmt.Errorf("tempfs mount has no --%s flag", name)
+	return flags.Set(name, value)
 }
 
 // volumeUsage reads a volume's bytes and entries: used bytes and entries from the daemon's status (as `tempfs
