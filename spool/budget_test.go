@@ -1,12 +1,14 @@
 package spool
 
 import (
+	"bytes"
 	"errors"
 	"log/slog"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"slices"
+	"sync"
 	"syscall"
 	"testing"
 
@@ -318,4 +320,36 @@ func TestStoreFilesystemFull(t *testing.T) {
 	}
 	checkContent(t, inRAM, ramData)
 	checkAccounting(t, pool, []*File{onDisk, inRAM})
+}
+
+// TestLeavingTheArenaKeepsTheReservation grows small files out of the arena into memfds of their own from
+// several goroutines under a tight memory cap. The RAM counter must never pass the cap: moving out of the
+// arena once gave back the reservation made for the new memfd before the write was counted, and another
+// file's reservation took it meanwhile (seen as peak_ram_bytes 70 KiB over the cap under scripts/stress).
+func TestLeavingTheArenaKeepsTheReservation(t *testing.T) {
+	const memoryCap = 320 * kib
+	pool := newTestPool(t, Config{MaxSize: 256 * kib, MemoryCap: memoryCap})
+	var wg sync.WaitGroup
+	for w := range 8 {
+		wg.Go(func() {
+			for i := range 200 {
+				f := pool.NewFile()
+				small := bytes.Repeat([]byte{byte(w)}, 40*int(kib)+i)
+				big := bytes.Repeat([]byte{byte(i)}, 100*int(kib))
+				if _, err := f.WriteAt(small, 0); err != nil {
+					t.Errorf("small write: %v", err)
+				}
+				if _, err := f.WriteAt(big, 41*kib); err != nil { // past ArenaMaxFileSize: into a memfd
+					t.Errorf("big write: %v", err)
+				}
+				if err := f.Close(); err != nil {
+					t.Errorf("Close: %v", err)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if st := pool.Stats(); st.PeakRAMBytes > memoryCap {
+		t.Errorf("peak RAM counter %d passed the cap %d", st.PeakRAMBytes, memoryCap)
+	}
 }

@@ -709,7 +709,9 @@ func (f *File) _place(oldSize, newSize int64) error {
 			unix.Close(fd)
 			return mapIOError("moving a file out of the arena", err)
 		}
-		f._dropData()
+		// Not _dropData: that also gives back the file's share of the RAM counter, which _prepare has just
+		// reserved for the new memfd. Given back, other files could take it before this write is counted.
+		f._releaseSlot()
 	}
 	f.fd, f.base = fd, 0
 	p.noteOwnMemfds(1)
@@ -919,13 +921,19 @@ func (f *File) _commitSize(size int64) {
 	f._refreshAllocation()
 }
 
+// _releaseSlot gives back a Memory file's arena slot, leaving its share of the RAM counter as it is.
+func (f *File) _releaseSlot() {
+	f.pool.arena.release(f.slot)
+	f.pool.noteArenaFiles(-1)
+	f.slot, f.fallocPages = nil, 0
+	f.fd, f.base = -1, 0
+}
+
 // _dropData gives back a Memory file's arena slot or memfd, and its share of the RAM counter.
 func (f *File) _dropData() {
 	switch {
 	case f.slot != nil:
-		f.pool.arena.release(f.slot)
-		f.pool.noteArenaFiles(-1)
-		f.slot, f.fallocPages = nil, 0
+		f._releaseSlot()
 	case f.fd >= 0:
 		if err := unix.Close(f.fd); err != nil {
 			f.pool.log.Warn("spool: closing a memfd failed", "err", err)
