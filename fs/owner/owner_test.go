@@ -195,7 +195,9 @@ func TestKnownProcessCostsNoProcRead(t *testing.T) {
 	for _, scope := range []Scope{Process, Group, Session} {
 		t.Run(scope.String(), func(t *testing.T) {
 			tr, _ := newTracker(t, scope)
-			p := start(t, nil, "sleep", "300")
+			// A session of its own: the test's own session may have its leader outside the PID namespace
+			// (session 0, as under CI's runner), and a process there has no group or session owner.
+			p := start(t, &syscall.SysProcAttr{Setsid: true}, "sleep", "300")
 			first := mustOf(t, tr, p.Process.Pid)
 			before := procReads.Load()
 			for range 10 {
