@@ -57,8 +57,25 @@ func (b *bench) operations(what string) (unit string, n int) {
 }
 
 // countRequests runs fn; on the tempfs target it adds the requests the daemon served meanwhile to the tally of
-// what. The getxattr that reads the counters before is itself counted after: one GETXATTR is taken off.
+// what.
 func (b *bench) countRequests(t *target, what string, fn func()) {
+	var c requestCounter
+	c.around(t, fn)
+	unit, n := b.operations(what)
+	c.addTo(&b.requests, what, unit, n)
+}
+
+// requestCounter adds up the requests the tempfs daemon serves while functions run (on other targets it only
+// runs them).
+type requestCounter struct {
+	counts map[string]float64
+	// missing: the counters could not be read (an older tempfs without them), so there is nothing to show.
+	missing bool
+}
+
+// around runs fn and, on tempfs, counts the requests served meanwhile. The getxattr that reads the counters
+// before is itself counted after: one GETXATTR is taken off.
+func (c *requestCounter) around(t *target, fn func()) {
 	if !t.tempfs {
 		fn()
 		return
@@ -67,15 +84,28 @@ func (b *bench) countRequests(t *target, what string, fn func()) {
 	fn()
 	after, err2 := readTempfsStats(t.dir)
 	if err != nil || err2 != nil || after.Requests.ByOpcode == nil {
-		return // an older tempfs without the counters: nothing to show
+		c.missing = true
+		return
 	}
-	unit, n := b.operations(what)
-	w := b.requests.of(what, unit)
-	w.ops += float64(n)
+	if c.counts == nil {
+		c.counts = map[string]float64{}
+	}
 	for op, s := range after.Requests.ByOpcode {
-		w.counts[op] += s.Count - before.Requests.ByOpcode[op].Count
+		c.counts[op] += s.Count - before.Requests.ByOpcode[op].Count
 	}
-	w.counts["GETXATTR"]--
+	c.counts["GETXATTR"]--
+}
+
+// addTo adds what was counted, as ops operations, to the tally of what.
+func (c *requestCounter) addTo(r *requestTally, what, unit string, ops int) {
+	if c.missing || c.counts == nil {
+		return
+	}
+	w := r.of(what, unit)
+	w.ops += float64(ops)
+	for op, n := range c.counts {
+		w.counts[op] += n
+	}
 }
 
 // print prints, for each workload, the synchronous requests per operation and the opcodes that make
