@@ -21,6 +21,11 @@ type bench struct {
 	trace   bool   // print the time of every workload run on stderr
 	// requests: FUSE requests per operation of each workload on tempfs (requests.go)
 	requests requestTally
+	// micro: run the syscall workloads of this file (-only micro or all); real: run the real programs (real.go).
+	micro, realWanted bool
+	work, repo        string // real programs: the private work directory, and this repository
+	real              []*realWorkload
+	realSkipped       map[string]string // workload id -> why it did not run ("no gcc")
 }
 
 func (b *bench) tempfsTarget() *target {
@@ -33,8 +38,20 @@ func (b *bench) tempfsTarget() *target {
 }
 
 // run runs every workload. The daemon's memory per entry comes first, on a daemon that has served nothing yet;
-// every other workload runs on the targets in turn, repetition by repetition.
+// every other workload runs on the targets in turn, repetition by repetition; the real programs come last.
 func (b *bench) run() {
+	if b.micro {
+		b.runMicro()
+	}
+	if b.realWanted {
+		b.runReal()
+	}
+	endNote()
+	b.printTempfsStats("tempfs at end")
+}
+
+// runMicro runs the syscall workloads of this file.
+func (b *bench) runMicro() {
 	b.block = make([]byte, blockSize)
 	for i := range b.block {
 		b.block[i] = byte(i)
@@ -51,8 +68,6 @@ func (b *bench) run() {
 			b.timed(t, 1, func(t *target, rep int) { b.emptyFiles(t, rep, b.cfg.emptyBigN, "-10x") })
 		}
 	}
-	endNote()
-	b.printTempfsStats("tempfs at end")
 }
 
 func (b *bench) interleave(what string, fn func(t *target, rep int)) {
