@@ -2,6 +2,7 @@ package fs
 
 import (
 	"context"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -16,7 +17,7 @@ import (
 // rule of contract section 3: a file made from a template loses its generated name when its last handle is
 // released, unless it was persisted (rename, or user.tempfs.lifetime=keep).
 //
-// Lock order: FS.nsMu, then attrs.mu, then the spool file's lock.
+// Lock order: File.storeMu, then FS.nsMu, then attrs.mu, then the spool file's lock.
 type File struct {
 	fusefs.Inode
 	leaf
@@ -26,6 +27,7 @@ type File struct {
 	// Guarded by FS.nsMu.
 	opens       int32 // open handles of every kind
 	cachedOpens int32 // handles served by the daemon
+	writers     int32 // handles open for writing, of every kind
 	ptOpens     int32 // handles the kernel serves by passthrough
 	// ephemeral: links[0] is the generated name, removed at last close; false once persisted.
 	ephemeral bool
@@ -39,6 +41,12 @@ type File struct {
 	// READDIRPLUS answered it). A file made from a template and never looked up by its real name has none,
 	// and its removal at last close needs no delete notification.
 	lookedUp atomic.Bool
+
+	// storeMu is held while the daemon copies the file's bytes into the kernel's page cache, and by whatever
+	// could change them meanwhile: a writable open, a truncate (pagecache.go). Taken before FS.nsMu.
+	storeMu sync.Mutex
+	// uncached: direct writes left bytes of the file out of the kernel's page cache since the last fill.
+	uncached atomic.Bool
 
 	// opened is when the file was last opened (Unix nanoseconds), for lastUse.
 	opened atomic.Int64
@@ -141,6 +149,8 @@ func (f *File) Setattr(ctx context.Context, fh fusefs.FileHandle, in *fuse.SetAt
 		if size > uint64(spool.MaxFileSize) {
 			return syscall.EFBIG
 		}
+		f.storeMu.Lock() // not while a page-cache fill copies the bytes (pagecache.go)
+		defer f.storeMu.Unlock()
 		if errno := f.fs.reserve(f, int64(size)); errno != 0 {
 			return errno
 		}
@@ -165,7 +175,13 @@ func (f *File) Setattr(ctx context.Context, fh fusefs.FileHandle, in *fuse.SetAt
 // handle is open, and RAM-resident files are always daemon-served (the daemon must see their writes to roll
 // them over and keep the memory cap).
 func (f *File) Open(ctx context.Context, flags uint32) (fusefs.FileHandle, uint32, syscall.Errno) {
-	if flags&syscall.O_TRUNC != 0 && flags&syscall.O_ACCMODE != syscall.O_RDONLY {
+	readOnly := flags&syscall.O_ACCMODE == syscall.O_RDONLY
+	if !readOnly || f.uncached.Load() {
+		// A writer waits for a page-cache fill in progress; a reader may make one (pagecache.go).
+		f.storeMu.Lock()
+		defer f.storeMu.Unlock()
+	}
+	if flags&syscall.O_TRUNC != 0 && !readOnly {
 		err := f.data.Truncate(0)
 		f.fs.settle(f)
 		if err != nil {
@@ -179,7 +195,11 @@ func (f *File) Open(ctx context.Context, flags uint32) (fusefs.FileHandle, uint3
 		return nil, 0, syscall.ENOENT
 	}
 	h := f.openLocked(flags, false)
+	fill := readOnly && !h.passthrough && h.keepCache && f.writers == 0 && f.uncached.Load() && f.fs.pageCacheFill.Load()
 	f.fs.nsMu.Unlock()
+	if fill && f.fillPageCache() {
+		f.uncached.Store(false)
+	}
 	if h.passthrough && flags&syscall.O_ACCMODE != syscall.O_RDONLY {
 		// Passthrough writes never reach the daemon, which must drop set-user-ID and set-group-ID for an
 		// unprivileged writer (FUSE_HANDLE_KILLPRIV_V2): drop them when such a writer opens the file.
@@ -209,6 +229,9 @@ func (f *File) openLocked(flags uint32, created bool) *handle {
 		h.directIO = f.fs.directWrites.Load() && bypassesPageCache(flags, created)
 	}
 	f.opens++
+	if flags&syscall.O_ACCMODE != syscall.O_RDONLY {
+		f.writers++
+	}
 	f.fs.counts.openHandles.Add(1)
 	return h
 }
@@ -237,6 +260,9 @@ func (f *File) release(h *handle) {
 	fsys := f.fs
 	fsys.nsMu.Lock()
 	f.opens--
+	if h.flags&syscall.O_ACCMODE != syscall.O_RDONLY {
+		f.writers--
+	}
 	if h.passthrough {
 		f.ptOpens--
 	} else {

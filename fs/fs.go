@@ -74,10 +74,13 @@ type FS struct {
 	// (FOPEN_DIRECT_IO, see bypassesPageCache). Set at mount when the kernel can still mmap such files
 	// (FUSE_DIRECT_IO_ALLOW_MMAP, Linux 6.6).
 	directWrites atomic.Bool
-	started      time.Time
-	counts       counters
-	createdSeq   atomic.Uint64
-	processes    processCache
+	// pageCacheFill: a read-only open of a RAM file that direct writes left out of the page cache puts its
+	// bytes there (pagecache.go). On with directWrites; off for good once the kernel refuses a store.
+	pageCacheFill atomic.Bool
+	started       time.Time
+	counts        counters
+	createdSeq    atomic.Uint64
+	processes     processCache
 	// requests counts FUSE requests by opcode (recordingFS); activity the rest of Activity.
 	requests *reqstats.Recorder
 	activity activityCounters
