@@ -153,7 +153,7 @@ func (d *Dir) Create(ctx context.Context, name string, flags uint32, mode uint32
 	}
 	f.links = []link{{d, realName}}
 	d.entries++
-	h := f.openLocked(flags, true)
+	h := f.openLocked(flags)
 	ended := d.fs.tagLocked(f, creator)
 	d.fs.nsMu.Unlock()
 	d.fs.requeue(ended)
@@ -224,7 +224,7 @@ func (d *Dir) Tmpfile(ctx context.Context, flags uint32, mode uint32, out *fuse.
 		f.data.Close()
 		return nil, nil, 0, syscall.ENOENT
 	}
-	h := f.openLocked(flags, true)
+	h := f.openLocked(flags)
 	f.linkable = flags&syscall.O_EXCL == 0
 	d.fs.nsMu.Unlock()
 	d.fs.counts.files.Add(1)

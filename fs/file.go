@@ -194,7 +194,7 @@ func (f *File) Open(ctx context.Context, flags uint32) (fusefs.FileHandle, uint3
 		f.fs.nsMu.Unlock()
 		return nil, 0, syscall.ENOENT
 	}
-	h := f.openLocked(flags, false)
+	h := f.openLocked(flags)
 	fill := readOnly && !h.passthrough && h.keepCache && f.writers == 0 && f.uncached.Load() && f.fs.pageCacheFill.Load()
 	f.fs.nsMu.Unlock()
 	if fill && f.fillPageCache() {
@@ -208,9 +208,8 @@ func (f *File) Open(ctx context.Context, flags uint32) (fusefs.FileHandle, uint3
 	return h, h.openFlags(), 0
 }
 
-// openLocked counts a new handle and decides how the kernel serves it; created tells that the handle comes
-// with the file (CREATE, O_TMPFILE). The caller holds FS.nsMu.
-func (f *File) openLocked(flags uint32, created bool) *handle {
+// openLocked counts a new handle and decides how the kernel serves it. The caller holds FS.nsMu.
+func (f *File) openLocked(flags uint32) *handle {
 	h := &handle{file: f, flags: flags}
 	f.opened.Store(time.Now().UnixNano())
 	if f.fs.passthrough.Load() && f.cachedOpens == 0 && f.data.Tier() == spool.Disk {
@@ -226,7 +225,7 @@ func (f *File) openLocked(flags uint32, created bool) *handle {
 		// The kernel may keep the page cache across opens when every change of the data went through it:
 		// always, unless passthrough wrote the backing file behind the FUSE inode's cache.
 		h.keepCache = !f.ptWritten
-		h.directIO = f.fs.directWrites.Load() && bypassesPageCache(flags, created)
+		h.directIO = f.fs.directWrites.Load() && bypassesPageCache(flags)
 	}
 	f.opens++
 	if flags&syscall.O_ACCMODE != syscall.O_RDONLY {
@@ -237,18 +236,14 @@ func (f *File) openLocked(flags uint32, created bool) *handle {
 }
 
 // bypassesPageCache tells which daemon-served handles are opened with FOPEN_DIRECT_IO (see handle.directIO):
-// the handle that creates a file, unless read-only, and every write-only handle. Their data is mostly
-// written, and kept once, in the spool. A read-write open of an existing file (a database, an editor) and
-// every read-only open stay cached: their reads, often small and repeated, are served from the page cache
-// instead of costing a round trip each.
-func bypassesPageCache(flags uint32, created bool) bool {
-	switch flags & syscall.O_ACCMODE {
-	case syscall.O_WRONLY:
-		return true
-	case syscall.O_RDWR:
-		return created
-	}
-	return false
+// the write-only ones. What they write is kept once, in the spool, and a later reader gets it in the page
+// cache at its open (pagecache.go). Read-write handles, the ones that create a file included (a database,
+// mkstemp's scratch file, a test's store), stay cached: a program that writes a file and keeps working in it
+// reads it back, and each of those reads would otherwise be a round trip (issue 13). Their cost is one
+// GETXATTR security.capability per new file at its first write, which the kernel asks before a cached write
+// and then remembers for the inode.
+func bypassesPageCache(flags uint32) bool {
+	return flags&syscall.O_ACCMODE == syscall.O_WRONLY
 }
 
 // release is the end of one handle; at the last one an ephemeral file loses its generated name and a file

@@ -17,10 +17,10 @@ type handle struct {
 	passthrough bool
 	keepCache   bool
 	// directIO: the handle's reads and writes go straight to the daemon, not through the FUSE page cache.
-	// Handles that create a file and write-only handles are opened so (bypassesPageCache), when the kernel
-	// allows mmap on them: the bytes are kept once, in the spool, instead of a second time in the page
-	// cache; a write costs one copy fewer; and the kernel skips the GETXATTR security.capability round
-	// trip that a cached write makes on every new inode (tempfs drops suid/sgid itself, see attrs.wrote).
+	// Write-only handles are opened so (bypassesPageCache), when the kernel allows mmap on them: the bytes
+	// are kept once, in the spool, until a reader opens the file (pagecache.go); a write costs one copy
+	// fewer; and the kernel skips the GETXATTR security.capability round trip that a cached write makes on
+	// every new inode (tempfs drops suid/sgid itself, see attrs.wrote).
 	directIO bool
 	// templateDentry: set on the handle of a template's CREATE until the kernel's dentry for the template
 	// name is invalidated (see templateDentry).

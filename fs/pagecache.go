@@ -8,7 +8,7 @@ import (
 
 // Page-cache fill (issue 13; contract section 4: reading a RAM file is not slower than reading a spilled one).
 //
-// A handle that creates a file, and every write-only handle, is a direct-I/O handle (bypassesPageCache): its
+// A write-only handle (a shell's >, tar x, a compiler's output) is a direct-I/O handle (bypassesPageCache): its
 // writes reach the daemon, and the kernel drops the page cache of the range written, before the WRITE and
 // again after it (kernel 6.18, fuse_direct_io). A spilled file is then read by passthrough at kernel speed,
 // but a RAM file was read back through the daemon, with READ round trips. So when a read-only handle opens a

@@ -134,6 +134,10 @@ func main() {
 	fmt.Printf("workloads took %.1fs; load average before %s, after %s (other processes skew every figure)\n\n",
 		time.Since(start).Seconds(), load0, loadavg())
 	missed := b.report()
+	if b.realFailures > 0 {
+		fmt.Printf("BROKEN: %d real-program runs failed (FAILED lines above); their samples are left out\n", b.realFailures)
+		os.Exit(2)
+	}
 	if missed > 0 && *strict {
 		os.Exit(1)
 	}

@@ -12,6 +12,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // Real-program workloads (issue 13): programs that people run on a scratch mount, each timed on every target in
@@ -97,23 +99,60 @@ func (r *realRun) timed(fn func()) {
 	})
 }
 
-// program runs a program in the run's directory with its environment, and returns its standard output.
+// program runs a program in the run's directory with its environment, and returns its standard output. A
+// program that fails ends the run (runFailed), not the whole bench: see runOnce.
 func (r *realRun) program(argv ...string) string {
-	return runProgram(r.t.name, r.dir, r.env, argv...)
+	out, err := tryProgram(r.dir, r.env, argv...)
+	if err != nil {
+		panic(runFailed{fmt.Sprintf("%s: %s (in %s): %v", r.t.name, strings.Join(argv, " "), r.dir, err)})
+	}
+	return out
 }
 
-// runProgram runs argv in dir with env and breaks the run when the program fails, showing the end of its output.
-// The program is killed if benchrun dies, so that nothing keeps a target busy at unmount.
+// runFailed is the panic of a program that failed in a run: the run's sample is dropped, the failure printed,
+// and the bench goes on with the next run, so that one flaky program (a test binary, say) on one target does
+// not throw away an hour of figures. benchrun still exits 2 at the end.
+type runFailed struct{ msg string }
+
+// runOnce runs one workload run and reports whether it completed; a failed run is printed.
+func (b *bench) runOnce(w *realWorkload, in *realInputs, r *realRun) (ok bool) {
+	defer func() {
+		if v := recover(); v != nil {
+			f, isFailure := v.(runFailed)
+			if !isFailure {
+				panic(v)
+			}
+			endNote()
+			fmt.Printf("FAILED: %s\n", f.msg)
+			b.realFailures++
+			ok = false
+		}
+	}()
+	w.run(in, r)
+	return true
+}
+
+// runProgram runs argv in dir with env and breaks the bench when the program fails (preparing inputs).
 func runProgram(who, dir string, env []string, argv ...string) string {
+	out, err := tryProgram(dir, env, argv...)
+	if err != nil {
+		broken("%s: %s (in %s): %v", who, strings.Join(argv, " "), dir, err)
+	}
+	return out
+}
+
+// tryProgram runs argv in dir with env and returns its standard output, or an error with the end of its
+// output. The program is killed if benchrun dies, so that nothing keeps a target busy at unmount.
+func tryProgram(dir string, env []string, argv ...string) (string, error) {
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Dir, cmd.Env = dir, env
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Run(); err != nil {
-		broken("%s: %s (in %s): %v\n%s", who, strings.Join(argv, " "), dir, err, lastLines(stdout.String()+stderr.String(), 20))
+		return stdout.String(), fmt.Errorf("%w\n%s", err, lastLines(stdout.String()+stderr.String(), 20))
 	}
-	return stdout.String()
+	return stdout.String(), nil
 }
 
 func lastLines(s string, n int) string {
@@ -162,7 +201,14 @@ func (b *bench) runReal() {
 				note(w.title)
 				path, dfd := freshDir(t, fmt.Sprintf("%s-r%d", w.id, rep))
 				r := &realRun{t: t, dir: path, env: append(in.env[:len(in.env):len(in.env)], "TMPDIR="+path)}
-				w.run(in, r)
+				if !b.runOnce(w, in, r) {
+					// What the failed program left is removed, so that the next run starts clean.
+					if err := os.RemoveAll(path); err != nil {
+						broken("%s: cleaning up after a failed run: %v", t.name, err)
+					}
+					unix.Close(dfd)
+					continue
+				}
 				removeDir(t, path, dfd)
 				b.res.add(w.id, t.name, r.elapsed.Seconds())
 				r.requests.addTo(&b.requests, w.title, "run", 1)
@@ -469,7 +515,7 @@ func runGoTest(in *realInputs, r *realRun) {
 	r.timed(func() {
 		for _, bin := range in.testBinaries {
 			if out := r.program(append([]string{bin.path}, bin.args...)...); !strings.HasSuffix(out, "PASS\n") {
-				broken("%s: %s did not pass:\n%s", r.t.name, filepath.Base(bin.path), lastLines(out, 20))
+				panic(runFailed{fmt.Sprintf("%s: %s did not pass:\n%s", r.t.name, filepath.Base(bin.path), lastLines(out, 20))})
 			}
 		}
 	})

@@ -26,6 +26,7 @@ type bench struct {
 	work, repo        string // real programs: the private work directory, and this repository
 	real              []*realWorkload
 	realSkipped       map[string]string // workload id -> why it did not run ("no gcc")
+	realFailures      int               // real-program runs whose program failed (runOnce)
 }
 
 func (b *bench) tempfsTarget() *target {
