@@ -2,7 +2,6 @@ package fs
 
 import (
 	"context"
-	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -17,7 +16,7 @@ import (
 // rule of contract section 3: a file made from a template loses its generated name when its last handle is
 // released, unless it was persisted (rename, or user.tempfs.lifetime=keep).
 //
-// Lock order: File.storeMu, then FS.nsMu, then attrs.mu, then the spool file's lock.
+// Lock order: the file's store lock (FS.storeLock), then FS.nsMu, then attrs.mu, then the spool file's lock.
 type File struct {
 	fusefs.Inode
 	leaf
@@ -26,13 +25,15 @@ type File struct {
 
 	// Guarded by FS.nsMu.
 	opens       int32 // open handles of every kind
-	cachedOpens int32 // handles served by the daemon
+	cachedOpens int32 // handles served by the daemon (the others by passthrough)
 	writers     int32 // handles open for writing, of every kind
-	ptOpens     int32 // handles the kernel serves by passthrough
 	// ephemeral: links[0] is the generated name, removed at last close; false once persisted.
 	ephemeral bool
 	ptWritten bool // a writable passthrough handle was handed out: the data changed behind the page cache
-	freed     bool
+	// uncached: a handle that writes past the page cache (direct I/O) was opened since the last page-cache
+	// fill, so the cache may lack bytes of the file (pagecache.go).
+	uncached bool
+	freed    bool
 	// linkable: made by O_TMPFILE without O_EXCL and not linked yet, so linkat may give it its first name
 	// (the kernel's I_LINKABLE). Any other file without names cannot get one back.
 	linkable bool
@@ -41,12 +42,6 @@ type File struct {
 	// READDIRPLUS answered it). A file made from a template and never looked up by its real name has none,
 	// and its removal at last close needs no delete notification.
 	lookedUp atomic.Bool
-
-	// storeMu is held while the daemon copies the file's bytes into the kernel's page cache, and by whatever
-	// could change them meanwhile: a writable open, a truncate (pagecache.go). Taken before FS.nsMu.
-	storeMu sync.Mutex
-	// uncached: direct writes left bytes of the file out of the kernel's page cache since the last fill.
-	uncached atomic.Bool
 
 	// opened is when the file was last opened (Unix nanoseconds), for lastUse.
 	opened atomic.Int64
@@ -149,8 +144,9 @@ func (f *File) Setattr(ctx context.Context, fh fusefs.FileHandle, in *fuse.SetAt
 		if size > uint64(spool.MaxFileSize) {
 			return syscall.EFBIG
 		}
-		f.storeMu.Lock() // not while a page-cache fill copies the bytes (pagecache.go)
-		defer f.storeMu.Unlock()
+		mu := f.fs.storeLock(f) // not while a page-cache fill copies the bytes (pagecache.go)
+		mu.Lock()
+		defer mu.Unlock()
 		if errno := f.fs.reserve(f, int64(size)); errno != 0 {
 			return errno
 		}
@@ -176,11 +172,10 @@ func (f *File) Setattr(ctx context.Context, fh fusefs.FileHandle, in *fuse.SetAt
 // them over and keep the memory cap).
 func (f *File) Open(ctx context.Context, flags uint32) (fusefs.FileHandle, uint32, syscall.Errno) {
 	readOnly := flags&syscall.O_ACCMODE == syscall.O_RDONLY
-	if !readOnly || f.uncached.Load() {
-		// A writer waits for a page-cache fill in progress; a reader may make one (pagecache.go).
-		f.storeMu.Lock()
-		defer f.storeMu.Unlock()
-	}
+	// A writer waits for a page-cache fill in progress; a reader may make one (pagecache.go).
+	mu := f.fs.storeLock(f)
+	mu.Lock()
+	defer mu.Unlock()
 	if flags&syscall.O_TRUNC != 0 && !readOnly {
 		err := f.data.Truncate(0)
 		f.fs.settle(f)
@@ -195,10 +190,13 @@ func (f *File) Open(ctx context.Context, flags uint32) (fusefs.FileHandle, uint3
 		return nil, 0, syscall.ENOENT
 	}
 	h := f.openLocked(flags)
-	fill := readOnly && !h.passthrough && h.keepCache && f.writers == 0 && f.uncached.Load() && f.fs.pageCacheFill.Load()
+	fill := readOnly && !h.passthrough && h.keepCache && f.writers == 0 && f.uncached && f.fs.pageCacheFill.Load()
 	f.fs.nsMu.Unlock()
 	if fill && f.fillPageCache() {
-		f.uncached.Store(false)
+		// No handle that could set it again was opened meanwhile: writable opens wait for the store lock.
+		f.fs.nsMu.Lock()
+		f.uncached = false
+		f.fs.nsMu.Unlock()
 	}
 	if h.passthrough && flags&syscall.O_ACCMODE != syscall.O_RDONLY {
 		// Passthrough writes never reach the daemon, which must drop set-user-ID and set-group-ID for an
@@ -214,7 +212,6 @@ func (f *File) openLocked(flags uint32) *handle {
 	f.opened.Store(time.Now().UnixNano())
 	if f.fs.passthrough.Load() && f.cachedOpens == 0 && f.data.Tier() == spool.Disk {
 		h.passthrough = true
-		f.ptOpens++
 		if flags&syscall.O_ACCMODE != syscall.O_RDONLY {
 			f.data.NoteExternalWrite()
 			f.ptWritten = true
@@ -226,6 +223,10 @@ func (f *File) openLocked(flags uint32) *handle {
 		// always, unless passthrough wrote the backing file behind the FUSE inode's cache.
 		h.keepCache = !f.ptWritten
 		h.directIO = f.fs.directWrites.Load() && bypassesPageCache(flags)
+		if h.directIO || flags&syscall.O_DIRECT != 0 && flags&syscall.O_ACCMODE != syscall.O_RDONLY {
+			// Its writes go past the page cache, and the kernel drops the pages they cover.
+			f.uncached = true
+		}
 	}
 	f.opens++
 	if flags&syscall.O_ACCMODE != syscall.O_RDONLY {
@@ -258,9 +259,7 @@ func (f *File) release(h *handle) {
 	if h.flags&syscall.O_ACCMODE != syscall.O_RDONLY {
 		f.writers--
 	}
-	if h.passthrough {
-		f.ptOpens--
-	} else {
+	if !h.passthrough {
 		f.cachedOpens--
 	}
 	var gone link

@@ -77,10 +77,13 @@ type FS struct {
 	// pageCacheFill: a read-only open of a RAM file that direct writes left out of the page cache puts its
 	// bytes there (pagecache.go). On with directWrites; off for good once the kernel refuses a store.
 	pageCacheFill atomic.Bool
-	started       time.Time
-	counts        counters
-	createdSeq    atomic.Uint64
-	processes     processCache
+	// storeLocks are the files' store locks, by inode number (storeLock): a lock per file would make every
+	// File 8 bytes larger, and they are held only while opening and truncating.
+	storeLocks [64]sync.Mutex
+	started    time.Time
+	counts     counters
+	createdSeq atomic.Uint64
+	processes  processCache
 	// requests counts FUSE requests by opcode (recordingFS); activity the rest of Activity.
 	requests *reqstats.Recorder
 	activity activityCounters
@@ -140,4 +143,10 @@ type node interface {
 	getattr(out *fuse.Attr)
 	// ownerTag is the entry's owner under --owner (guarded by FS.nsMu).
 	ownerTag() *ownerTag
+}
+
+// storeLock is f's store lock: held while a page-cache fill copies the file's bytes into the kernel's page cache,
+// and by whatever could change them meanwhile (an open, a truncate; pagecache.go). Taken before nsMu.
+func (fsys *FS) storeLock(f *File) *sync.Mutex {
+	return &fsys.storeLocks[f.StableAttr().Ino%uint64(len(fsys.storeLocks))]
 }

@@ -101,9 +101,6 @@ func (h *handle) Write(ctx context.Context, data []byte, off int64) (uint32, sys
 	if n > 0 {
 		h.file.attrs.wrote(ctx)
 		h.file.fs.counts.bytesWritten.Add(int64(n))
-		if h.directIO {
-			h.file.uncached.Store(true) // the kernel dropped the pages written (pagecache.go)
-		}
 	}
 	if err != nil {
 		return uint32(n), toErrno(h.file.fs.log, "write", err)

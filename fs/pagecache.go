@@ -20,10 +20,10 @@ import (
 //
 // Why the page cache then holds what the spool holds:
 //   - A store is made only while no handle that can write is open (writers == 0), and a writable open waits
-//     for a store in progress (storeMu). Without a writable handle there are no writes, no fallocate, no copy
+//     for a store in progress (the file's store lock, FS.storeLock). Without a writable handle there are no writes, no fallocate, no copy
 //     into the file and no shared writable mapping; a mapping's dirty pages were written back when it was
 //     unmapped (fuse_vma_close), before its handle's RELEASE. A truncate by path (SETATTR without a handle)
-//     takes storeMu too. Rollover to disk and eviction under --memory move the bytes without changing them.
+//     takes the store lock too. Rollover to disk and eviction under --memory move the bytes without changing them.
 //   - Later direct writes drop the pages they cover (before and after the WRITE), and writes through the page
 //     cache update it themselves: a store is never left behind newer bytes.
 //   - A READ in flight holds its pages locked; a store waits for it and then writes the same bytes. The store
@@ -50,7 +50,7 @@ func init() {
 	}
 }
 
-// fillPageCache stores the file's bytes in the kernel's page cache. The caller holds storeMu, has counted a
+// fillPageCache stores the file's bytes in the kernel's page cache. The caller holds the store lock, has counted a
 // read-only cached handle, and has seen no writable handle open. It reports whether the whole file was stored.
 func (f *File) fillPageCache() bool {
 	fsys := f.fs
