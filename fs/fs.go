@@ -70,8 +70,7 @@ type FS struct {
 
 	passthrough       atomic.Bool
 	passthroughLogged atomic.Bool
-	// directWrites: handles that create a file and write-only handles bypass the FUSE page cache
-	// (FOPEN_DIRECT_IO, see bypassesPageCache). Set at mount when the kernel can still mmap such files
+	// directWrites: write-only handles bypass the FUSE page cache (FOPEN_DIRECT_IO, see bypassesPageCache). Set at mount when the kernel can still mmap such files
 	// (FUSE_DIRECT_IO_ALLOW_MMAP, Linux 6.6).
 	directWrites atomic.Bool
 	// pageCacheFill: a read-only open of a RAM file that direct writes left out of the page cache puts its
