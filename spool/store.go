@@ -172,12 +172,14 @@ func createStore(parentFd int, parent string, log *slog.Logger) (*Store, error) 
 // got there first and the caller should start over with a new name.
 func lockNewStore(dirFd int) (lockFd int, retry bool, err error) {
 	// mkdir's mode went through the umask; the store must be exactly 0700 whatever the umask is.
+	// ENOENT: a cleaner removed the directory first, and the parent's filesystem (a FUSE loopback, say)
+	// answers for the removed directory by its path.
 	if err := unix.Fchmod(dirFd, 0o700); err != nil {
-		return -1, false, err
+		return -1, err == unix.ENOENT, ignoreENOENT(err)
 	}
 	var st unix.Stat_t
 	if err := fstat(dirFd, &st); err != nil {
-		return -1, false, err
+		return -1, err == unix.ENOENT, ignoreENOENT(err)
 	}
 	if st.Mode&unix.S_IFMT != unix.S_IFDIR || st.Uid != uint32(os.Geteuid()) || st.Mode&0o7777 != 0o700 {
 		return -1, false, fmt.Errorf("not a 0700 directory of ours (mode %#o, uid %d)", st.Mode, st.Uid)
@@ -559,4 +561,12 @@ func randomName(n int) string {
 		b.WriteByte(alphabet[int(buf[0])%len(alphabet)])
 	}
 	return b.String()
+}
+
+// ignoreENOENT is err, or nil for ENOENT (which the caller then answers with a retry).
+func ignoreENOENT(err error) error {
+	if err == unix.ENOENT {
+		return nil
+	}
+	return err
 }
