@@ -197,6 +197,13 @@ func (f *File) Open(ctx context.Context, flags uint32) (fusefs.FileHandle, uint3
 		f.fs.nsMu.Lock()
 		f.uncached = false
 		f.fs.nsMu.Unlock()
+		// Its reads will not reach the daemon: this is the read that moves atime (relatime, as tmpfs: the
+		// file was written since, so atime is not after mtime, and later reads would not move it). The
+		// kernel drops its cached atime after each READ; without READs it must be told.
+		f.attrs.touchAccessed()
+		if errno := f.NotifyContent(-1, 0); errno != 0 && errno != syscall.ENOENT {
+			f.fs.log.Debug("notify attributes after a page-cache fill", "errno", errno)
+		}
 	}
 	if h.passthrough && flags&syscall.O_ACCMODE != syscall.O_RDONLY {
 		// Passthrough writes never reach the daemon, which must drop set-user-ID and set-group-ID for an
