@@ -43,6 +43,9 @@ type File struct {
 	// Guarded by pool.mu.
 	accounted int64 // this file's share of pool.ramBytes or pool.diskBytes, by tier: allocated bytes
 	heapIndex int   // position in pool.ramFiles, -1 when absent
+	// seenBlocks and seenSize are an external file's st_blocks and size when accounted was last
+	// measured (Pool.accountExternal), -1 before that.
+	seenBlocks, seenSize int64
 }
 
 // ReadAt reads like pread(2): a short count at end of file and 0, nil past it (never io.EOF,
@@ -465,7 +468,7 @@ func (f *File) Stat() Stat {
 	if f.external {
 		out.Size = st.Size
 		out.ModTime = st.Mtim.Nano()
-		f.pool.accountExternal(f, st.Blocks*512)
+		f.pool.accountExternal(f, &st)
 	}
 	return out
 }
@@ -602,7 +605,7 @@ func (f *File) _currentSize() (int64, error) {
 	if err := fstat(f.fd, &st); err != nil {
 		return 0, mapIOError("fstat", err)
 	}
-	f.pool.accountExternal(f, st.Blocks*512)
+	f.pool.accountExternal(f, &st)
 	return st.Size, nil
 }
 
@@ -770,9 +773,9 @@ func (f *File) _ramDataBound() int64 {
 	return f.accounted
 }
 
-// _refreshAllocation sets the file's share of its tier's counter to what it really allocates: its
-// arena slot, or its fd's st_blocks × 512 (holes are free). f.mu may be held for reading only for an
-// external file.
+// _refreshAllocation sets the file's share of its tier's counter to what it really allocates (holes are
+// free): its arena slot, its own memfd's st_blocks × 512, or its backing file's data blocks
+// (Pool.diskAllocation). f.mu may be held for reading only for an external file.
 func (f *File) _refreshAllocation() {
 	var allocated int64
 	switch {
@@ -781,13 +784,24 @@ func (f *File) _refreshAllocation() {
 			return // the common case of a small file's write: no pool lock (accounted changes only under f.mu)
 		}
 		allocated = f.slot.size
+	case f.external:
+		if _, err := f._currentSize(); err != nil { // accounts, if anything changed
+			f.pool.log.Warn("spool: fstat of a passthrough file failed; allocation not updated", "err", err)
+		}
+		return
+	case f.tier == Disk:
+		var err error
+		if allocated, err = f.pool.diskAllocation(f.fd, f.size, nil); err != nil {
+			f.pool.log.Warn("spool: fstat failed; allocation not updated", "err", err)
+			return
+		}
 	case f.fd >= 0:
 		var st unix.Stat_t
 		if err := fstat(f.fd, &st); err != nil {
 			f.pool.log.Warn("spool: fstat failed; allocation not updated", "err", err)
 			return
 		}
-		allocated = st.Blocks * 512
+		allocated = st.Blocks * 512 // a memfd's pages: tmpfs has no metadata blocks
 	}
 	f.pool.account(f, allocated)
 }

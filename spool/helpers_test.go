@@ -8,6 +8,8 @@ import (
 	"log/slog"
 	"os"
 	"testing"
+
+	"golang.org/x/sys/unix"
 )
 
 const (
@@ -60,7 +62,8 @@ func newTestPool(t testing.TB, cfg Config) *Pool {
 }
 
 // checkAccounting asserts the pool's counters against the files themselves: RAMBytes is exactly
-// the sum of the allocated bytes (arena slots, Blocks × 512 of other files) of Memory-tier files, DiskBytes of Disk-tier ones, the file counts agree,
+// the sum of the allocated bytes (arena slots, Blocks × 512 of memfds) of Memory-tier files, DiskBytes
+// that of the data blocks of Disk-tier ones (Pool.diskAllocation), the file counts agree,
 // RAM never passed its cap, and empty RAM files hold no descriptor. files must be all the live
 // files of the pool.
 func checkAccounting(t testing.TB, pool *Pool, files []*File) {
@@ -72,7 +75,7 @@ func checkAccounting(t testing.TB, pool *Pool, files []*File) {
 		switch f.Tier() {
 		case Memory:
 			want.MemoryFiles++
-			want.RAMBytes += allocated(f)
+			want.RAMBytes += allocated(t, f)
 			f.mu.RLock()
 			hasFd := f.fd >= 0
 			f.mu.RUnlock()
@@ -81,7 +84,7 @@ func checkAccounting(t testing.TB, pool *Pool, files []*File) {
 			}
 		case Disk:
 			want.DiskFiles++
-			want.DiskBytes += allocated(f)
+			want.DiskBytes += allocated(t, f)
 		}
 	}
 	got := pool.Stats()
@@ -99,15 +102,30 @@ func checkAccounting(t testing.TB, pool *Pool, files []*File) {
 	}
 }
 
-// allocated is what the caps count for f: its arena slot, or its fd's blocks.
-func allocated(f *File) int64 {
+// allocated is what the caps count for f, measured now: its arena slot, its memfd's blocks, or its
+// backing file's data blocks (Pool.diskAllocation).
+func allocated(t testing.TB, f *File) int64 {
+	t.Helper()
 	f.mu.RLock()
-	slot := f.slot
-	f.mu.RUnlock()
-	if slot != nil {
-		return slot.size
+	defer f.mu.RUnlock()
+	if f.slot != nil {
+		return f.slot.size
 	}
-	return f.Blocks() * 512
+	if f.closed || f.fd < 0 {
+		return 0
+	}
+	var st unix.Stat_t
+	if err := fstat(f.fd, &st); err != nil {
+		t.Fatalf("fstat: %v", err)
+	}
+	if f.tier == Memory {
+		return st.Blocks * 512
+	}
+	n, err := f.pool.diskAllocation(f.fd, st.Size, &st)
+	if err != nil {
+		t.Fatalf("diskAllocation: %v", err)
+	}
+	return n
 }
 
 // readAll reads the whole file through ReadAt, asking for a little more than Size to see EOF.
