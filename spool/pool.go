@@ -92,8 +92,9 @@ type Config struct {
 	// MemoryCap caps the bytes allocated to all RAM-resident files together (a small file's arena
 	// slot, a larger file's memfd pages; holes are free); must be > 0.
 	MemoryCap int64
-	// DiskCap caps the bytes allocated to all disk-resident files together (st_blocks × 512 of
-	// their backing files: holes are free); 0 means no cap beyond the store's free space.
+	// DiskCap caps the bytes allocated to all disk-resident files together (the data blocks of their
+	// backing files, see Pool.diskAllocation: holes and the filesystem's metadata are free); 0 means no
+	// cap beyond the store's free space.
 	DiskCap int64
 	// Store is the private directory that holds rolled-over files; required.
 	Store *Store
@@ -110,8 +111,8 @@ type Stats struct {
 	// file's memfd pages (holes are free, as on tmpfs); RAMCap is Config.MemoryCap; PeakRAMBytes is
 	// the highest RAMBytes seen.
 	RAMBytes, RAMCap, PeakRAMBytes int64
-	// DiskBytes is the bytes allocated to Disk-tier files (their backing files' st_blocks × 512, what
-	// `du` shows); DiskCap is Config.DiskCap; PeakDiskBytes is the highest DiskBytes seen. For a file
+	// DiskBytes is the bytes allocated to Disk-tier files (their backing files' data blocks, see
+	// Pool.diskAllocation: `du` may show a few KiB more, the filesystem's metadata); DiskCap is Config.DiskCap; PeakDiskBytes is the highest DiskBytes seen. For a file
 	// whose backing fd the kernel writes directly (passthrough, see File.NoteExternalWrite) the daemon
 	// learns the new allocation only when it next looks (Stat, Size, a write, Close), so DiskBytes may
 	// lag until then. The FUSE layer uses passthrough only when DiskCap is 0, so the cap itself is
@@ -383,7 +384,7 @@ func (p *Pool) noteExternal(f *File, external bool) {
 }
 
 // RefreshExternal brings DiskBytes up to date with the files the kernel writes by passthrough (their
-// backing files' st_blocks), for a status or statfs that must not lag behind those writes.
+// backing files' data blocks), for a status or statfs that must not lag behind those writes.
 func (p *Pool) RefreshExternal() {
 	p.mu.Lock()
 	files := make([]*File, 0, len(p.external))
