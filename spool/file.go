@@ -39,13 +39,20 @@ type File struct {
 	tier     Tier // written under mu and pool.mu both, so either lock suffices to read it
 	closed   bool
 	external bool // the kernel may write the backing fd directly (passthrough)
+	// change is what _beginDiskChange recorded for the operation in progress on a Disk file.
+	change diskChange
 
 	// Guarded by pool.mu.
 	accounted int64 // this file's share of pool.ramBytes or pool.diskBytes, by tier: allocated bytes
 	heapIndex int   // position in pool.ramFiles, -1 when absent
-	// seenBlocks and seenSize are an external file's st_blocks and size when accounted was last
-	// measured (Pool.accountExternal), -1 before that.
-	seenBlocks, seenSize int64
+}
+
+// diskChange is the range of a Disk file's pages an operation may change, with the file's share of the
+// disk counter and the data it had in that range before the operation.
+type diskChange struct {
+	set            bool
+	from, to       int64
+	base, dataWere int64
 }
 
 // ReadAt reads like pread(2): a short count at end of file and 0, nil past it (never io.EOF,
@@ -152,6 +159,7 @@ func (f *File) WriteAt(p []byte, off int64) (int, error) {
 		return 0, err
 	}
 	newSize := max(oldSize, off+int64(len(p)))
+	f._beginDiskChange(off, int64(len(p)), oldSize, newSize)
 	if err := f._prepare(oldSize, newSize, off, int64(len(p)), "write"); err != nil {
 		return 0, err
 	}
@@ -185,6 +193,7 @@ func (f *File) Truncate(size int64) error {
 	if err != nil {
 		return err
 	}
+	f._beginDiskChange(0, 0, oldSize, size)
 	switch {
 	case size > oldSize:
 		// Growth allocates nothing (the new range is a hole), but it may move the file.
@@ -199,6 +208,7 @@ func (f *File) Truncate(size int64) error {
 		}
 	case size < oldSize:
 		if err := f._cut(size, oldSize); err != nil {
+			f._refreshAllocation()
 			return mapIOError("truncate", err)
 		}
 		if f.tier == Memory && size == 0 {
@@ -265,6 +275,7 @@ func (f *File) Allocate(off, length int64, mode uint32) error {
 		if f.fd < 0 || off >= end {
 			return nil
 		}
+		f._beginDiskChange(off, end-off, oldSize, oldSize)
 		if mode == allocKeepSize {
 			// Allocating inside the size fills holes: it counts against the caps like a write.
 			if err := f._prepare(oldSize, oldSize, off, end-off, "fallocate"); err != nil {
@@ -280,6 +291,7 @@ func (f *File) Allocate(off, length int64, mode uint32) error {
 		return nil
 	}
 	newSize := max(oldSize, end)
+	f._beginDiskChange(off, length, oldSize, newSize)
 	if err := f._prepare(oldSize, newSize, off, length, "fallocate"); err != nil {
 		return err
 	}
@@ -468,7 +480,7 @@ func (f *File) Stat() Stat {
 	if f.external {
 		out.Size = st.Size
 		out.ModTime = st.Mtim.Nano()
-		f.pool.accountExternal(f, &st)
+		f.pool.accountExternal(f, st.Blocks*512)
 	}
 	return out
 }
@@ -605,7 +617,7 @@ func (f *File) _currentSize() (int64, error) {
 	if err := fstat(f.fd, &st); err != nil {
 		return 0, mapIOError("fstat", err)
 	}
-	f.pool.accountExternal(f, &st)
+	f.pool.accountExternal(f, st.Blocks*512)
 	return st.Size, nil
 }
 
@@ -635,6 +647,7 @@ func (f *File) _prepare(oldSize, newSize, off, n int64, op string) error {
 		// The pages touched are an upper bound, exact for appends; near the cap, the holes among them
 		// are counted instead, so that overwriting data in place never fails for lack of space.
 		if !p.reserveDisk(f, f.accounted+touched) && !p.reserveDisk(f, f.accounted+f._holeBytes(off, n)) {
+			f.change = diskChange{} // nothing changed
 			return fmt.Errorf("spool: %s to size %d: disk cap %d reached: %w", op, newSize, p.cfg.DiskCap, ErrNoSpace)
 		}
 		return nil
@@ -791,7 +804,7 @@ func (f *File) _refreshAllocation() {
 		return
 	case f.tier == Disk:
 		var err error
-		if allocated, err = f.pool.diskAllocation(f.fd, f.size, nil); err != nil {
+		if allocated, err = f._diskAllocationNow(); err != nil {
 			f.pool.log.Warn("spool: fstat failed; allocation not updated", "err", err)
 			return
 		}
@@ -804,6 +817,55 @@ func (f *File) _refreshAllocation() {
 		allocated = st.Blocks * 512 // a memfd's pages: tmpfs has no metadata blocks
 	}
 	f.pool.account(f, allocated)
+}
+
+// _beginDiskChange records, before an operation on a Disk file that may change the data blocks of
+// [off, off+n) and the size from oldSize to newSize, the file's share of the disk counter and the data it
+// has in those pages now; _refreshAllocation then measures only them again (_diskAllocationNow). The
+// whole file would cost FIEMAP time per extent at every write, and a file written at random places has
+// thousands. Nothing is recorded for a Memory file (a rollover during the operation measures the whole
+// new backing file), a passthrough file (counted by st_blocks), or without FIEMAP.
+func (f *File) _beginDiskChange(off, n, oldSize, newSize int64) {
+	f.change = diskChange{}
+	if f.tier != Disk || f.external || f.fd < 0 || f.pool.fiemapUnsupported.Load() {
+		return
+	}
+	// The pages written or allocated, and those the size passes over: a write or truncate past the end
+	// brings in whatever the filesystem preallocated there, which counted nothing while past the size.
+	from, to := off, off+n
+	if n == 0 {
+		from, to = newSize, newSize
+	}
+	if oldSize != newSize {
+		from, to = min(from, oldSize, newSize), max(to, oldSize, newSize)
+	}
+	from, to = from&^(pageSize-1), roundUpPage(to)
+	var were int64
+	if end := min(to, roundUpPage(oldSize)); end > from {
+		var ok bool
+		if were, ok = f.pool.diskDataIn(f.fd, from, end); !ok {
+			return
+		}
+	}
+	f.change = diskChange{set: true, from: from, to: to, base: f.accounted, dataWere: were}
+}
+
+// _diskAllocationNow is what a Disk file's data blocks take now (Pool.diskAllocation): the share recorded
+// by _beginDiskChange with its range measured again, or else the whole file measured.
+func (f *File) _diskAllocationNow() (int64, error) {
+	change := f.change
+	f.change = diskChange{}
+	if change.set {
+		var now int64
+		ok := true
+		if end := min(change.to, roundUpPage(f.size)); end > change.from {
+			now, ok = f.pool.diskDataIn(f.fd, change.from, end)
+		}
+		if ok {
+			return change.base - change.dataWere + now, nil
+		}
+	}
+	return f.pool.diskAllocation(f.fd, f.size, nil)
 }
 
 // _reserveRAM grows the file's share of the memory budget to size, first moving other RAM files

@@ -197,42 +197,43 @@ type fiemapRequest struct {
 	extents                          [fiemapBatch]fiemapExtent
 }
 
-// fiemapDataBytes is the bytes of [0, end) that fd's file maps to data blocks: written extents,
+// fiemapDataBytes is the bytes of [from, to) that fd's file maps to data blocks: written extents,
 // unwritten ones (fallocate) and delayed ones (written but not yet placed), not holes, and not the
 // filesystem's own metadata. st_blocks counts that metadata too (ext4's extent tree blocks, for
 // instance), which the filesystem allocates when it likes: when an operation splits an extent, or
 // at writeback seconds later. Data blocks change only by what the daemon does to the file.
-// The error is the ioctl's errno (EOPNOTSUPP where the filesystem has no FIEMAP, tmpfs for one).
-func fiemapDataBytes(fd int, end int64) (int64, error) {
+// It costs a little per extent in the range (about 1.5 µs on ext4), and returns how many it read. The
+// error is the ioctl's errno (EOPNOTSUPP where the filesystem has no FIEMAP, tmpfs for one).
+func fiemapDataBytes(fd int, from, to int64) (data int64, extents int, err error) {
 	var req fiemapRequest
-	var total int64
-	for pos := int64(0); pos < end; {
-		req = fiemapRequest{start: uint64(pos), length: uint64(end - pos), extentsMax: fiemapBatch}
+	for pos := from; pos < to; {
+		req = fiemapRequest{start: uint64(pos), length: uint64(to - pos), extentsMax: fiemapBatch}
 		_, _, errno := unix.Syscall(unix.SYS_IOCTL, uintptr(fd), fsIocFiemap, uintptr(unsafe.Pointer(&req)))
 		if errno == unix.EINTR {
 			continue
 		}
 		if errno != 0 {
-			return 0, errno
+			return 0, extents, errno
 		}
 		if req.mappedExtents == 0 {
 			break
 		}
 		before := pos
+		extents += int(req.mappedExtents)
 		for _, e := range req.extents[:req.mappedExtents] {
-			// An extent may begin before pos (counted up to pos already) or end past end.
-			from, to := max(int64(e.logical), pos), min(int64(e.logical+e.length), end)
-			if to > from && e.flags&fiemapExtentDataInline == 0 {
-				total += to - from
+			// An extent may begin before pos (counted up to pos already) or end past to.
+			lo, hi := max(int64(e.logical), pos), min(int64(e.logical+e.length), to)
+			if hi > lo && e.flags&fiemapExtentDataInline == 0 {
+				data += hi - lo
 			}
 			pos = max(pos, int64(e.logical+e.length))
 			if e.flags&fiemapExtentLast != 0 {
-				return total, nil
+				return data, extents, nil
 			}
 		}
 		if pos == before { // only empty extents: asking again would get them again
 			break
 		}
 	}
-	return total, nil
+	return data, extents, nil
 }

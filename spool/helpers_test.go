@@ -102,8 +102,8 @@ func checkAccounting(t testing.TB, pool *Pool, files []*File) {
 	}
 }
 
-// allocated is what the caps count for f, measured now: its arena slot, its memfd's blocks, or its
-// backing file's data blocks (Pool.diskAllocation).
+// allocated is what the caps count for f, measured now: its arena slot, its memfd's blocks, its backing
+// file's data blocks (Pool.diskAllocation), or a passthrough file's blocks.
 func allocated(t testing.TB, f *File) int64 {
 	t.Helper()
 	f.mu.RLock()
@@ -118,7 +118,7 @@ func allocated(t testing.TB, f *File) int64 {
 	if err := fstat(f.fd, &st); err != nil {
 		t.Fatalf("fstat: %v", err)
 	}
-	if f.tier == Memory {
+	if f.tier == Memory || f.external {
 		return st.Blocks * 512
 	}
 	n, err := f.pool.diskAllocation(f.fd, st.Size, &st)

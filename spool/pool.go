@@ -153,6 +153,9 @@ type Pool struct {
 	// fiemapUnsupported remembers that the store's filesystem has no FIEMAP (tmpfs), so that disk
 	// allocation is st_blocks (see diskAllocation).
 	fiemapUnsupported atomic.Bool
+	// measuredExtents counts the extents FIEMAP has read, for tests that check that an operation
+	// measures its own range only.
+	measuredExtents atomic.Int64
 	// copyBuffers recycles the 1 MiB buffers of the pread/pwrite copy, so that a rollover does
 	// not fault in fresh memory each time.
 	copyBuffers sync.Pool
@@ -293,50 +296,29 @@ func (p *Pool) account(f *File, size int64) {
 	p.mu.Unlock()
 }
 
-// accountExternal sets a passthrough file's disk share to what its backing file allocates now (st is
-// its fstat); growth seen this way was written by the kernel behind the daemon's back, and counts as
-// written to disk. The backing file is measured again only when its st_blocks or size changed since the
-// last look, so that a getattr costs one fstat. f.mu is held, possibly for reading only: pool.mu guards
-// accounted and the last look.
-func (p *Pool) accountExternal(f *File, st *unix.Stat_t) {
-	p.mu.Lock()
-	seen := f.tier != Disk || (f.seenBlocks == st.Blocks && f.seenSize == st.Size)
-	p.mu.Unlock()
-	if seen {
-		return
-	}
-	allocated, _ := p.diskAllocation(f.fd, st.Size, st) // with st given, it cannot fail
+// accountExternal sets a passthrough file's disk share to what its backing file allocates now; growth
+// seen this way was written by the kernel behind the daemon's back, and counts as written to disk.
+// f.mu is held, possibly for reading only: pool.mu guards accounted.
+func (p *Pool) accountExternal(f *File, allocated int64) {
 	p.mu.Lock()
 	if f.tier == Disk {
 		if grown := allocated - f.accounted; grown > 0 {
 			p.diskWrittenBytes += grown
 		}
 		p.setAccounted(f, allocated)
-		f.seenBlocks, f.seenSize = st.Blocks, st.Size
 	}
 	p.mu.Unlock()
 }
 
 // diskAllocation is what the disk cap counts for a backing file of the given size: the bytes of its data
-// blocks below the end of its last page (fiemapDataBytes). Not st_blocks, which also counts the store
-// filesystem's metadata: ext4 allocates an extent tree block when a write, fallocate or punched hole
-// leaves a file with more than four extents, or at writeback seconds later, so st_blocks can grow past
-// what the daemon reserved under the cap, and change while nobody touches the file. Blocks past the
-// size are left out: reads never see them, and some filesystems preallocate there while a file grows
-// (XFS) and trim it later. Where the store has no FIEMAP (tmpfs, whose st_blocks counts data pages
-// only), or FIEMAP fails, the answer is st_blocks × 512 (st when the caller has it, else an fstat,
-// whose failure is the error).
+// blocks below the end of its last page (diskDataIn). Where the store has no FIEMAP (tmpfs, whose
+// st_blocks counts data pages only), or FIEMAP fails, it is st_blocks × 512 (st when the caller has
+// it, else an fstat, whose failure is the error). A passthrough file is counted by st_blocks, from the
+// fstat that tells its size: it is never under a disk cap, and FIEMAP at every getattr would cost too
+// much for a file of many extents.
 func (p *Pool) diskAllocation(fd int, size int64, st *unix.Stat_t) (int64, error) {
-	if !p.fiemapUnsupported.Load() {
-		data, err := fiemapDataBytes(fd, roundUpPage(size))
-		switch {
-		case err == nil:
-			return data, nil
-		case err == unix.EOPNOTSUPP || err == unix.ENOTTY || err == unix.ENOSYS || err == unix.EINVAL:
-			p.fiemapUnsupported.Store(true)
-		default:
-			p.log.Warn("spool: FIEMAP of a backing file failed; counting its st_blocks", "err", err)
-		}
+	if data, ok := p.diskDataIn(fd, 0, roundUpPage(size)); ok {
+		return data, nil
 	}
 	if st == nil {
 		st = new(unix.Stat_t)
@@ -345,6 +327,30 @@ func (p *Pool) diskAllocation(fd int, size int64, st *unix.Stat_t) (int64, error
 		}
 	}
 	return st.Blocks * 512, nil
+}
+
+// diskDataIn is the bytes of [from, to) that a backing file allocates to data (fiemapDataBytes), or
+// false where FIEMAP cannot tell. Not st_blocks, which also counts the store filesystem's metadata:
+// ext4 allocates an extent tree block when a write, fallocate or punched hole leaves a file with more
+// than four extents, or at writeback seconds later, so st_blocks can grow past what the daemon
+// reserved under the cap, and change while nobody touches the file. Data blocks change only by what
+// the daemon does. Callers leave out blocks past the size: reads never see them, and some filesystems
+// preallocate there while a file grows (XFS) and trim it later.
+func (p *Pool) diskDataIn(fd int, from, to int64) (int64, bool) {
+	if p.fiemapUnsupported.Load() {
+		return 0, false
+	}
+	data, extents, err := fiemapDataBytes(fd, from, to)
+	p.measuredExtents.Add(int64(extents))
+	switch {
+	case err == nil:
+		return data, true
+	case err == unix.EOPNOTSUPP || err == unix.ENOTTY || err == unix.ENOSYS || err == unix.EINVAL:
+		p.fiemapUnsupported.Store(true)
+	default:
+		p.log.Warn("spool: FIEMAP of a backing file failed; counting its st_blocks", "err", err)
+	}
+	return 0, false
 }
 
 // ramBytesNow is RAMBytes without the rest of Stats.
@@ -376,7 +382,6 @@ func (p *Pool) noteExternal(f *File, external bool) {
 		delete(p.external, f)
 		return
 	}
-	f.seenBlocks, f.seenSize = -1, -1 // the first look measures
 	if p.external == nil {
 		p.external = map[*File]struct{}{}
 	}
