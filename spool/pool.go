@@ -112,10 +112,10 @@ type Stats struct {
 	// the highest RAMBytes seen.
 	RAMBytes, RAMCap, PeakRAMBytes int64
 	// DiskBytes is the bytes allocated to Disk-tier files (their backing files' data blocks, see
-	// Pool.diskAllocation: `du` may show a few KiB more, the filesystem's metadata); DiskCap is Config.DiskCap; PeakDiskBytes is the highest DiskBytes seen. For a file
-	// whose backing fd the kernel writes directly (passthrough, see File.NoteExternalWrite) the daemon
-	// learns the new allocation only when it next looks (Stat, Size, a write, Close), so DiskBytes may
-	// lag until then. The FUSE layer uses passthrough only when DiskCap is 0, so the cap itself is
+	// Pool.diskAllocation: `du` may show a few KiB more, the filesystem's metadata); DiskCap is
+	// Config.DiskCap; PeakDiskBytes is the highest DiskBytes seen. A file whose backing fd the kernel
+	// writes directly (passthrough, see File.NoteExternalWrite) counts its st_blocks, which the daemon
+	// learns only when it next looks (Stat, Size, a write, Close), so DiskBytes may lag until then. The FUSE layer uses passthrough only when DiskCap is 0, so the cap itself is
 	// always exact.
 	DiskBytes, DiskCap, PeakDiskBytes int64
 	// Rollovers counts files moved to disk; SpilledBytes counts the data bytes they copied
@@ -389,7 +389,7 @@ func (p *Pool) noteExternal(f *File, external bool) {
 }
 
 // RefreshExternal brings DiskBytes up to date with the files the kernel writes by passthrough (their
-// backing files' data blocks), for a status or statfs that must not lag behind those writes.
+// backing files' st_blocks), for a status or statfs that must not lag behind those writes.
 func (p *Pool) RefreshExternal() {
 	p.mu.Lock()
 	files := make([]*File, 0, len(p.external))
