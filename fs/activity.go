@@ -17,11 +17,6 @@ type Activity struct {
 	// BytesRead counts the bytes the daemon served to READ requests. Reads served by the kernel (the page
 	// cache, passthrough) never reach the daemon and are not counted; nor are their writes in bytes_written.
 	BytesRead int64 `json:"bytes_read"`
-	// PageCacheFills counts the opens of RAM files for reading at which the daemon put the file's bytes in the
-	// kernel's page cache (FUSE_NOTIFY_STORE, see pagecache.go), and PageCacheBytes the bytes stored: reads
-	// of them are served by the kernel and are not in BytesRead.
-	PageCacheFills int64 `json:"page_cache_fills"`
-	PageCacheBytes int64 `json:"page_cache_bytes"`
 	// Removed counts names removed since mount by cause: last_close (a file made from a template, at its
 	// last close), max_age (--max-age), unlink (unlink, rmdir, or replaced by rename), owner_gone (--owner).
 	Removed map[string]int64 `json:"removed"`
@@ -78,10 +73,8 @@ var removalCauseNames = [numRemovalCauses]string{
 
 // activityCounters are the counters behind Activity that are not in FS.counts or the request recorder.
 type activityCounters struct {
-	bytesRead      atomic.Int64
-	pageCacheFills atomic.Int64
-	pageCacheBytes atomic.Int64
-	removed        [numRemovalCauses]atomic.Int64
+	bytesRead atomic.Int64
+	removed   [numRemovalCauses]atomic.Int64
 }
 
 // noteRemoved counts n names removed for cause.
@@ -93,8 +86,6 @@ func (fsys *FS) noteRemoved(cause removalCause, n int) {
 func (fsys *FS) Activity() Activity {
 	a := Activity{
 		BytesRead:      fsys.activity.bytesRead.Load(),
-		PageCacheFills: fsys.activity.pageCacheFills.Load(),
-		PageCacheBytes: fsys.activity.pageCacheBytes.Load(),
 		Removed:        make(map[string]int64, numRemovalCauses),
 		Requests:       requestStats(fsys.requests),
 		MetricsAddress: fsys.opts.MetricsAddress,

@@ -16,7 +16,7 @@ import (
 // rule of contract section 3: a file made from a template loses its generated name when its last handle is
 // released, unless it was persisted (rename, or user.tempfs.lifetime=keep).
 //
-// Lock order: the file's store lock (FS.storeLock), then FS.nsMu, then attrs.mu, then the spool file's lock.
+// Lock order: FS.nsMu, then attrs.mu, then the spool file's lock.
 type File struct {
 	fusefs.Inode
 	leaf
@@ -26,14 +26,10 @@ type File struct {
 	// Guarded by FS.nsMu.
 	opens       int32 // open handles of every kind
 	cachedOpens int32 // handles served by the daemon (the others by passthrough)
-	writers     int32 // handles open for writing, of every kind
 	// ephemeral: links[0] is the generated name, removed at last close; false once persisted.
 	ephemeral bool
 	ptWritten bool // a writable passthrough handle was handed out: the data changed behind the page cache
-	// uncached: a handle that writes past the page cache (direct I/O) was opened since the last page-cache
-	// fill, so the cache may lack bytes of the file (pagecache.go).
-	uncached bool
-	freed    bool
+	freed     bool
 	// linkable: made by O_TMPFILE without O_EXCL and not linked yet, so linkat may give it its first name
 	// (the kernel's I_LINKABLE). Any other file without names cannot get one back.
 	linkable bool
@@ -144,9 +140,6 @@ func (f *File) Setattr(ctx context.Context, fh fusefs.FileHandle, in *fuse.SetAt
 		if size > uint64(spool.MaxFileSize) {
 			return syscall.EFBIG
 		}
-		mu := f.fs.storeLock(f) // not while a page-cache fill copies the bytes (pagecache.go)
-		mu.Lock()
-		defer mu.Unlock()
 		if errno := f.fs.reserve(f, int64(size)); errno != 0 {
 			return errno
 		}
@@ -171,12 +164,7 @@ func (f *File) Setattr(ctx context.Context, fh fusefs.FileHandle, in *fuse.SetAt
 // handle is open, and RAM-resident files are always daemon-served (the daemon must see their writes to roll
 // them over and keep the memory cap).
 func (f *File) Open(ctx context.Context, flags uint32) (fusefs.FileHandle, uint32, syscall.Errno) {
-	readOnly := flags&syscall.O_ACCMODE == syscall.O_RDONLY
-	// A writer waits for a page-cache fill in progress; a reader may make one (pagecache.go).
-	mu := f.fs.storeLock(f)
-	mu.Lock()
-	defer mu.Unlock()
-	if flags&syscall.O_TRUNC != 0 && !readOnly {
+	if flags&syscall.O_TRUNC != 0 && flags&syscall.O_ACCMODE != syscall.O_RDONLY {
 		err := f.data.Truncate(0)
 		f.fs.settle(f)
 		if err != nil {
@@ -190,21 +178,7 @@ func (f *File) Open(ctx context.Context, flags uint32) (fusefs.FileHandle, uint3
 		return nil, 0, syscall.ENOENT
 	}
 	h := f.openLocked(flags)
-	fill := readOnly && !h.passthrough && h.keepCache && f.writers == 0 && f.uncached && f.fs.pageCacheFill.Load()
 	f.fs.nsMu.Unlock()
-	if fill && f.fillPageCache() {
-		// No handle that could set it again was opened meanwhile: writable opens wait for the store lock.
-		f.fs.nsMu.Lock()
-		f.uncached = false
-		f.fs.nsMu.Unlock()
-		// Its reads will not reach the daemon: this is the read that moves atime (relatime, as tmpfs: the
-		// file was written since, so atime is not after mtime, and later reads would not move it). The
-		// kernel drops its cached atime after each READ; without READs it must be told.
-		f.attrs.touchAccessed()
-		if errno := f.NotifyContent(-1, 0); errno != 0 && errno != syscall.ENOENT {
-			f.fs.log.Debug("notify attributes after a page-cache fill", "errno", errno)
-		}
-	}
 	if h.passthrough && flags&syscall.O_ACCMODE != syscall.O_RDONLY {
 		// Passthrough writes never reach the daemon, which must drop set-user-ID and set-group-ID for an
 		// unprivileged writer (FUSE_HANDLE_KILLPRIV_V2): drop them when such a writer opens the file.
@@ -230,26 +204,18 @@ func (f *File) openLocked(flags uint32) *handle {
 		// always, unless passthrough wrote the backing file behind the FUSE inode's cache.
 		h.keepCache = !f.ptWritten
 		h.directIO = f.fs.directWrites.Load() && bypassesPageCache(flags)
-		if h.directIO || flags&syscall.O_DIRECT != 0 && flags&syscall.O_ACCMODE != syscall.O_RDONLY {
-			// Its writes go past the page cache, and the kernel drops the pages they cover.
-			f.uncached = true
-		}
 	}
 	f.opens++
-	if flags&syscall.O_ACCMODE != syscall.O_RDONLY {
-		f.writers++
-	}
 	f.fs.counts.openHandles.Add(1)
 	return h
 }
 
 // bypassesPageCache tells which daemon-served handles are opened with FOPEN_DIRECT_IO (see handle.directIO):
-// the write-only ones. What they write is kept once, in the spool, and a later reader gets it in the page
-// cache at its open (pagecache.go). Read-write handles, the ones that create a file included (a database,
-// mkstemp's scratch file, a test's store), stay cached: a program that writes a file and keeps working in it
-// reads it back, and each of those reads would otherwise be a round trip (issue 13). Their cost is one
-// GETXATTR security.capability per new file at its first write, which the kernel asks before a cached write
-// and then remembers for the inode.
+// the write-only ones. What they write is kept once, in the spool, until a reader's READs bring it into the
+// page cache. Read-write handles, the ones that create a file included (a database, mkstemp's scratch file, a
+// test's store), stay cached: a program that writes a file and keeps working in it reads it back, and each of
+// those reads would otherwise be a round trip (issue 13). Their cost is one GETXATTR security.capability per
+// new file at its first write, which the kernel asks before a cached write and then remembers for the inode.
 func bypassesPageCache(flags uint32) bool {
 	return flags&syscall.O_ACCMODE == syscall.O_WRONLY
 }
@@ -263,9 +229,6 @@ func (f *File) release(h *handle) {
 	fsys := f.fs
 	fsys.nsMu.Lock()
 	f.opens--
-	if h.flags&syscall.O_ACCMODE != syscall.O_RDONLY {
-		f.writers--
-	}
 	if !h.passthrough {
 		f.cachedOpens--
 	}

@@ -70,19 +70,13 @@ type FS struct {
 
 	passthrough       atomic.Bool
 	passthroughLogged atomic.Bool
-	// directWrites: write-only handles bypass the FUSE page cache (FOPEN_DIRECT_IO, see bypassesPageCache). Set at mount when the kernel can still mmap such files
-	// (FUSE_DIRECT_IO_ALLOW_MMAP, Linux 6.6).
+	// directWrites: write-only handles bypass the FUSE page cache (FOPEN_DIRECT_IO, see bypassesPageCache).
+	// Set at mount when the kernel can still mmap such files (FUSE_DIRECT_IO_ALLOW_MMAP, Linux 6.6).
 	directWrites atomic.Bool
-	// pageCacheFill: a read-only open of a RAM file that direct writes left out of the page cache puts its
-	// bytes there (pagecache.go). On with directWrites; off for good once the kernel refuses a store.
-	pageCacheFill atomic.Bool
-	// storeLocks are the files' store locks, by inode number (storeLock): a lock per file would make every
-	// File 8 bytes larger, and they are held only while opening and truncating.
-	storeLocks [64]sync.Mutex
-	started    time.Time
-	counts     counters
-	createdSeq atomic.Uint64
-	processes  processCache
+	started      time.Time
+	counts       counters
+	createdSeq   atomic.Uint64
+	processes    processCache
 	// requests counts FUSE requests by opcode (recordingFS); activity the rest of Activity.
 	requests *reqstats.Recorder
 	activity activityCounters
@@ -142,10 +136,4 @@ type node interface {
 	getattr(out *fuse.Attr)
 	// ownerTag is the entry's owner under --owner (guarded by FS.nsMu).
 	ownerTag() *ownerTag
-}
-
-// storeLock is f's store lock: held while a page-cache fill copies the file's bytes into the kernel's page cache,
-// and by whatever could change them meanwhile (an open, a truncate; pagecache.go). Taken before nsMu.
-func (fsys *FS) storeLock(f *File) *sync.Mutex {
-	return &fsys.storeLocks[f.StableAttr().Ino%uint64(len(fsys.storeLocks))]
 }

@@ -18,7 +18,7 @@ type handle struct {
 	keepCache   bool
 	// directIO: the handle's reads and writes go straight to the daemon, not through the FUSE page cache.
 	// Write-only handles are opened so (bypassesPageCache), when the kernel allows mmap on them: the bytes
-	// are kept once, in the spool, until a reader opens the file (pagecache.go); a write costs one copy
+	// are kept once, in the spool, until a reader reads them; a write costs one copy
 	// fewer; and the kernel skips the GETXATTR security.capability round trip that a cached write makes on
 	// every new inode (tempfs drops suid/sgid itself, see attrs.wrote).
 	directIO bool

@@ -100,7 +100,6 @@ func MountFS(mountpoint string, fsys *FS, cfg MountConfig) (*Mount, error) {
 		return nil, err
 	}
 	fsys.directWrites.Store(server.KernelSettings().Flags64()&fuse.CAP_DIRECT_IO_ALLOW_MMAP != 0)
-	fsys.pageCacheFill.Store(fsys.directWrites.Load())
 	raiseReadAhead(mountpoint, fsys.log)
 	CloseOnExec()
 	return &Mount{server: server, fs: fsys, mountpoint: mountpoint}, nil

@@ -1,8 +1,7 @@
 package integration
 
-// Contract section 4: whatever serves the reads of a file (the kernel's page cache, filled by the daemon at a
-// read-only open, passthrough, the daemon itself), every reader sees every write at once, across rollover and
-// eviction under --memory. A separate process writes generations of a file; this process reads it through every
+// Contract section 4: whatever serves the reads of a file (the kernel's page cache, passthrough, the daemon
+// itself), every reader sees every write at once, across rollover and eviction under --memory. A separate process writes generations of a file; this process reads it through every
 // kind of handle meanwhile and after, and no read may return bytes older than the last generation whose write
 // had returned.
 
@@ -15,7 +14,6 @@ import (
 	"strconv"
 	"syscall"
 	"testing"
-	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -54,9 +52,9 @@ func checkGenerations(t *testing.T, what string, data []byte, min, max uint64) {
 	}
 }
 
-// pageCacheReaders are the kinds of handle read from: fresh opens (a page-cache fill on a RAM file, or
-// passthrough on a disk file with no other handle), a held read-only handle, a shared mapping of it, an
-// O_DIRECT handle, and optionally a held read-write handle (cached; its presence stops fills).
+// pageCacheReaders are the kinds of handle read from: fresh opens (passthrough on a disk file with no other
+// handle open), a held read-only handle, a shared mapping of it, an O_DIRECT handle, and optionally a held
+// read-write handle (cached, like the held read-only one).
 type pageCacheReaders struct {
 	path   string
 	held   *os.File
@@ -164,7 +162,7 @@ func TestPageCacheCoherence(t *testing.T) {
 		name  string
 		args  []string
 		mode  string
-		rw    bool // a read-write handle held open meanwhile (no fills while it is)
+		rw    bool // a read-write handle held open meanwhile
 		evict bool // fillers push the file out of RAM mid-way
 		// The file grows from size0 by step per generation over gens generations.
 		size0, step, gens int
@@ -223,95 +221,6 @@ func TestPageCacheCoherence(t *testing.T) {
 			if got := spoolTier(t, path); got != tc.wantTier {
 				t.Fatalf("the file ends in %q, want %q (the case did not do what it is named for)", got, tc.wantTier)
 			}
-			t.Logf("page-cache fills: %v", daemonStats(t, m.Dir)["page_cache_fills"])
 		})
-	}
-}
-
-// requestCount is how many requests of opcode the daemon has served (user.tempfs.stats).
-func requestCount(t *testing.T, m *mount, opcode string) float64 {
-	t.Helper()
-	byOp, _ := daemonStats(t, m.Dir)["requests"].(map[string]any)["by_opcode"].(map[string]any)
-	op, _ := byOp[opcode].(map[string]any)
-	n, _ := op["count"].(float64)
-	return n
-}
-
-func statNumber(t *testing.T, m *mount, key string) float64 {
-	t.Helper()
-	n, ok := daemonStats(t, m.Dir)[key].(float64)
-	if !ok {
-		t.Fatalf("user.tempfs.stats has no number %q", key)
-	}
-	return n
-}
-
-// readGenerations reads the file's first size bytes through a fresh read-only open and checks them.
-func readGenerations(t *testing.T, path string, size int, g uint64) {
-	t.Helper()
-	data, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(data) != size {
-		t.Fatalf("read %d bytes, want %d", len(data), size)
-	}
-	checkGenerations(t, "a fresh open", data, g, g)
-}
-
-// TestPageCacheFillServesReads: a RAM file written by a write-only (direct-I/O) handle is read, at the first
-// read-only open once no writer is left, from the page cache that the daemon filled at that open: no READ
-// reaches the daemon, then or at the next open. While a writable handle is open there is no fill, and reads
-// come from the daemon, right all the same.
-func TestPageCacheFillServesReads(t *testing.T) {
-	requireFUSE(t)
-	m := startMount(t, "--max-size", "1MiB")
-	if !spoolGetStats(t, m).DirectWrites {
-		t.Fatal("direct writes are off on this kernel: nothing to fill")
-	}
-	path := m.Path("f")
-	const size = 512 << 10
-	// write writes generation g from another process and waits until the daemon has its handle back: held
-	// handles are the ones this test keeps open.
-	write := func(g int, held float64) {
-		next, _, wait := runGenWriter(t, path, "w", g, g, size, 0, 0)
-		next()
-		wait()
-		eventually(t, 5*time.Second, "the writer's handle released", func() bool { return statNumber(t, m, "open_handles") == held })
-	}
-	write(1, 0)
-	fills, bytes, reads := statNumber(t, m, "page_cache_fills"), statNumber(t, m, "page_cache_bytes"), requestCount(t, m, "READ")
-	readGenerations(t, path, size, 1)
-	if got := statNumber(t, m, "page_cache_fills"); got != fills+1 {
-		t.Errorf("page_cache_fills went from %v to %v at the first read-only open, want one more", fills, got)
-	}
-	if got := statNumber(t, m, "page_cache_bytes"); got != bytes+size {
-		t.Errorf("page_cache_bytes went from %v to %v, want %d more", bytes, got, size)
-	}
-	readGenerations(t, path, size, 1)
-	if got := requestCount(t, m, "READ"); got != reads {
-		t.Errorf("%v READ requests reached the daemon for two reads of a filled file, want 0", got-reads)
-	}
-	if got := statNumber(t, m, "page_cache_fills"); got != fills+1 {
-		t.Errorf("a second open filled again (%v fills), want none: nothing was written since", got-fills)
-	}
-
-	// A read-write handle held open: a new generation is read right, from the daemon, without a fill.
-	rw := spoolOpen(t, path, os.O_RDWR)
-	write(2, 1)
-	fills = statNumber(t, m, "page_cache_fills")
-	readGenerations(t, path, size, 2)
-	if got := statNumber(t, m, "page_cache_fills"); got != fills {
-		t.Errorf("a fill was made while a writable handle was open")
-	}
-	if requestCount(t, m, "READ") == reads {
-		t.Errorf("no READ reached the daemon for a file written by direct I/O while a writer was open")
-	}
-	rw.Close()
-	eventually(t, 5*time.Second, "the read-write handle released", func() bool { return statNumber(t, m, "open_handles") == 0 })
-	// The writer gone, the next read-only open fills (the direct write left pages out of the cache).
-	readGenerations(t, path, size, 2)
-	if got := statNumber(t, m, "page_cache_fills"); got != fills+1 {
-		t.Errorf("no fill at the first read-only open after the writable handle closed")
 	}
 }

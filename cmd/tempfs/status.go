@@ -149,7 +149,7 @@ func writeStatus(w io.Writer, mp string, st tempfs.Stats) {
 	row("written", "%s", naming.FormatSize(st.BytesWritten))
 	row("max size", "%s", maxSizeString(st.MaxSize))
 	row("passthrough", "%s", passthroughString(st))
-	row("direct writes", "%s", directWritesString(st))
+	row("direct writes", "%s", directWritesString(st.DirectWrites))
 	if st.OwnerScope != "" && st.OwnerScope != "none" {
 		row("owners", "%s: %d live, %d gone, %s removed with their owner", st.OwnerScope, st.OwnersLive, st.OwnersGone,
 			plural(st.EntriesRemovedWithOwner, "entry"))
@@ -205,12 +205,10 @@ func passthroughString(st tempfs.Stats) string {
 	return fmt.Sprintf("on (%s of disk-resident files served by the kernel directly)", plural(st.PassthroughOpens, "open"))
 }
 
-// directWritesString says whether writes bypass the FUSE page cache, and how often a reader's open put their
-// bytes back in it (README "tempfs status").
-func directWritesString(st tempfs.Stats) string {
-	if st.DirectWrites {
-		return fmt.Sprintf("on (write-only handles bypass the page cache; %s of RAM files filled it, %s)",
-			plural(st.PageCacheFills, "read-only open"), naming.FormatSize(st.PageCacheBytes))
+// directWritesString says whether writes bypass the FUSE page cache (README "tempfs status").
+func directWritesString(on bool) string {
+	if on {
+		return "on (write-only handles bypass the page cache)"
 	}
 	return "off (this kernel cannot mmap such files: writes go through the page cache)"
 }

@@ -13,7 +13,6 @@ type collector struct {
 	entries, ephemeral, handles, files                            *prometheus.Desc
 	ramBytes, ramCap, ramPeak, diskBytes, diskCap                 *prometheus.Desc
 	rollovers, spilled, readBytes, writtenBytes, created, removed *prometheus.Desc
-	pageCacheFills, pageCacheBytes                                *prometheus.Desc
 	requests, requestErrors, errnos                               *prometheus.Desc
 	owners, ownersGone                                            *prometheus.Desc
 }
@@ -25,21 +24,19 @@ func newCollector(stats func() tempfs.Stats) *collector {
 		return prometheus.NewDesc("tempfs_"+name, help, labels, nil)
 	}
 	return &collector{
-		stats:          stats,
-		entries:        d("entries", "Entries in the mount by kind (file, directory, other: symlinks, fifos, sockets, devices).", "kind"),
-		ephemeral:      d("ephemeral_files", "Files made from templates that go at their last close."),
-		handles:        d("open_handles", "Open file handles."),
-		files:          d("files", "Regular files by where their data lives (memory or disk).", "tier"),
-		ramBytes:       d("ram_bytes", "Bytes of file data in RAM."),
-		ramCap:         d("ram_cap_bytes", "Cap on file data in RAM (--memory)."),
-		ramPeak:        d("ram_peak_bytes", "Most bytes of file data in RAM at once since mount."),
-		diskBytes:      d("disk_bytes", "Bytes of file data in the disk store."),
-		diskCap:        d("disk_cap_bytes", "Cap on bytes in the disk store (--disk); 0 when only free space limits it."),
-		rollovers:      d("rollovers_total", "Files rolled over from RAM to the disk store."),
-		spilled:        d("spilled_bytes_total", "Bytes moved from RAM to the disk store by rollovers."),
-		readBytes:      d("read_bytes_total", "Bytes served to READ requests by the daemon (not reads served by the page cache or passthrough)."),
-		pageCacheFills: d("page_cache_fills_total", "Read-only opens of RAM files at which the daemon put the bytes that direct writes left out in the kernel's page cache."),
-		pageCacheBytes: d("page_cache_bytes_total", "Bytes the daemon put in the kernel's page cache at those opens."),
+		stats:     stats,
+		entries:   d("entries", "Entries in the mount by kind (file, directory, other: symlinks, fifos, sockets, devices).", "kind"),
+		ephemeral: d("ephemeral_files", "Files made from templates that go at their last close."),
+		handles:   d("open_handles", "Open file handles."),
+		files:     d("files", "Regular files by where their data lives (memory or disk).", "tier"),
+		ramBytes:  d("ram_bytes", "Bytes of file data in RAM."),
+		ramCap:    d("ram_cap_bytes", "Cap on file data in RAM (--memory)."),
+		ramPeak:   d("ram_peak_bytes", "Most bytes of file data in RAM at once since mount."),
+		diskBytes: d("disk_bytes", "Bytes of file data in the disk store."),
+		diskCap:   d("disk_cap_bytes", "Cap on bytes in the disk store (--disk); 0 when only free space limits it."),
+		rollovers: d("rollovers_total", "Files rolled over from RAM to the disk store."),
+		spilled:   d("spilled_bytes_total", "Bytes moved from RAM to the disk store by rollovers."),
+		readBytes: d("read_bytes_total", "Bytes served to READ requests by the daemon (not reads served by the page cache or passthrough)."),
 		writtenBytes: d("written_bytes_total",
 			"Bytes written through WRITE requests to the daemon (not writes served by passthrough)."),
 		created: d("entries_created_total", "Entries made since mount, of every kind."),
@@ -57,7 +54,6 @@ func newCollector(stats func() tempfs.Stats) *collector {
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.entries, c.ephemeral, c.handles, c.files, c.ramBytes, c.ramCap, c.ramPeak,
 		c.diskBytes, c.diskCap, c.rollovers, c.spilled, c.readBytes, c.writtenBytes, c.created, c.removed,
-		c.pageCacheFills, c.pageCacheBytes,
 		c.requests, c.requestErrors, c.errnos, c.owners, c.ownersGone} {
 		ch <- d
 	}
@@ -86,8 +82,6 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	counter(c.rollovers, st.Rollovers)
 	counter(c.spilled, st.SpilledBytes)
 	counter(c.readBytes, st.BytesRead)
-	counter(c.pageCacheFills, st.PageCacheFills)
-	counter(c.pageCacheBytes, st.PageCacheBytes)
 	counter(c.writtenBytes, st.BytesWritten)
 	counter(c.created, st.EntriesCreated)
 	for cause, n := range st.Removed {

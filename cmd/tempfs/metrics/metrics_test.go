@@ -64,7 +64,6 @@ func TestServe(t *testing.T) {
 	st := tempfs.Stats{Files: 3, Dirs: 2, RAMBytes: 4096, RAMCap: 1 << 30, MemoryFiles: 3, Rollovers: 1,
 		OwnerScope: "session", OwnersLive: 4, OwnersGone: 9}
 	st.BytesRead = 123
-	st.PageCacheFills, st.PageCacheBytes = 2, 8192
 	st.Removed = map[string]int64{"last_close": 5, "max_age": 0, "unlink": 1, "owner_gone": 7}
 	st.Requests = tempfs.RequestStats{
 		Total: 3, Errors: 1, BucketBoundsMicros: []float64{1, 2, 4},
@@ -96,8 +95,6 @@ func TestServe(t *testing.T) {
 		`tempfs_ram_cap_bytes 1.073741824e+09`,
 		`tempfs_rollovers_total 1`,
 		`tempfs_read_bytes_total 123`,
-		`tempfs_page_cache_fills_total 2`,
-		`tempfs_page_cache_bytes_total 8192`,
 		`tempfs_entries_removed_total{cause="last_close"} 5`,
 		`tempfs_entries_removed_total{cause="owner_gone"} 7`,
 		`tempfs_owners 4`,
