@@ -265,7 +265,7 @@ func TestDiskCapIgnoresStoreMetadata(t *testing.T) {
 				}
 				checkAccounting(t, pool, []*File{f})
 			}
-			if err := f.Sync(); err != nil { // writeback: ext4 places the delayed extents now
+			if err := f.Sync(new(WritebackMark)); err != nil { // writeback: ext4 places the delayed extents now
 				t.Fatal(err)
 			}
 			checkAccounting(t, pool, []*File{f})
@@ -442,5 +442,46 @@ func TestLeavingTheArenaKeepsTheReservation(t *testing.T) {
 	wg.Wait()
 	if st := pool.Stats(); st.PeakRAMBytes > memoryCap {
 		t.Errorf("peak RAM counter %d passed the cap %d", st.PeakRAMBytes, memoryCap)
+	}
+}
+
+// TestSetMemoryCapSpillsDown: a cap lowered under what RAM files hold (the daemon's memory limit was lowered)
+// rolls the largest over to disk until the rest fit, keeping every byte; a raised cap lets new files stay.
+func TestSetMemoryCapSpillsDown(t *testing.T) {
+	pool := newTestPool(t, Config{MemoryCap: 1 << 20})
+	var files []*File
+	var data [][]byte
+	for i := range 6 {
+		f := pool.NewFile()
+		t.Cleanup(func() { f.Close() })
+		p := pattern(128<<10, byte(i))
+		mustWrite(t, f, p, 0)
+		files, data = append(files, f), append(data, p)
+	}
+	if st := pool.Stats(); st.RAMBytes != 6*128<<10 || st.Rollovers != 0 {
+		t.Fatalf("before: %+v", st)
+	}
+	if err := pool.SetMemoryCap(300 << 10); err != nil {
+		t.Fatal(err)
+	}
+	st := pool.Stats()
+	if st.RAMCap != 300<<10 || st.RAMBytes > 300<<10 || st.Rollovers != 4 || st.MemoryFiles != 2 {
+		t.Errorf("after lowering the cap to 300 KiB: %+v; want 2 files of 128 KiB left in RAM, 4 rolled over", st)
+	}
+	for i, f := range files {
+		checkContent(t, f, data[i])
+	}
+	if err := pool.SetMemoryCap(1 << 20); err != nil {
+		t.Fatal(err)
+	}
+	checkAccounting(t, pool, files) // under the first cap again, which the peak never passed
+	f := pool.NewFile()
+	t.Cleanup(func() { f.Close() })
+	mustWrite(t, f, pattern(512<<10, 9), 0)
+	if f.Tier() != Memory {
+		t.Errorf("a file written after the cap was raised again went to %v", f.Tier())
+	}
+	if err := pool.SetMemoryCap(0); err == nil {
+		t.Error("SetMemoryCap(0) succeeded")
 	}
 }

@@ -42,6 +42,12 @@ type File struct {
 	// change is what _beginDiskChange recorded for the operation in progress on a Disk file.
 	change diskChange
 
+	// syncMu guards the writeback errors Sync collected (a leaf, taken with f.mu held for reading): syncSeq
+	// counts them, syncErr is the last.
+	syncMu  sync.Mutex
+	syncSeq WritebackMark
+	syncErr error
+
 	// Guarded by pool.mu.
 	accounted int64 // this file's share of pool.ramBytes or pool.diskBytes, by tier: allocated bytes
 	heapIndex int   // position in pool.ramFiles, -1 when absent
@@ -523,8 +529,24 @@ func (f *File) Rollover() error {
 	return nil
 }
 
-// Sync is fdatasync(2) for a disk file; RAM files have nothing to sync.
-func (f *File) Sync() error {
+// WritebackMark is what one open file description of a File has been told of its writeback errors: pass the
+// same mark to every Sync of that description, starting from the File's SyncMark at its open.
+type WritebackMark uint64
+
+// SyncMark is the mark of a description opened now: errors reported before it are not its own.
+func (f *File) SyncMark() WritebackMark {
+	f.syncMu.Lock()
+	defer f.syncMu.Unlock()
+	return f.syncSeq
+}
+
+// Sync waits until a disk file's bytes are written back to the store and returns the store's writeback error
+// (EIO, ErrNoSpace) once to each mark that has not been told of it, as the kernel's fsync does for each open
+// file of a disk filesystem; a RAM file has nothing to write back and makes no syscall. It does not ask the
+// store for durability (no journal commit, no cache flush of the device): nothing outlives the mount, but a
+// loss must never be hidden. The kernel tells the backing fd of an error once: the File keeps it for the
+// other marks.
+func (f *File) Sync(mark *WritebackMark) error {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
 	switch {
@@ -533,16 +555,19 @@ func (f *File) Sync() error {
 	case f.tier == Memory:
 		return nil
 	}
-	for {
-		err := unix.Fdatasync(f.fd)
-		if err == unix.EINTR {
-			continue
-		}
-		if err != nil {
-			return mapIOError("fdatasync", err)
-		}
+	err := syncRange(f.fd)
+	f.syncMu.Lock()
+	defer f.syncMu.Unlock()
+	if err != nil {
+		f.syncSeq++
+		f.syncErr = mapIOError("writeback", err)
+		f.pool.log.Error("spool: the store failed to write a file back; fsync answers the error", "err", err, "size", f.size)
+	}
+	if *mark == f.syncSeq {
 		return nil
 	}
+	*mark = f.syncSeq
+	return f.syncErr
 }
 
 // PassthroughFd returns the disk backing fd when the file is on disk, for the FUSE layer to
@@ -664,13 +689,13 @@ func (f *File) _prepare(oldSize, newSize, off, n int64, op string) error {
 		need = arenaSlotSize(newSize) // into the arena, or a bigger slot
 	case f.slot == nil && f.fd >= 0:
 		need = f.accounted + touched // a memfd of its own (files never move back into the arena)
-		if need > p.cfg.MemoryCap-p.ramBytesNow() {
+		if need > p.memoryCap.Load()-p.ramBytesNow() {
 			need = f.accounted + f._holeBytes(off, n)
 		}
 	default:
 		need = roundUpPage(oldSize) + touched // out of the arena into a memfd of its own
 	}
-	if need > p.cfg.MemoryCap || !f._reserveRAM(need) {
+	if need > p.memoryCap.Load() || !f._reserveRAM(need) {
 		return f._rollover(f._ramDataBound()+f._holeBytes(off, n), "memory-cap")
 	}
 	if err := f._place(oldSize, newSize); err != nil {
@@ -877,7 +902,7 @@ func (f *File) _reserveRAM(size int64) bool {
 	p := f.pool
 	for {
 		p.mu.Lock()
-		if size-f.accounted <= p.cfg.MemoryCap-p.ramBytes {
+		if size-f.accounted <= p.memoryCap.Load()-p.ramBytes {
 			p.setAccounted(f, size)
 			p.mu.Unlock()
 			return true

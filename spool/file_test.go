@@ -251,7 +251,7 @@ func TestRolloverKeepsHoles(t *testing.T) {
 	if blocks := f.Blocks(); blocks <= 0 || blocks > 64 {
 		t.Errorf("Blocks = %d after rollover of 8 bytes of data in 4 MiB; want a few (holes kept)", blocks)
 	}
-	if err := f.Sync(); err != nil {
+	if err := f.Sync(new(WritebackMark)); err != nil {
 		t.Errorf("Sync: %v", err)
 	}
 }
@@ -444,7 +444,7 @@ func TestClosedFile(t *testing.T) {
 		{"Allocate", func() error { return f.Allocate(0, 1, 0) }},
 		{"Seek", func() error { _, err := f.Seek(0, unix.SEEK_DATA); return err }},
 		{"Rollover", f.Rollover},
-		{"Sync", f.Sync},
+		{"Sync", func() error { return f.Sync(new(WritebackMark)) }},
 	}
 	for _, tt := range tests {
 		if err := tt.op(); !errors.Is(err, ErrClosed) || !errors.Is(err, syscall.EBADF) {

@@ -62,6 +62,18 @@ func fallocate(fd int, mode uint32, off, length int64) error {
 	}
 }
 
+// syncRange writes back every dirty page of fd and waits for it, and answers the writeback error the kernel
+// recorded for the file since fd last asked (the file's errseq, as fsync reports it), with neither the journal
+// commit nor the device cache flush that fdatasync adds: tempfs asks for the truth, not for durability.
+func syncRange(fd int) error {
+	for {
+		err := unix.SyncFileRange(fd, 0, 0, unix.SYNC_FILE_RANGE_WAIT_BEFORE|unix.SYNC_FILE_RANGE_WRITE|unix.SYNC_FILE_RANGE_WAIT_AFTER)
+		if err != unix.EINTR {
+			return err
+		}
+	}
+}
+
 func fstat(fd int, st *unix.Stat_t) error {
 	for {
 		if err := unix.Fstat(fd, st); err != unix.EINTR {

@@ -108,7 +108,8 @@ type Stats struct {
 	// Files, MemoryFiles, DiskFiles count live (not closed) files, in all and by tier.
 	Files, MemoryFiles, DiskFiles int64
 	// RAMBytes is the bytes allocated to Memory-tier files: a small file's arena slot, a larger
-	// file's memfd pages (holes are free, as on tmpfs); RAMCap is Config.MemoryCap; PeakRAMBytes is
+	// file's memfd pages (holes are free, as on tmpfs); RAMCap is the cap in force (Config.MemoryCap, or
+	// what SetMemoryCap set since); PeakRAMBytes is
 	// the highest RAMBytes seen.
 	RAMBytes, RAMCap, PeakRAMBytes int64
 	// DiskBytes is the bytes allocated to Disk-tier files (their backing files' data blocks, see
@@ -162,6 +163,9 @@ type Pool struct {
 
 	arena arena
 
+	// memoryCap is the memory budget in force: Config.MemoryCap until SetMemoryCap moves it.
+	memoryCap atomic.Int64
+
 	descriptorLimitHits   atomic.Int64
 	descriptorLimitLogged atomic.Bool
 
@@ -199,8 +203,48 @@ func NewPool(cfg Config) (*Pool, error) {
 		log = slog.Default()
 	}
 	p := &Pool{cfg: cfg, log: log}
+	p.memoryCap.Store(cfg.MemoryCap)
 	p.arena.init(p)
 	return p, nil
+}
+
+// SetMemoryCap moves the memory budget while the pool is in use: the daemon's memory limit was lowered (or
+// raised) under it. A lower cap than the RAM files hold rolls the largest of them over to disk until they
+// fit, as a write over the cap would; files busy right now are skipped and the rest reported in the error,
+// for the caller to try again (ShrinkToCap). A raised cap lets files that come later stay in RAM; files
+// already on disk stay there.
+func (p *Pool) SetMemoryCap(size int64) error {
+	if size <= 0 {
+		return fmt.Errorf("spool: memory cap must be > 0, got %d: %w", size, errInvalid)
+	}
+	p.memoryCap.Store(size)
+	return p.ShrinkToCap()
+}
+
+// ShrinkToCap rolls RAM files over to disk, largest first, until they fit the memory cap in force. It fails
+// when RAM is still over the cap: the disk refused a file, or every file left was busy.
+func (p *Pool) ShrinkToCap() error {
+	for {
+		p.mu.Lock()
+		over := p.ramBytes - p.memoryCap.Load()
+		if over <= 0 {
+			p.mu.Unlock()
+			return nil
+		}
+		victim := p.lockLargestVictim(nil)
+		p.mu.Unlock()
+		if victim == nil {
+			return fmt.Errorf("spool: RAM files hold %d bytes over the memory cap, and none could be moved now", over)
+		}
+		err := victim._rollover(victim._ramDataBound(), "memory cap lowered")
+		if err == nil {
+			victim._refreshAllocation()
+		}
+		victim.mu.Unlock()
+		if err != nil {
+			return fmt.Errorf("spool: RAM files hold %d bytes over the memory cap: %w", over, err)
+		}
+	}
 }
 
 // Config returns the configuration the pool was built with.
@@ -228,7 +272,7 @@ func (p *Pool) Stats() Stats {
 		MemoryFiles:         p.memoryFiles,
 		DiskFiles:           p.diskFiles,
 		RAMBytes:            p.ramBytes,
-		RAMCap:              p.cfg.MemoryCap,
+		RAMCap:              p.memoryCap.Load(),
 		PeakRAMBytes:        p.peakRAMBytes,
 		DiskBytes:           p.diskBytes,
 		DiskCap:             p.cfg.DiskCap,
