@@ -22,6 +22,10 @@ type attrs struct {
 	atime timespec
 	mtime timespec
 	ctime timespec
+	// used is when the entry was last used (created, read, written, its times set), on the Mono clock: what
+	// --max-age counts from. atime and mtime are wall-clock times that a user may set and the wall clock may
+	// step, so they cannot tell idle time.
+	used int64
 	// xattrs holds stored extended attributes (user.*, trusted.*, security.*); nil until the first one is set.
 	xattrs map[string][]byte
 }
@@ -35,7 +39,7 @@ type timespec struct {
 
 func timespecOf(t time.Time) timespec { return timespec{sec: t.Unix(), nsec: uint32(t.Nanosecond())} }
 
-func timeNow() timespec { return timespecOf(time.Now()) }
+func timeNow() timespec { return timespecOf(clock.Wall()) }
 
 // timespecFromNanos converts nanoseconds since the epoch, flooring so that times before 1970 stay right.
 func timespecFromNanos(n int64) timespec {
@@ -59,7 +63,7 @@ func laterOf(t, u timespec) timespec {
 
 func newAttrs(mode, uid, gid uint32) attrs {
 	now := timeNow()
-	return attrs{mode: mode, uid: uid, gid: gid, atime: now, mtime: now, ctime: now}
+	return attrs{mode: mode, uid: uid, gid: gid, atime: now, mtime: now, ctime: now, used: monoNow()}
 }
 
 // fill copies the metadata and the inode number into out; the caller fills size, blocks and nlink, which depend
@@ -87,9 +91,10 @@ func setTime(sec *uint64, nsec *uint32, t timespec) {
 
 // touchModified records a change of content: mtime and ctime move, as write(2) and truncate(2) move them.
 func (a *attrs) touchModified() {
-	now := timeNow()
+	now, used := timeNow(), monoNow()
 	a.mu.Lock()
 	a.mtime, a.ctime = now, now
+	a.used = used
 	a.mu.Unlock()
 }
 
@@ -103,8 +108,9 @@ func (a *attrs) touchChanged() {
 
 // touchAccessed follows relatime: atime moves when it is older than mtime or ctime, or a day old.
 func (a *attrs) touchAccessed() {
-	now := timeNow()
+	now, used := timeNow(), monoNow()
 	a.mu.Lock()
+	a.used = used
 	if !a.mtime.before(a.atime) || !a.ctime.before(a.atime) || now.sec-a.atime.sec > 24*60*60 {
 		a.atime = now
 	}
@@ -133,13 +139,16 @@ func (a *attrs) setattr(in *fuse.SetAttrIn) {
 	if t, ok := in.GetATime(); ok {
 		a.atime = timespecOf(t)
 		changed = true
+		a.used = monoNow()
 	}
 	if t, ok := in.GetMTime(); ok {
 		a.mtime = timespecOf(t)
 		changed = true
+		a.used = monoNow()
 	}
 	if in.Valid&fuse.FATTR_SIZE != 0 {
 		changed = true
+		a.used = monoNow()
 	}
 	// tempfs negotiates FUSE_HANDLE_KILLPRIV_V2 (it saves a GETXATTR round trip on every write), so the
 	// kernel leaves it to us to drop set-user-ID and set-group-ID where the kernel would: on chown of any
@@ -193,10 +202,11 @@ func (a *attrs) killPrivForWriteLocked(ctx context.Context) {
 // wrote records a write by the caller in one lock round: privilege bits dropped as killPrivForWrite says,
 // mtime and ctime moved as touchModified does. It is on every daemon-served write.
 func (a *attrs) wrote(ctx context.Context) {
-	now := timeNow()
+	now, used := timeNow(), monoNow()
 	a.mu.Lock()
 	a.killPrivForWriteLocked(ctx)
 	a.mtime, a.ctime = now, now
+	a.used = used
 	a.mu.Unlock()
 }
 

@@ -4,7 +4,6 @@ import (
 	"context"
 	"sync/atomic"
 	"syscall"
-	"time"
 
 	fusefs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
@@ -39,7 +38,8 @@ type File struct {
 	// and its removal at last close needs no delete notification.
 	lookedUp atomic.Bool
 
-	// opened is when the file was last opened (Unix nanoseconds), for lastUse.
+	// opened is when the file was last opened or closed (Mono clock, nanoseconds), for lastUse: a file is in use
+	// while it is open, and passthrough writes and reads from the page cache never reach the daemon.
 	opened atomic.Int64
 
 	// backingSeen is the backing file's mtime (nanoseconds) when tempfs last took it over into attrs.mtime
@@ -92,8 +92,8 @@ func (f *File) adoptBackingMtime(nanos int64) {
 
 // lastUse counts the last open too: reads served from the page cache or by passthrough never reach the daemon,
 // and relatime moves atime at most daily, but every open does reach it.
-func (f *File) lastUse() timespec {
-	return laterOf(f.leaf.lastUse(), timespecFromNanos(f.opened.Load()))
+func (f *File) lastUse() int64 {
+	return max(f.leaf.lastUse(), f.opened.Load())
 }
 
 func (f *File) takeUnusedLocked() bool {
@@ -189,8 +189,8 @@ func (f *File) Open(ctx context.Context, flags uint32) (fusefs.FileHandle, uint3
 
 // openLocked counts a new handle and decides how the kernel serves it. The caller holds FS.nsMu.
 func (f *File) openLocked(flags uint32) *handle {
-	h := &handle{file: f, flags: flags}
-	f.opened.Store(time.Now().UnixNano())
+	h := &handle{file: f, flags: flags, synced: f.data.SyncMark()}
+	f.opened.Store(monoNow())
 	if f.fs.passthrough.Load() && f.cachedOpens == 0 && f.data.Tier() == spool.Disk {
 		h.passthrough = true
 		if flags&syscall.O_ACCMODE != syscall.O_RDONLY {
@@ -227,6 +227,7 @@ func bypassesPageCache(flags uint32) bool {
 // either find it whole or answer ENOENT.
 func (f *File) release(h *handle) {
 	fsys := f.fs
+	f.opened.Store(monoNow())
 	fsys.nsMu.Lock()
 	f.opens--
 	if !h.passthrough {

@@ -2,11 +2,14 @@ package fs
 
 import (
 	"context"
+	"sync"
 	"sync/atomic"
 	"syscall"
 
 	fusefs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
+
+	"github.com/tempfs/tempfs/spool"
 )
 
 // handle is one open file description of a File. Handles served by passthrough still implement Read and Write:
@@ -22,6 +25,9 @@ type handle struct {
 	// fewer; and the kernel skips the GETXATTR security.capability round trip that a cached write makes on
 	// every new inode (tempfs drops suid/sgid itself, see attrs.wrote).
 	directIO bool
+	fsyncMu  sync.Mutex // guards synced: a handle's fsyncs may run concurrently
+	// synced is what this handle's fsyncs were told of the store's writeback errors (see spool.File.Sync).
+	synced spool.WritebackMark
 	// templateDentry: set on the handle of a template's CREATE until the kernel's dentry for the template
 	// name is invalidated (see templateDentry).
 	templateDentry atomic.Pointer[templateDentry]
@@ -112,8 +118,14 @@ func (h *handle) Write(ctx context.Context, data []byte, off int64) (uint32, sys
 // saves a round trip per close (kernel-notes.md).
 func (h *handle) Flush(ctx context.Context) syscall.Errno { return syscall.ENOSYS }
 
-// Fsync has nothing to do: tempfs data is never meant to survive the mount.
-func (h *handle) Fsync(ctx context.Context, flags uint32) syscall.Errno { return 0 }
+// Fsync promises no durability (nothing outlives the mount) but hides no loss: for a file whose bytes are in
+// the store it waits for their writeback and answers the store's error (EIO, ENOSPC) once to this handle, as a
+// disk filesystem does to each open file. RAM files answer 0 at once. fsync and fdatasync are served alike.
+func (h *handle) Fsync(ctx context.Context, flags uint32) syscall.Errno {
+	h.fsyncMu.Lock()
+	defer h.fsyncMu.Unlock()
+	return toErrno(h.file.fs.log, "fsync", h.file.data.Sync(&h.synced))
+}
 
 func (h *handle) Release(ctx context.Context) syscall.Errno {
 	if h.passthrough && h.flags&syscall.O_ACCMODE != syscall.O_RDONLY {

@@ -28,16 +28,16 @@ type leafNode interface {
 	takeUnusedLocked() bool
 	// free releases the node's resources. It is called once, after takeUnusedLocked said so, without nsMu.
 	free()
-	// lastUse is when the node was last used, for --max-age.
-	lastUse() timespec
+	// lastUse is when the node was last used, on the Mono clock in nanoseconds, for --max-age.
+	lastUse() int64
 }
 
 func (l *leaf) leafPart() *leaf { return l }
 
 func (l *leaf) ownerTag() *ownerTag { return &l.ownedBy }
 
-// lastUse is the later of atime and mtime; File adds its last open.
-func (l *leaf) lastUse() timespec { return l.attrs.lastActivity() }
+// lastUse is the attrs' last use; File adds its last open.
+func (l *leaf) lastUse() int64 { return l.attrs.lastUsed() }
 
 // removeLinkLocked drops the name (d, name); the caller holds FS.nsMu.
 func (l *leaf) removeLinkLocked(d *Dir, name string) bool {

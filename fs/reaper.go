@@ -8,7 +8,8 @@ import (
 )
 
 // The reaper enforces --max-age: an entry that has been neither opened, read nor modified for that long, and has
-// nothing open below it, is removed. Files made from templates need no reaping (they go at their last close);
+// nothing open below it, is removed. Idle time is counted on the Mono clock (see Clock), never from atime or
+// mtime: those are wall-clock times, which a user may set (touch -d, tar x, cp -p) and the wall clock may step. Files made from templates need no reaping (they go at their last close);
 // once persisted they are ordinary. Removals by the reaper do not count as activity in their directory, so a
 // directory whose contents were all reaped can be reaped on the same sweep.
 
@@ -22,8 +23,8 @@ func (fsys *FS) StartReaper(ctx context.Context, maxAge time.Duration) {
 			select {
 			case <-ctx.Done():
 				return
-			case now := <-ticker.C:
-				if n := fsys.Reap(maxAge, now); n > 0 {
+			case <-ticker.C:
+				if n := fsys.reapAt(maxAge, clock.Mono()); n > 0 {
 					fsys.log.Info("reaped old entries", "count", n, "max_age", maxAge)
 				}
 			}
@@ -31,22 +32,29 @@ func (fsys *FS) StartReaper(ctx context.Context, maxAge time.Duration) {
 	}()
 }
 
-// Reap removes, once, every entry older than maxAge at now, and returns how many it removed.
+// Reap removes, once, every entry unused for longer than maxAge at now, and returns how many it removed. now
+// is a reading of the system's monotonic clock (time.Now(), possibly moved on with Add), under the system
+// clock; the sweeps of StartReaper read the Clock in use.
 func (fsys *FS) Reap(maxAge time.Duration, now time.Time) int {
-	removed, _ := fsys.reapDir(fsys.root, timespecOf(now.Add(-maxAge)))
+	return fsys.reapAt(maxAge, time.Duration(monoOf(now)))
+}
+
+// reapAt reaps at the Mono reading now.
+func (fsys *FS) reapAt(maxAge, now time.Duration) int {
+	removed, _ := fsys.reapDir(fsys.root, int64(now-maxAge))
 	fsys.noteRemoved(removedMaxAge, removed)
 	return removed
 }
 
-// lastActivity is the later of atime and mtime.
-func (a *attrs) lastActivity() timespec {
+// lastUsed is when the entry was last used, on the Mono clock.
+func (a *attrs) lastUsed() int64 {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	return laterOf(a.atime, a.mtime)
+	return a.used
 }
 
 // reapDir reaps below d and reports whether d is now empty.
-func (fsys *FS) reapDir(d *Dir, cutoff timespec) (removed int, empty bool) {
+func (fsys *FS) reapDir(d *Dir, cutoff int64) (removed int, empty bool) {
 	for name, ch := range d.Children() {
 		if naming.IsTemplate(name) {
 			continue
@@ -55,11 +63,11 @@ func (fsys *FS) reapDir(d *Dir, cutoff timespec) (removed int, empty bool) {
 		case *Dir:
 			r, subEmpty := fsys.reapDir(n, cutoff)
 			removed += r
-			if subEmpty && n.attrs.lastActivity().before(cutoff) && fsys.reapSubdir(d, name, n) {
+			if subEmpty && n.attrs.lastUsed() < cutoff && fsys.reapSubdir(d, name, n) {
 				removed++
 			}
 		case leafNode:
-			if n.lastUse().before(cutoff) && fsys.reapLeaf(d, name, n) {
+			if n.lastUse() < cutoff && fsys.reapLeaf(d, name, n) {
 				removed++
 			}
 		}
