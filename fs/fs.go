@@ -85,6 +85,23 @@ type FS struct {
 	owners *ownership
 	// quota caps each owner's file data (--owner-quota); nil without.
 	quota *quota
+	// memorySource replaces Options.MemorySource once the cap moved while mounted (SetMemoryCap); nil before.
+	memorySource atomic.Pointer[string]
+}
+
+// SetMemoryCap moves the pool's memory cap while mounted (the daemon's memory limit moved), spilling RAM files
+// to disk down to it, and says why in the status from now on.
+func (fsys *FS) SetMemoryCap(size int64, source string) error {
+	fsys.memorySource.Store(&source)
+	return fsys.pool.SetMemoryCap(size)
+}
+
+// memorySourceNow is where the memory cap in force came from.
+func (fsys *FS) memorySourceNow() string {
+	if s := fsys.memorySource.Load(); s != nil {
+		return *s
+	}
+	return fsys.opts.MemorySource
 }
 
 // counters are what `tempfs status` reports about the tree.

@@ -86,7 +86,7 @@ func (fsys *FS) Stats() Stats {
 		DiskCap:             Cap(ps.DiskCap),
 		PeakDiskBytes:       ps.PeakDiskBytes,
 		DiskWrittenBytes:    ps.DiskWrittenBytes,
-		RAMCapSource:        fsys.opts.MemorySource,
+		RAMCapSource:        fsys.memorySourceNow(),
 		ArenaFiles:          ps.ArenaFiles,
 		ArenaMemfds:         ps.ArenaMemfds,
 		Descriptors:         ps.Descriptors,

@@ -128,6 +128,10 @@ type prepared struct {
 	// detachedDead: a dead tempfs mount (its daemon was killed) was detached from the mountpoint first.
 	detachedDead bool
 	memorySource string // where memory came from, for status
+	// memoryExplicit is --memory as given (0 when left to the default); memoryWarning says, when not "",
+	// that it was clamped under the memory cgroup limit.
+	memoryExplicit int64
+	memoryWarning  string
 }
 
 // prepare checks the request and turns bad input into usage errors (exit status 2), before mounting.
@@ -164,10 +168,14 @@ func (o *mountOptions) prepare(arg string) (*prepared, error) {
 	if err := o.prepareStore(p); err != nil {
 		return nil, err
 	}
-	p.memory, p.memorySource = o.memory.bytes, "--memory"
-	if !o.memory.set {
-		p.memory, p.memorySource = limits.DefaultMemoryCap()
+	if o.memory.set && o.memory.bytes <= 0 {
+		return nil, usageErrorf("--memory must be larger than 0")
 	}
+	if o.memory.set {
+		p.memoryExplicit = o.memory.bytes
+	}
+	fit := fitMemoryCap(p.memoryExplicit)
+	p.memory, p.memorySource, p.memoryWarning = fit.bytes, fit.source, fit.warning
 	if p.memory <= 0 {
 		return nil, usageErrorf("--memory must be larger than 0")
 	}
@@ -332,6 +340,8 @@ type served struct {
 	// nofileBefore is the descriptor limit the process had before serve raised it: what a program that
 	// tempfs run starts gets back.
 	nofileBefore unix.Rlimit
+	// stopMemoryWatch stops following the memory cgroup limit (watchMemoryLimit).
+	stopMemoryWatch func()
 }
 
 // serve mounts a prepared request. On error nothing is left mounted and the store is gone.
@@ -378,6 +388,12 @@ func (o *mountOptions) serve(p *prepared, log *slog.Logger) (*served, error) {
 		closeMetrics()
 		return nil, usageErrorf("%v", err)
 	}
+	if path := os.Getenv("TEMPFS_TEST_CLOCK"); path != "" {
+		// Test-only: integration tests step the daemon's wall and monotonic clocks without touching the
+		// system's (see tempfs.TestClockFile). Never set it on a real mount.
+		tempfs.UseClock(tempfs.TestClockFile(path))
+		log.Warn("TEMPFS_TEST_CLOCK: the clock is a test's", "file", path)
+	}
 	fsys := tempfs.New(tempfs.Options{
 		Mountpoint: p.mountpoint,
 		Pool:       pool,
@@ -418,11 +434,15 @@ func (o *mountOptions) serve(p *prepared, log *slog.Logger) (*served, error) {
 	log.Info("mounted", "mountpoint", p.mountpoint, "store", store.Path(),
 		"max_size", naming.FormatSize(o.maxSize.bytes), "memory", naming.FormatSize(p.memory),
 		"memory_from", p.memorySource, "disk", diskCapString(o.disk.bytes), "owner", o.owner.scope, "descriptors", nofile.Cur)
+	if p.memoryWarning != "" {
+		log.Warn(p.memoryWarning)
+	}
 	if o.disk.set {
 		log.Info("passthrough off: with --disk the daemon must see every write to keep the cap")
 	}
 	s := &served{mount: m, store: store, log: log, stopReaper: func() {}, stopOwners: fsys.StopOwners,
 		nofileBefore: nofileBefore}
+	s.stopMemoryWatch = watchMemoryLimit(fsys, p.memoryExplicit, memoryCap{bytes: p.memory, source: p.memorySource}, log)
 	if metricsLn != nil {
 		s.metrics = metrics.Serve(metricsLn, m.Stats, log)
 		log.Info("serving metrics", "url", "http://"+listenerAddress(metricsLn)+"/metrics")
@@ -521,6 +541,7 @@ func (s *served) stop() {
 // cleanup removes the store directory; every backing file in it was unlinked from the start.
 func (s *served) cleanup() {
 	s.stopReaper()
+	s.stopMemoryWatch()
 	s.stopOwners()
 	if s.metrics != nil {
 		_ = s.metrics.Close()

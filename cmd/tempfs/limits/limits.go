@@ -217,3 +217,15 @@ func readUint(path string) (uint64, error) {
 	}
 	return strconv.ParseUint(strings.TrimSpace(string(raw)), 10, 64)
 }
+
+// CgroupMemoryLimit is the tightest memory limit of this process's cgroups (v1 or v2, its own and their
+// parents), with the file it was read from; ok is false when none is set. It is read afresh at each call:
+// a limit may be changed while the daemon runs (systemctl set-property, a resized container).
+func CgroupMemoryLimit() (limit int64, where string, ok bool) { return cgroupMemoryLimit(osFiles{}) }
+
+// MemoryCeiling is the most the RAM tier may hold under a memory limit: three quarters of it. Files in RAM
+// are memfd pages, which the kernel charges to the daemon's cgroup and can neither reclaim nor (without swap)
+// swap out, so a tier that reached the limit would end in an OOM kill and the loss of every file. The last
+// quarter is for the daemon's own heap, the store's page cache (charged to the same cgroup) and the other
+// processes of the cgroup (a `tempfs run` job's own).
+func MemoryCeiling(limit int64) int64 { return limit / 4 * 3 }
