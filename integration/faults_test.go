@@ -268,3 +268,197 @@ func TestMaxAgeCountsElapsedTime(t *testing.T) {
 		return true
 	})
 }
+
+// memoryCgroup makes a memory cgroup limited to limit bytes, found through /proc/self/mountinfo: under the
+// cgroup v1 memory hierarchy, or else under the cgroup v2 root when it delegates the memory controller. It
+// returns the cgroup's directory and its limit file; t.Cleanup removes it (after the daemon in it is gone).
+func memoryCgroup(t *testing.T, limit int64) (dir, limitFile string) {
+	t.Helper()
+	requireRootTools(t)
+	raw, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var v1, v2 string
+	for _, line := range strings.Split(string(raw), "\n") {
+		fields := strings.Fields(line)
+		for i, f := range fields {
+			if f != "-" || i+3 >= len(fields) || fields[3] != "/" {
+				continue
+			}
+			switch {
+			case fields[i+1] == "cgroup" && strings.Contains(","+fields[i+3]+",", ",memory,"):
+				v1 = fields[4]
+			case fields[i+1] == "cgroup2":
+				v2 = fields[4]
+			}
+		}
+	}
+	name := fmt.Sprintf("tempfs-faults-%d", os.Getpid())
+	switch {
+	case v1 != "":
+		dir, limitFile = filepath.Join(v1, name), "memory.limit_in_bytes"
+	case v2 != "":
+		if ctl, _ := os.ReadFile(filepath.Join(v2, "cgroup.subtree_control")); !strings.Contains(" "+string(ctl)+" ", " memory ") {
+			v2 = ""
+			break
+		}
+		dir, limitFile = filepath.Join(v2, name), "memory.max"
+	}
+	if dir == "" {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("no cgroup v1 memory hierarchy and no cgroup v2 memory controller, and CI=true forbids skipping")
+		}
+		t.Skip("no memory cgroup controller to limit a daemon with")
+	}
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatalf("making a memory cgroup: %v", err)
+	}
+	t.Cleanup(func() {
+		eventually(t, 10*time.Second, "the test cgroup can be removed", func() bool { return syscall.Rmdir(dir) == nil })
+	})
+	limitFile = filepath.Join(dir, limitFile)
+	if err := os.WriteFile(limitFile, []byte(fmt.Sprint(limit)), 0); err != nil {
+		t.Fatalf("limiting the test cgroup: %v", err)
+	}
+	return dir, limitFile
+}
+
+// startMountInCgroup is startMount with the daemon in cgroup dir from its first instruction: a shell joins the
+// cgroup and execs `tempfs mount` (the same process), so the daemon reads its limit at start.
+func startMountInCgroup(t *testing.T, cgroup string, args ...string) *mount {
+	t.Helper()
+	requireFUSE(t)
+	m := &mount{Dir: t.TempDir(), StoreParent: t.TempDir(), log: &syncBuffer{}, exited: make(chan struct{})}
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	full := append([]string{"-ec", `echo $$ > "$0"/cgroup.procs; exec "$@"`, cgroup, tempfsBin, "mount", "--ready-fd=3", "--store", m.StoreParent}, args...)
+	m.cmd = exec.Command("sh", append(full, m.Dir)...)
+	m.cmd.Stderr = m.log
+	m.cmd.ExtraFiles = []*os.File{w}
+	if err := m.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	w.Close()
+	go func() {
+		m.exitErr = m.cmd.Wait()
+		close(m.exited)
+	}()
+	ready := make([]byte, 6)
+	n, _ := r.Read(ready)
+	r.Close()
+	if string(ready[:n]) != "ready\n" {
+		<-m.exited
+		t.Fatalf("tempfs mount in a cgroup did not become ready: %q; exit: %v; log:\n%s", ready[:n], m.exitErr, m.log.String())
+	}
+	t.Cleanup(func() { m.stop(t) })
+	return m
+}
+
+// cgroupUnreclaimable is what the cgroup holds that the kernel can neither reclaim nor swap out here: anonymous
+// memory and shmem (the daemon's heap and its memfds).
+func cgroupUnreclaimable(t testing.TB, cgroup string) int64 {
+	t.Helper()
+	raw, err := os.ReadFile(filepath.Join(cgroup, "memory.stat"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	stat := map[string]int64{}
+	for _, line := range strings.Split(string(raw), "\n") {
+		var key string
+		var v int64
+		if _, err := fmt.Sscan(line, &key, &v); err == nil {
+			stat[key] = v
+		}
+	}
+	if _, v1 := stat["total_rss"]; v1 {
+		return stat["total_rss"] + stat["total_shmem"]
+	}
+	return stat["anon"] + stat["shmem"]
+}
+
+// writeFiles writes n files of size bytes, each with its own pattern, and stops at the first error.
+func writeFiles(m *mount, prefix string, n, size int) error {
+	buf := make([]byte, size)
+	for i := 0; i < n; i++ {
+		for j := range buf {
+			buf[j] = byte(i + j*31)
+		}
+		if err := os.WriteFile(m.Path(fmt.Sprintf("%s%03d", prefix, i)), buf, 0o644); err != nil {
+			return fmt.Errorf("file %d of %d: %w", i+1, n, err)
+		}
+	}
+	return nil
+}
+
+// checkFiles reads back what writeFiles wrote.
+func checkFiles(t testing.TB, m *mount, prefix string, n, size int) {
+	t.Helper()
+	want := make([]byte, size)
+	for i := 0; i < n; i++ {
+		for j := range want {
+			want[j] = byte(i + j*31)
+		}
+		got, err := os.ReadFile(m.Path(fmt.Sprintf("%s%03d", prefix, i)))
+		if err != nil || string(got) != string(want) {
+			t.Fatalf("file %s%03d read back wrong (%d bytes, %v)", prefix, i, len(got), err)
+		}
+	}
+}
+
+// TestMemoryCapUnderCgroupLimit: --memory 1GiB given to a daemon whose memory cgroup allows 384 MiB keeps its
+// RAM files under three quarters of the limit, says so in one warning line and in status, and writing more
+// than the limit spills to disk instead of an OOM kill (which lost every file). When the limit is lowered
+// while mounted, RAM files spill down under the new ceiling and the mount goes on.
+func TestMemoryCapUnderCgroupLimit(t *testing.T) {
+	requireFUSE(t)
+	const MiB = 1 << 20
+	cg, limitFile := memoryCgroup(t, 384*MiB)
+	m := startMountInCgroup(t, cg, "--memory", "1GiB", "--max-size", "4MiB")
+
+	st := spoolGetStats(t, m)
+	if st.RAMCap != 288*MiB || !strings.Contains(st.RAMCapSource, "cgroup") {
+		t.Errorf("ram_cap %d from %q under a 384 MiB limit with --memory 1GiB; want 288 MiB from the cgroup limit", st.RAMCap, st.RAMCapSource)
+	}
+	if log := m.Log(); !strings.Contains(log, "--memory 1 GiB does not fit") || !strings.Contains(log, "limit 384 MiB") || !strings.Contains(log, "under 288 MiB") {
+		t.Errorf("no warning naming --memory 1 GiB, the 384 MiB limit and the 288 MiB kept; log:\n%s", log)
+	}
+	// 400 files of 1 MiB, each small enough for RAM by --max-size: more than the whole limit.
+	if err := writeFiles(m, "a", 400, MiB); err != nil {
+		t.Fatalf("writing 400 MiB of RAM-sized files under a 384 MiB memory limit: %v; log:\n%s", err, m.Log())
+	}
+	checkFiles(t, m, "a", 400, MiB)
+	st = spoolGetStats(t, m)
+	if st.RAMBytes > 288*MiB || st.Rollovers == 0 {
+		t.Errorf("after 400 MiB: ram_bytes %d, rollovers %d; want at most 288 MiB in RAM and the rest spilled", st.RAMBytes, st.Rollovers)
+	}
+
+	// Lower the limit while mounted, above what the cgroup cannot give back (so that the kernel takes it) but
+	// with a ceiling below what the RAM files hold now: they must spill down.
+	hard := cgroupUnreclaimable(t, cg)
+	lowered := (hard + 24*MiB + MiB - 1) / MiB * MiB
+	ceiling := lowered / 4 * 3
+	if ceiling >= st.RAMBytes {
+		t.Fatalf("cannot lower the limit to below what RAM files hold: unreclaimable %d, ram_bytes %d", hard, st.RAMBytes)
+	}
+	if err := os.WriteFile(limitFile, []byte(fmt.Sprint(lowered)), 0); err != nil {
+		t.Fatalf("lowering the limit to %d (unreclaimable %d): %v", lowered, hard, err)
+	}
+	t.Logf("limit lowered from 384 MiB to %d MiB (unreclaimable %d MiB, RAM files %d MiB)", lowered/MiB, hard/MiB, st.RAMBytes/MiB)
+	if !within(10*time.Second, func() bool {
+		st = spoolGetStats(t, m)
+		return st.RAMCap == ceiling && st.RAMBytes <= ceiling
+	}) {
+		t.Fatalf("10s after the limit was lowered to %d: ram_cap %d, ram_bytes %d; want both at most %d", lowered, st.RAMCap, st.RAMBytes, ceiling)
+	}
+	if err := writeFiles(m, "b", 64, MiB); err != nil {
+		t.Fatalf("writing 64 MiB more under the lowered limit: %v; log:\n%s", err, m.Log())
+	}
+	checkFiles(t, m, "a", 400, MiB)
+	checkFiles(t, m, "b", 64, MiB)
+	if st = spoolGetStats(t, m); st.RAMBytes > ceiling {
+		t.Errorf("ram_bytes %d over the lowered ceiling %d", st.RAMBytes, ceiling)
+	}
+}
