@@ -154,6 +154,27 @@ func TestFsyncReportsStoreWritebackError(t *testing.T) {
 	if err := small.Sync(); err != nil {
 		t.Errorf("fsync of a RAM file while the store fails: %v", err)
 	}
+	// A handle opened alone on the disk file is served by passthrough (the kernel writes the backing file
+	// itself); its fsync still reaches the daemon and answers a new loss.
+	for _, f := range []*os.File{big, other, later} {
+		f.Close()
+	}
+	pt, err := os.OpenFile(m.Path("big"), os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pt.Close()
+	for i := 0; i < 16; i++ {
+		if _, err := pt.Write(chunk); err != nil {
+			t.Fatalf("appending %d MiB: %v", i, err)
+		}
+	}
+	if st := daemonStats(t, m.Dir); st["passthrough_opens"] != float64(1) {
+		t.Logf("passthrough_opens %v: the handle is served by the daemon on this kernel", st["passthrough_opens"])
+	}
+	if err := pt.Sync(); !errors.Is(err, syscall.EIO) && !errors.Is(err, syscall.ENOSPC) {
+		t.Errorf("fsync after 16 MiB more were lost, through a handle opened alone on the disk file: %v, want EIO or ENOSPC", err)
+	}
 	if !strings.Contains(m.Log(), "failed to write a file back") {
 		t.Errorf("the daemon's log does not name the store's writeback failure:\n%s", m.Log())
 	}
