@@ -561,7 +561,7 @@ func (f *File) Sync(mark *WritebackMark) error {
 	if err != nil {
 		f.syncSeq++
 		f.syncErr = mapIOError("writeback", err)
-		f.pool.log.Error("spool: the store failed to write a file back; fsync answers the error", "err", err, "size", f.size)
+		f.pool.log.Error("spool: the store failed to write a file back; fsync answers the error", "err", err)
 	}
 	if *mark == f.syncSeq {
 		return nil
