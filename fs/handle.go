@@ -1,5 +1,7 @@
 package fs
 
+// Lock order: handle.fsyncMu, then the spool file's own locks (spool.File.Sync).
+
 import (
 	"context"
 	"sync"

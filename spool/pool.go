@@ -19,6 +19,7 @@
 //	File.mu  →  Pool.mu
 //	File.mu  →  arena.mu
 //	File.mu  →  Store.mu
+//	File.mu  →  File.syncMu (a leaf: the writeback errors Sync collected)
 //
 // A goroutine takes at most one File.mu by blocking: the File it operates on. While holding it,
 // it may take other Files' locks only with TryLock (memory-budget victims, see
