@@ -40,12 +40,14 @@ type Stats struct {
 	UptimeSeconds    float64 `json:"uptime_seconds"`
 	// Activity adds bytes read, names removed by cause and FUSE requests by opcode (issue 13).
 	Activity
-	// Owners (contract section 3a): the scope, the owners alive now, those gone since the start, and the
-	// entries removed with their owner.
+	// Owners (--owner): the scope, the owners alive now, those gone since the start, the entries removed
+	// with their owner (files, directories and other nodes, each once however many hard links it had), and
+	// the names removed with them (Removed["owner_gone"]: a file with three links counts three).
 	OwnerScope              string `json:"owner_scope"`
 	OwnersLive              int64  `json:"owners_live"`
 	OwnersGone              int64  `json:"owners_gone"`
 	EntriesRemovedWithOwner int64  `json:"entries_removed_with_owner"`
+	NamesRemovedWithOwner   int64  `json:"names_removed_with_owner"`
 	// Capacity (issue 15). PeakDiskBytes is the most disk_bytes has been; DiskWrittenBytes every byte that
 	// went to disk (rollover copies, later writes, passthrough growth): what --disk can be sized from.
 	PeakDiskBytes    int64 `json:"peak_disk_bytes"`

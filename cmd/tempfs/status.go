@@ -43,8 +43,9 @@ in getxattr(MOUNTPOINT, "user.tempfs.stats"). With --json, that JSON object is p
 it is (at least entries, files, dirs, open_handles, ram_bytes, ram_cap, disk_bytes, disk_cap,
 rollovers, passthrough and uptime_seconds; requests has every opcode seen with its handler-time
 histogram, and errors_by_errno the failed requests by errno). On a mount with --owner it also
-counts the owners alive and gone and the entries removed with their owner (owner_scope,
-owners_live, owners_gone, entries_removed_with_owner). With --owners, it lists the live owners
+counts the owners alive and gone, and the entries (each file or directory once) and names (each hard
+link) removed with their owner (owner_scope, owners_live, owners_gone, entries_removed_with_owner,
+names_removed_with_owner). With --owners, it lists the live owners
 that have entries, most bytes first, with their entries and bytes in RAM and on disk (getxattr
 user.tempfs.owners; with --json as it is). A path that is not a tempfs mountpoint gives exit
 status 2.
@@ -151,8 +152,8 @@ func writeStatus(w io.Writer, mp string, st tempfs.Stats) {
 	row("passthrough", "%s", passthroughString(st))
 	row("direct writes", "%s", directWritesString(st.DirectWrites))
 	if st.OwnerScope != "" && st.OwnerScope != "none" {
-		row("owners", "%s: %d live, %d gone, %s removed with their owner", st.OwnerScope, st.OwnersLive, st.OwnersGone,
-			plural(st.EntriesRemovedWithOwner, "entry"))
+		row("owners", "%s: %d live, %d gone, %s (%s) removed with their owner", st.OwnerScope, st.OwnersLive,
+			st.OwnersGone, plural(st.EntriesRemovedWithOwner, "entry"), plural(st.NamesRemovedWithOwner, "name"))
 	}
 	row("store", "%s", st.Store)
 	row("uptime", "%s", (time.Duration(st.UptimeSeconds * float64(time.Second))).Round(time.Second))

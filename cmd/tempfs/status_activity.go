@@ -18,7 +18,7 @@ const busiestShown = 6
 // writeActivity adds the rows of what the daemon did since it mounted: names removed by cause, bytes read, and
 // FUSE requests with the busiest opcodes. row writes one tab-separated line.
 func writeActivity(row func(label, format string, args ...any), a tempfs.Activity) {
-	row("removed", "%d at last close, %d by --max-age, %d by unlink or rmdir, %d with their owner",
+	row("names removed", "%d at last close, %d by --max-age, %d by unlink or rmdir, %d with their owner",
 		a.Removed["last_close"], a.Removed["max_age"], a.Removed["unlink"], a.Removed["owner_gone"])
 	row("read", "%s (served by the daemon)", naming.FormatSize(a.BytesRead))
 	r := a.Requests

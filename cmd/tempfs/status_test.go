@@ -110,11 +110,11 @@ func TestWriteStatusActivity(t *testing.T) {
 	writeStatus(&buf, "/scratch", st)
 	out := buf.String()
 	for label, want := range map[string]string{
-		"removed":  "7 at last close, 2 by --max-age, 5 by unlink or rmdir, 0 with their owner",
-		"read":     "3 MiB",
-		"requests": "115 since mount, 12 failed (ENOENT 10, ENOSYS 2)",
-		"  LOOKUP": "50, 10 failed, median 3.2µs, p99 1.5ms, 2ms in all",
-		"metrics":  "http://127.0.0.1:9123/metrics",
+		"names removed": "7 at last close, 2 by --max-age, 5 by unlink or rmdir, 0 with their owner",
+		"read":          "3 MiB",
+		"requests":      "115 since mount, 12 failed (ENOENT 10, ENOSYS 2)",
+		"  LOOKUP":      "50, 10 failed, median 3.2µs, p99 1.5ms, 2ms in all",
+		"metrics":       "http://127.0.0.1:9123/metrics",
 	} {
 		if line := lineWith(out, label); !strings.Contains(line, want) {
 			t.Errorf("%s line %q lacks %q:\n%s", label, line, want, out)
@@ -157,8 +157,8 @@ func TestWriteOwners(t *testing.T) {
 
 func TestWriteStatusOwners(t *testing.T) {
 	var buf bytes.Buffer
-	writeStatus(&buf, "/scratch", tempfs.Stats{OwnerScope: "cgroup", OwnersLive: 2, OwnersGone: 5, EntriesRemovedWithOwner: 31})
-	if line := lineWith(buf.String(), "owners"); !strings.Contains(line, "cgroup: 2 live, 5 gone, 31 entries removed with their owner") {
+	writeStatus(&buf, "/scratch", tempfs.Stats{OwnerScope: "cgroup", OwnersLive: 2, OwnersGone: 5, EntriesRemovedWithOwner: 31, NamesRemovedWithOwner: 33})
+	if line := lineWith(buf.String(), "owners"); !strings.Contains(line, "cgroup: 2 live, 5 gone, 31 entries (33 names) removed with their owner") {
 		t.Errorf("owners line %q", line)
 	}
 	buf.Reset()
