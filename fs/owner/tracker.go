@@ -540,9 +540,10 @@ func (t *Tracker) unwatchCgroupLocked(o *Owner) {
 }
 
 // memberCheckEvery is how often the watched members of groups and sessions are checked for having left them
-// (setsid, setpgid) without exiting, which no descriptor reports: one getsid or getpgid per watched member,
-// so that an owner whose last member moved away ends within this plus a rescan.
-const memberCheckEvery = 250 * time.Millisecond
+// (setsid, setpgid) without exiting, which no descriptor reports: one getsid or getpgid per watched member
+// (about 2 µs here), so that an owner whose last member moved away ends within this plus a rescan of /proc,
+// inside the second the contract allows.
+const memberCheckEvery = 500 * time.Millisecond
 
 // membership is a watched member of a group or session, for the member check.
 type membership struct {
@@ -592,7 +593,10 @@ func (t *Tracker) checkMembers() {
 	checks := t.checks[:0]
 	for _, o := range t.owners {
 		for p := range o.members {
-			checks = append(checks, membership{o, p})
+			// A session's leader cannot leave it (setsid and setpgid refuse a session leader).
+			if o.scope != Session || p.tgid != o.id {
+				checks = append(checks, membership{o, p})
+			}
 		}
 	}
 	t.mu.Unlock()
