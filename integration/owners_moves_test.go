@@ -408,3 +408,42 @@ func TestOwnerStatusCountsEntriesAndNames(t *testing.T) {
 		t.Errorf("status: %v\n%s", err, text)
 	}
 }
+
+// TestOwnerQuotaCopyFileRange: copy_file_range into an owner's file is charged like a write: it stops at the
+// quota with EDQUOT.
+func TestOwnerQuotaCopyFileRange(t *testing.T) {
+	m := startMount(t, "--owner", "process", "--owner-quota", "64KiB")
+	python, err := corePython()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The source is this test process's (its own owner, its own quota).
+	if err := os.WriteFile(m.Path("src"), make([]byte, 48<<10), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, line := owStart(t, nil, python, "-c", `
+import errno, os, sys, time
+m = sys.argv[1]
+src, dst = os.open(m + "/src", os.O_RDONLY), os.open(m + "/dst", os.O_RDWR | os.O_CREAT, 0o600)
+copied, failed = 0, "none"
+for _ in range(8):
+    try:
+        n = os.copy_file_range(src, dst, 48 << 10, 0, copied)
+    except OSError as e:
+        failed = errno.errorcode[e.errno]
+        break
+    if n == 0:
+        break
+    copied += n
+print("copied=%d failed=%s size=%d" % (copied, failed, os.fstat(dst).st_size), flush=True)
+time.sleep(300)
+`, m.Dir)
+	var copied, size int
+	var failed string
+	if _, err := fmt.Sscanf(line, "copied=%d failed=%s size=%d", &copied, &failed, &size); err != nil {
+		t.Fatalf("%q: %v", line, err)
+	}
+	if failed != "EDQUOT" || size > 64<<10 || copied < 48<<10 {
+		t.Errorf("copy_file_range under a 64 KiB quota: %s; want at least the first 48 KiB, then EDQUOT within the quota", line)
+	}
+}
