@@ -92,3 +92,32 @@ func BenchmarkIdleSessionOwners(b *testing.B) {
 	}
 	b.ReportMetric(float64(n), "owners")
 }
+
+// BenchmarkOfKnownProcess is what a create costs the tracker for a process it has seen: with this code, one
+// getpgid or getsid (group, session) or a read of /proc/PID/cgroup (cgroup) besides the pidfd checks.
+func BenchmarkOfKnownProcess(b *testing.B) {
+	for _, scope := range []Scope{Process, Group, Session, Cgroup} {
+		b.Run(scope.String(), func(b *testing.B) {
+			tr, err := New(Config{Scope: scope})
+			if err != nil {
+				b.Skip(err)
+			}
+			defer tr.Close()
+			p := exec.Command("sleep", "300")
+			p.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+			if err := p.Start(); err != nil {
+				b.Fatal(err)
+			}
+			defer func() { _ = p.Process.Kill(); _ = p.Wait() }()
+			pid := uint32(p.Process.Pid)
+			if o, err := tr.Of(pid); err != nil || o == nil {
+				b.Fatalf("Of = %v, %v", o, err)
+			}
+			for b.Loop() {
+				if _, err := tr.Of(pid); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}

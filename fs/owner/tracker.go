@@ -191,6 +191,19 @@ func (t *Tracker) Of(tid uint32) (*Owner, error) {
 	if tid == 0 {
 		return nil, nil
 	}
+	// The common case of --owner process in one lock round and one poll: a known process's main thread.
+	if t.scope == Process {
+		t.mu.Lock()
+		p := t.procs[tid]
+		var o *Owner
+		if p != nil {
+			o = p.owner
+		}
+		t.mu.Unlock()
+		if o != nil && !o.Gone() && !pidfdExited(p.pidfd) {
+			return o, nil
+		}
+	}
 	tgid, err := t.threadGroup(tid)
 	if err != nil {
 		return nil, err
