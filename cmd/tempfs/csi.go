@@ -221,10 +221,12 @@ func runCSI(ctx context.Context, o *csiOptions) error {
 func checkMountFlag(name, value string) error {
 	flags := pflag.NewFlagSet("mount", pflag.ContinueOnError)
 	newMountOptions().AddFlags(flags)
-	if flags.Lookup(name) == nil {
+	flag := flags.Lookup(name)
+	if flag == nil {
 		return fmt.Errorf("tempfs mount has no --%s flag", name)
 	}
-	return flags.Set(name, value)
+	// The parser's own error: the caller says which attribute and value (pflag's wrapper would quote it again).
+	return flag.Value.Set(value)
 }
 
 // volumeUsage reads a volume's bytes and entries from one statfs of the mount, as df and df -i do: total and
