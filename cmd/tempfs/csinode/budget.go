@@ -14,10 +14,12 @@ package csinode
 const noRAM = 1
 
 // grant reserves RAM for volume id from the node's budget: ask, or what is left when that is less (noRAM when
-// nothing is). It returns the daemon's cap. A volume's grant is given back by ungrant.
+// nothing is). It returns the daemon's cap. A volume's grant is given back by ungrant; granting it again replaces
+// it.
 func (d *Driver) grant(id string, ask int64) int64 {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	delete(d.grants, id)
 	left := d.cfg.MemoryBudget - d._granted()
 	g := min(ask, left)
 	if g < noRAM {
