@@ -110,14 +110,16 @@ func symlinkedLifecycle(t *testing.T, p *csiPlugin, dir, id, target, real string
 	}
 	// A pod's process writes through the path the kubelet gave.
 	sh(t, target, "echo hello > f; head -c 200000 /dev/zero > spilled")
-	daemons := volumeDaemons(real)
+	// The daemon's mountpoint argument may name either path.
+	servers := func() []int { return append(volumeDaemons(real), volumeDaemons(target)...) }
+	daemons := servers()
 	if len(daemons) != 1 {
 		t.Fatalf("daemons serving %s: %v, want one", real, daemons)
 	}
 	if _, err := p.Node.NodePublishVolume(csiCall(t), publishRequest(id, target, map[string]string{"maxSize": "64Ki"})); err != nil {
 		t.Errorf("publishing again (the kubelet's retry): %v", err)
 	}
-	if now := volumeDaemons(real); len(now) != 1 || now[0] != daemons[0] {
+	if now := servers(); len(now) != 1 || now[0] != daemons[0] {
 		t.Errorf("daemons after publishing again: %v, want %v", now, daemons)
 	}
 	_, inodes := p.volumeStats(t, id, target)
@@ -140,6 +142,9 @@ func symlinkedLifecycle(t *testing.T, p *csiPlugin, dir, id, target, real string
 	assertVolumeGone(t, p, real)
 	if _, err := os.Lstat(target); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("target path %s is still there (err %v)", target, err)
+	}
+	if len(servers()) > 0 {
+		t.Errorf("daemons still serve the volume: %v", servers())
 	}
 	if m := mountsUnder(dir); len(m) > 0 {
 		t.Errorf("still mounted after unpublish: %v", m)
