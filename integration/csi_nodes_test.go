@@ -154,6 +154,13 @@ func symlinkedLifecycle(t *testing.T, p *csiPlugin, dir, id, target, real string
 	layout()
 	p.publish(t, id, target, nil)
 	sh(t, target, "echo again > f")
+	// The daemon dies: its dead mount is found through the symlinks, and the kubelet's retry of publish makes the
+	// volume afresh.
+	killVolumeDaemon(t, real)
+	if _, err := p.Node.NodePublishVolume(csiCall(t), publishRequest(id, target, nil)); err != nil {
+		t.Fatalf("publishing again after the daemon died: %v; log:\n%s", err, p.Log())
+	}
+	sh(t, target, "echo fresh > f")
 	p.unpublish(t, id, target)
 	assertVolumeGone(t, p, real)
 	if m := mountsUnder(dir); len(m) > 0 {

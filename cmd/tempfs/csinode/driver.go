@@ -210,7 +210,7 @@ func (d *Driver) recover() error {
 				"pid", v.daemon.pid, "memory", rec.MemoryGranted)
 			continue
 		}
-		if err := d.teardown(v); err != nil {
+		if err := d.teardown(v, false); err != nil {
 			d.log.Error("clearing a dead volume", "volume", rec.VolumeID, "target", rec.TargetPath, "err", err)
 			continue
 		}
@@ -328,8 +328,9 @@ func (d *Driver) live(v *volume) bool {
 // teardown ends a volume, live or dead: its mount goes (detached if busy), its daemon exits (killed if it does not
 // go in time), a mount the daemon left dead is detached, then its store directory, its target directory and its
 // record are removed, and its RAM grant goes back to the node's budget. It may be called again after an error.
-// Everything happens at the volume's real path (MountPath), where mountinfo shows the mount.
-func (d *Driver) teardown(v *volume) error {
+// Everything happens at the volume's real path (MountPath), where mountinfo shows the mount. At unpublish, a
+// target path whose last component is a symlink to that path goes too.
+func (d *Driver) teardown(v *volume, unpublish bool) error {
 	target := v.rec.MountPath
 	if err := d.unmount(target); err != nil {
 		return err
@@ -359,9 +360,10 @@ func (d *Driver) teardown(v *volume) error {
 	if err := os.Remove(target); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("removing the target path: %w", err)
 	}
-	// A target path whose last component is a symlink (to the directory just removed) goes too, as the target path
-	// of a volume without one does.
-	if named := v.rec.TargetPath; named != target && d.inPods(filepath.Dir(named)) {
+	// At unpublish, a target path whose last component is a symlink (to the directory just removed) goes too, as
+	// the target path of a volume without one does. Otherwise (a dead volume cleared to be published again, or at
+	// the plugin's start, a failed publish undone) it stays: the kubelet's path must lead to the volume again.
+	if named := v.rec.TargetPath; unpublish && named != target && d.inPods(filepath.Dir(named)) {
 		if fi, err := os.Lstat(named); err == nil && fi.Mode()&os.ModeSymlink != 0 {
 			if err := os.Remove(named); err != nil && !errors.Is(err, os.ErrNotExist) {
 				return fmt.Errorf("removing the target path's symlink: %w", err)

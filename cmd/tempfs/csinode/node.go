@@ -68,7 +68,7 @@ func (d *Driver) NodePublishVolume(ctx context.Context, req *csi.NodePublishVolu
 		}
 		// Its daemon died: what it held is gone, so the volume is made afresh.
 		d.log.Warn("the volume's daemon is gone: clearing it before publishing it again", "volume", id, "target", v.rec.TargetPath)
-		if err := d.teardown(v); err != nil {
+		if err := d.teardown(v, false); err != nil {
 			return nil, status.Errorf(codes.Internal, "clearing the dead volume %s: %v", id, err)
 		}
 		d.set(id, nil)
@@ -207,7 +207,7 @@ func (d *Driver) publish(ctx context.Context, id, target, real string, flags []s
 	}
 	v := &volume{rec: rec}
 	undo := func(cause error) error {
-		if err := d.teardown(v); err != nil {
+		if err := d.teardown(v, false); err != nil {
 			d.log.Error("undoing a failed publish", "volume", id, "err", err)
 		}
 		d.ungrant(id)
@@ -275,7 +275,7 @@ func (d *Driver) NodeUnpublishVolume(ctx context.Context, req *csi.NodeUnpublish
 	if v == nil || !v.rec.at(filepath.Clean(req.GetTargetPath()), realOrEmpty(req.GetTargetPath())) {
 		return &csi.NodeUnpublishVolumeResponse{}, nil
 	}
-	if err := d.teardown(v); err != nil {
+	if err := d.teardown(v, true); err != nil {
 		return nil, status.Errorf(codes.Internal, "unpublishing volume %s: %v", id, err)
 	}
 	d.set(id, nil)

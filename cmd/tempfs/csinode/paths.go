@@ -40,7 +40,9 @@ func resolveTarget(path string) (string, error) {
 		case errors.Is(err, os.ErrNotExist):
 			return full, nil
 		case err != nil:
-			return "", err
+			// Something is there, and it is not a symlink (lstat of a symlink never reaches another filesystem):
+			// a mountpoint whose daemon is gone (ENOTCONN), which a retry must still find to clear it.
+			return full, nil
 		case fi.Mode()&os.ModeSymlink == 0:
 			return full, nil
 		}
