@@ -89,9 +89,17 @@ func startCSI(t *testing.T, dir string, args ...string) *csiPlugin {
 	p.conn = conn
 	p.Node = csi.NewNodeClient(conn)
 	p.Identity = csi.NewIdentityClient(conn)
-	// The plugin is ready when Probe says so: WaitForReady holds the call until the socket accepts.
+	// The plugin is ready when Probe says so: WaitForReady holds the call until the socket accepts, or until the
+	// plugin exits (a refused flag), which ends the wait at once.
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
+	go func() {
+		select {
+		case <-p.exited:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
 	resp, err := p.Identity.Probe(ctx, &csi.ProbeRequest{}, grpc.WaitForReady(true))
 	if err != nil || !resp.GetReady().GetValue() {
 		p.kill(t)
