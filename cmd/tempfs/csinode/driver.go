@@ -202,12 +202,19 @@ func (d *Driver) recover() error {
 		}
 		if v.daemon != nil && d.cfg.Mounts.IsLive(rec.MountPath) {
 			d.volumes[rec.VolumeID] = v
-			if !d.regrant(rec.VolumeID, rec.MemoryGranted) {
+			held := rec.MemoryGranted
+			if held == 0 {
+				// An older plugin's volume: its daemon took its memory attribute, or the default, whatever the budget.
+				if ask, err := d.memoryAsked(rec.Attributes); err == nil {
+					held = ask
+				}
+			}
+			if !d.regrant(rec.VolumeID, held) {
 				d.log.Warn("the volumes adopted hold more RAM than the node's budget: new volumes get none until they go",
-					"volume", rec.VolumeID, "memory", rec.MemoryGranted, "granted", d.granted(), "budget", d.cfg.MemoryBudget)
+					"volume", rec.VolumeID, "memory", held, "granted", d.granted(), "budget", d.cfg.MemoryBudget)
 			}
 			d.log.Info("adopted a volume", "volume", rec.VolumeID, "target", rec.TargetPath, "mount", rec.MountPath,
-				"pid", v.daemon.pid, "memory", rec.MemoryGranted)
+				"pid", v.daemon.pid, "memory", held)
 			continue
 		}
 		if err := d.teardown(v, false); err != nil {
