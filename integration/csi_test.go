@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -27,6 +28,9 @@ type csiPlugin struct {
 	Socket   string
 	StateDir string
 	Store    string
+	// Pods is the pods directory of the plugin's kubelet directory (dir/kubelet unless the test names another with
+	// --kubelet-dir): where target paths must lie.
+	Pods     string
 	cmd      *exec.Cmd
 	logPath  string
 	exited   chan struct{}
@@ -36,7 +40,8 @@ type csiPlugin struct {
 }
 
 // startCSI runs `tempfs csi` on a socket in dir, with its state and stores in dir too (so that a restart with the
-// same dir finds its volumes), and returns once Probe answers ready. Cleanup stops it with SIGTERM.
+// same dir finds its volumes), and returns once Probe answers ready. Cleanup stops it with SIGTERM. Its kubelet
+// directory is dir/kubelet (made with its pods directory) unless args give --kubelet-dir.
 func startCSI(t *testing.T, dir string, args ...string) *csiPlugin {
 	t.Helper()
 	requireFUSE(t)
@@ -44,8 +49,20 @@ func startCSI(t *testing.T, dir string, args ...string) *csiPlugin {
 		Socket:   filepath.Join(dir, "csi.sock"),
 		StateDir: filepath.Join(dir, "state"),
 		Store:    filepath.Join(dir, "stores"),
+		Pods:     filepath.Join(dir, "kubelet", "pods"),
 		logPath:  filepath.Join(dir, "csi.log"),
 		exited:   make(chan struct{}),
+	}
+	kubeletDir := slices.IndexFunc(args, func(a string) bool { return strings.HasPrefix(a, "--kubelet-dir") })
+	if kubeletDir < 0 {
+		if err := os.MkdirAll(p.Pods, 0o750); err != nil {
+			t.Fatal(err)
+		}
+		args = append([]string{"--kubelet-dir", filepath.Dir(p.Pods)}, args...)
+	} else if given, ok := strings.CutPrefix(args[kubeletDir], "--kubelet-dir="); ok {
+		p.Pods = filepath.Join(given, "pods")
+	} else {
+		p.Pods = filepath.Join(args[kubeletDir+1], "pods")
 	}
 	// A file, not a pipe: the volumes' daemons inherit the plugin's stderr and outlive it, and Wait would wait for
 	// a pipe's last writer.
@@ -72,9 +89,17 @@ func startCSI(t *testing.T, dir string, args ...string) *csiPlugin {
 	p.conn = conn
 	p.Node = csi.NewNodeClient(conn)
 	p.Identity = csi.NewIdentityClient(conn)
-	// The plugin is ready when Probe says so: WaitForReady holds the call until the socket accepts.
+	// The plugin is ready when Probe says so: WaitForReady holds the call until the socket accepts, or until the
+	// plugin exits (a refused flag), which ends the wait at once.
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
+	go func() {
+		select {
+		case <-p.exited:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
 	resp, err := p.Identity.Probe(ctx, &csi.ProbeRequest{}, grpc.WaitForReady(true))
 	if err != nil || !resp.GetReady().GetValue() {
 		p.kill(t)
@@ -253,10 +278,7 @@ func wantCode(t *testing.T, what string, err error, want codes.Code) {
 func TestCSIKubeletLifecycle(t *testing.T) {
 	dir := t.TempDir()
 	p := startCSI(t, dir)
-	pods := filepath.Join(dir, "pods")
-	if err := os.Mkdir(pods, 0o750); err != nil {
-		t.Fatal(err)
-	}
+	pods := p.Pods
 	target := filepath.Join(pods, "mount")
 	attrs := map[string]string{
 		"maxSize": "4Ki", "memory": "64Mi", "disk": "16MiB", "mode": "1777", "maxAge": "1h",
@@ -320,7 +342,7 @@ func TestCSIKubeletLifecycle(t *testing.T) {
 func TestCSIBadAttributes(t *testing.T) {
 	dir := t.TempDir()
 	p := startCSI(t, dir)
-	target := filepath.Join(dir, "mount")
+	target := filepath.Join(p.Pods, "mount")
 	cases := []struct {
 		attrs map[string]string
 		want  string
@@ -359,7 +381,7 @@ func TestCSIBadAttributes(t *testing.T) {
 func TestCSIPluginRestart(t *testing.T) {
 	dir := t.TempDir()
 	p := startCSI(t, dir)
-	target := filepath.Join(dir, "mount")
+	target := filepath.Join(p.Pods, "mount")
 	p.publish(t, "survivor", target, map[string]string{"maxSize": "64Ki"})
 	data := bytes.Repeat([]byte("k"), 100<<10)
 	if err := os.WriteFile(filepath.Join(target, "kept"), data, 0o644); err != nil {
@@ -379,8 +401,8 @@ func TestCSIPluginRestart(t *testing.T) {
 		t.Errorf("the restarted plugin did not say it adopted the volume; log:\n%s", p2.Log())
 	}
 	_, inodes := p2.volumeStats(t, "survivor", target)
-	if inodes.GetUsed() != 2 {
-		t.Errorf("inodes used after the restart: %d, want 2", inodes.GetUsed())
+	if inodes.GetUsed() != 3 { // the root and two files, as df -i counts them
+		t.Errorf("inodes used after the restart: %d, want 3", inodes.GetUsed())
 	}
 	if _, err := p2.Node.NodePublishVolume(csiCall(t), publishRequest("survivor", target, map[string]string{"maxSize": "64Ki"})); err != nil {
 		t.Errorf("publishing the adopted volume again: %v", err)
@@ -397,7 +419,7 @@ func TestCSIPluginRestart(t *testing.T) {
 func TestCSIDaemonKilled(t *testing.T) {
 	dir := t.TempDir()
 	p := startCSI(t, dir)
-	target := filepath.Join(dir, "mount")
+	target := filepath.Join(p.Pods, "mount")
 	p.publish(t, "doomed", target, map[string]string{"maxSize": "4Ki"})
 	sh(t, target, "head -c 65536 /dev/zero > spilled")
 	killVolumeDaemon(t, target)
@@ -406,7 +428,7 @@ func TestCSIDaemonKilled(t *testing.T) {
 
 	// The same with a plugin restart in between: the new plugin clears the dead volume at start, and the kubelet's
 	// unpublish that follows is OK.
-	second := filepath.Join(dir, "mount2")
+	second := filepath.Join(p.Pods, "mount2")
 	p.publish(t, "doomed2", second, nil)
 	p.kill(t)
 	killVolumeDaemon(t, second)
@@ -492,7 +514,7 @@ func TestCSICommandLine(t *testing.T) {
 func TestCSISupervisedPluginDies(t *testing.T) {
 	dir := t.TempDir()
 	p := startCSI(t, dir, "--supervise")
-	target := filepath.Join(dir, "mount")
+	target := filepath.Join(p.Pods, "mount")
 	p.publish(t, "supervised", target, nil)
 	first := supervisedPlugin(t, p.cmd.Process.Pid)
 	if err := syscall.Kill(first, syscall.SIGKILL); err != nil {
@@ -583,7 +605,7 @@ func TestCSIPluginKilledMidPublish(t *testing.T) {
 	dir := t.TempDir()
 	for i, delay := range []time.Duration{0, 10 * time.Millisecond, 40 * time.Millisecond} {
 		p := startCSI(t, dir)
-		target := filepath.Join(dir, fmt.Sprint("mount", i))
+		target := filepath.Join(p.Pods, fmt.Sprint("mount", i))
 		id := fmt.Sprint("interrupted-", i)
 		done := make(chan struct{})
 		go func() {
@@ -610,7 +632,7 @@ func TestCSIConcurrentVolumes(t *testing.T) {
 	dir := t.TempDir()
 	p := startCSI(t, dir)
 	const volumes = 6
-	target := func(i int) string { return filepath.Join(dir, fmt.Sprint("pod", i)) }
+	target := func(i int) string { return filepath.Join(p.Pods, fmt.Sprint("pod", i)) }
 	eachTwiceAtOnce(t, "publish", volumes, func(i int) error {
 		_, err := p.Node.NodePublishVolume(csiCall(t), publishRequest(fmt.Sprint("vol", i), target(i), map[string]string{"maxSize": "64Ki"}))
 		return err
@@ -653,7 +675,7 @@ func eachTwiceAtOnce(t *testing.T, what string, n int, call func(i int) error) {
 func TestCSIOwnerAttributes(t *testing.T) {
 	dir := t.TempDir()
 	p := startCSI(t, dir)
-	target := filepath.Join(dir, "mount")
+	target := filepath.Join(p.Pods, "mount")
 	p.publish(t, "owned", target, map[string]string{"owner": "process", "ownerQuota": "1Mi"})
 	sh(t, target, "echo left behind > orphan")
 	eventually(t, 10*time.Second, "a file of an exited process is still there", func() bool {
