@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/container-storage-interface/spec/lib/go/csi"
+	"golang.org/x/sys/unix"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
@@ -43,6 +44,13 @@ type csiPlugin struct {
 // same dir finds its volumes), and returns once Probe answers ready. Cleanup stops it with SIGTERM. Its kubelet
 // directory is dir/kubelet (made with its pods directory) unless args give --kubelet-dir.
 func startCSI(t *testing.T, dir string, args ...string) *csiPlugin {
+	t.Helper()
+	return startCSIVia(t, dir, nil, nil, args...)
+}
+
+// startCSIVia is startCSI with the plugin started through a wrapper command that execs it (unshare without
+// --fork, say) and with attr.
+func startCSIVia(t *testing.T, dir string, wrapper []string, attr *syscall.SysProcAttr, args ...string) *csiPlugin {
 	t.Helper()
 	requireFUSE(t)
 	p := &csiPlugin{
@@ -73,7 +81,12 @@ func startCSI(t *testing.T, dir string, args ...string) *csiPlugin {
 	defer log.Close()
 	full := []string{"csi", "--endpoint", "unix://" + p.Socket, "--node-id", "test-node",
 		"--state-dir", p.StateDir, "--store", p.Store, "--debug"}
-	p.cmd = exec.Command(tempfsBin, append(full, args...)...)
+	full = append(append([]string{tempfsBin}, full...), args...)
+	if wrapper != nil {
+		full = append(slices.Clone(wrapper), full...)
+	}
+	p.cmd = exec.Command(full[0], full[1:]...)
+	p.cmd.SysProcAttr = attr
 	p.cmd.Stderr = log
 	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -688,4 +701,44 @@ func TestCSIOwnerAttributes(t *testing.T) {
 	}
 	p.unpublish(t, "owned", target)
 	assertVolumeGone(t, p, target)
+}
+
+// TestCSIOwnersInThePluginsContainer: the plugin runs as in its container, in a cgroup and cgroup namespace of
+// its own (its mount namespace is the node's, as with Bidirectional propagation), sharing the node's PID
+// namespace (hostPID); a pod's process in a cgroup outside the plugin's namespace writes to volumes with
+// owner: cgroup and owner: session. Its creates succeed, its entries are owned by its cgroup as the node
+// names it and by its session, and they go when the pod's process does.
+func TestCSIOwnersInThePluginsContainer(t *testing.T) {
+	base := fmt.Sprintf("tempfs-it-csi-%d", os.Getpid())
+	owCgroup(t, base)
+	plugin, pod := owCgroup(t, base, "plugin"), owCgroup(t, base, "pod")
+	cgfd, err := unix.Open(plugin, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(cgfd)
+	p := startCSIVia(t, t.TempDir(), []string{"unshare", "--cgroup"}, &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: cgfd})
+	mine, _ := os.Readlink("/proc/self/ns/cgroup")
+	if theirs, _ := os.Readlink(fmt.Sprintf("/proc/%d/ns/cgroup", p.cmd.Process.Pid)); theirs == mine || theirs == "" {
+		t.Fatalf("the plugin shares this test's cgroup namespace (%q): the test proves nothing", theirs)
+	}
+	byCgroup, bySession := filepath.Join(p.Pods, "by-cgroup"), filepath.Join(p.Pods, "by-session")
+	p.publish(t, "by-cgroup", byCgroup, map[string]string{"owner": "cgroup"})
+	p.publish(t, "by-session", bySession, map[string]string{"owner": "session"})
+	job, _ := owStart(t, &syscall.SysProcAttr{Setsid: true}, "sh", "-c",
+		`echo $$ > "$3"/cgroup.procs && echo x > "$1"/f && echo y > "$2"/f && echo ready && exec sleep 300`,
+		"sh", byCgroup, bySession, pod)
+	if got, want := owOwner(t, filepath.Join(byCgroup, "f")), "cgroup /"+base+"/pod"; got != want {
+		t.Errorf("owner: cgroup: user.tempfs.owner = %q, want %q", got, want)
+	}
+	if got, want := owOwner(t, filepath.Join(bySession, "f")), fmt.Sprintf("session %d ", job.Process.Pid); !strings.HasPrefix(got, want) {
+		t.Errorf("owner: session: user.tempfs.owner = %q, want %q...", got, want)
+	}
+	tlStaysPresent(t, byCgroup, "f", "while the pod's process lives")
+	tlStaysPresent(t, bySession, "f", "while the pod's process lives")
+	owKill(t, job)
+	tlWaitGone(t, byCgroup, "f", "after the pod's cgroup emptied")
+	tlWaitGone(t, bySession, "f", "after the pod's session ended")
+	p.unpublish(t, "by-cgroup", byCgroup)
+	p.unpublish(t, "by-session", bySession)
 }
