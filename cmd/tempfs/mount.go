@@ -161,6 +161,11 @@ func (o *mountOptions) prepare(arg string) (*prepared, error) {
 	if err := checkFUSEDevice(); err != nil {
 		return nil, err
 	}
+	if p.allowOther && os.Geteuid() != 0 {
+		if err := checkUserAllowOther(fuseConfPath); err != nil {
+			return nil, err
+		}
+	}
 	if err := o.prepareStore(p); err != nil {
 		return nil, err
 	}
@@ -413,6 +418,11 @@ func (o *mountOptions) serve(p *prepared, log *slog.Logger) (*served, error) {
 		fsys.StopOwners()
 		store.Close()
 		closeMetrics()
+		if tempfs.IsMountHelperError(err) {
+			// fusermount3 refused the request (a mountpoint this user may not write, an option it forbids):
+			// its own words are the cause, and nothing was mounted.
+			return nil, usageErrorf("mount %s: %v", p.mountpoint, err)
+		}
 		return nil, failure(fmt.Errorf("mount %s: %w", p.mountpoint, err))
 	}
 	log.Info("mounted", "mountpoint", p.mountpoint, "store", store.Path(),
