@@ -58,7 +58,7 @@ func (o *mountOptions) AddFlags(fs *pflag.FlagSet) {
 	fs.Var(&o.maxSize, "max-size", "roll a file over from RAM to the disk store once it is larger than this (0: never by size)")
 	fs.Var(&o.memory, "memory", "cap on the RAM allocated to file data (holes are free); files past it roll over to disk (default: a quarter of the smaller of host RAM and the cgroup memory limit)")
 	fs.Var(&o.disk, "disk", "cap on the bytes allocated in the disk store (holes are free); writes past it fail with ENOSPC; turns passthrough off (default: no cap but free space)")
-	fs.StringVar(&o.store, "store", "", "parent directory of the private disk store (default: the first usable of $TMPDIR, $TEMP, $TMP, /tmp, /var/tmp, /usr/tmp, .)")
+	fs.StringVar(&o.store, "store", "", "parent directory of the private disk store (default: the first usable of $TMPDIR, $TEMP, $TMP, /tmp, /var/tmp, /usr/tmp, . that is neither on a FUSE filesystem nor under the mountpoint)")
 	fs.Var(&o.mode, "mode", "permission bits of the mount's root (0 means 0000)")
 	fs.StringSliceVarP(&o.options, "options", "o", nil, "mount options, comma-separated: allow_other, default_permissions, noexec, noatime, nonempty (mount over a non-empty directory or another mount); nosuid and nodev are always on")
 	fs.Var(&o.owner, "owner", "bind each new entry to the process, group, session or cgroup that made it, and remove it when that owner is gone: none, process, group, session or cgroup")
@@ -128,6 +128,8 @@ type prepared struct {
 	// detachedDead: a dead tempfs mount (its daemon was killed) was detached from the mountpoint first.
 	detachedDead bool
 	memorySource string // where memory came from, for status
+	// storeOnFUSE: --store names a directory on a FUSE filesystem (the default search skips those).
+	storeOnFUSE bool
 }
 
 // prepare checks the request and turns bad input into usage errors (exit status 2), before mounting.
@@ -264,7 +266,7 @@ func checkFUSEDevice() error {
 // mountpoint is caught), or the first usable temporary directory outside the mountpoint.
 func (o *mountOptions) prepareStore(p *prepared) error {
 	if o.store == "" {
-		parent, err := naming.GetTempDir(p.mountpoint)
+		parent, err := naming.GetStoreDir(p.mountpoint)
 		if err != nil {
 			return usageErrorf("no directory for the disk store: %v (give one with --store)", err)
 		}
@@ -286,6 +288,8 @@ func (o *mountOptions) prepareStore(p *prepared) error {
 		return usageErrorf("store %s is not a directory", parent)
 	}
 	p.storeParent = parent
+	// Allowed when asked for by name, at a cost said once at start (serve).
+	p.storeOnFUSE, _ = naming.IsOnFUSE(parent)
 	return nil
 }
 
@@ -383,6 +387,11 @@ func (o *mountOptions) serve(p *prepared, log *slog.Logger) (*served, error) {
 		closeMetrics()
 		return nil, usageErrorf("%v", err)
 	}
+	passthroughOff := p.passthroughOff()
+	if p.storeOnFUSE {
+		log.Warn("the store is on a FUSE filesystem (--store): every byte spilled to disk goes through that filesystem's daemon as well, and passthrough is off; leave --store out to have the default search skip FUSE",
+			"store", p.storeParent)
+	}
 	fsys := tempfs.New(tempfs.Options{
 		Mountpoint: p.mountpoint,
 		Pool:       pool,
@@ -390,7 +399,8 @@ func (o *mountOptions) serve(p *prepared, log *slog.Logger) (*served, error) {
 		RootUID:    uint32(os.Getuid()),
 		RootGID:    uint32(os.Getgid()),
 		// The daemon must see every write to keep --disk and --owner-quota.
-		Passthrough: o.disk.bytes == 0 && o.ownerQuota.bytes == 0,
+		Passthrough:    o.disk.bytes == 0 && o.ownerQuota.bytes == 0 && passthroughOff == "",
+		PassthroughOff: passthroughOff,
 		// Every change of a name or an attribute goes through this kernel or is notified to it (files made
 		// from templates leaving at last close, --max-age reaping), so the kernel may keep what it was told
 		// for long: a stat of a name looked up minutes ago costs no round trip. Template names keep 0.
@@ -583,4 +593,16 @@ func runMount(ctx context.Context, o *mountOptions, flags *pflag.FlagSet, arg st
 	notifyStopping()
 	log.Info("unmounted", "mountpoint", p.mountpoint)
 	return nil
+}
+
+// passthroughOff says why passthrough cannot work on this mount, "" when it can: the kernel registers a
+// backing file only for a daemon with CAP_SYS_ADMIN, and never one on a FUSE filesystem.
+func (p *prepared) passthroughOff() string {
+	switch {
+	case p.storeOnFUSE:
+		return "the store is on a FUSE filesystem"
+	case unix.Geteuid() != 0:
+		return "a user's mount: the kernel grants passthrough only to a daemon with CAP_SYS_ADMIN"
+	}
+	return ""
 }

@@ -197,6 +197,8 @@ func passthroughString(st tempfs.Stats) string {
 	switch {
 	case st.DiskCap > 0:
 		return "off (--disk is set: the daemon must see every write to keep the cap)"
+	case !st.Passthrough && st.PassthroughOff != "":
+		return "off (" + st.PassthroughOff + ")"
 	case !st.Passthrough:
 		return "off (the kernel refused it: the daemon serves disk-resident files)"
 	case st.PassthroughOpens == 0:
