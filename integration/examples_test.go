@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -585,5 +586,83 @@ func TestNewUserHelpExamples(t *testing.T) {
 			continue
 		}
 		t.Run(ex, func(t *testing.T) { check(t, newExampleEnv(t), ex) })
+	}
+}
+
+// readmeBlock returns the lines of the first ``` block of README.md after the line after, comments dropped.
+func readmeBlock(t *testing.T, after string) []string {
+	t.Helper()
+	data, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := string(data)
+	i := strings.Index(text, "\n"+after+"\n")
+	if i < 0 {
+		t.Fatalf("README.md has no line %q", after)
+	}
+	text = text[i+len(after)+2:]
+	start := strings.Index(text, "```")
+	if start < 0 {
+		t.Fatalf("README.md has no code block after %q", after)
+	}
+	text = text[start:]
+	text = text[strings.Index(text, "\n")+1:]
+	end := strings.Index(text, "```")
+	var lines []string
+	for line := range strings.Lines(text[:end]) {
+		if line = exampleComment.ReplaceAllString(strings.TrimSpace(line), ""); line != "" {
+			lines = append(lines, line)
+		}
+	}
+	return lines
+}
+
+// TestNewUserReadmeShell runs the README's "In a shell" block as written on a scratch mount (for /scratch),
+// in one shell, and checks what each line's comment says: a private file listed while fd 3 is open and gone
+// after, its path from getfattr, a kept file and a kept 0700 directory.
+func TestNewUserReadmeShell(t *testing.T) {
+	requireFUSE(t)
+	lines := readmeBlock(t, "In a shell:")
+	want := []string{
+		"exec 3<>/scratch/jobXXXXXX",
+		"getfattr --only-values -n user.tempfs.path /proc/self/fd/3",
+		"f=$(tempfs mktemp -p /scratch)",
+		"d=$(tempfs mktemp -d -p /scratch)",
+	}
+	if strings.Join(lines, "\n") != strings.Join(want, "\n") {
+		t.Fatalf("the README's shell block is now:\n%s\nthis test checks:\n%s", strings.Join(lines, "\n"), strings.Join(want, "\n"))
+	}
+	e := newExampleEnv(t)
+	e.daemonMount(t, e.scratch)
+	r := e.run(t, strings.Join(lines, "\n"), `set -e
+%s
+echo
+ls "`+e.scratch+`"
+echo "$f"
+echo "$d"`)
+	wantExit0(t, "the README's shell block", r)
+	out := strings.Split(r.stdout, "\n")
+	if len(out) < 6 {
+		t.Fatalf("the README's shell block printed %q", r.stdout)
+	}
+	path, f, d := out[0], out[len(out)-3], out[len(out)-2]
+	listed := out[1 : len(out)-3]
+	if !regexp.MustCompile(`^` + regexp.QuoteMeta(e.scratch) + `/job[a-z0-9_]{6}$`).MatchString(path) {
+		t.Errorf("getfattr printed %q; want the private file's path on the mount", path)
+	}
+	if !slices.Contains(listed, filepath.Base(path)) || !slices.Contains(listed, filepath.Base(f)) || !slices.Contains(listed, filepath.Base(d)) {
+		t.Errorf("ls while fd 3 was open: %q; want the private file %s, f and d", listed, path)
+	}
+	// The shell is gone: so is the private file; the kept file and directory stay.
+	eventually(t, 10*time.Second, "the private file gone with the shell", func() bool {
+		_, err := os.Lstat(path)
+		return os.IsNotExist(err)
+	})
+	if st, err := os.Stat(f); err != nil || !st.Mode().IsRegular() || filepath.Dir(f) != e.scratch {
+		t.Errorf("f=%q: %v; want a kept file on the mount", f, err)
+	}
+	if st, err := os.Stat(d); err != nil || !st.IsDir() || st.Mode().Perm() != 0o700 || filepath.Dir(d) != e.scratch {
+		t.Errorf("d=%q: %v; want a kept 0700 directory on the mount", d, err)
 	}
 }
