@@ -90,7 +90,8 @@ made it, and is removed (as by unlink: open files live on until closed) once tha
 user.tempfs.lifetime=keep takes an entry out of its owner's hands.
 
 Sizes accept 4096, 64KiB, 1MiB, 2GiB, and K, M, G, T (also Ki, Mi, Gi, Ti) as the same
-binary units, as dd reads them; KB, MB, GB, TB are decimal (1KB = 1000). Durations accept
+binary units, as dd reads them; KB, MB, GB, TB are decimal (1KB = 1000); units in any case
+(2gb = 2GB, 4mib = 4MiB). Durations accept
 s, m, h and d (days): 90m, 24h, 10d.
 
 A missing, empty, non-empty or already-mounted MOUNTPOINT is refused (exit status 2) unless
