@@ -110,6 +110,7 @@ store's parent directory.`,
 		},
 	}
 	o.AddFlags(cmd.Flags())
+	registerMountCompletions(cmd)
 	cmd.Flags().BoolVar(&o.daemon, "daemon", false, "run in the background; return once the mount is ready (exit status 0) or failed")
 	cmd.Flags().IntVar(&o.readyFD, "ready-fd", 0, "write \"ready\\n\" to this inherited file descriptor once the mount is ready, then close it")
 	return cmd

@@ -22,7 +22,7 @@ daemon dies.`,
 		Example: `  tempfs mount --daemon /scratch     # serve a scratch dir in the background (tempfs unmount ends it)
   exec 3<>/scratch/jobXXXXXX         # a private file, gone when fd 3 closes
   tempfs unmount /scratch
-  source <(tempfs completion bash)   # tab completion (also zsh, fish, powershell)`,
+  source <(tempfs completion bash)   # tab completion (bash needs bash-completion; also zsh, fish, powershell)`,
 		Version:       versionString(),
 		SilenceUsage:  true,
 		SilenceErrors: true,

@@ -97,6 +97,7 @@ the last example does. Most programs (sort, mktemp, Python's tempfile) read TMPD
 	// Flags end at CMD: `tempfs run ls -l` must give -l to ls, with or without "--".
 	cmd.Flags().SetInterspersed(false)
 	o.AddFlags(cmd.Flags())
+	registerMountCompletions(cmd)
 	// tempfs run has no --daemon: its log goes to stderr (warnings and errors only) or to --log.
 	cmd.Flags().Lookup("log").Usage = "append the daemon's log to `FILE` (default: warnings and errors to stderr)"
 	return cmd
