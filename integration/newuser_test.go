@@ -309,3 +309,29 @@ func addUser(t *testing.T) (uid, gid uint32) {
 	}
 	return uint32(u), uint32(g)
 }
+
+// TestNewUserStatusAfterQuickStart: after what the README's first command does (a private file from a template,
+// ls -l, close), status reads 0 failed, with the normal answers (ENOENT to lookups, ENODATA to getxattrs, a
+// first ENOSYS) counted apart; its exit status is 0 for a live mount, 1 for a dead one, 2 for a plain directory.
+func TestNewUserStatusAfterQuickStart(t *testing.T) {
+	m := startMount(t)
+	sh(t, m.Dir, `exec 3<>"$PWD/jobXXXXXX" && ls -l "$PWD" >/dev/null && exec 3>&-`)
+	cliWaitNoHandles(t, m.Dir)
+	r := cliRun(t, cliQuickExit(), t.TempDir(), "", tempfsBin, "status", m.Dir)
+	line := cliLineWith(r.stdout, "requests")
+	if r.code != 0 || !strings.Contains(line, " 0 failed;") || !strings.Contains(line, "expected answers") {
+		t.Errorf("status after the quick start: exit %d, requests line %q; want 0 failed, the normal answers apart", r.code, line)
+	}
+	st := statusJSON(t, m.Dir)
+	req, _ := st["requests"].(map[string]any)
+	if errs, _ := req["errors"].(float64); errs == 0 || req["expected_errors"] != errs {
+		t.Errorf("status --json: errors %v, expected_errors %v; want them equal and non-zero", req["errors"], req["expected_errors"])
+	}
+	if r := cliRun(t, cliQuickExit(), t.TempDir(), "", tempfsBin, "status", t.TempDir()); r.code != 2 {
+		t.Errorf("status of a plain directory: exit %d, want 2", r.code)
+	}
+	m.crash(t)
+	if r := cliRun(t, cliQuickExit(), t.TempDir(), "", tempfsBin, "status", m.Dir); r.code != 1 || !strings.Contains(r.stderr, "dead mount") {
+		t.Errorf("status of a dead mount: exit %d, %q; want 1", r.code, r.stderr)
+	}
+}
