@@ -50,6 +50,8 @@ type Options struct {
 	// MemorySource says where the pool's memory cap came from (--memory, host RAM, a cgroup limit), for
 	// status.
 	MemorySource string
+	// LogWhere says where the daemon's log goes (a file, the journal, stderr), for status.
+	LogWhere string
 	// Logger receives errors that collapse to EIO and other events worth a line.
 	Logger *slog.Logger
 	// MetricsAddress is where Prometheus metrics are served (host:port), shown in the status; empty when off.

@@ -32,6 +32,8 @@ type Stats struct {
 	SpilledBytes    int64 `json:"spilled_bytes"`
 	BytesWritten    int64 `json:"bytes_written"`
 	Passthrough     bool  `json:"passthrough"`
+	// Log says where the daemon's log goes: a file, the journal, syslog, stderr.
+	Log string `json:"log,omitempty"`
 	// PassthroughOff says why passthrough was off from the start (a user's mount, a store on FUSE).
 	PassthroughOff string `json:"passthrough_off,omitempty"`
 	// PassthroughOpens counts the opens the kernel served from the backing file directly.
@@ -104,6 +106,7 @@ func (fsys *FS) Stats() Stats {
 		Passthrough:         fsys.passthrough.Load(),
 		PassthroughOpens:    fsys.counts.passthroughOpens.Load(),
 		PassthroughOff:      fsys.opts.PassthroughOff,
+		Log:                 fsys.opts.LogWhere,
 		DirectWrites:        fsys.directWrites.Load(),
 		MaxSize:             cfg.MaxSize,
 		UptimeSeconds:       time.Since(fsys.started).Seconds(),

@@ -132,6 +132,8 @@ type prepared struct {
 	memorySource string // where memory came from, for status
 	// storeOnFUSE: --store names a directory on a FUSE filesystem (the default search skips those).
 	storeOnFUSE bool
+	// logWhere says where the daemon's log goes, for status.
+	logWhere string
 }
 
 // prepare checks the request and turns bad input into usage errors (exit status 2), before mounting.
@@ -410,6 +412,7 @@ func (o *mountOptions) serve(p *prepared, log *slog.Logger) (*served, error) {
 		AttrTimeout:  time.Hour,
 		Logger:       log,
 		MemorySource: p.memorySource,
+		LogWhere:     p.logWhere,
 		PanicProbe:   os.Getenv("TEMPFS_TEST_PANIC") == "1",
 		// The address bound: the port the kernel chose when the user asked for 0.
 		MetricsAddress: listenerAddress(metricsLn),
@@ -571,12 +574,13 @@ func runMount(ctx context.Context, o *mountOptions, flags *pflag.FlagSet, arg st
 		ready.fail(err)
 		return err
 	}
-	log, err := o.openMountLog(p.storeParent)
+	log, err := o.openMountLog(p.storeParent, p.mountpoint)
 	if err != nil {
 		ready.fail(err)
 		return err
 	}
 	defer log.Close()
+	p.logWhere = log.where
 	// The store logs stale-store cleanup through slog's default logger.
 	slog.SetDefault(log.Logger)
 	if p.detachedDead {

@@ -153,6 +153,10 @@ func runRun(ctx context.Context, o *runOptions, args []string, stdin io.Reader, 
 	if err != nil {
 		return err
 	}
+	p.logWhere = "stderr (warnings and errors)"
+	if o.mount.logFile != "" {
+		p.logWhere = o.mount.logFile
+	}
 	// Caught from here on, so that a signal can never kill this process with the mount still up.
 	signals := make(chan os.Signal, 16)
 	signal.Notify(signals, forwardedSignals...)

@@ -160,6 +160,9 @@ func writeStatus(w io.Writer, mp string, st tempfs.Stats) {
 	row("written", "%s", naming.FormatSize(st.BytesWritten))
 	row("max size", "%s", maxSizeString(st.MaxSize))
 	row("passthrough", "%s", passthroughString(st))
+	if st.Log != "" {
+		row("log", "%s", st.Log)
+	}
 	row("direct writes", "%s", directWritesString(st.DirectWrites))
 	if st.OwnerScope != "" && st.OwnerScope != "none" {
 		row("owners", "%s: %d live, %d gone, %s removed with their owner", st.OwnerScope, st.OwnersLive, st.OwnersGone,
