@@ -60,7 +60,7 @@ func (o *mountOptions) AddFlags(fs *pflag.FlagSet) {
 	fs.Var(&o.disk, "disk", "cap on the bytes allocated in the disk store (holes are free); writes past it fail with ENOSPC; turns passthrough off (default: no cap but free space)")
 	fs.StringVar(&o.store, "store", "", "parent directory of the private disk store (default: the first usable of $TMPDIR, $TEMP, $TMP, /tmp, /var/tmp, /usr/tmp, . that is neither on a FUSE filesystem nor under the mountpoint)")
 	fs.Var(&o.mode, "mode", "permission bits of the mount's root (0 means 0000)")
-	fs.StringSliceVarP(&o.options, "options", "o", nil, "mount options, comma-separated: allow_other, default_permissions, noexec, noatime, nonempty (mount over a non-empty directory or another mount); nosuid and nodev are always on")
+	fs.StringSliceVarP(&o.options, "options", "o", nil, "mount options, comma-separated: allow_other, default_permissions, noexec, noatime, nonempty (mount over a non-empty directory or another filesystem's mountpoint, never over a live tempfs mount); nosuid and nodev are always on")
 	fs.Var(&o.owner, "owner", "bind each new entry to the process, group, session or cgroup that made it, and remove it when that owner is gone: none, process, group, session or cgroup")
 	fs.Var(&o.ownerQuota, "owner-quota", "cap on the file data of each owner (by file size); a write, truncate or fallocate past it fails with EDQUOT (needs --owner; default: no cap)")
 	fs.Var(&o.maxAge, "max-age", "remove ordinary and kept entries neither opened, read nor modified for this long, unless open (e.g. 24h or 10d; 0: never)")
@@ -94,11 +94,11 @@ binary units, as dd reads them; KB, MB, GB, TB are decimal (1KB = 1000); units i
 (2gb = 2GB, 4mib = 4MiB). Durations accept
 s, m, h and d (days): 90m, 24h, 10d.
 
-A missing, empty, non-empty or already-mounted MOUNTPOINT is refused (exit status 2) unless
--o nonempty is given for the last two. A dead tempfs mount left by a killed daemon is
-detached and mounted afresh. With --daemon, the log goes to --log FILE, or else to the
-system log (the journal or /dev/log), or on a machine with neither to tempfs-UID.log in the
-store's parent directory.`,
+A missing MOUNTPOINT, an empty string or a live tempfs mount is refused (exit status 2); so are
+a non-empty directory and another filesystem's mountpoint, unless -o nonempty is given. A dead
+tempfs mount left by a killed daemon is detached and mounted afresh. With --daemon, the log goes
+to --log FILE, or else to the system log (the journal or /dev/log), or on a machine with
+neither to a file of the mount's own in the store's parent directory (tempfs status names it).`,
 		Example: `  tempfs mount /scratch
   tempfs mount --max-size 4MiB --memory 2GiB --disk 20GiB /scratch
   tempfs mount -o allow_other --mode 1777 /scratch     # a shared /tmp-like dir
