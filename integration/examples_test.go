@@ -666,3 +666,67 @@ echo "$d"`)
 		t.Errorf("d=%q: %v; want a kept 0700 directory on the mount", d, err)
 	}
 }
+
+// TestNewUserReadmeInstall runs the README's install step into a temporary prefix (the prefix before /usr/local
+// and /sbin, as root, without sudo) and checks what it promises: tempfs runs from PATH, and mount(8) mounts fstab
+// types tempfs and fuse.tempfs through the helpers it put in /sbin. mount(8) looks for helpers in /sbin alone, so
+// that check runs in a mount namespace of its own where the prefix's sbin is bound over /sbin.
+func TestNewUserReadmeInstall(t *testing.T) {
+	requireFUSE(t)
+	coreRequireRoot(t)
+	lines := readmeBlock(t, "type `tempfs` and `fuse.tempfs` (`mount` looks for them in `/sbin` only):")
+	if len(lines) != 1 {
+		t.Fatalf("the README's install step is %d lines: %q", len(lines), lines)
+	}
+	prefix, work := t.TempDir(), t.TempDir()
+	openPathTo(t, prefix)
+	// As after the README's build: ./tempfs in the working directory; the prefix's /sbin exists, as a system's.
+	data, err := os.ReadFile(tempfsBin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(work, "tempfs"), data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(filepath.Join(prefix, "sbin"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	step := strings.NewReplacer("sudo ", "", "/usr/local/", prefix+"/usr/local/", "/sbin/", prefix+"/sbin/").Replace(lines[0])
+	if r := cliRun(t, nil, work, "", "sh", "-c", step); r.code != 0 {
+		t.Fatalf("the install step %q: exit %d, %s", step, r.code, r.stderr)
+	}
+	bin := filepath.Join(prefix, "usr/local/bin/tempfs")
+	path := "PATH=" + filepath.Dir(bin) + ":/usr/local/bin:/usr/bin:/bin"
+	r := cliRun(t, append(cliQuickExit(), path), t.TempDir(), "", "sh", "-c", `command -v tempfs && tempfs version`)
+	if r.code != 0 || !strings.HasPrefix(r.stdout, bin+"\ntempfs ") {
+		t.Errorf("tempfs from PATH after the install: exit %d, %q %q", r.code, r.stdout, r.stderr)
+	}
+	for _, helper := range []string{"mount.tempfs", "mount.fuse.tempfs"} {
+		if target, err := os.Readlink(filepath.Join(prefix, "sbin", helper)); err != nil || target != bin {
+			t.Errorf("%s/sbin/%s: %q, %v; want a link to %s", prefix, helper, target, err, bin)
+		}
+	}
+
+	a, b, tmp := t.TempDir(), t.TempDir(), t.TempDir()
+	script := `set -e
+mount --bind "$0/sbin" /sbin
+trap 'umount -l "$1" 2>/dev/null || true; umount -l "$2" 2>/dev/null || true' EXIT
+mount -t tempfs -o max_size=4M,allow_other,nosuid,nodev tempfs "$1"
+mount -t fuse.tempfs -o max_size=8M tempfs "$2"
+tempfs status --json "$1" | jq -r .max_size
+tempfs status --json "$2" | jq -r .max_size
+ours() { awk -v a="$1" -v b="$2" '($5 == a || $5 == b) && / - fuse.tempfs /{print $5}' /proc/self/mountinfo; }
+ours "$1" "$2" | sort
+umount "$1"
+umount "$2"
+ours "$1" "$2" | grep -c . || true`
+	r = cliRun(t, append(cliQuickExit(), path, "TMPDIR="+tmp), work, "", "unshare", "-m", "--propagation", "private",
+		"sh", "-c", script, prefix, a, b)
+	mounted := []string{a, b}
+	slices.Sort(mounted)
+	want := fmt.Sprintf("%d\n%d\n%s\n%s\n0\n", 4<<20, 8<<20, mounted[0], mounted[1])
+	if r.code != 0 || r.stdout != want {
+		t.Errorf("mount -t tempfs and -t fuse.tempfs through the installed helpers: exit %d, stdout %q, stderr %q; want %q",
+			r.code, r.stdout, r.stderr, want)
+	}
+}
