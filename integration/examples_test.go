@@ -730,3 +730,48 @@ ours "$1" "$2" | grep -c . || true`
 			r.code, r.stdout, r.stderr, want)
 	}
 }
+
+// TestNewUserSetupSplit: scripts/setup installs what running tempfs needs (fuse3) and nothing else; with --tests
+// it adds what the tests drive. apt-get is a stand-in that records its arguments, on a PATH where no tool is
+// found, as on a fresh machine.
+func TestNewUserSetupSplit(t *testing.T) {
+	stubs := t.TempDir()
+	bash, err := exec.LookPath("bash")
+	if err != nil {
+		t.Fatal(err)
+	}
+	record := filepath.Join(stubs, "apt-get.args")
+	for name, body := range map[string]string{
+		"id":      "#!" + bash + "\necho 0\n",
+		"apt-get": "#!" + bash + "\necho \"$*\" >> " + record + "\n",
+	} {
+		if err := os.WriteFile(filepath.Join(stubs, name), []byte(body), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Symlink(bash, filepath.Join(stubs, "bash")); err != nil {
+		t.Fatal(err)
+	}
+	setup, err := filepath.Abs("../scripts/setup")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{nil, "install -y -qq fuse3"},
+		{[]string{"--tests"}, "install -y -qq fuse3 rsync python3 git attr jq stress-ng autoconf automake build-essential perl"},
+	} {
+		os.Remove(record)
+		cmd := exec.Command("/usr/bin/env", append([]string{"PATH=" + stubs, "bash", setup}, tc.args...)...)
+		out, err := cmd.CombinedOutput()
+		if err != nil && !strings.Contains(string(out), "/dev/fuse is missing") {
+			t.Errorf("scripts/setup %v: %v: %s", tc.args, err, out)
+		}
+		got, _ := os.ReadFile(record)
+		if lines := strings.Split(strings.TrimSpace(string(got)), "\n"); len(lines) != 2 || lines[0] != "update -qq" || lines[1] != tc.want {
+			t.Errorf("scripts/setup %v ran apt-get %q; want update, then %q", tc.args, got, tc.want)
+		}
+	}
+}
