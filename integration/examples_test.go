@@ -669,7 +669,7 @@ echo "$d"`)
 
 // TestNewUserReadmeInstall runs the README's install step into a temporary prefix (the prefix before /usr/local
 // and /sbin, as root, without sudo) and checks what it promises: tempfs runs from PATH, and mount(8) mounts fstab
-// types tempfs and fuse.tempfs through the helpers it put in /sbin. mount(8) looks for helpers in /sbin alone, so
+// types tempfs and fuse.tempfs through the helpers it put in /sbin, the README's fstab line among them. mount(8) looks for helpers in /sbin alone, so
 // that check runs in a mount namespace of its own where the prefix's sbin is bound over /sbin.
 func TestNewUserReadmeInstall(t *testing.T) {
 	requireFUSE(t)
@@ -707,24 +707,36 @@ func TestNewUserReadmeInstall(t *testing.T) {
 		}
 	}
 
-	a, b, tmp := t.TempDir(), t.TempDir(), t.TempDir()
+	// The README's fstab line, for its /scratch, in an fstab of the test's own (mount -T).
+	fstabLines := readmeBlock(t, "mounts afresh over the dead mount:")
+	a, b, c, tmp := t.TempDir(), t.TempDir(), t.TempDir(), t.TempDir()
+	fstab := filepath.Join(t.TempDir(), "fstab")
+	if len(fstabLines) != 1 || !strings.Contains(fstabLines[0], " /scratch ") {
+		t.Fatalf("the README's fstab block: %q", fstabLines)
+	}
+	if err := os.WriteFile(fstab, []byte(strings.Replace(fstabLines[0], " /scratch ", " "+c+" ", 1)+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	script := `set -e
 mount --bind "$0/sbin" /sbin
-trap 'umount -l "$1" 2>/dev/null || true; umount -l "$2" 2>/dev/null || true' EXIT
+trap 'for m in "$1" "$2" "$3"; do umount -l "$m" 2>/dev/null || true; done' EXIT
 mount -t tempfs -o max_size=4M,allow_other,nosuid,nodev tempfs "$1"
 mount -t fuse.tempfs -o max_size=8M tempfs "$2"
+mount -T "$4" "$3"
 tempfs status --json "$1" | jq -r .max_size
 tempfs status --json "$2" | jq -r .max_size
-ours() { awk -v a="$1" -v b="$2" '($5 == a || $5 == b) && / - fuse.tempfs /{print $5}' /proc/self/mountinfo; }
-ours "$1" "$2" | sort
+tempfs status --json "$3" | jq -r '"\(.max_size) \(.ram_cap)"'
+ours() { awk -v a="$1" -v b="$2" -v c="$3" '($5 == a || $5 == b || $5 == c) && / - fuse.tempfs /{print $5}' /proc/self/mountinfo; }
+ours "$1" "$2" "$3" | sort
 umount "$1"
 umount "$2"
-ours "$1" "$2" | grep -c . || true`
+umount "$3"
+ours "$1" "$2" "$3" | grep -c . || true`
 	r = cliRun(t, append(cliQuickExit(), path, "TMPDIR="+tmp), work, "", "unshare", "-m", "--propagation", "private",
-		"sh", "-c", script, prefix, a, b)
-	mounted := []string{a, b}
+		"sh", "-c", script, prefix, a, b, c, fstab)
+	mounted := []string{a, b, c}
 	slices.Sort(mounted)
-	want := fmt.Sprintf("%d\n%d\n%s\n%s\n0\n", 4<<20, 8<<20, mounted[0], mounted[1])
+	want := fmt.Sprintf("%d\n%d\n%d %d\n%s\n%s\n%s\n0\n", 4<<20, 8<<20, 4<<20, 2<<30, mounted[0], mounted[1], mounted[2])
 	if r.code != 0 || r.stdout != want {
 		t.Errorf("mount -t tempfs and -t fuse.tempfs through the installed helpers: exit %d, stdout %q, stderr %q; want %q",
 			r.code, r.stdout, r.stderr, want)
