@@ -787,3 +787,41 @@ func TestNewUserSetupSplit(t *testing.T) {
 		}
 	}
 }
+
+// TestNewUserReadmeQuickStart runs the README's first command as written, from the repository (the scratch
+// directory and the built binary under the test's own directory instead of /tmp/scratch and ./tempfs), and checks
+// what the text after it says: a private 0600 file listed under its generated name while fd 3 is open, and a
+// status whose requests show no failure (the normal ENOENT, ENODATA and ENOSYS answers apart).
+func TestNewUserReadmeQuickStart(t *testing.T) {
+	requireFUSE(t)
+	coreRequireRoot(t)
+	var commands []string
+	for _, line := range readmeBlock(t, "On a fresh Debian machine with Go (as root, or with `sudo` available), from this directory:") {
+		if !strings.HasPrefix(line, "#") {
+			commands = append(commands, line)
+		}
+	}
+	if len(commands) != 2 || !strings.HasPrefix(commands[0], "scripts/setup && go build") {
+		t.Fatalf("the README's first commands are now %q", commands)
+	}
+	dir := t.TempDir()
+	scratch, bin := filepath.Join(dir, "scratch"), filepath.Join(dir, "tempfs")
+	line := strings.NewReplacer("/tmp/scratch", scratch, " -o tempfs ", " -o "+bin+" ", "./tempfs ", bin+" ").Replace(commands[0])
+	t.Cleanup(func() {
+		if isMounted(scratch) {
+			if r := cliRun(t, cliQuickExit(), dir, "", bin, "unmount", scratch); r.code != 0 {
+				t.Errorf("unmount %s: exit %d, %s", scratch, r.code, r.stderr)
+			}
+		}
+	})
+	r := cliRun(t, append(cliQuickExit(), "TMPDIR="+dir), "..", "", "bash", "-c", line)
+	if r.code != 0 {
+		t.Fatalf("the README's first command: exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
+	}
+	if !regexp.MustCompile(`(?m)^-rw------- .* job[a-z0-9_]{6}$`).MatchString(r.stdout) {
+		t.Errorf("ls -l while fd 3 was open did not list a private job?????? file:\n%s", r.stdout)
+	}
+	if requests := cliLineWith(r.stdout, "requests"); !strings.Contains(requests, " 0 failed") {
+		t.Errorf("status after the quick start: %q; want no failure", requests)
+	}
+}
