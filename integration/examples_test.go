@@ -190,6 +190,20 @@ func (e *exampleEnv) unmountAtEnd(t *testing.T, dir string) {
 	})
 }
 
+// requireTools skips a test whose example runs a program this machine lacks (scripts/setup --tests installs them
+// all); with CI=true that is a failure instead.
+func requireTools(t *testing.T, names ...string) {
+	t.Helper()
+	for _, name := range names {
+		if _, err := exec.LookPath(name); err != nil {
+			if os.Getenv("CI") == "true" {
+				t.Fatalf("no %s (scripts/setup --tests installs it), and CI=true forbids skipping", name)
+			}
+			t.Skipf("no %s: scripts/setup --tests installs it", name)
+		}
+	}
+}
+
 func wantExit0(t *testing.T, example string, r cliResult) {
 	t.Helper()
 	if r.code != 0 {
@@ -356,6 +370,7 @@ var exampleChecks = map[string]func(t *testing.T, e *exampleEnv, ex string){
 	},
 	// run
 	"tempfs run -- make test": func(t *testing.T, e *exampleEnv, ex string) {
+		requireTools(t, "make", "awk")
 		// Stand-in: a test target that says whether TMPDIR is a tempfs mount, and writes a file there.
 		makefile := "test:\n\t@awk -v d=\"$$TMPDIR\" '$$5 == d && / - fuse.tempfs /' /proc/self/mountinfo | grep -q . && echo scratch > \"$$TMPDIR/out\" && echo on-tempfs\n"
 		if err := os.WriteFile(filepath.Join(e.work, "Makefile"), []byte(makefile), 0o644); err != nil {
@@ -367,6 +382,7 @@ var exampleChecks = map[string]func(t *testing.T, e *exampleEnv, ex string){
 		}
 	},
 	"tempfs run --report --max-size 4MiB -- python3 job.py": func(t *testing.T, e *exampleEnv, ex string) {
+		requireTools(t, "python3")
 		// Stand-in: a job whose 5 MiB temporary file passes --max-size and goes to disk.
 		job := "import tempfile\nwith tempfile.TemporaryFile() as f:\n    f.write(b'x' * (5 << 20))\n    f.flush()\nprint('done')\n"
 		if err := os.WriteFile(filepath.Join(e.work, "job.py"), []byte(job), 0o644); err != nil {
@@ -432,6 +448,7 @@ tempfs status --json "$tdir" > "$0.status" 2>&1
 		}
 	},
 	"tempfs status --json /scratch | jq .ram_bytes": func(t *testing.T, e *exampleEnv, ex string) {
+		requireTools(t, "jq")
 		e.daemonMount(t, e.scratch)
 		if err := os.WriteFile(filepath.Join(e.scratch, "f"), []byte("12345"), 0o644); err != nil {
 			t.Fatal(err)
@@ -442,6 +459,7 @@ tempfs status --json "$tdir" > "$0.status" 2>&1
 		}
 	},
 	"tempfs status --json /scratch | jq '.requests.by_opcode | map_values(.count)'": func(t *testing.T, e *exampleEnv, ex string) {
+		requireTools(t, "jq")
 		e.daemonMount(t, e.scratch)
 		r := e.run(t, ex, "set -o pipefail; %s")
 		var counts map[string]int64
@@ -478,6 +496,7 @@ tempfs status --json "$tdir" > "$0.status" 2>&1
 	},
 	// csi
 	`tempfs csi --endpoint unix:///var/lib/kubelet/plugins/tempfs.csi/csi.sock --node-id "$NODE_NAME"`: func(t *testing.T, e *exampleEnv, ex string) {
+		requireTools(t, "unshare")
 		// The default --state-dir is under /var/lib: the example runs in a mount namespace of its own with a
 		// tmpfs there, as a node's /var/lib would be, so that the machine's /var/lib is left alone.
 		cmd := exec.Command("unshare", "-m", "--propagation", "private", "bash", "-c",
@@ -623,6 +642,7 @@ func readmeBlock(t *testing.T, after string) []string {
 // after, its path from getfattr, a kept file and a kept 0700 directory.
 func TestNewUserReadmeShell(t *testing.T) {
 	requireFUSE(t)
+	requireTools(t, "getfattr")
 	lines := readmeBlock(t, "In a shell:")
 	want := []string{
 		"exec 3<>/scratch/jobXXXXXX",
@@ -674,6 +694,7 @@ echo "$d"`)
 func TestNewUserReadmeInstall(t *testing.T) {
 	requireFUSE(t)
 	coreRequireRoot(t)
+	requireTools(t, "unshare", "jq")
 	lines := readmeBlock(t, "type `tempfs` and `fuse.tempfs` (`mount` looks for them in `/sbin` only):")
 	if len(lines) != 1 {
 		t.Fatalf("the README's install step is %d lines: %q", len(lines), lines)

@@ -246,6 +246,7 @@ func TestNewUserNonRoot(t *testing.T) {
 			mode = "--daemon"
 		}
 		t.Run("allow_other without user_allow_other, "+mode, func(t *testing.T) {
+			requireTools(t, "unshare", "setpriv")
 			// fusermount3 reads /etc/fuse.conf: the test's own, without the line, replaces it in a mount
 			// namespace of the command's, whatever the machine's says.
 			conf := filepath.Join(t.TempDir(), "fuse.conf")
