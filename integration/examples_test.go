@@ -846,3 +846,85 @@ func TestNewUserReadmeQuickStart(t *testing.T) {
 		t.Errorf("status after the quick start: %q; want no failure", requests)
 	}
 }
+
+// TestNewUserReadmeCIRunner runs the README's CI-runner block as written (for /ci-tmp, a scratch directory) with
+// a stand-in for `systemd-run --scope --unit NAME` (there is no systemd here): a script that makes the cgroup v2
+// NAME.scope under a cgroup of the test's own, moves itself in and runs the job. The job leaves files in
+// $TMPDIR and a process behind: status --owners shows its cgroup, and once that process is killed the cgroup
+// is empty and the job's files are gone, as the README says.
+func TestNewUserReadmeCIRunner(t *testing.T) {
+	requireFUSE(t)
+	coreRequireRoot(t)
+	lines := readmeBlock(t, "in `$TMPDIR` goes when its last process does, also when the job is killed at a timeout:")
+	want := []string{
+		"tempfs mount --daemon --owner cgroup --owner-quota 8GiB -o allow_other /ci-tmp",
+		`TMPDIR=/ci-tmp systemd-run --scope --unit "ci-job-$JOB_ID" -- ./run-job.sh`,
+		"tempfs status --owners /ci-tmp",
+	}
+	if strings.Join(lines, "\n") != strings.Join(want, "\n") {
+		t.Fatalf("the README's CI-runner block is now:\n%s\nthis test checks:\n%s", strings.Join(lines, "\n"), strings.Join(want, "\n"))
+	}
+	parent := filepath.Join(owCgroupRoot(t), fmt.Sprintf("tempfs-ci-%d", os.Getpid()))
+	if err := os.Mkdir(parent, 0o755); err != nil {
+		t.Fatalf("making a cgroup: %v", err)
+	}
+	scope := filepath.Join(parent, "ci-job-42.scope")
+	t.Cleanup(func() {
+		_ = os.WriteFile(filepath.Join(scope, "cgroup.kill"), []byte("1"), 0)
+		eventually(t, 10*time.Second, "the job's cgroup emptied and removed", func() bool {
+			err := os.Remove(scope)
+			return err == nil || os.IsNotExist(err)
+		})
+		if err := os.Remove(parent); err != nil {
+			t.Errorf("removing the test's cgroup: %v", err)
+		}
+	})
+	e := newExampleEnv(t)
+	e.replace = append(e.replace, "/ci-tmp", e.scratch)
+	stubs := filepath.Join(e.work, "stubs")
+	if err := os.Mkdir(stubs, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	files := map[string]string{
+		filepath.Join(stubs, "systemd-run"): `#!/bin/sh
+unit=
+while [ $# -gt 0 ]; do
+  case "$1" in --scope) ;; --unit) unit=$2; shift ;; --) shift; break ;; *) echo "stand-in systemd-run: $1?" >&2; exit 2 ;; esac
+  shift
+done
+mkdir "$CGROUP_PARENT/$unit.scope" && echo $$ > "$CGROUP_PARENT/$unit.scope/cgroup.procs" && exec "$@"
+`,
+		// The job: files in $TMPDIR, and a process it leaves behind, as a job killed at a timeout leaves them.
+		filepath.Join(e.work, "run-job.sh"): `#!/bin/sh
+echo built > "$TMPDIR/artifact" && mkdir "$TMPDIR/cache" && echo obj > "$TMPDIR/cache/obj"
+sleep 600 </dev/null >/dev/null 2>&1 &
+`,
+	}
+	for path, body := range files {
+		if err := os.WriteFile(path, []byte(body), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e.unmountAtEnd(t, e.scratch)
+	wantExit0(t, lines[0], e.run(t, lines[0], ""))
+	env := []string{"JOB_ID=42", "CGROUP_PARENT=" + parent, "PATH=" + filepath.Dir(tempfsBin) + ":" + stubs + ":" + os.Getenv("PATH")}
+	wantExit0(t, lines[1], e.run(t, lines[1], "", env...))
+	r := e.run(t, lines[2], "")
+	wantExit0(t, lines[2], r)
+	owner := "cgroup /" + filepath.Base(parent) + "/ci-job-42.scope"
+	if !strings.Contains(r.stdout, owner) {
+		t.Errorf("%s: %q; want the job's cgroup %s, which a process of the job still holds", lines[2], r.stdout, owner)
+	}
+	for _, name := range []string{"artifact", "cache"} {
+		if _, err := os.Lstat(filepath.Join(e.scratch, name)); err != nil {
+			t.Errorf("the job's %s is gone while a process of the job lives: %v", name, err)
+		}
+	}
+	// The job's last process ends: its cgroup is empty, and what it left in $TMPDIR goes.
+	if err := os.WriteFile(filepath.Join(scope, "cgroup.kill"), []byte("1"), 0); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "the job's files gone once its cgroup emptied", func() bool {
+		return len(listDir(t, e.scratch)) == 0
+	})
+}
