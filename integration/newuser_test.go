@@ -59,6 +59,17 @@ func TestNewUserStoreNotOnFUSE(t *testing.T) {
 	if got := strings.Count(m.Log(), "level=WARN"); got != 1 || !strings.Contains(m.Log(), "FUSE") {
 		t.Errorf("--store on a FUSE filesystem: %d warnings in the log, want one that says FUSE:\n%s", got, m.Log())
 	}
+	// Under --daemon the daemon's log goes where the caller does not look: the warning reaches its stderr too.
+	mpd := t.TempDir()
+	r = cliRun(t, cliQuickExit(), t.TempDir(), "", tempfsBin, "mount", "--daemon", "--store", outer.Dir, mpd)
+	if r.code != 0 || strings.Count(r.stderr, "\n") != 1 || !strings.Contains(r.stderr, "warning: the store is on a FUSE filesystem") {
+		t.Errorf("mount --daemon --store on FUSE: exit %d, stderr %q; want 0 and the one warning", r.code, r.stderr)
+	}
+	if r.code == 0 {
+		if r := cliRun(t, cliQuickExit(), t.TempDir(), "", tempfsBin, "unmount", mpd); r.code != 0 {
+			t.Errorf("unmount %s: exit %d, %s", mpd, r.code, r.stderr)
+		}
+	}
 	st = statusJSON(t, m.Dir)
 	if store, _ := st["store"].(string); !strings.HasPrefix(store, outer.Dir+"/") {
 		t.Errorf("--store %s: the store is %q", outer.Dir, store)

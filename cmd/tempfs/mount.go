@@ -393,8 +393,7 @@ func (o *mountOptions) serve(p *prepared, log *slog.Logger) (*served, error) {
 	}
 	passthroughOff := p.passthroughOff()
 	if p.storeOnFUSE {
-		log.Warn("the store is on a FUSE filesystem (--store): every byte spilled to disk goes through that filesystem's daemon as well, and passthrough is off; leave --store out to have the default search skip FUSE",
-			"store", p.storeParent)
+		log.Warn(storeOnFUSEWarning, "store", p.storeParent)
 	}
 	fsys := tempfs.New(tempfs.Options{
 		Mountpoint: p.mountpoint,
