@@ -32,6 +32,10 @@ type Stats struct {
 	SpilledBytes    int64 `json:"spilled_bytes"`
 	BytesWritten    int64 `json:"bytes_written"`
 	Passthrough     bool  `json:"passthrough"`
+	// Log says where the daemon's log goes: a file, the journal, syslog, stderr.
+	Log string `json:"log,omitempty"`
+	// PassthroughOff says why passthrough was off from the start (a user's mount, a store on FUSE).
+	PassthroughOff string `json:"passthrough_off,omitempty"`
 	// PassthroughOpens counts the opens the kernel served from the backing file directly.
 	PassthroughOpens int64   `json:"passthrough_opens"`
 	DirectWrites     bool    `json:"direct_writes"`
@@ -103,6 +107,8 @@ func (fsys *FS) Stats() Stats {
 		BytesWritten:        fsys.counts.bytesWritten.Load(),
 		Passthrough:         fsys.passthrough.Load(),
 		PassthroughOpens:    fsys.counts.passthroughOpens.Load(),
+		PassthroughOff:      fsys.opts.PassthroughOff,
+		Log:                 fsys.opts.LogWhere,
 		DirectWrites:        fsys.directWrites.Load(),
 		MaxSize:             cfg.MaxSize,
 		UptimeSeconds:       time.Since(fsys.started).Seconds(),

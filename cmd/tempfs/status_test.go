@@ -97,13 +97,14 @@ func TestWriteStatusActivity(t *testing.T) {
 	var st tempfs.Stats
 	st.Removed = map[string]int64{"last_close": 7, "max_age": 2, "unlink": 5, "owner_gone": 0}
 	st.BytesRead = 3 << 20
-	st.Requests = tempfs.RequestStats{Total: 115, Errors: 12,
+	st.Requests = tempfs.RequestStats{Total: 115, Errors: 12, Expected: 9,
 		ByOpcode: map[string]tempfs.OpcodeStats{
-			"LOOKUP": {Count: 50, Errors: 10, P50Micros: 3.2, P99Micros: 1500, HandlerSeconds: 0.002},
+			"LOOKUP": {Count: 50, Errors: 10, Expected: 8, P50Micros: 3.2, P99Micros: 1500, HandlerSeconds: 0.002},
 			"CREATE": {Count: 40}, "WRITE": {Count: 10}, "GETATTR": {Count: 5}, "OPEN": {Count: 4}, "READ": {Count: 3},
-			"FLUSH": {Count: 2, Errors: 2}, "STATFS": {Count: 1},
+			"FLUSH": {Count: 2, Errors: 2, Expected: 1}, "STATFS": {Count: 1},
 		},
-		ErrorsByErrno: map[string]uint64{"ENOENT": 10, "ENOSYS": 2},
+		ErrorsByErrno:   map[string]uint64{"ENOENT": 10, "ENOSYS": 2},
+		ExpectedByErrno: map[string]uint64{"ENOENT": 8, "ENOSYS": 1},
 	}
 	st.MetricsAddress = "127.0.0.1:9123"
 	var buf bytes.Buffer
@@ -112,8 +113,8 @@ func TestWriteStatusActivity(t *testing.T) {
 	for label, want := range map[string]string{
 		"names removed": "7 at last close, 2 by --max-age, 5 by unlink or rmdir, 0 with their owner",
 		"read":          "3 MiB",
-		"requests":      "115 since mount, 12 failed (ENOENT 10, ENOSYS 2)",
-		"  LOOKUP":      "50, 10 failed, median 3.2µs, p99 1.5ms, 2ms in all",
+		"requests":      "115 since mount, 3 failed (ENOENT 2, ENOSYS 1); 9 expected answers (ENOENT 8, ENOSYS 1) (ENOENT to a lookup, ENODATA to a getxattr, a first ENOSYS)",
+		"  LOOKUP":      "50, 2 failed, 8 expected, median 3.2µs, p99 1.5ms, 2ms in all",
 		"metrics":       "http://127.0.0.1:9123/metrics",
 	} {
 		if line := lineWith(out, label); !strings.Contains(line, want) {
