@@ -39,12 +39,18 @@ type RequestStats struct {
 	// but success: ENOENT to the LOOKUP of a new name, ENODATA to a GETXATTR of a missing attribute, ENOSYS to
 	// FLUSH (tempfs's way of telling the kernel not to send it) count as well.
 	ErrorsByErrno map[string]uint64 `json:"errors_by_errno"`
+	// Expected is the part of Errors that are normal answers, not failures: ENOENT to a LOOKUP, ENODATA to
+	// a GETXATTR, and an opcode's first ENOSYS. ExpectedByErrno splits them by errno.
+	Expected        uint64            `json:"expected_errors"`
+	ExpectedByErrno map[string]uint64 `json:"expected_errors_by_errno"`
 }
 
 // OpcodeStats are the requests of one opcode.
 type OpcodeStats struct {
 	Count  uint64 `json:"count"`
 	Errors uint64 `json:"errors"`
+	// Expected is the part of Errors that are normal answers (RequestStats.Expected).
+	Expected uint64 `json:"expected_errors"`
 	// HandlerSeconds is the time spent in their handlers, all together.
 	HandlerSeconds float64 `json:"handler_seconds"`
 	// P50Micros and P99Micros are the median and 99th percentile of the handler time, estimated from the
@@ -101,6 +107,7 @@ func requestStats(rec *reqstats.Recorder) RequestStats {
 		BucketBoundsMicros: make([]float64, reqstats.NumBuckets-1),
 		ByOpcode:           map[string]OpcodeStats{},
 		ErrorsByErrno:      map[string]uint64{},
+		ExpectedByErrno:    map[string]uint64{},
 	}
 	for i := range s.BucketBoundsMicros {
 		s.BucketBoundsMicros[i] = float64(reqstats.BucketBound(i).Microseconds())
@@ -112,9 +119,11 @@ func requestStats(rec *reqstats.Recorder) RequestStats {
 		}
 		s.Total += k.Count
 		s.Errors += k.Errors
+		s.Expected += k.Expected
 		s.ByOpcode[k.Name] = OpcodeStats{
 			Count:          k.Count,
 			Errors:         k.Errors,
+			Expected:       k.Expected,
 			HandlerSeconds: k.Total.Seconds(),
 			P50Micros:      float64(k.Quantile(0.5).Nanoseconds()) / 1e3,
 			P99Micros:      float64(k.Quantile(0.99).Nanoseconds()) / 1e3,
@@ -123,6 +132,9 @@ func requestStats(rec *reqstats.Recorder) RequestStats {
 	}
 	for errno, n := range rec.Errnos() {
 		s.ErrorsByErrno[errnoName(errno)] = n
+	}
+	for errno, n := range rec.ExpectedErrnos() {
+		s.ExpectedByErrno[errnoName(errno)] = n
 	}
 	return s
 }

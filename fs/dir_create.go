@@ -216,6 +216,14 @@ func (d *Dir) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.Ent
 // Tmpfile answers open(dir, O_TMPFILE): a file with no name, freed at its last close unless linkat gives it one.
 func (d *Dir) Tmpfile(ctx context.Context, flags uint32, mode uint32, out *fuse.EntryOut) (*fusefs.Inode, fusefs.FileHandle, uint32, syscall.Errno) {
 	uid, gid, perm := d.owner(ctx, mode&07777, false)
+	// The file has no owner until linkat names it, but its bytes count against its creator's --owner-quota.
+	var creator *owner.Owner
+	if d.fs.quota != nil {
+		var errno syscall.Errno
+		if creator, errno = d.fs.creatorOwner(ctx); errno != 0 {
+			return nil, nil, 0, errno
+		}
+	}
 	f := &File{leaf: leaf{attrs: newAttrs(syscall.S_IFREG|perm, uid, gid)}, fs: d.fs, data: d.fs.pool.NewFile()}
 	ch := d.NewPersistentInode(ctx, f, fusefs.StableAttr{Mode: syscall.S_IFREG})
 	d.fs.nsMu.Lock()
@@ -226,6 +234,9 @@ func (d *Dir) Tmpfile(ctx context.Context, flags uint32, mode uint32, out *fuse.
 	}
 	h := f.openLocked(flags)
 	f.linkable = flags&syscall.O_EXCL == 0
+	if creator != nil {
+		d.fs.chargeToLocked(f, d.fs.owners.accountLocked(creator))
+	}
 	d.fs.nsMu.Unlock()
 	d.fs.counts.files.Add(1)
 	d.fs.counts.created.Add(1)
@@ -329,7 +340,14 @@ func (d *Dir) Link(ctx context.Context, target fusefs.InodeEmbedder, name string
 			d.fs.nsMu.Unlock()
 			return nil, syscall.ENOENT
 		}
+		if creator != nil && !d.fs.fitsLocked(f, d.fs.owners.accountLocked(creator)) {
+			d.fs.nsMu.Unlock()
+			return nil, syscall.EDQUOT // its bytes would take the owner the name gives it past its quota
+		}
 		f.linkable = false
+		if creator == nil {
+			d.fs.chargeToLocked(f, nil) // an unowned name: its bytes are charged to nobody from now on
+		}
 		ended = d.fs.tagLocked(n, creator)
 	} else if o := n.ownerTag().owner; o != nil && o.Gone() {
 		// A new name for an entry whose owner ended while it was being removed: it goes too.

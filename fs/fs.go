@@ -41,12 +41,17 @@ type Options struct {
 	// Passthrough lets the kernel read and write disk-resident files directly. It must be off when the disk
 	// cap is set: the daemon must see every write to enforce it.
 	Passthrough bool
+	// PassthroughOff says why the caller left Passthrough off, for status ("" when it is on, or for the
+	// disk cap, which status tells from the cap itself).
+	PassthroughOff string
 	// EntryTimeout and AttrTimeout are how long the kernel may cache ordinary names and attributes. Entries
 	// made from templates are always answered with 0 (kernel-notes.md).
 	EntryTimeout, AttrTimeout time.Duration
 	// MemorySource says where the pool's memory cap came from (--memory, host RAM, a cgroup limit), for
 	// status.
 	MemorySource string
+	// LogWhere says where the daemon's log goes (a file, the journal, stderr), for status.
+	LogWhere string
 	// Logger receives errors that collapse to EIO and other events worth a line.
 	Logger *slog.Logger
 	// MetricsAddress is where Prometheus metrics are served (host:port), shown in the status; empty when off.

@@ -90,9 +90,12 @@ func MountFS(mountpoint string, fsys *FS, cfg MountConfig) (*Mount, error) {
 		FirstAutomaticIno: 2,
 	}
 	raw := &recordingFS{fs: fusefs.NewNodeFS(fsys.root, nodeOpts), rec: fsys.requests}
-	server, err := fuse.NewServer(raw, mountpoint, &nodeOpts.MountOptions)
+	server, helperSaid, err := newServerTellingCause(raw, mountpoint, &nodeOpts.MountOptions)
 	if err != nil {
 		return nil, err
+	}
+	if helperSaid != "" {
+		fsys.log.Warn("fusermount3 mounted, and said", "output", helperSaid)
 	}
 	go server.Serve()
 	if err := server.WaitMount(); err != nil {

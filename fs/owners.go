@@ -216,12 +216,7 @@ func (fsys *FS) tagLocked(n node, o *owner.Owner) (ended *owner.Owner) {
 		return nil
 	}
 	n.ownerTag().owner = o
-	own := fsys.owners
-	set := own.entries[o]
-	if set == nil {
-		set = &ownedEntries{pruneAt: minPruneAt}
-		own.entries[o] = set
-	}
+	set := fsys.owners.accountLocked(o)
 	set.add(n)
 	if set.size() >= set.pruneAt {
 		set.pruneLocked()
@@ -231,6 +226,17 @@ func (fsys *FS) tagLocked(n node, o *owner.Owner) (ended *owner.Owner) {
 		return o
 	}
 	return nil
+}
+
+// accountLocked is an owner's set of entries, which also holds its --owner-quota charge; made on first use.
+// The caller holds nsMu.
+func (own *ownership) accountLocked(o *owner.Owner) *ownedEntries {
+	set := own.entries[o]
+	if set == nil {
+		set = &ownedEntries{pruneAt: minPruneAt}
+		own.entries[o] = set
+	}
+	return set
 }
 
 // requeue queues again an owner that ended while an entry was being tagged with it.
@@ -466,6 +472,7 @@ func (fsys *FS) ownerStats(s *Stats) {
 	s.OwnersLive = int64(ts.Live)
 	s.OwnersGone = ts.Gone
 	s.EntriesRemovedWithOwner = fsys.owners.removed.Load()
+	s.NamesRemovedWithOwner = fsys.activity.removed[removedOwnerGone].Load()
 }
 
 // OwnerUsage is one live owner in `tempfs status --owners`.

@@ -8,7 +8,9 @@ import (
 // --owner-quota (contract section 3a): the file data of one owner stays under a cap. A file is charged to its
 // owner, whoever writes it, by its size: a write, truncate or fallocate that would take the owner past the cap
 // fails with EDQUOT before anything changes; other owners are not affected. Unowned and kept files are charged
-// to nobody. An operation first reserves its largest possible growth (the new end of the file), then settles
+// to nobody. An O_TMPFILE file has no owner until linkat names it, but its bytes are charged to its
+// creator's owner meanwhile, and linkat moves them to the owner the name gives it (EDQUOT, and no name, if that
+// owner has no room): no file's bytes escape the cap. An operation first reserves its largest possible growth (the new end of the file), then settles
 // on the file's real size; a file's charge goes when its data is freed.
 //
 // Lock order: quota.mu is a leaf, taken after FS.nsMu where both are held.
@@ -94,6 +96,21 @@ func (fsys *FS) chargeToLocked(n node, account *ownedEntries) {
 		account.charged += size
 	}
 	q.mu.Unlock()
+}
+
+// fitsLocked reports whether a file's charge can move to account (nil: nobody) without taking that owner
+// past the cap: how linkat names an O_TMPFILE file, whose bytes were charged to its creator's owner. The
+// caller holds nsMu.
+func (fsys *FS) fitsLocked(n node, account *ownedEntries) bool {
+	f, ok := n.(*File)
+	q := fsys.quota
+	if !ok || q == nil || account == nil || f.freed {
+		return true
+	}
+	size := f.data.Size()
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return f.charge.account == account || account.charged+size <= q.limit
 }
 
 // uncharge drops a freed file's charge.

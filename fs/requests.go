@@ -1,6 +1,8 @@
 package fs
 
 import (
+	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/hanwen/go-fuse/v2/fuse"
@@ -81,6 +83,8 @@ func newRequestRecorder() *reqstats.Recorder { return reqstats.New(opcodeNames[:
 type recordingFS struct {
 	fs  fuse.RawFileSystem
 	rec *reqstats.Recorder
+	// enosys: an opcode already answered ENOSYS once (after that the kernel should not send it again).
+	enosys [numOpcodes]atomic.Bool
 }
 
 var _ = (fuse.RawFileSystem)((*recordingFS)(nil))
@@ -93,7 +97,27 @@ func (r *recordingFS) record(op opcode, start time.Time, st *fuse.Status) {
 	if st != nil {
 		errno = int(*st)
 	}
+	if errno > 0 && r.expectedAnswer(op, errno) {
+		r.rec.RecordExpected(int(op), time.Since(start), errno)
+		return
+	}
 	r.rec.Record(int(op), time.Since(start), errno)
+}
+
+// expectedAnswer tells the error answers that are part of normal work from failures, so that status does not
+// present them as trouble: ENOENT to a LOOKUP (every create starts with the lookup of a name not there yet),
+// ENODATA to a GETXATTR (an attribute not set: the kernel asks for security.capability, programs probe), and
+// the first ENOSYS of an opcode (how the kernel learns that tempfs does without it, FLUSH among them).
+func (r *recordingFS) expectedAnswer(op opcode, errno int) bool {
+	switch {
+	case op == opLookup && errno == int(syscall.ENOENT):
+		return true
+	case op == opGetxattr && errno == int(syscall.ENODATA):
+		return true
+	case errno == int(syscall.ENOSYS):
+		return r.enosys[op].CompareAndSwap(false, true)
+	}
+	return false
 }
 
 // Forwarding: every method of fuse.RawFileSystem, each the same two lines.

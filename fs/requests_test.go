@@ -134,3 +134,36 @@ func TestErrnoName(t *testing.T) {
 		}
 	}
 }
+
+// TestExpectedAnswers: ENOENT to LOOKUP, ENODATA to GETXATTR and an opcode's first ENOSYS are normal answers,
+// counted apart from failures; the same errnos elsewhere, or a second ENOSYS, are failures.
+func TestExpectedAnswers(t *testing.T) {
+	r := &recordingFS{rec: newRequestRecorder()}
+	for _, tc := range []struct {
+		op    opcode
+		errno syscall.Errno
+		want  bool
+	}{
+		{opLookup, syscall.ENOENT, true},
+		{opLookup, syscall.ENAMETOOLONG, false},
+		{opOpen, syscall.ENOENT, false},
+		{opGetxattr, syscall.ENODATA, true},
+		{opGetxattr, syscall.ERANGE, false},
+		{opListxattr, syscall.ENODATA, false},
+		{opFlush, syscall.ENOSYS, true},
+		{opFlush, syscall.ENOSYS, false},
+		{opLseek, syscall.ENOSYS, true},
+	} {
+		if got := r.expectedAnswer(tc.op, int(tc.errno)); got != tc.want {
+			t.Errorf("%s answering %v: expected %v, want %v", opcodeNames[tc.op], tc.errno, got, tc.want)
+		}
+	}
+	st := fuse.Status(syscall.ENOENT)
+	r.record(opLookup, time.Now(), &st)
+	st = fuse.Status(syscall.ENOENT)
+	r.record(opOpen, time.Now(), &st)
+	s := requestStats(r.rec)
+	if s.Errors != 2 || s.Expected != 1 || s.ExpectedByErrno["ENOENT"] != 1 || s.ByOpcode["LOOKUP"].Expected != 1 || s.ByOpcode["OPEN"].Expected != 0 {
+		t.Errorf("after an ENOENT to LOOKUP and one to OPEN: %+v", s)
+	}
+}

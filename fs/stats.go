@@ -32,6 +32,10 @@ type Stats struct {
 	SpilledBytes    int64 `json:"spilled_bytes"`
 	BytesWritten    int64 `json:"bytes_written"`
 	Passthrough     bool  `json:"passthrough"`
+	// Log says where the daemon's log goes: a file, the journal, syslog, stderr.
+	Log string `json:"log,omitempty"`
+	// PassthroughOff says why passthrough was off from the start (a user's mount, a store on FUSE).
+	PassthroughOff string `json:"passthrough_off,omitempty"`
 	// PassthroughOpens counts the opens the kernel served from the backing file directly.
 	PassthroughOpens int64   `json:"passthrough_opens"`
 	DirectWrites     bool    `json:"direct_writes"`
@@ -40,12 +44,14 @@ type Stats struct {
 	UptimeSeconds    float64 `json:"uptime_seconds"`
 	// Activity adds bytes read, names removed by cause and FUSE requests by opcode (issue 13).
 	Activity
-	// Owners (contract section 3a): the scope, the owners alive now, those gone since the start, and the
-	// entries removed with their owner.
+	// Owners (--owner): the scope, the owners alive now, those gone since the start, the entries removed
+	// with their owner (files, directories and other nodes, each once however many hard links it had), and
+	// the names removed with them (Removed["owner_gone"]: a file with three links counts three).
 	OwnerScope              string `json:"owner_scope"`
 	OwnersLive              int64  `json:"owners_live"`
 	OwnersGone              int64  `json:"owners_gone"`
 	EntriesRemovedWithOwner int64  `json:"entries_removed_with_owner"`
+	NamesRemovedWithOwner   int64  `json:"names_removed_with_owner"`
 	// Capacity (issue 15). PeakDiskBytes is the most disk_bytes has been; DiskWrittenBytes every byte that
 	// went to disk (rollover copies, later writes, passthrough growth): what --disk can be sized from.
 	PeakDiskBytes    int64 `json:"peak_disk_bytes"`
@@ -101,6 +107,8 @@ func (fsys *FS) Stats() Stats {
 		BytesWritten:        fsys.counts.bytesWritten.Load(),
 		Passthrough:         fsys.passthrough.Load(),
 		PassthroughOpens:    fsys.counts.passthroughOpens.Load(),
+		PassthroughOff:      fsys.opts.PassthroughOff,
+		Log:                 fsys.opts.LogWhere,
 		DirectWrites:        fsys.directWrites.Load(),
 		MaxSize:             cfg.MaxSize,
 		UptimeSeconds:       time.Since(fsys.started).Seconds(),

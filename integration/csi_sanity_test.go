@@ -30,8 +30,8 @@ func TestCSISanity(t *testing.T) {
 	cfg := sanity.NewTestConfig()
 	cfg.Address = "unix://" + p.Socket
 	cfg.ControllerAddress = "unix://" + startIDController(t, filepath.Join(dir, "controller.sock"))
-	cfg.TargetPath = filepath.Join(dir, "sanity-target")
-	cfg.StagingPath = filepath.Join(dir, "sanity-staging")
+	cfg.TargetPath = filepath.Join(p.Pods, "sanity-target")
+	cfg.StagingPath = filepath.Join(p.Pods, "sanity-staging")
 	sc := sanity.GinkgoTest(&cfg)
 	gomega.RegisterFailHandler(ginkgo.Fail)
 	suite, reporter := ginkgo.GinkgoConfiguration()

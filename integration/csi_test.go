@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -15,6 +16,7 @@ import (
 	"time"
 
 	"github.com/container-storage-interface/spec/lib/go/csi"
+	"golang.org/x/sys/unix"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
@@ -27,6 +29,9 @@ type csiPlugin struct {
 	Socket   string
 	StateDir string
 	Store    string
+	// Pods is the pods directory of the plugin's kubelet directory (dir/kubelet unless the test names another with
+	// --kubelet-dir): where target paths must lie.
+	Pods     string
 	cmd      *exec.Cmd
 	logPath  string
 	exited   chan struct{}
@@ -36,16 +41,36 @@ type csiPlugin struct {
 }
 
 // startCSI runs `tempfs csi` on a socket in dir, with its state and stores in dir too (so that a restart with the
-// same dir finds its volumes), and returns once Probe answers ready. Cleanup stops it with SIGTERM.
+// same dir finds its volumes), and returns once Probe answers ready. Cleanup stops it with SIGTERM. Its kubelet
+// directory is dir/kubelet (made with its pods directory) unless args give --kubelet-dir.
 func startCSI(t *testing.T, dir string, args ...string) *csiPlugin {
+	t.Helper()
+	return startCSIVia(t, dir, nil, nil, args...)
+}
+
+// startCSIVia is startCSI with the plugin started through a wrapper command that execs it (unshare without
+// --fork, say) and with attr.
+func startCSIVia(t *testing.T, dir string, wrapper []string, attr *syscall.SysProcAttr, args ...string) *csiPlugin {
 	t.Helper()
 	requireFUSE(t)
 	p := &csiPlugin{
 		Socket:   filepath.Join(dir, "csi.sock"),
 		StateDir: filepath.Join(dir, "state"),
 		Store:    filepath.Join(dir, "stores"),
+		Pods:     filepath.Join(dir, "kubelet", "pods"),
 		logPath:  filepath.Join(dir, "csi.log"),
 		exited:   make(chan struct{}),
+	}
+	kubeletDir := slices.IndexFunc(args, func(a string) bool { return strings.HasPrefix(a, "--kubelet-dir") })
+	if kubeletDir < 0 {
+		if err := os.MkdirAll(p.Pods, 0o750); err != nil {
+			t.Fatal(err)
+		}
+		args = append([]string{"--kubelet-dir", filepath.Dir(p.Pods)}, args...)
+	} else if given, ok := strings.CutPrefix(args[kubeletDir], "--kubelet-dir="); ok {
+		p.Pods = filepath.Join(given, "pods")
+	} else {
+		p.Pods = filepath.Join(args[kubeletDir+1], "pods")
 	}
 	// A file, not a pipe: the volumes' daemons inherit the plugin's stderr and outlive it, and Wait would wait for
 	// a pipe's last writer.
@@ -56,7 +81,12 @@ func startCSI(t *testing.T, dir string, args ...string) *csiPlugin {
 	defer log.Close()
 	full := []string{"csi", "--endpoint", "unix://" + p.Socket, "--node-id", "test-node",
 		"--state-dir", p.StateDir, "--store", p.Store, "--debug"}
-	p.cmd = exec.Command(tempfsBin, append(full, args...)...)
+	full = append(append([]string{tempfsBin}, full...), args...)
+	if wrapper != nil {
+		full = append(slices.Clone(wrapper), full...)
+	}
+	p.cmd = exec.Command(full[0], full[1:]...)
+	p.cmd.SysProcAttr = attr
 	p.cmd.Stderr = log
 	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -72,9 +102,17 @@ func startCSI(t *testing.T, dir string, args ...string) *csiPlugin {
 	p.conn = conn
 	p.Node = csi.NewNodeClient(conn)
 	p.Identity = csi.NewIdentityClient(conn)
-	// The plugin is ready when Probe says so: WaitForReady holds the call until the socket accepts.
+	// The plugin is ready when Probe says so: WaitForReady holds the call until the socket accepts, or until the
+	// plugin exits (a refused flag), which ends the wait at once.
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
+	go func() {
+		select {
+		case <-p.exited:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
 	resp, err := p.Identity.Probe(ctx, &csi.ProbeRequest{}, grpc.WaitForReady(true))
 	if err != nil || !resp.GetReady().GetValue() {
 		p.kill(t)
@@ -253,10 +291,7 @@ func wantCode(t *testing.T, what string, err error, want codes.Code) {
 func TestCSIKubeletLifecycle(t *testing.T) {
 	dir := t.TempDir()
 	p := startCSI(t, dir)
-	pods := filepath.Join(dir, "pods")
-	if err := os.Mkdir(pods, 0o750); err != nil {
-		t.Fatal(err)
-	}
+	pods := p.Pods
 	target := filepath.Join(pods, "mount")
 	attrs := map[string]string{
 		"maxSize": "4Ki", "memory": "64Mi", "disk": "16MiB", "mode": "1777", "maxAge": "1h",
@@ -320,7 +355,7 @@ func TestCSIKubeletLifecycle(t *testing.T) {
 func TestCSIBadAttributes(t *testing.T) {
 	dir := t.TempDir()
 	p := startCSI(t, dir)
-	target := filepath.Join(dir, "mount")
+	target := filepath.Join(p.Pods, "mount")
 	cases := []struct {
 		attrs map[string]string
 		want  string
@@ -359,7 +394,7 @@ func TestCSIBadAttributes(t *testing.T) {
 func TestCSIPluginRestart(t *testing.T) {
 	dir := t.TempDir()
 	p := startCSI(t, dir)
-	target := filepath.Join(dir, "mount")
+	target := filepath.Join(p.Pods, "mount")
 	p.publish(t, "survivor", target, map[string]string{"maxSize": "64Ki"})
 	data := bytes.Repeat([]byte("k"), 100<<10)
 	if err := os.WriteFile(filepath.Join(target, "kept"), data, 0o644); err != nil {
@@ -379,8 +414,8 @@ func TestCSIPluginRestart(t *testing.T) {
 		t.Errorf("the restarted plugin did not say it adopted the volume; log:\n%s", p2.Log())
 	}
 	_, inodes := p2.volumeStats(t, "survivor", target)
-	if inodes.GetUsed() != 2 {
-		t.Errorf("inodes used after the restart: %d, want 2", inodes.GetUsed())
+	if inodes.GetUsed() != 3 { // the root and two files, as df -i counts them
+		t.Errorf("inodes used after the restart: %d, want 3", inodes.GetUsed())
 	}
 	if _, err := p2.Node.NodePublishVolume(csiCall(t), publishRequest("survivor", target, map[string]string{"maxSize": "64Ki"})); err != nil {
 		t.Errorf("publishing the adopted volume again: %v", err)
@@ -397,7 +432,7 @@ func TestCSIPluginRestart(t *testing.T) {
 func TestCSIDaemonKilled(t *testing.T) {
 	dir := t.TempDir()
 	p := startCSI(t, dir)
-	target := filepath.Join(dir, "mount")
+	target := filepath.Join(p.Pods, "mount")
 	p.publish(t, "doomed", target, map[string]string{"maxSize": "4Ki"})
 	sh(t, target, "head -c 65536 /dev/zero > spilled")
 	killVolumeDaemon(t, target)
@@ -406,7 +441,7 @@ func TestCSIDaemonKilled(t *testing.T) {
 
 	// The same with a plugin restart in between: the new plugin clears the dead volume at start, and the kubelet's
 	// unpublish that follows is OK.
-	second := filepath.Join(dir, "mount2")
+	second := filepath.Join(p.Pods, "mount2")
 	p.publish(t, "doomed2", second, nil)
 	p.kill(t)
 	killVolumeDaemon(t, second)
@@ -492,7 +527,7 @@ func TestCSICommandLine(t *testing.T) {
 func TestCSISupervisedPluginDies(t *testing.T) {
 	dir := t.TempDir()
 	p := startCSI(t, dir, "--supervise")
-	target := filepath.Join(dir, "mount")
+	target := filepath.Join(p.Pods, "mount")
 	p.publish(t, "supervised", target, nil)
 	first := supervisedPlugin(t, p.cmd.Process.Pid)
 	if err := syscall.Kill(first, syscall.SIGKILL); err != nil {
@@ -583,7 +618,7 @@ func TestCSIPluginKilledMidPublish(t *testing.T) {
 	dir := t.TempDir()
 	for i, delay := range []time.Duration{0, 10 * time.Millisecond, 40 * time.Millisecond} {
 		p := startCSI(t, dir)
-		target := filepath.Join(dir, fmt.Sprint("mount", i))
+		target := filepath.Join(p.Pods, fmt.Sprint("mount", i))
 		id := fmt.Sprint("interrupted-", i)
 		done := make(chan struct{})
 		go func() {
@@ -610,7 +645,7 @@ func TestCSIConcurrentVolumes(t *testing.T) {
 	dir := t.TempDir()
 	p := startCSI(t, dir)
 	const volumes = 6
-	target := func(i int) string { return filepath.Join(dir, fmt.Sprint("pod", i)) }
+	target := func(i int) string { return filepath.Join(p.Pods, fmt.Sprint("pod", i)) }
 	eachTwiceAtOnce(t, "publish", volumes, func(i int) error {
 		_, err := p.Node.NodePublishVolume(csiCall(t), publishRequest(fmt.Sprint("vol", i), target(i), map[string]string{"maxSize": "64Ki"}))
 		return err
@@ -653,7 +688,7 @@ func eachTwiceAtOnce(t *testing.T, what string, n int, call func(i int) error) {
 func TestCSIOwnerAttributes(t *testing.T) {
 	dir := t.TempDir()
 	p := startCSI(t, dir)
-	target := filepath.Join(dir, "mount")
+	target := filepath.Join(p.Pods, "mount")
 	p.publish(t, "owned", target, map[string]string{"owner": "process", "ownerQuota": "1Mi"})
 	sh(t, target, "echo left behind > orphan")
 	eventually(t, 10*time.Second, "a file of an exited process is still there", func() bool {
@@ -666,4 +701,44 @@ func TestCSIOwnerAttributes(t *testing.T) {
 	}
 	p.unpublish(t, "owned", target)
 	assertVolumeGone(t, p, target)
+}
+
+// TestCSIOwnersInThePluginsContainer: the plugin runs as in its container, in a cgroup and cgroup namespace of
+// its own (its mount namespace is the node's, as with Bidirectional propagation), sharing the node's PID
+// namespace (hostPID); a pod's process in a cgroup outside the plugin's namespace writes to volumes with
+// owner: cgroup and owner: session. Its creates succeed, its entries are owned by its cgroup as the node
+// names it and by its session, and they go when the pod's process does.
+func TestCSIOwnersInThePluginsContainer(t *testing.T) {
+	base := fmt.Sprintf("tempfs-it-csi-%d", os.Getpid())
+	owCgroup(t, base)
+	plugin, pod := owCgroup(t, base, "plugin"), owCgroup(t, base, "pod")
+	cgfd, err := unix.Open(plugin, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(cgfd)
+	p := startCSIVia(t, t.TempDir(), []string{"unshare", "--cgroup"}, &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: cgfd})
+	mine, _ := os.Readlink("/proc/self/ns/cgroup")
+	if theirs, _ := os.Readlink(fmt.Sprintf("/proc/%d/ns/cgroup", p.cmd.Process.Pid)); theirs == mine || theirs == "" {
+		t.Fatalf("the plugin shares this test's cgroup namespace (%q): the test proves nothing", theirs)
+	}
+	byCgroup, bySession := filepath.Join(p.Pods, "by-cgroup"), filepath.Join(p.Pods, "by-session")
+	p.publish(t, "by-cgroup", byCgroup, map[string]string{"owner": "cgroup"})
+	p.publish(t, "by-session", bySession, map[string]string{"owner": "session"})
+	job, _ := owStart(t, &syscall.SysProcAttr{Setsid: true}, "sh", "-c",
+		`echo $$ > "$3"/cgroup.procs && echo x > "$1"/f && echo y > "$2"/f && echo ready && exec sleep 300`,
+		"sh", byCgroup, bySession, pod)
+	if got, want := owOwner(t, filepath.Join(byCgroup, "f")), "cgroup /"+base+"/pod"; got != want {
+		t.Errorf("owner: cgroup: user.tempfs.owner = %q, want %q", got, want)
+	}
+	if got, want := owOwner(t, filepath.Join(bySession, "f")), fmt.Sprintf("session %d ", job.Process.Pid); !strings.HasPrefix(got, want) {
+		t.Errorf("owner: session: user.tempfs.owner = %q, want %q...", got, want)
+	}
+	tlStaysPresent(t, byCgroup, "f", "while the pod's process lives")
+	tlStaysPresent(t, bySession, "f", "while the pod's process lives")
+	owKill(t, job)
+	tlWaitGone(t, byCgroup, "f", "after the pod's cgroup emptied")
+	tlWaitGone(t, bySession, "f", "after the pod's session ended")
+	p.unpublish(t, "by-cgroup", byCgroup)
+	p.unpublish(t, "by-session", bySession)
 }

@@ -47,6 +47,10 @@ func TestDaemonMode(t *testing.T) {
 	} else if !strings.Contains(string(out), "already a tempfs mount") {
 		t.Errorf("a second mount: %v, %q; want a line saying it is already mounted", err, out)
 	}
+	// -o nonempty is for other filesystems' mountpoints, never a live tempfs mount (as help and README say).
+	if out, err := exec.Command(tempfsBin, "mount", "--daemon", "-o", "nonempty", "--store", store, mp).CombinedOutput(); err == nil || !strings.Contains(string(out), "already a tempfs mount") {
+		t.Errorf("a second mount with -o nonempty: %v, %q; want it refused", err, out)
+	}
 	if st := daemonStats(t, mp); st["max_size"].(float64) != 4096 || st["rollovers"].(float64) != 1 {
 		t.Errorf("the daemon did not get its flags: %v", st)
 	}

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -126,6 +127,13 @@ func startMountAs(t testing.TB, attr *syscall.SysProcAttr, args ...string) *moun
 
 func launchMount(t testing.TB, dir, storeParent string, env []string, attr *syscall.SysProcAttr, args ...string) *mount {
 	t.Helper()
+	return launchMountVia(t, nil, dir, storeParent, env, attr, args...)
+}
+
+// launchMountVia is launchMount with the daemon started through a wrapper command that execs it in its own
+// process (unshare without --fork, say), so that the wrapper's pid is the daemon's.
+func launchMountVia(t testing.TB, wrapper []string, dir, storeParent string, env []string, attr *syscall.SysProcAttr, args ...string) *mount {
+	t.Helper()
 	requireFUSE(t)
 	m := &mount{Dir: dir, StoreParent: storeParent, log: &syncBuffer{}, exited: make(chan struct{})}
 	r, w, err := os.Pipe()
@@ -134,7 +142,11 @@ func launchMount(t testing.TB, dir, storeParent string, env []string, attr *sysc
 	}
 	full := append([]string{"mount", "--ready-fd=3", "--store", m.StoreParent}, args...)
 	full = append(full, m.Dir)
-	m.cmd = exec.Command(tempfsBin, full...)
+	full = append([]string{tempfsBin}, full...)
+	if wrapper != nil {
+		full = append(slices.Clone(wrapper), full...)
+	}
+	m.cmd = exec.Command(full[0], full[1:]...)
 	m.cmd.Stderr = m.log
 	if env != nil {
 		m.cmd.Env = append(os.Environ(), env...)

@@ -145,7 +145,7 @@ func TestMetricsScrape(t *testing.T) {
 		t.Errorf("the daemon's log does not name http://%s/metrics:\n%s", addr, m.Log())
 	}
 	before := scrape(t, addr)
-	for _, name := range []string{`tempfs_ram_cap_bytes`, `tempfs_entries_removed_total{cause="owner_gone"}`, `process_open_fds`} {
+	for _, name := range []string{`tempfs_ram_cap_bytes`, `tempfs_names_removed_total{cause="owner_gone"}`, `process_open_fds`} {
 		if _, ok := before[name]; !ok {
 			t.Errorf("the first scrape lacks %s", name)
 		}
@@ -159,7 +159,7 @@ func TestMetricsScrape(t *testing.T) {
 		exec 3>jobXXXXXX; exec 3>&-             # a template file, gone at its last close
 	`)
 	eventually(t, 10*time.Second, "the template file goes at its last close", func() bool {
-		return scrape(t, addr)[`tempfs_entries_removed_total{cause="last_close"}`] >= 1
+		return scrape(t, addr)[`tempfs_names_removed_total{cause="last_close"}`] >= 1
 	})
 	after := scrape(t, addr)
 
@@ -176,8 +176,8 @@ func TestMetricsScrape(t *testing.T) {
 		{`tempfs_fuse_errors_total{errno="ENOENT"}`, 1},
 		{`tempfs_written_bytes_total`, 100006},
 		{`tempfs_entries_created_total`, 4},
-		{`tempfs_entries_removed_total{cause="unlink"}`, 1},
-		{`tempfs_entries_removed_total{cause="last_close"}`, 1},
+		{`tempfs_names_removed_total{cause="unlink"}`, 1},
+		{`tempfs_names_removed_total{cause="last_close"}`, 1},
 		{`tempfs_rollovers_total`, 1},
 		{`tempfs_entries{kind="file"}`, 2},
 		{`tempfs_files{tier="disk"}`, 1},

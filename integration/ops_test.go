@@ -313,7 +313,8 @@ func opsExpectLogged(t *testing.T, what, path string) {
 
 // TestOpsDaemonLogs: a --daemon mount never logs nowhere (issue 16, item 6): with --log FILE (or log=FILE in
 // fstab) a handler panic answered EIO lands in FILE; without --log, on a machine with neither the journal nor
-// /dev/log, it lands in tempfs-UID.log in the store's parent directory.
+// /dev/log, it lands in the mount's own tempfs-UID-MOUNTPOINT.log in the store's parent directory, which status
+// names.
 func TestOpsDaemonLogs(t *testing.T) {
 	requireFUSE(t)
 	env := append(cliQuickExit(), "TEMPFS_TEST_PANIC=1")
@@ -361,8 +362,13 @@ func TestOpsDaemonLogs(t *testing.T) {
 		if r := cliRun(t, env, t.TempDir(), "", tempfsBin, "mount", "--daemon", "--store", store, mp); r.code != 0 {
 			t.Fatalf("mount --daemon: exit %d, %q", r.code, r.stderr)
 		}
+		// A file of this mount's own, named after its mountpoint, which status names.
+		logFile := filepath.Join(store, fmt.Sprintf("tempfs-%d-%s.log", os.Geteuid(), strings.ReplaceAll(strings.Trim(mp, "/"), "/", "-")))
+		if r := cliRun(t, cliQuickExit(), t.TempDir(), "", tempfsBin, "status", mp); !strings.Contains(r.stdout, "\nlog ") || !strings.Contains(r.stdout, logFile) {
+			t.Errorf("status does not name the log file %s:\n%s", logFile, r.stdout)
+		}
 		opsPanicProbe(t, mp)
-		opsExpectLogged(t, "--daemon without --log", filepath.Join(store, fmt.Sprintf("tempfs-%d.log", os.Geteuid())))
+		opsExpectLogged(t, "--daemon without --log", logFile)
 		unmount(mp, store)
 	})
 }

@@ -540,7 +540,7 @@ func TestOwnerStatus(t *testing.T) {
 		t.Errorf("status after the owner went: gone %v, removed %v", st["owners_gone"], st["entries_removed_with_owner"])
 	}
 	text, err = exec.Command(tempfsBin, "status", m.Dir).Output()
-	if err != nil || !strings.Contains(string(text), "3 entries removed with their owner") {
+	if err != nil || !strings.Contains(string(text), "3 entries (3 names) removed with their owner") {
 		t.Errorf("status: %v\n%s", err, text)
 	}
 }

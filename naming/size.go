@@ -11,17 +11,18 @@ import (
 
 // sizeForms is the part of every ParseSize error that says what is accepted,
 // so that a user who typed a wrong size learns the right form from one line.
-const sizeForms = "use a number of bytes (4096), binary units K, M, G or T as dd reads them, also written KiB or Ki " +
-	"(1K = 1024), or decimal units KB, MB, GB or TB (1KB = 1000), e.g. 64KiB, 1M or 10GB"
+const sizeForms = "use a number of bytes (4096 or 4096B), binary units K, M, G or T as dd reads them, also written KiB or Ki " +
+	"(1K = 1024), or decimal units KB, MB, GB or TB (1KB = 1000), in any case, e.g. 64KiB, 1m or 10gb"
 
 // ParseSize parses a size as the command line takes it, as dd and truncate
-// read it: a plain number of bytes ("4096", "4096B"); a number followed by K,
-// M, G or T in either case, optionally followed by "i", "iB" or "ib", in binary
-// units ("4K", "4k", "64KiB", "1Mi", "2GiB"); or a number followed by KB, MB,
-// GB or TB (the first letter in either case) in decimal units ("1KB" = 1000,
-// "1MB" = 1000000). A lone "b" is refused because dd reads it as 512-byte
-// blocks. Spaces, signs, fractions and values past int64 are errors whose
-// message names the input and the accepted forms.
+// read it, with units in any case: a plain number of bytes ("4096", "4096B");
+// a number followed by K, M, G or T, optionally followed by "i" or "iB", in
+// binary units ("4K", "4k", "64KiB", "1Mi", "2GIB"); or a number followed by
+// KB, MB, GB or TB in decimal units ("1KB" = 1000, "2gb" = 2000000000). One
+// set of spellings, whatever the case: "b" is a byte as "B" is (not dd's
+// 512-byte block), and "Kb" is a thousand bytes as "KB" is. Spaces, signs,
+// fractions and values past int64 are errors whose message names the input and
+// the accepted forms.
 func ParseSize(s string) (int64, error) {
 	digits := 0
 	for digits < len(s) && s[digits] >= '0' && s[digits] <= '9' {
@@ -43,18 +44,19 @@ func ParseSize(s string) (int64, error) {
 
 // sizeMultiplier returns the number of bytes one unit of suffix stands for.
 func sizeMultiplier(suffix string) (int64, bool) {
-	if suffix == "" || suffix == "B" {
+	suffix = strings.ToLower(suffix)
+	if suffix == "" || suffix == "b" {
 		return 1, true
 	}
 	var power int
 	switch suffix[0] {
-	case 'K', 'k':
+	case 'k':
 		power = 1
-	case 'M', 'm':
+	case 'm':
 		power = 2
-	case 'G', 'g':
+	case 'g':
 		power = 3
-	case 'T', 't':
+	case 't':
 		power = 4
 	default:
 		return 0, false
@@ -65,9 +67,9 @@ func sizeMultiplier(suffix string) (int64, bool) {
 		decimal *= 1000
 	}
 	switch suffix[1:] {
-	case "", "i", "iB", "ib":
+	case "", "i", "ib":
 		return binary, true
-	case "B":
+	case "b":
 		return decimal, true
 	}
 	return 0, false

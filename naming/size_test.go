@@ -56,15 +56,27 @@ var parseSizeCases = []struct {
 	{input: "1Ki", want: 1024},
 	{input: "1Gi", want: 1 << 30},
 	{input: "1gi", want: 1 << 30},
-	{input: "4Kb", wantErr: true},
+	{input: "4Kb", want: 4000},
+	{input: "2gb", want: 2000000000},
+	{input: "4mb", want: 4000000},
+	{input: "4Mb", want: 4000000},
+	{input: "1kb", want: 1000},
+	{input: "1tb", want: 1000000000000},
+	{input: "4Mib", want: 4 << 20},
+	{input: "4MIB", want: 4 << 20},
+	{input: "2gib", want: 2 << 30},
+	{input: "2GIB", want: 2 << 30},
+	{input: "1g", want: 1 << 30},
+	{input: "1GI", want: 1 << 30},
+	{input: "4096b", want: 4096},
 	{input: "4KiBi", wantErr: true},
 	{input: "4I", wantErr: true},
 	{input: "9223372036854775807KB", wantErr: true},
-	{input: "4b", wantErr: true},
 	{input: "4iB", wantErr: true},
+	{input: "4bb", wantErr: true},
+	{input: "4kbi", wantErr: true},
+	{input: "4gibb", wantErr: true},
 	{input: "4KiBB", wantErr: true},
-	{input: "4KIB", wantErr: true},
-	{input: "4KI", wantErr: true},
 	{input: "4Mii", wantErr: true},
 	{input: "4E", wantErr: true},
 	{input: "0x10", wantErr: true},
@@ -96,7 +108,7 @@ func TestParseSize(t *testing.T) {
 
 func TestParseSizeErrorMessage(t *testing.T) {
 	_, err := ParseSize("12Q")
-	want := `invalid size "12Q": use a number of bytes (4096), binary units K, M, G or T as dd reads them, also written KiB or Ki (1K = 1024), or decimal units KB, MB, GB or TB (1KB = 1000), e.g. 64KiB, 1M or 10GB`
+	want := `invalid size "12Q": use a number of bytes (4096 or 4096B), binary units K, M, G or T as dd reads them, also written KiB or Ki (1K = 1024), or decimal units KB, MB, GB or TB (1KB = 1000), in any case, e.g. 64KiB, 1m or 10gb`
 	if err == nil || err.Error() != want {
 		t.Errorf("ParseSize(\"12Q\") error = %v, want %s", err, want)
 	}

@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strings"
 	"syscall"
+
+	"golang.org/x/sys/unix"
 )
 
 // TempDirCandidates returns the directories Python's
@@ -40,6 +42,24 @@ func GetTempDir(exclude string) (string, error) {
 	return GetTempDirFrom(TempDirCandidates(os.Getenv, cwd), exclude)
 }
 
+// GetStoreDir is GetTempDir for the parent of a disk store: it also skips
+// every candidate on a FUSE filesystem (GetStoreDirFrom).
+func GetStoreDir(exclude string) (string, error) {
+	cwd, err := os.Getwd()
+	if err != nil {
+		cwd = "."
+	}
+	return GetStoreDirFrom(TempDirCandidates(os.Getenv, cwd), exclude)
+}
+
+// GetStoreDirFrom is GetTempDirFrom, also skipping candidates on a FUSE
+// filesystem: a store there would send every spilled byte through that
+// filesystem's daemon as well, and the kernel refuses passthrough to a backing
+// file on FUSE. With TMPDIR on a tempfs mount, say, the store goes to /tmp.
+func GetStoreDirFrom(candidates []string, exclude string) (string, error) {
+	return firstUsable(candidates, exclude, true)
+}
+
 // GetTempDirFrom returns the absolute, cleaned path of the first candidate
 // that is usable as Python's _get_default_tempdir checks it: it is a directory
 // and a probe file can be created in it exclusively, written, closed and
@@ -47,6 +67,30 @@ func GetTempDir(exclude string) (string, error) {
 // touches them, so a mountpoint not yet served is never probed; an empty
 // exclude skips nothing. The error lists every candidate and why it failed.
 func GetTempDirFrom(candidates []string, exclude string) (string, error) {
+	return firstUsable(candidates, exclude, false)
+}
+
+// IsOnFUSE reports whether dir is on a FUSE filesystem (a tempfs mount among
+// them), and which type /proc/self/mountinfo would not say: the statfs magic.
+func IsOnFUSE(dir string) (bool, error) {
+	magic, err := fsMagic(dir)
+	if err != nil {
+		return false, err
+	}
+	return magic == unix.FUSE_SUPER_MAGIC, nil
+}
+
+// fsMagic is statfs's f_type of path, a variable so that tests can stand in a
+// FUSE filesystem without mounting one.
+var fsMagic = func(path string) (int64, error) {
+	var st unix.Statfs_t
+	if err := unix.Statfs(path, &st); err != nil {
+		return 0, err
+	}
+	return st.Type, nil
+}
+
+func firstUsable(candidates []string, exclude string, skipFUSE bool) (string, error) {
 	var excludeAbs string
 	if exclude != "" {
 		var err error
@@ -60,6 +104,8 @@ func GetTempDirFrom(candidates []string, exclude string) (string, error) {
 		if err == nil {
 			if excludeAbs != "" && IsUnder(dir, excludeAbs) {
 				err = fmt.Errorf("inside %s, which is excluded", excludeAbs)
+			} else if fuse, _ := IsOnFUSE(dir); skipFUSE && fuse {
+				err = errors.New("on a FUSE filesystem, skipped for a disk store")
 			} else {
 				err = probeTempDir(dir)
 			}

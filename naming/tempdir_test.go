@@ -6,6 +6,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"golang.org/x/sys/unix"
 )
 
 func TestTempDirCandidates(t *testing.T) {
@@ -235,5 +237,33 @@ func TestIsUnder(t *testing.T) {
 		if got := IsUnder(tc.path, tc.dir); got != tc.want {
 			t.Errorf("IsUnder(%q, %q) = %v, want %v", tc.path, tc.dir, got, tc.want)
 		}
+	}
+}
+
+// TestGetStoreDirFromSkipsFUSE: the store search passes over a directory on FUSE (as a tempfs mount in TMPDIR
+// is), which gettempdir keeps; an error names it with the reason.
+func TestGetStoreDirFromSkipsFUSE(t *testing.T) {
+	fuseDir, plain := t.TempDir(), t.TempDir()
+	statfs := fsMagic
+	fsMagic = func(path string) (int64, error) {
+		if IsUnder(path, fuseDir) {
+			return unix.FUSE_SUPER_MAGIC, nil
+		}
+		return statfs(path)
+	}
+	t.Cleanup(func() { fsMagic = statfs })
+	if got, err := GetStoreDirFrom([]string{fuseDir, plain}, ""); err != nil || got != plain {
+		t.Errorf("GetStoreDirFrom(FUSE dir, plain dir) = %q, %v; want %s", got, err, plain)
+	}
+	_, err := GetStoreDirFrom([]string{fuseDir}, "")
+	if err == nil || !strings.Contains(err.Error(), fuseDir+": on a FUSE filesystem") {
+		t.Errorf("GetStoreDirFrom(FUSE dir only) error %v; want it to name %s as on FUSE", err, fuseDir)
+	}
+	if got, err := GetTempDirFrom([]string{fuseDir, plain}, ""); err != nil || got != fuseDir {
+		t.Errorf("GetTempDirFrom = %q, %v; gettempdir keeps the FUSE dir %s, as Python does", got, err, fuseDir)
+	}
+	// The mountpoint is still skipped too.
+	if got, err := GetStoreDirFrom([]string{plain}, plain); err == nil {
+		t.Errorf("GetStoreDirFrom excluding %s = %q; want an error", plain, got)
 	}
 }

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -19,6 +18,7 @@ import (
 	"github.com/tempfs/tempfs/cmd/tempfs/csinode"
 	"github.com/tempfs/tempfs/cmd/tempfs/limits"
 	tempfs "github.com/tempfs/tempfs/fs"
+	"github.com/tempfs/tempfs/naming"
 )
 
 // csiOptions are the flags of `tempfs csi`.
@@ -28,6 +28,8 @@ type csiOptions struct {
 	driverName string
 	stateDir   string
 	store      string
+	kubeletDir string
+	memory     sizeValue
 	debug      bool
 	supervise  bool
 }
@@ -35,6 +37,7 @@ type csiOptions struct {
 const (
 	defaultDriverName = "tempfs.csi"
 	defaultStateDir   = "/var/lib/tempfs-csi"
+	defaultKubeletDir = "/var/lib/kubelet"
 )
 
 // AddFlags registers the flags of `tempfs csi` on fs.
@@ -44,6 +47,8 @@ func (o *csiOptions) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.driverName, "driver-name", defaultDriverName, "the CSI driver's name, as the CSIDriver object and pods name it")
 	fs.StringVar(&o.stateDir, "state-dir", defaultStateDir, "where the plugin records its volumes, to find them again after a restart (a host directory)")
 	fs.StringVar(&o.store, "store", "", "parent of each volume's private disk store (default: STATE-DIR/stores)")
+	fs.StringVar(&o.kubeletDir, "kubelet-dir", defaultKubeletDir, "the kubelet's root directory: a target path that does not lie under its pods directory (symlinks followed) is refused")
+	fs.Var(&o.memory, "memory", "the node's RAM budget: all volumes' file data in RAM together; each volume's memory is granted from it at publish, and a volume that finds it used keeps its data on disk (default: a quarter of the smaller of host RAM and the plugin's cgroup memory limit)")
 	fs.BoolVar(&o.debug, "debug", false, "log every CSI call")
 	fs.BoolVar(&o.supervise, "supervise", os.Getpid() == 1, "run the plugin in a child process and start it again when it dies, so that a crash does not end the container and its volumes (default: on when tempfs csi is a container's first process)")
 }
@@ -62,6 +67,16 @@ session of its own, so that a restart of the plugin does not take the pods' scra
 it; NodeUnpublishVolume unmounts it (detaching it if busy), waits for the daemon to go and
 removes its disk store and the target directory. Each volume is recorded in --state-dir; at
 start the plugin adopts the volumes whose daemons still serve them and clears the others.
+
+Target paths are resolved (symlinks followed, also in --kubelet-dir) before anything is mounted,
+found, unmounted or removed, and must lie under the kubelet's pods directory.
+
+RAM is bounded per node: --memory is a budget for all volumes together. At publish each volume
+is granted its memory attribute (default: the default of tempfs mount --memory) or what is left of
+the budget when that is less, down to none; its daemon keeps the rest of its data on disk, so a
+write never fails for lack of RAM while the disk has room. The volume's RAM is charged to the
+plugin's pod, whose daemons write it: give the plugin container a memory request that covers the
+budget.
 
 Volume attributes are the mount flags in camelCase: maxSize, memory, disk, mode, maxAge,
 owner, ownerQuota (sizes also as Kubernetes writes them: 4Mi, 2Gi). Anything else, or a bad
@@ -97,6 +112,10 @@ func (o *csiOptions) csiConfig() (csinode.Config, string, error) {
 		return cfg, "", usageErrorf("--driver-name %q: use at most 63 letters, digits, '-' and '.', beginning and ending with a letter or digit", o.driverName)
 	case o.stateDir == "":
 		return cfg, "", usageErrorf("--state-dir must not be empty")
+	case !filepath.IsAbs(o.kubeletDir):
+		return cfg, "", usageErrorf("--kubelet-dir %q must be an absolute path", o.kubeletDir)
+	case o.memory.set && o.memory.bytes <= 0:
+		return cfg, "", usageErrorf("--memory must be larger than 0")
 	}
 	socket, err := csinode.SocketPath(o.endpoint)
 	if err != nil {
@@ -122,17 +141,26 @@ func (o *csiOptions) csiConfig() (csinode.Config, string, error) {
 	if err != nil {
 		return cfg, "", failure(fmt.Errorf("finding this executable, which serves the volumes: %w", err))
 	}
+	defaultMemory, _ := limits.DefaultMemoryCap()
+	budget := defaultMemory
+	if o.memory.set {
+		budget = o.memory.bytes
+	}
 	return csinode.Config{
-		DriverName:  o.driverName,
-		NodeID:      o.nodeID,
-		Version:     versionString(),
-		StateDir:    filepath.Join(stateDir, "volumes"),
-		StoreRoot:   store,
-		Executable:  exe,
-		DaemonLog:   os.Stderr,
-		CheckFlag:   checkMountFlag,
-		VolumeUsage: volumeUsage,
-		Mounts:      fsMounts{},
+		KubeletDir:    filepath.Clean(o.kubeletDir),
+		MemoryBudget:  budget,
+		DefaultMemory: defaultMemory,
+		ParseSize:     naming.ParseSize,
+		DriverName:    o.driverName,
+		NodeID:        o.nodeID,
+		Version:       versionString(),
+		StateDir:      filepath.Join(stateDir, "volumes"),
+		StoreRoot:     store,
+		Executable:    exe,
+		DaemonLog:     os.Stderr,
+		CheckFlag:     checkMountFlag,
+		VolumeUsage:   volumeUsage,
+		Mounts:        fsMounts{},
 	}, socket, nil
 }
 
@@ -180,7 +208,8 @@ func runCSI(ctx context.Context, o *csiOptions) error {
 	defer stop()
 	csinode.SupervisedReady()
 	cfg.Logger.Info("serving CSI", "endpoint", socket, "driver", cfg.DriverName, "node", cfg.NodeID,
-		"state_dir", cfg.StateDir, "store", cfg.StoreRoot, "version", cfg.Version)
+		"state_dir", cfg.StateDir, "store", cfg.StoreRoot, "kubelet_dir", cfg.KubeletDir,
+		"memory_budget", naming.FormatSize(cfg.MemoryBudget), "version", cfg.Version)
 	if err := drv.Serve(ctx, lis); err != nil {
 		return failure(err)
 	}
@@ -192,23 +221,19 @@ func runCSI(ctx context.Context, o *csiOptions) error {
 func checkMountFlag(name, value string) error {
 	flags := pflag.NewFlagSet("mount", pflag.ContinueOnError)
 	newMountOptions().AddFlags(flags)
-	if flags.Lookup(name) == nil {
+	flag := flags.Lookup(name)
+	if flag == nil {
 		return fmt.Errorf("tempfs mount has no --%s flag", name)
 	}
-	return flags.Set(name, value)
+	// The parser's own error: the caller says which attribute and value (pflag's wrapper would quote it again).
+	return flag.Value.Set(value)
 }
 
-// volumeUsage reads a volume's bytes and entries: used bytes and entries from the daemon's status (as `tempfs
-// status` reads it), total and available from statfs, which counts the RAM cap plus the disk as df shows them.
+// volumeUsage reads a volume's bytes and entries from one statfs of the mount, as df and df -i do: total and
+// available as statfs gives them (the RAM cap plus what the disk can take), used as total minus free, so that
+// used plus available is total. Used bytes are the RAM and disk the files take, in whole blocks; used entries
+// count every file, directory and other entry, the root too.
 func volumeUsage(mountpoint string) (csinode.Usage, error) {
-	raw, err := readStats(mountpoint)
-	if err != nil {
-		return csinode.Usage{}, err
-	}
-	var st tempfs.Stats
-	if err := json.Unmarshal(raw, &st); err != nil {
-		return csinode.Usage{}, fmt.Errorf("%s answered a status that is not JSON: %w", mountpoint, err)
-	}
 	var sfs unix.Statfs_t
 	if err := unix.Statfs(mountpoint, &sfs); err != nil {
 		return csinode.Usage{}, fmt.Errorf("statfs %s: %w", mountpoint, err)
@@ -216,10 +241,10 @@ func volumeUsage(mountpoint string) (csinode.Usage, error) {
 	return csinode.Usage{
 		BytesTotal:      int64(sfs.Blocks) * sfs.Bsize,
 		BytesAvailable:  int64(sfs.Bavail) * sfs.Bsize,
-		BytesUsed:       st.RAMBytes + st.DiskBytes,
+		BytesUsed:       int64(sfs.Blocks-sfs.Bfree) * sfs.Bsize,
 		InodesTotal:     int64(sfs.Files),
 		InodesAvailable: int64(sfs.Ffree),
-		InodesUsed:      st.Entries,
+		InodesUsed:      int64(sfs.Files - sfs.Ffree),
 	}, nil
 }
 

@@ -37,7 +37,8 @@ func TestCheckMountFlag(t *testing.T) {
 }
 
 func TestCSIConfigRefusesBadFlags(t *testing.T) {
-	good := csiOptions{endpoint: "unix:///tmp/csi.sock", nodeID: "n", driverName: defaultDriverName, stateDir: "/tmp/x"}
+	good := csiOptions{endpoint: "unix:///tmp/csi.sock", nodeID: "n", driverName: defaultDriverName, stateDir: "/tmp/x",
+		kubeletDir: defaultKubeletDir}
 	cases := []struct {
 		name   string
 		change func(o *csiOptions)
@@ -49,6 +50,8 @@ func TestCSIConfigRefusesBadFlags(t *testing.T) {
 		{"bad driver name", func(o *csiOptions) { o.driverName = "-tempfs" }, "--driver-name"},
 		{"long driver name", func(o *csiOptions) { o.driverName = strings.Repeat("a", 64) }, "--driver-name"},
 		{"no state dir", func(o *csiOptions) { o.stateDir = "" }, "--state-dir"},
+		{"relative kubelet dir", func(o *csiOptions) { o.kubeletDir = "var/lib/kubelet" }, "--kubelet-dir"},
+		{"no memory", func(o *csiOptions) { _ = o.memory.Set("0") }, "--memory must be larger than 0"},
 	}
 	for _, tc := range cases {
 		o := good

@@ -3,13 +3,19 @@ package main
 import (
 	"bufio"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"strings"
 	"syscall"
 
 	"github.com/spf13/pflag"
+
+	"github.com/tempfs/tempfs/naming"
 )
+
+// storeOnFUSEWarning is the one warning a --store on a FUSE filesystem gets at start: what it costs.
+const storeOnFUSEWarning = "the store is on a FUSE filesystem (--store): every byte spilled to disk goes through that filesystem's daemon as well, and passthrough is off; leave --store out to have the default search skip FUSE"
 
 // daemonize starts `tempfs mount` again as a background process in its own session and returns once it says
 // the mount is ready (exit status 0), or with its error and exit status when it could not mount.
@@ -19,6 +25,12 @@ func daemonize(o *mountOptions, flags *pflag.FlagSet, mountpoint string) error {
 	self, err := os.Executable()
 	if err != nil {
 		return failure(err)
+	}
+	if o.store != "" {
+		// The daemon logs this warning where the caller does not look (the system log): say it here too.
+		if onFUSE, _ := naming.IsOnFUSE(o.store); onFUSE {
+			fmt.Fprintf(os.Stderr, "tempfs mount: warning: %s (store %s)\n", storeOnFUSEWarning, o.store)
+		}
 	}
 	r, w, err := os.Pipe()
 	if err != nil {

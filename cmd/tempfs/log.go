@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 
 	"golang.org/x/sys/unix"
@@ -22,8 +23,10 @@ import (
 //   - --log FILE: appended to FILE (created 0600), whatever stderr is;
 //   - stderr goes somewhere (a terminal, a pipe, systemd's journal for a unit): stderr;
 //   - stderr goes nowhere (/dev/null or closed: --daemon, the fstab helper): the system log, through the
-//     journal's native socket or syslog's /dev/log; on a machine with neither (a container), the file
-//     tempfs-UID.log in the store's parent directory, which the store's cleanup never touches.
+//     journal's native socket or syslog's /dev/log; on a machine with neither (a container), a file of the
+//     mount's own in the store's parent directory, tempfs-UID-MOUNTPOINT.log (fallbackLogPath), which the
+//     store's cleanup never touches. It is capped: past fallbackLogMax it becomes NAME.1 (replacing the one
+//     before) and a fresh file starts, so that a mount never holds more than twice the cap on disk.
 //
 // A log written to a file also takes over stderr (fd 2) when that went nowhere, so that what the Go runtime
 // itself prints when it dies (a fatal error, an unrecovered panic) lands beside the daemon's own lines.
@@ -64,9 +67,84 @@ func openLogFile(path string) (*os.File, error) {
 	return f, nil
 }
 
-// fallbackLogPath is where a mount whose stderr goes nowhere logs on a machine without a system log.
-func fallbackLogPath(storeParent string) string {
-	return filepath.Join(storeParent, "tempfs-"+strconv.Itoa(os.Geteuid())+".log")
+// fallbackLogPath is where a mount whose stderr goes nowhere logs on a machine without a system log: a file per
+// user and mountpoint ("/tmp/scratch" gives tempfs-0-tmp-scratch.log), so that daemons never share one.
+func fallbackLogPath(storeParent, mountpoint string) string {
+	name := strings.Map(func(r rune) rune {
+		if r == '/' || r < ' ' || r == 0x7f {
+			return '-'
+		}
+		return r
+	}, strings.Trim(mountpoint, "/"))
+	if name == "" {
+		name = "root"
+	}
+	// A file name has at most 255 bytes; keep the mountpoint's end, which tells mounts apart.
+	if limit := 255 - len("tempfs--.log.1") - 10; len(name) > limit {
+		name = name[len(name)-limit:]
+	}
+	return filepath.Join(storeParent, "tempfs-"+strconv.Itoa(os.Geteuid())+"-"+name+".log")
+}
+
+// fallbackLogMax is the size at which the fallback log file is rotated.
+const fallbackLogMax = 1 << 20
+
+// cappedFile is a log file that is renamed to NAME.1 once it passes limit bytes, and started afresh.
+type cappedFile struct {
+	mu      sync.Mutex
+	path    string
+	f       *os.File
+	size    int64
+	limit   int64
+	takeFD2 bool // point fd 2 at each new file (the daemon's stderr goes nowhere otherwise)
+}
+
+func openCappedFile(path string, limit int64, takeFD2 bool) (*cappedFile, error) {
+	c := &cappedFile{path: path, limit: limit, takeFD2: takeFD2}
+	if err := c.open(); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+func (c *cappedFile) open() error {
+	f, err := openLogFile(c.path)
+	if err != nil {
+		return err
+	}
+	st, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return err
+	}
+	if c.takeFD2 {
+		_ = unix.Dup3(int(f.Fd()), 2, 0)
+	}
+	c.f, c.size = f, st.Size()
+	return nil
+}
+
+func (c *cappedFile) Write(p []byte) (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.size > 0 && c.size+int64(len(p)) > c.limit {
+		// Rotate: the old lines stay in NAME.1 (one generation), the file starts again.
+		if err := os.Rename(c.path, c.path+".1"); err == nil {
+			c.f.Close()
+			if err := c.open(); err != nil {
+				return 0, err
+			}
+		}
+	}
+	n, err := c.f.Write(p)
+	c.size += int64(n)
+	return n, err
+}
+
+func (c *cappedFile) Close() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.f.Close()
 }
 
 // stderrGoesNowhere reports whether fd 2 is /dev/null or closed: whatever is written there is lost.
@@ -96,7 +174,7 @@ func (l *mountLog) Close() {
 }
 
 // openMountLog sets up the mount's log as the comment at the top of this file says.
-func (o *mountOptions) openMountLog(storeParent string) (*mountLog, error) {
+func (o *mountOptions) openMountLog(storeParent, mountpoint string) (*mountLog, error) {
 	opts := &slog.HandlerOptions{Level: o.logLevel()}
 	nowhere := stderrGoesNowhere()
 	path := o.logFile
@@ -107,7 +185,12 @@ func (o *mountOptions) openMountLog(storeParent string) (*mountLog, error) {
 		if h, closer, where, ok := systemLogHandler(opts); ok {
 			return &mountLog{Logger: slog.New(h), where: where, closer: closer}, nil
 		}
-		path = fallbackLogPath(storeParent)
+		path = fallbackLogPath(storeParent, mountpoint)
+		c, err := openCappedFile(path, fallbackLogMax, nowhere)
+		if err != nil {
+			return nil, usageErrorf("%v", err)
+		}
+		return &mountLog{Logger: slog.New(slog.NewTextHandler(c, opts)), where: path + " (rotated to .1 past 1 MiB)", closer: c}, nil
 	}
 	f, err := openLogFile(path)
 	if err != nil {

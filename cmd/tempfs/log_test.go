@@ -108,3 +108,40 @@ func TestOpenLogFile(t *testing.T) {
 		t.Error("a log file through a symlink was opened")
 	}
 }
+
+// TestFallbackLogPerMountCapped: without a system log each mount logs to a file of its own, named after its
+// mountpoint, which is rotated to NAME.1 past its cap, so that a mount's logs never hold more than twice it.
+func TestFallbackLogPerMountCapped(t *testing.T) {
+	dir := t.TempDir()
+	a, b := fallbackLogPath(dir, "/tmp/scratch"), fallbackLogPath(dir, "/srv/ci/tmp")
+	if a == b || !strings.HasSuffix(a, "-tmp-scratch.log") || filepath.Dir(a) != dir {
+		t.Errorf("fallback logs %s and %s: want one per mountpoint in %s", a, b, dir)
+	}
+	if long := fallbackLogPath(dir, "/"+strings.Repeat("x/", 200)+"end"); len(filepath.Base(long)) > 255 || !strings.HasSuffix(long, "x-end.log") {
+		t.Errorf("a long mountpoint gives %q", filepath.Base(long))
+	}
+	const limit = 1000
+	c, err := openCappedFile(a, limit, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	line := strings.Repeat("x", 99) + "\n"
+	for range 35 {
+		if _, err := c.Write([]byte(line)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c.Close()
+	cur, err1 := os.Stat(a)
+	old, err2 := os.Stat(a + ".1")
+	if err1 != nil || err2 != nil || cur.Size() > limit || old.Size() > limit || cur.Size()+old.Size() == 0 {
+		t.Fatalf("after 3500 bytes with a cap of %d: %v %v, %v %v", limit, cur, err1, old, err2)
+	}
+	if cur.Size() != 500 || old.Size() != 1000 {
+		t.Errorf("current %d bytes, previous %d; want the last 500 and the 1000 before", cur.Size(), old.Size())
+	}
+	entries, _ := os.ReadDir(dir)
+	if len(entries) != 2 {
+		t.Errorf("files in %s: %v; want the log and one older generation", dir, entries)
+	}
+}

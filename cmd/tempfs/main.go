@@ -37,6 +37,8 @@ func execute(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	root.SetArgs(args)
 	root.SetOut(stdout)
 	root.SetErr(stderr)
+	// After SetOut: cobra's completion commands keep the writer they find when they are made.
+	strictCompletion(root)
 	cmd, err := root.ExecuteContextC(ctx)
 	if err == nil {
 		return 0

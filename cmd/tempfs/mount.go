@@ -58,9 +58,9 @@ func (o *mountOptions) AddFlags(fs *pflag.FlagSet) {
 	fs.Var(&o.maxSize, "max-size", "roll a file over from RAM to the disk store once it is larger than this (0: never by size)")
 	fs.Var(&o.memory, "memory", "cap on the RAM allocated to file data (holes are free); files past it roll over to disk; kept under three quarters of the daemon's memory cgroup limit, also when it moves (default: a quarter of the smaller of host RAM and the cgroup memory limit)")
 	fs.Var(&o.disk, "disk", "cap on the bytes allocated in the disk store (holes are free); writes past it fail with ENOSPC; turns passthrough off (default: no cap but free space)")
-	fs.StringVar(&o.store, "store", "", "parent directory of the private disk store (default: the first usable of $TMPDIR, $TEMP, $TMP, /tmp, /var/tmp, /usr/tmp, .)")
+	fs.StringVar(&o.store, "store", "", "parent directory of the private disk store (default: the first usable of $TMPDIR, $TEMP, $TMP, /tmp, /var/tmp, /usr/tmp, . that is neither on a FUSE filesystem nor under the mountpoint)")
 	fs.Var(&o.mode, "mode", "permission bits of the mount's root (0 means 0000)")
-	fs.StringSliceVarP(&o.options, "options", "o", nil, "mount options, comma-separated: allow_other, default_permissions, noexec, noatime, nonempty (mount over a non-empty directory or another mount); nosuid and nodev are always on")
+	fs.StringSliceVarP(&o.options, "options", "o", nil, "mount options, comma-separated: allow_other, default_permissions, noexec, noatime, nonempty (mount over a non-empty directory or another filesystem's mountpoint, never over a live tempfs mount); nosuid and nodev are always on")
 	fs.Var(&o.owner, "owner", "bind each new entry to the process, group, session or cgroup that made it, and remove it when that owner is gone: none, process, group, session or cgroup")
 	fs.Var(&o.ownerQuota, "owner-quota", "cap on the file data of each owner (by file size); a write, truncate or fallocate past it fails with EDQUOT (needs --owner; default: no cap)")
 	fs.Var(&o.maxAge, "max-age", "remove ordinary and kept entries neither opened, read nor modified for this long, unless open, counted as the daemon lived it: wall-clock steps do not count (e.g. 24h or 10d; 0: never)")
@@ -90,14 +90,15 @@ made it, and is removed (as by unlink: open files live on until closed) once tha
 user.tempfs.lifetime=keep takes an entry out of its owner's hands.
 
 Sizes accept 4096, 64KiB, 1MiB, 2GiB, and K, M, G, T (also Ki, Mi, Gi, Ti) as the same
-binary units, as dd reads them; KB, MB, GB, TB are decimal (1KB = 1000). Durations accept
+binary units, as dd reads them; KB, MB, GB, TB are decimal (1KB = 1000); units in any case
+(2gb = 2GB, 4mib = 4MiB). Durations accept
 s, m, h and d (days): 90m, 24h, 10d.
 
-A missing, empty, non-empty or already-mounted MOUNTPOINT is refused (exit status 2) unless
--o nonempty is given for the last two. A dead tempfs mount left by a killed daemon is
-detached and mounted afresh. With --daemon, the log goes to --log FILE, or else to the
-system log (the journal or /dev/log), or on a machine with neither to tempfs-UID.log in the
-store's parent directory.`,
+A missing MOUNTPOINT, an empty string or a live tempfs mount is refused (exit status 2); so are
+a non-empty directory and another filesystem's mountpoint, unless -o nonempty is given. A dead
+tempfs mount left by a killed daemon is detached and mounted afresh. With --daemon, the log goes
+to --log FILE, or else to the system log (the journal or /dev/log), or on a machine with
+neither to a file of the mount's own in the store's parent directory (tempfs status names it).`,
 		Example: `  tempfs mount /scratch
   tempfs mount --max-size 4MiB --memory 2GiB --disk 20GiB /scratch
   tempfs mount -o allow_other --mode 1777 /scratch     # a shared /tmp-like dir
@@ -109,6 +110,7 @@ store's parent directory.`,
 		},
 	}
 	o.AddFlags(cmd.Flags())
+	registerMountCompletions(cmd)
 	cmd.Flags().BoolVar(&o.daemon, "daemon", false, "run in the background; return once the mount is ready (exit status 0) or failed")
 	cmd.Flags().IntVar(&o.readyFD, "ready-fd", 0, "write \"ready\\n\" to this inherited file descriptor once the mount is ready, then close it")
 	return cmd
@@ -132,6 +134,10 @@ type prepared struct {
 	// that it was clamped under the memory cgroup limit.
 	memoryExplicit int64
 	memoryWarning  string
+	// storeOnFUSE: --store names a directory on a FUSE filesystem (the default search skips those).
+	storeOnFUSE bool
+	// logWhere says where the daemon's log goes, for status.
+	logWhere string
 }
 
 // prepare checks the request and turns bad input into usage errors (exit status 2), before mounting.
@@ -164,6 +170,11 @@ func (o *mountOptions) prepare(arg string) (*prepared, error) {
 	}
 	if err := checkFUSEDevice(); err != nil {
 		return nil, err
+	}
+	if p.allowOther && os.Geteuid() != 0 {
+		if err := checkUserAllowOther(fuseConfPath); err != nil {
+			return nil, err
+		}
 	}
 	if err := o.prepareStore(p); err != nil {
 		return nil, err
@@ -267,7 +278,7 @@ func checkFUSEDevice() error {
 // mountpoint is caught), or the first usable temporary directory outside the mountpoint.
 func (o *mountOptions) prepareStore(p *prepared) error {
 	if o.store == "" {
-		parent, err := naming.GetTempDir(p.mountpoint)
+		parent, err := naming.GetStoreDir(p.mountpoint)
 		if err != nil {
 			return usageErrorf("no directory for the disk store: %v (give one with --store)", err)
 		}
@@ -289,6 +300,8 @@ func (o *mountOptions) prepareStore(p *prepared) error {
 		return usageErrorf("store %s is not a directory", parent)
 	}
 	p.storeParent = parent
+	// Allowed when asked for by name, at a cost said once at start (serve).
+	p.storeOnFUSE, _ = naming.IsOnFUSE(parent)
 	return nil
 }
 
@@ -394,6 +407,10 @@ func (o *mountOptions) serve(p *prepared, log *slog.Logger) (*served, error) {
 		tempfs.UseClock(tempfs.TestClockFile(path))
 		log.Warn("TEMPFS_TEST_CLOCK: the clock is a test's", "file", path)
 	}
+	passthroughOff := p.passthroughOff()
+	if p.storeOnFUSE {
+		log.Warn(storeOnFUSEWarning, "store", p.storeParent)
+	}
 	fsys := tempfs.New(tempfs.Options{
 		Mountpoint: p.mountpoint,
 		Pool:       pool,
@@ -401,7 +418,8 @@ func (o *mountOptions) serve(p *prepared, log *slog.Logger) (*served, error) {
 		RootUID:    uint32(os.Getuid()),
 		RootGID:    uint32(os.Getgid()),
 		// The daemon must see every write to keep --disk and --owner-quota.
-		Passthrough: o.disk.bytes == 0 && o.ownerQuota.bytes == 0,
+		Passthrough:    o.disk.bytes == 0 && o.ownerQuota.bytes == 0 && passthroughOff == "",
+		PassthroughOff: passthroughOff,
 		// Every change of a name or an attribute goes through this kernel or is notified to it (files made
 		// from templates leaving at last close, --max-age reaping), so the kernel may keep what it was told
 		// for long: a stat of a name looked up minutes ago costs no round trip. Template names keep 0.
@@ -409,6 +427,7 @@ func (o *mountOptions) serve(p *prepared, log *slog.Logger) (*served, error) {
 		AttrTimeout:  time.Hour,
 		Logger:       log,
 		MemorySource: p.memorySource,
+		LogWhere:     p.logWhere,
 		PanicProbe:   os.Getenv("TEMPFS_TEST_PANIC") == "1",
 		// The address bound: the port the kernel chose when the user asked for 0.
 		MetricsAddress: listenerAddress(metricsLn),
@@ -429,6 +448,11 @@ func (o *mountOptions) serve(p *prepared, log *slog.Logger) (*served, error) {
 		fsys.StopOwners()
 		store.Close()
 		closeMetrics()
+		if tempfs.IsMountHelperError(err) {
+			// fusermount3 refused the request (a mountpoint this user may not write, an option it forbids):
+			// its own words are the cause, and nothing was mounted.
+			return nil, usageErrorf("mount %s: %v", p.mountpoint, err)
+		}
 		return nil, failure(fmt.Errorf("mount %s: %w", p.mountpoint, err))
 	}
 	log.Info("mounted", "mountpoint", p.mountpoint, "store", store.Path(),
@@ -570,12 +594,13 @@ func runMount(ctx context.Context, o *mountOptions, flags *pflag.FlagSet, arg st
 		ready.fail(err)
 		return err
 	}
-	log, err := o.openMountLog(p.storeParent)
+	log, err := o.openMountLog(p.storeParent, p.mountpoint)
 	if err != nil {
 		ready.fail(err)
 		return err
 	}
 	defer log.Close()
+	p.logWhere = log.where
 	// The store logs stale-store cleanup through slog's default logger.
 	slog.SetDefault(log.Logger)
 	if p.detachedDead {
@@ -594,4 +619,16 @@ func runMount(ctx context.Context, o *mountOptions, flags *pflag.FlagSet, arg st
 	notifyStopping()
 	log.Info("unmounted", "mountpoint", p.mountpoint)
 	return nil
+}
+
+// passthroughOff says why passthrough cannot work on this mount, "" when it can: the kernel registers a
+// backing file only for a daemon with CAP_SYS_ADMIN, and never one on a FUSE filesystem.
+func (p *prepared) passthroughOff() string {
+	switch {
+	case p.storeOnFUSE:
+		return "the store is on a FUSE filesystem"
+	case unix.Geteuid() != 0:
+		return "a user's mount: the kernel grants passthrough only to a daemon with CAP_SYS_ADMIN"
+	}
+	return ""
 }

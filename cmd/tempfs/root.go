@@ -22,7 +22,7 @@ daemon dies.`,
 		Example: `  tempfs mount --daemon /scratch     # serve a scratch dir in the background (tempfs unmount ends it)
   exec 3<>/scratch/jobXXXXXX         # a private file, gone when fd 3 closes
   tempfs unmount /scratch
-  source <(tempfs completion bash)   # tab completion (also zsh, fish, powershell)`,
+  source <(tempfs completion bash)   # tab completion (bash needs bash-completion; also zsh, fish, powershell)`,
 		Version:       versionString(),
 		SilenceUsage:  true,
 		SilenceErrors: true,
@@ -142,7 +142,8 @@ func newGettempdirCommand() *cobra.Command {
 		Short: "Print the default temporary directory, as Python's tempfile.gettempdir()",
 		Long: `Print the first usable directory of $TMPDIR, $TEMP, $TMP, /tmp, /var/tmp, /usr/tmp and the
 current directory, as Python's tempfile.gettempdir() finds it (a probe file is created
-and removed in each candidate). tempfs mount puts its disk store there by default.`,
+and removed in each candidate). tempfs mount puts its disk store there by default, unless
+that is on a FUSE filesystem (a tempfs mount, say): the store search passes over those.`,
 		Example: "  tempfs gettempdir\n  TMPDIR=/scratch tempfs gettempdir",
 		Args:    noArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {

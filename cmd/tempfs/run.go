@@ -73,10 +73,14 @@ to stderr only warnings and errors (everything with --debug), so CMD's stderr st
 
 With --report, tempfs run prints to stderr, after CMD exits and before unmounting: the entries
 created (from templates, and in total), the bytes written, the peak RAM, the bytes spilled to
-the disk store, and every entry CMD left behind with its size.`,
+the disk store, and every entry CMD left behind with its size.
+
+The calling shell expands CMD's arguments before tempfs run sets TMPDIR: to pass the scratch
+directory in an argument, quote it for a shell that CMD starts (sh -c '... "$TMPDIR" ...'), as
+the last example does. Most programs (sort, mktemp, Python's tempfile) read TMPDIR themselves.`,
 		Example: `  tempfs run -- make test
   tempfs run --report --max-size 4MiB -- python3 job.py
-  tempfs run --memory 512MiB --disk 10GiB -- sort -T "$TMPDIR" big.txt   # sort's runs: RAM first, then disk`,
+  tempfs run --memory 512MiB --disk 10GiB -- sh -c 'sort -T "$TMPDIR" -o sorted.txt big.txt'   # sort's runs: RAM first, then disk`,
 		Args: func(cmd *cobra.Command, args []string) error {
 			if len(args) == 0 {
 				return &exitError{code: exitRunError, err: errors.New("no command to run: tempfs run [flags] -- CMD [ARG...]")}
@@ -93,6 +97,9 @@ the disk store, and every entry CMD left behind with its size.`,
 	// Flags end at CMD: `tempfs run ls -l` must give -l to ls, with or without "--".
 	cmd.Flags().SetInterspersed(false)
 	o.AddFlags(cmd.Flags())
+	registerMountCompletions(cmd)
+	// tempfs run has no --daemon: its log goes to stderr (warnings and errors only) or to --log.
+	cmd.Flags().Lookup("log").Usage = "append the daemon's log to `FILE` (default: warnings and errors to stderr)"
 	return cmd
 }
 
@@ -145,6 +152,10 @@ func runRun(ctx context.Context, o *runOptions, args []string, stdin io.Reader, 
 	p, err := o.mount.prepare(dir)
 	if err != nil {
 		return err
+	}
+	p.logWhere = "stderr (warnings and errors)"
+	if o.mount.logFile != "" {
+		p.logWhere = o.mount.logFile
 	}
 	// Caught from here on, so that a signal can never kill this process with the mount still up.
 	signals := make(chan os.Signal, 16)

@@ -43,11 +43,16 @@ in getxattr(MOUNTPOINT, "user.tempfs.stats"). With --json, that JSON object is p
 it is (at least entries, files, dirs, open_handles, ram_bytes, ram_cap, disk_bytes, disk_cap,
 rollovers, passthrough and uptime_seconds; requests has every opcode seen with its handler-time
 histogram, and errors_by_errno the failed requests by errno). On a mount with --owner it also
-counts the owners alive and gone and the entries removed with their owner (owner_scope,
-owners_live, owners_gone, entries_removed_with_owner). With --owners, it lists the live owners
+counts the owners alive and gone, and the entries (each file or directory once) and names (each hard
+link) removed with their owner (owner_scope, owners_live, owners_gone, entries_removed_with_owner,
+names_removed_with_owner). With --owners, it lists the live owners
 that have entries, most bytes first, with their entries and bytes in RAM and on disk (getxattr
-user.tempfs.owners; with --json as it is). A path that is not a tempfs mountpoint gives exit
-status 2.
+user.tempfs.owners; with --json as it is).
+
+Exit status: 0 when the daemon answered; 1 when MOUNTPOINT is a tempfs mount that could not
+answer (a dead mount, whose daemon is gone: clear it with 'tempfs unmount MOUNTPOINT'; a
+user's mount without allow_other, which is its user's alone); 2 when MOUNTPOINT is not a tempfs
+mountpoint (a plain directory, a path inside a mount, another filesystem, a missing path).
 
 Capacity: disk use at its peak and every byte written to disk (choose --disk from a run), where
 the RAM cap came from (--memory, host RAM or a cgroup limit), the small RAM files kept together
@@ -90,12 +95,16 @@ func runStatus(o *statusOptions, arg string, stdout io.Writer) error {
 	return nil
 }
 
-// readStats asks the daemon serving mp for its status. Anything but a tempfs mountpoint is a usage error.
+// readStats asks the daemon serving mp for its status. Anything but a tempfs mountpoint is a usage error (exit
+// status 2); a tempfs mountpoint that cannot answer is a failure (1).
 func readStats(mp string) ([]byte, error) {
 	var sfs unix.Statfs_t
 	if err := unix.Statfs(mp, &sfs); err != nil {
-		if errors.Is(err, unix.ENOTCONN) {
+		switch {
+		case errors.Is(err, unix.ENOTCONN):
 			return nil, failure(fmt.Errorf("%s is a dead mount (its daemon is gone): clear it with 'tempfs unmount %s'", mp, mp))
+		case tempfs.IsTempfsMount(mp):
+			return nil, failure(fmt.Errorf("%s: %v (a user's tempfs mount without -o allow_other is that user's alone)", mp, errnoOf(err)))
 		}
 		return nil, usageErrorf("%s: %v", mp, errnoOf(err))
 	}
@@ -106,6 +115,9 @@ func readStats(mp string) ([]byte, error) {
 	if err == nil {
 		var probe map[string]any
 		if json.Unmarshal([]byte(raw), &probe) != nil {
+			if tempfs.IsTempfsMount(mp) {
+				return nil, failure(fmt.Errorf("%s answered a status that is not JSON", mp))
+			}
 			return nil, usageErrorf("%s is not a tempfs mount (its %s is not JSON)", mp, xattrStats)
 		}
 		return []byte(raw), nil
@@ -149,10 +161,13 @@ func writeStatus(w io.Writer, mp string, st tempfs.Stats) {
 	row("written", "%s", naming.FormatSize(st.BytesWritten))
 	row("max size", "%s", maxSizeString(st.MaxSize))
 	row("passthrough", "%s", passthroughString(st))
+	if st.Log != "" {
+		row("log", "%s", st.Log)
+	}
 	row("direct writes", "%s", directWritesString(st.DirectWrites))
 	if st.OwnerScope != "" && st.OwnerScope != "none" {
-		row("owners", "%s: %d live, %d gone, %s removed with their owner", st.OwnerScope, st.OwnersLive, st.OwnersGone,
-			plural(st.EntriesRemovedWithOwner, "entry"))
+		row("owners", "%s: %d live, %d gone, %s (%s) removed with their owner", st.OwnerScope, st.OwnersLive,
+			st.OwnersGone, plural(st.EntriesRemovedWithOwner, "entry"), plural(st.NamesRemovedWithOwner, "name"))
 	}
 	row("store", "%s", st.Store)
 	row("uptime", "%s", (time.Duration(st.UptimeSeconds * float64(time.Second))).Round(time.Second))
@@ -197,6 +212,8 @@ func passthroughString(st tempfs.Stats) string {
 	switch {
 	case st.DiskCap > 0:
 		return "off (--disk is set: the daemon must see every write to keep the cap)"
+	case !st.Passthrough && st.PassthroughOff != "":
+		return "off (" + st.PassthroughOff + ")"
 	case !st.Passthrough:
 		return "off (the kernel refused it: the daemon serves disk-resident files)"
 	case st.PassthroughOpens == 0:

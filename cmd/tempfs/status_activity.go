@@ -18,15 +18,26 @@ const busiestShown = 6
 // writeActivity adds the rows of what the daemon did since it mounted: names removed by cause, bytes read, and
 // FUSE requests with the busiest opcodes. row writes one tab-separated line.
 func writeActivity(row func(label, format string, args ...any), a tempfs.Activity) {
-	row("removed", "%d at last close, %d by --max-age, %d by unlink or rmdir, %d with their owner",
+	row("names removed", "%d at last close, %d by --max-age, %d by unlink or rmdir, %d with their owner",
 		a.Removed["last_close"], a.Removed["max_age"], a.Removed["unlink"], a.Removed["owner_gone"])
 	row("read", "%s (served by the daemon)", naming.FormatSize(a.BytesRead))
 	r := a.Requests
-	row("requests", "%d since mount, %d failed%s", r.Total, r.Errors, errnoSummary(r.ErrorsByErrno))
+	failures := map[string]uint64{}
+	for name, n := range r.ErrorsByErrno {
+		if n > r.ExpectedByErrno[name] {
+			failures[name] = n - r.ExpectedByErrno[name]
+		}
+	}
+	expected := ""
+	if r.Expected > 0 {
+		expected = fmt.Sprintf("; %d expected answers%s (ENOENT to a lookup, ENODATA to a getxattr, a first ENOSYS)",
+			r.Expected, errnoSummary(r.ExpectedByErrno))
+	}
+	row("requests", "%d since mount, %d failed%s%s", r.Total, r.Errors-r.Expected, errnoSummary(failures), expected)
 	for _, op := range busiestOpcodes(r.ByOpcode, busiestShown) {
 		s := r.ByOpcode[op]
-		row("  "+op, "%d, %d failed, median %s, p99 %s, %s in all", s.Count, s.Errors, micros(s.P50Micros),
-			micros(s.P99Micros), (time.Duration(s.HandlerSeconds * float64(time.Second))).Round(time.Microsecond))
+		row("  "+op, "%d, %d failed, %d expected, median %s, p99 %s, %s in all", s.Count, s.Errors-s.Expected, s.Expected,
+			micros(s.P50Micros), micros(s.P99Micros), (time.Duration(s.HandlerSeconds * float64(time.Second))).Round(time.Microsecond))
 	}
 	if a.MetricsAddress != "" {
 		row("metrics", "http://%s/metrics", a.MetricsAddress)

@@ -97,24 +97,25 @@ func TestWriteStatusActivity(t *testing.T) {
 	var st tempfs.Stats
 	st.Removed = map[string]int64{"last_close": 7, "max_age": 2, "unlink": 5, "owner_gone": 0}
 	st.BytesRead = 3 << 20
-	st.Requests = tempfs.RequestStats{Total: 115, Errors: 12,
+	st.Requests = tempfs.RequestStats{Total: 115, Errors: 12, Expected: 9,
 		ByOpcode: map[string]tempfs.OpcodeStats{
-			"LOOKUP": {Count: 50, Errors: 10, P50Micros: 3.2, P99Micros: 1500, HandlerSeconds: 0.002},
+			"LOOKUP": {Count: 50, Errors: 10, Expected: 8, P50Micros: 3.2, P99Micros: 1500, HandlerSeconds: 0.002},
 			"CREATE": {Count: 40}, "WRITE": {Count: 10}, "GETATTR": {Count: 5}, "OPEN": {Count: 4}, "READ": {Count: 3},
-			"FLUSH": {Count: 2, Errors: 2}, "STATFS": {Count: 1},
+			"FLUSH": {Count: 2, Errors: 2, Expected: 1}, "STATFS": {Count: 1},
 		},
-		ErrorsByErrno: map[string]uint64{"ENOENT": 10, "ENOSYS": 2},
+		ErrorsByErrno:   map[string]uint64{"ENOENT": 10, "ENOSYS": 2},
+		ExpectedByErrno: map[string]uint64{"ENOENT": 8, "ENOSYS": 1},
 	}
 	st.MetricsAddress = "127.0.0.1:9123"
 	var buf bytes.Buffer
 	writeStatus(&buf, "/scratch", st)
 	out := buf.String()
 	for label, want := range map[string]string{
-		"removed":  "7 at last close, 2 by --max-age, 5 by unlink or rmdir, 0 with their owner",
-		"read":     "3 MiB",
-		"requests": "115 since mount, 12 failed (ENOENT 10, ENOSYS 2)",
-		"  LOOKUP": "50, 10 failed, median 3.2µs, p99 1.5ms, 2ms in all",
-		"metrics":  "http://127.0.0.1:9123/metrics",
+		"names removed": "7 at last close, 2 by --max-age, 5 by unlink or rmdir, 0 with their owner",
+		"read":          "3 MiB",
+		"requests":      "115 since mount, 3 failed (ENOENT 2, ENOSYS 1); 9 expected answers (ENOENT 8, ENOSYS 1) (ENOENT to a lookup, ENODATA to a getxattr, a first ENOSYS)",
+		"  LOOKUP":      "50, 2 failed, 8 expected, median 3.2µs, p99 1.5ms, 2ms in all",
+		"metrics":       "http://127.0.0.1:9123/metrics",
 	} {
 		if line := lineWith(out, label); !strings.Contains(line, want) {
 			t.Errorf("%s line %q lacks %q:\n%s", label, line, want, out)
@@ -157,8 +158,8 @@ func TestWriteOwners(t *testing.T) {
 
 func TestWriteStatusOwners(t *testing.T) {
 	var buf bytes.Buffer
-	writeStatus(&buf, "/scratch", tempfs.Stats{OwnerScope: "cgroup", OwnersLive: 2, OwnersGone: 5, EntriesRemovedWithOwner: 31})
-	if line := lineWith(buf.String(), "owners"); !strings.Contains(line, "cgroup: 2 live, 5 gone, 31 entries removed with their owner") {
+	writeStatus(&buf, "/scratch", tempfs.Stats{OwnerScope: "cgroup", OwnersLive: 2, OwnersGone: 5, EntriesRemovedWithOwner: 31, NamesRemovedWithOwner: 33})
+	if line := lineWith(buf.String(), "owners"); !strings.Contains(line, "cgroup: 2 live, 5 gone, 31 entries (33 names) removed with their owner") {
 		t.Errorf("owners line %q", line)
 	}
 	buf.Reset()

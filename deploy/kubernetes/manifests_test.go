@@ -15,6 +15,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	storagev1 "k8s.io/api/storage/v1"
 	"sigs.k8s.io/yaml"
+
+	"github.com/tempfs/tempfs/naming"
 )
 
 // manifest is one YAML document of a file.
@@ -141,11 +143,44 @@ func TestManifestsAgree(t *testing.T) {
 	if !slices.Contains(plugin.Args, "--supervise") {
 		t.Errorf("the plugin's args %q lack --supervise: a crash of the plugin would end the container and its volumes", plugin.Args)
 	}
+	// Owners: the pods' processes, sessions and cgroups as the host has them.
+	if !ds.Spec.Template.Spec.HostPID {
+		t.Error("the DaemonSet needs hostPID: owner scopes map each request's pid to the pod's process, session or cgroup")
+	}
+	if ds.Spec.Template.Spec.PriorityClassName != "system-node-critical" {
+		t.Errorf("priorityClassName %q, want system-node-critical: every volume of the node dies with the plugin's pod",
+			ds.Spec.Template.Spec.PriorityClassName)
+	}
+	// The node's RAM budget is charged to the plugin's pod: its memory request must cover it.
+	budget, ok := flagValue(plugin.Args, "--memory")
+	if !ok {
+		t.Errorf("the plugin's args %q set no --memory: the node's RAM budget would follow the node's RAM, which the pod does not request", plugin.Args)
+	} else if n, err := naming.ParseSize(budget); err != nil {
+		t.Errorf("--memory=%s: %v", budget, err)
+	} else if req := plugin.Resources.Requests[corev1.ResourceMemory]; req.Value() < n {
+		t.Errorf("the plugin's memory request %s does not cover its RAM budget --memory=%s", req.String(), budget)
+	} else if _, limited := plugin.Resources.Limits[corev1.ResourceMemory]; limited {
+		t.Error("the plugin has a memory limit: past it the kernel kills a daemon, and its volume with it")
+	}
+	// Target paths are confined to the kubelet's pods directory, which the container must have at the same path.
+	kubeletDir, ok := flagValue(plugin.Args, "--kubelet-dir")
+	if !ok {
+		t.Errorf("the plugin's args %q lack --kubelet-dir", plugin.Args)
+	}
+	var podsHostPath string
+	for _, v := range ds.Spec.Template.Spec.Volumes {
+		if v.Name == "pods-dir" && v.HostPath != nil {
+			podsHostPath = v.HostPath.Path
+		}
+	}
+	if podsHostPath != kubeletDir+"/pods" {
+		t.Errorf("--kubelet-dir=%s, but the pods directory comes from the host's %s", kubeletDir, podsHostPath)
+	}
 	mounts := map[string]corev1.VolumeMount{}
 	for _, m := range plugin.VolumeMounts {
 		mounts[m.MountPath] = m
 	}
-	if m, ok := mounts["/var/lib/kubelet/pods"]; !ok || m.MountPropagation == nil || *m.MountPropagation != corev1.MountPropagationBidirectional {
+	if m, ok := mounts[kubeletDir+"/pods"]; !ok || m.MountPropagation == nil || *m.MountPropagation != corev1.MountPropagationBidirectional {
 		t.Error("the plugin needs the kubelet's pods directory with Bidirectional mount propagation")
 	}
 	if _, ok := mounts["/dev/fuse"]; !ok {
@@ -177,6 +212,16 @@ func TestManifestsAgree(t *testing.T) {
 			t.Errorf("the example pod sets an attribute tempfs does not take: %s", k)
 		}
 	}
+}
+
+// flagValue is the value of --name=VALUE among args.
+func flagValue(args []string, name string) (string, bool) {
+	for _, a := range args {
+		if v, ok := strings.CutPrefix(a, name+"="); ok {
+			return v, true
+		}
+	}
+	return "", false
 }
 
 // TestDockerfileBuildsStatic: the image holds one static binary (no libc in the runtime image).

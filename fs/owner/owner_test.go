@@ -56,7 +56,7 @@ func TestCgroup2Mount(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			got, err := cgroup2Mount([]byte(tt.info))
-			if (err != nil) != tt.bad || got != tt.want {
+			if (err != nil) != tt.bad || got.point != tt.want {
 				t.Errorf("got %q, %v; want %q (bad=%v)", got, err, tt.want, tt.bad)
 			}
 		})
@@ -320,10 +320,11 @@ func TestCgroupOwnerEndsWhenEmpty(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	root, err := cgroup2Mount(info)
+	mnt, err := cgroup2Mount(info)
 	if err != nil {
 		t.Skip(err)
 	}
+	root := mnt.point
 	for _, removeIt := range []bool{false, true} {
 		t.Run(fmt.Sprintf("removed=%v", removeIt), func(t *testing.T) {
 			name := fmt.Sprintf("tempfs-owner-test-%d-%v", os.Getpid(), removeIt)
@@ -447,4 +448,233 @@ func TestMemoryPerLiveOwner(t *testing.T) {
 		t.Errorf("%.0f bytes per live owner, want at most 1 KiB", perOwner)
 	}
 	runtime.KeepAlive(owners)
+}
+
+func TestCgroupViewLocate(t *testing.T) {
+	tests := []struct {
+		name              string
+		view              cgroupView
+		shown             string
+		wantName, wantDir string
+		wantOK            bool
+	}{
+		{"host namespace", cgroupView{root: "/cg", mountRoot: "/", nsRoot: "/"}, "/ci.slice/job", "/ci.slice/job", "/cg/ci.slice/job", true},
+		{"root cgroup", cgroupView{root: "/cg", mountRoot: "/", nsRoot: "/"}, "/", "/", "/cg", true},
+		{"mount of a subtree", cgroupView{root: "/cg", mountRoot: "/kubepods", nsRoot: "/"}, "/kubepods/pod1", "/kubepods/pod1", "/cg/pod1", true},
+		{"outside the mounted subtree", cgroupView{root: "/cg", mountRoot: "/kubepods", nsRoot: "/"}, "/system.slice", "", "", false},
+		{"a prefix that is no parent", cgroupView{root: "/cg", mountRoot: "/kube", nsRoot: "/"}, "/kubepods", "", "", false},
+		{"own namespace, inside", cgroupView{root: "/proc/1/root/sys/fs/cgroup", mountRoot: "/", nsRoot: "/k/plugin"}, "/", "/k/plugin", "/proc/1/root/sys/fs/cgroup/k/plugin", true},
+		{"own namespace, a sibling", cgroupView{root: "/proc/1/root/sys/fs/cgroup", mountRoot: "/", nsRoot: "/k/plugin"}, "/../pod", "/k/pod", "/proc/1/root/sys/fs/cgroup/k/pod", true},
+		{"own namespace, above", cgroupView{root: "/h", mountRoot: "/", nsRoot: "/k/plugin"}, "/../../system.slice/x", "/system.slice/x", "/h/system.slice/x", true},
+		{"not a path", cgroupView{root: "/cg", mountRoot: "/", nsRoot: "/"}, "", "", "", false},
+		{"above what the view shows", cgroupView{root: "/cg", mountRoot: "/", nsRoot: "/k"}, "/../../x", "", "", false},
+		{"outside the namespace, no wider view", cgroupView{root: "/cg", mountRoot: "/", nsRoot: "/"}, "/../pod", "", "", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			name, dir, ok := tt.view.locate(tt.shown)
+			if name != tt.wantName || dir != tt.wantDir || ok != tt.wantOK {
+				t.Errorf("locate(%q) = %q, %q, %v; want %q, %q, %v", tt.shown, name, dir, ok, tt.wantName, tt.wantDir, tt.wantOK)
+			}
+			if ok && tt.view.dirOf(name) != dir {
+				t.Errorf("dirOf(%q) = %q, want %q", name, tt.view.dirOf(name), dir)
+			}
+		})
+	}
+}
+
+func TestNamespaceRoot(t *testing.T) {
+	tests := []struct {
+		hostName, shown, want string
+		ok                    bool
+	}{
+		{"/k/plugin", "/", "/k/plugin", true},
+		{"/k/plugin/sub", "/sub", "/k/plugin", true},
+		{"/sub", "/sub", "/", true},
+		{"/k/xsub", "/sub", "", false},
+		{"/k/pod", "/../pod", "", false},
+	}
+	for _, tt := range tests {
+		got, ok := namespaceRoot(tt.hostName, tt.shown)
+		if got != tt.want || ok != tt.ok {
+			t.Errorf("namespaceRoot(%q, %q) = %q, %v; want %q, %v", tt.hostName, tt.shown, got, ok, tt.want, tt.ok)
+		}
+	}
+}
+
+// moverScript runs as the leader of a session of its own (and so of a group of its own). It starts a child in
+// its session and group, prints the child's pid, and tells the child to leave (setsid or setpgid, given as
+// argv[1]) when a line arrives on its stdin; the child prints "moved" once it has. Both then sleep.
+const moverScript = `
+import os, sys, time
+r, w = os.pipe()
+pid = os.fork()
+if pid == 0:
+    os.read(r, 1)
+    if sys.argv[1] == "setsid":
+        os.setsid()
+    else:
+        os.setpgid(0, 0)
+    print("moved", flush=True)
+    time.sleep(300)
+    os._exit(0)
+print(pid, flush=True)
+sys.stdin.readline()
+os.write(w, b"x")
+time.sleep(300)
+`
+
+// startMover starts moverScript and returns the leader, the child's pid, a function that makes the child move
+// (and returns once it has), and the leader's cleanup-safe kill.
+func startMover(t *testing.T, how string) (leader *exec.Cmd, child int, move func()) {
+	t.Helper()
+	python, err := exec.LookPath("python3")
+	if err != nil {
+		t.Skip(err)
+	}
+	leader = exec.Command(python, "-c", moverScript, how)
+	leader.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	stdin, err := leader.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := leader.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := leader.Start(); err != nil {
+		t.Fatal(err)
+	}
+	out := bufio.NewReader(stdout)
+	line, err := out.ReadString('\n')
+	if err != nil {
+		t.Fatal(err)
+	}
+	child, err = strconv.Atoi(strings.TrimSpace(line))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = syscall.Kill(child, syscall.SIGKILL)
+		_ = leader.Process.Kill()
+		_ = leader.Wait()
+	})
+	move = func() {
+		if _, err := stdin.Write([]byte("go\n")); err != nil {
+			t.Fatal(err)
+		}
+		if line, err := out.ReadString('\n'); err != nil || strings.TrimSpace(line) != "moved" {
+			t.Fatalf("the child did not move: %q, %v", line, err)
+		}
+	}
+	return leader, child, move
+}
+
+// TestOwnerFollowsAMove: a process that leaves its group or session is owned by its new one from its next
+// request on, and its old owner lives on while another member does, ends when that member exits (whether or
+// not the mover made a request after moving), and the mover's new owner lives while the mover does.
+func TestOwnerFollowsAMove(t *testing.T) {
+	for _, tc := range []struct {
+		scope Scope
+		how   string
+	}{{Session, "setsid"}, {Group, "setpgid"}} {
+		for _, askAfter := range []bool{true, false} {
+			t.Run(fmt.Sprintf("%v asked after the move=%v", tc.how, askAfter), func(t *testing.T) {
+				tr, rec := newTracker(t, tc.scope)
+				leader, child, move := startMover(t, tc.how)
+				old := mustOf(t, tr, child) // the child is the old owner's only watched member
+				if old.id != uint32(leader.Process.Pid) {
+					t.Fatalf("the child's owner is %v, want the leader's %d", old, leader.Process.Pid)
+				}
+				move()
+				var moved *Owner
+				if askAfter {
+					moved = mustOf(t, tr, child)
+					if moved == old || moved.id != uint32(child) {
+						t.Fatalf("after %s the child's owner is %v, want its own %v %d", tc.how, moved, tc.scope, child)
+					}
+				}
+				if old.Gone() {
+					t.Fatal("the old owner ended while its leader lives")
+				}
+				kill(t, leader)
+				// Within the member check's period and a rescan: allow a generous bound, the test only
+				// checks that it happens.
+				eventually(t, "the old owner ended after its last member left and the other exited", func() bool { return rec.count(old) == 1 })
+				if moved != nil && (moved.Gone() || rec.count(moved) != 0) {
+					t.Error("the mover's new owner ended while the mover lives")
+				}
+			})
+		}
+	}
+}
+
+// TestCgroupOwnerFollowsAMove: a process that moved to another cgroup owns its new entries there.
+func TestCgroupOwnerFollowsAMove(t *testing.T) {
+	info, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	mnt, err := cgroup2Mount(info)
+	if err != nil {
+		t.Skip(err)
+	}
+	var dirs [2]string
+	for i := range dirs {
+		dirs[i] = filepath.Join(mnt.point, fmt.Sprintf("tempfs-owner-move-%d-%d", os.Getpid(), i))
+		if err := os.Mkdir(dirs[i], 0o755); err != nil {
+			if os.Getenv("CI") == "true" {
+				t.Fatal(err)
+			}
+			t.Skipf("cannot make a cgroup: %v", err)
+		}
+		t.Cleanup(func() { _ = os.Remove(dirs[i]) })
+	}
+	tr, rec := newTracker(t, Cgroup)
+	p := start(t, nil, "sleep", "300")
+	into := func(dir string) {
+		if err := os.WriteFile(filepath.Join(dir, "cgroup.procs"), []byte(strconv.Itoa(p.Process.Pid)), 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	into(dirs[0])
+	a := mustOf(t, tr, p.Process.Pid)
+	into(dirs[1])
+	b := mustOf(t, tr, p.Process.Pid)
+	if b == a || b.String() != "cgroup /"+filepath.Base(dirs[1]) {
+		t.Fatalf("after the move: owner %v, want the new cgroup (was %v)", b, a)
+	}
+	eventually(t, "the emptied cgroup's owner ended", func() bool { return rec.count(a) == 1 })
+	if b.Gone() {
+		t.Error("the new cgroup's owner ended while the process lives in it")
+	}
+	into(mnt.point)
+}
+
+func TestVisibleCgroup2Mounts(t *testing.T) {
+	const (
+		host    = "41 31 0:38 / /sys/fs/cgroup/unified rw - cgroup2 cgroup2 rw\n"
+		tmpfs   = "50 41 0:40 / /sys/fs/cgroup rw - tmpfs none rw\n"
+		fresh   = "51 50 0:38 / /sys/fs/cgroup/unified rw - cgroup2 none rw\n"
+		same    = "52 41 0:38 /sub /sys/fs/cgroup/unified rw - cgroup2 none rw\n"
+		another = "53 23 0:38 /../.. /mnt/cg rw - cgroup2 none rw\n"
+	)
+	tests := []struct {
+		name, table string
+		want        []cgroupMount
+	}{
+		{"one", host, []cgroupMount{{"/sys/fs/cgroup/unified", "/"}}},
+		{"hidden by a mount above it, then a fresh one", host + tmpfs + fresh, []cgroupMount{{"/sys/fs/cgroup/unified", "/"}}},
+		{"hidden by a mount above it", host + tmpfs, nil},
+		{"hidden by a mount at its point", host + same, []cgroupMount{{"/sys/fs/cgroup/unified", "/sub"}}},
+		{"two places", host + another, []cgroupMount{{"/sys/fs/cgroup/unified", "/"}, {"/mnt/cg", "/../.."}}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := visibleCgroup2Mounts([]byte(tt.table))
+			if fmt.Sprint(got) != fmt.Sprint(tt.want) {
+				t.Errorf("got %v, want %v", got, tt.want)
+			}
+		})
+	}
 }

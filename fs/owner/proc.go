@@ -10,7 +10,7 @@ import (
 	"sync/atomic"
 	"syscall"
 
-	"github.com/tempfs/tempfs/fs/mountinfo"
+	"golang.org/x/sys/unix"
 )
 
 // procRoot is where the process table is read; tests never change it, it only names the path once.
@@ -143,23 +143,6 @@ func readCgroup(pid uint32) (string, error) {
 	return "", fmt.Errorf("process %d has no cgroup v2 line in /proc/%d/cgroup", pid, pid)
 }
 
-// cgroup2Mount finds where the cgroup v2 hierarchy is mounted, from mountinfo: /sys/fs/cgroup on a unified
-// layout, /sys/fs/cgroup/unified on a hybrid one. It is never assumed.
-func cgroup2Mount(table []byte) (string, error) {
-	for line := range strings.Lines(string(table)) {
-		pre, post, ok := strings.Cut(line, " - ")
-		if !ok {
-			continue
-		}
-		fields := strings.Fields(pre)
-		if len(fields) < 5 || !strings.HasPrefix(post, "cgroup2 ") {
-			continue
-		}
-		return mountinfo.Unescape(fields[4]), nil
-	}
-	return "", errors.New("no cgroup v2 hierarchy is mounted (--owner cgroup needs one; see /proc/self/mountinfo)")
-}
-
 // eachProcess calls fn with every process id in /proc, until fn returns false.
 func eachProcess(fn func(pid uint32) bool) error {
 	dir, err := os.Open(procRoot)
@@ -182,4 +165,26 @@ func eachProcess(fn func(pid uint32) bool) error {
 			return nil // io.EOF: the whole table was read
 		}
 	}
+}
+
+// groupOrSession is the process group or session id of process pid now, by one syscall (no read of /proc):
+// a process may change either at any time (setpgid, setsid). It is 0 when the group's or session's leader
+// lives in a PID namespace the daemon cannot see.
+func groupOrSession(scope Scope, pid uint32) (uint32, error) {
+	var id int
+	var err error
+	for {
+		if scope == Group {
+			id, err = unix.Getpgid(int(pid))
+		} else {
+			id, err = unix.Getsid(int(pid))
+		}
+		if err != unix.EINTR {
+			break
+		}
+	}
+	if err != nil {
+		return 0, procError(err)
+	}
+	return uint32(id), nil
 }

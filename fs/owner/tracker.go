@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -40,10 +41,10 @@ type Config struct {
 // Tracker maps requests to owners and watches them. One goroutine waits on one epoll set holding the pidfd
 // of every process seen making an entry (until it exits) and one inotify descriptor for every cgroup watched.
 type Tracker struct {
-	scope      Scope
-	onGone     func(*Owner)
-	log        *slog.Logger
-	cgroupRoot string
+	scope   Scope
+	onGone  func(*Owner)
+	log     *slog.Logger
+	cgroups cgroupView // for Cgroup: where callers' cgroups are found
 
 	epfd, inotifyFd, wakeFd int
 	done                    chan struct{}
@@ -59,6 +60,11 @@ type Tracker struct {
 	closed   bool
 
 	goneTotal atomic.Int64
+	// unownedLogged holds the reasons already logged for making a caller's entries unowned.
+	unownedLogged sync.Map
+
+	// checks is the member check's buffer, reused; only the event loop uses it.
+	checks []membership
 }
 
 // threadCacheSize bounds the thread map; when full it is emptied, which only costs the slow path again.
@@ -89,11 +95,11 @@ func New(cfg Config) (*Tracker, error) {
 				return nil, err
 			}
 		}
-		root, err := cgroup2Mount(info)
+		view, err := newCgroupView(info, cfg.Logger)
 		if err != nil {
 			return nil, err
 		}
-		t.cgroupRoot = root
+		t.cgroups = view
 	}
 	var err error
 	if t.epfd, err = unix.EpollCreate1(unix.EPOLL_CLOEXEC); err != nil {
@@ -175,33 +181,249 @@ func (t *Tracker) Stats() Stats {
 // Scope is the tracker's scope.
 func (t *Tracker) Scope() Scope { return t.scope }
 
-// Of returns the owner of the process behind a request from thread tid: nil, nil for tid 0 (a caller in a PID
-// namespace the daemon cannot see makes unowned entries). A process seen before costs no read of /proc: its
-// pidfd, not yet readable, proves that the pid still names it.
+// Of returns the owner of the process behind a request from thread tid, as the process is at this moment:
+// its group, session and cgroup are read again on every call, since a process may leave them (setsid,
+// setpgid, a move to another cgroup) and a daemonizer's pidfile made after its setsid belongs to the new
+// session. nil, nil means unowned: tid 0 (a caller in a PID namespace the daemon cannot see), a group or
+// session led from outside the daemon's PID namespace, or a cgroup the daemon cannot watch (logged once).
+// The process itself is cached: its pidfd, not yet readable, proves that its pid still names it.
 func (t *Tracker) Of(tid uint32) (*Owner, error) {
 	if tid == 0 {
 		return nil, nil
 	}
-	// The common case in one lock round and one poll: a request from a known process's main thread.
-	t.mu.Lock()
-	if p := t.procs[tid]; p != nil && p.owner != nil && !p.owner.Gone() && !pidfdExited(p.pidfd) {
-		o := p.owner
+	// The common case of --owner process in one lock round and one poll: a known process's main thread.
+	if t.scope == Process {
+		t.mu.Lock()
+		p := t.procs[tid]
+		var o *Owner
+		if p != nil {
+			o = p.owner
+		}
 		t.mu.Unlock()
-		return o, nil
+		if o != nil && !o.Gone() && !pidfdExited(p.pidfd) {
+			return o, nil
+		}
 	}
-	t.mu.Unlock()
 	tgid, err := t.threadGroup(tid)
 	if err != nil {
 		return nil, err
 	}
+	for round := 0; ; round++ {
+		p, err := t.process(tgid)
+		if err != nil {
+			return nil, err
+		}
+		if t.scope == Process {
+			if o := t.ownerIfCurrent(p, p.key(Process)); o != nil {
+				return o, nil
+			}
+		}
+		where, err := t.whereNow(p)
+		if err != nil {
+			return nil, err
+		}
+		if pidfdExited(p.pidfd) {
+			// It exited while its scope was read, and its pid may name another process by now.
+			return nil, ErrCallerGone
+		}
+		if where.unowned {
+			return nil, nil
+		}
+		if o := t.ownerIfCurrent(p, where.key); o != nil {
+			return o, nil
+		}
+		o, err := t.join(p, where)
+		if errors.Is(err, errMovedMeanwhile) && round < maxJoinRounds {
+			continue
+		}
+		return o, err
+	}
+}
+
+// maxJoinRounds bounds Of's retries against a process that keeps moving between cgroups while it is joined.
+const maxJoinRounds = 3
+
+// errMovedMeanwhile: the cgroup read for a process was removed before it could be watched, so the process
+// had left it (a cgroup is removed only when empty); its cgroup is read again.
+var errMovedMeanwhile = errors.New("the process left its cgroup while it was read")
+
+// key is the owner key of scope Process for p.
+func (p *process) key(scope Scope) ownerKey {
+	return ownerKey{scope: scope, id: p.tgid, start: p.start}
+}
+
+// ownerIfCurrent returns p's owner if it is still the one of key and has not ended: the common case of a
+// known process that did not move, in one lock round.
+func (t *Tracker) ownerIfCurrent(p *process, key ownerKey) *Owner {
 	t.mu.Lock()
-	if p := t.procs[tgid]; p != nil && !pidfdExited(p.pidfd) && p.owner != nil && !p.owner.Gone() {
-		o := p.owner
+	defer t.mu.Unlock()
+	if o := p.owner; o != nil && o.key == key && !o.Gone() {
+		return o
+	}
+	return nil
+}
+
+// where is what owns a process's new entries now.
+type where struct {
+	key       ownerKey
+	unowned   bool   // nobody: a group or session led from outside the PID namespace, an unreachable cgroup
+	cgroupDir string // the cgroup's directory, for Cgroup
+	name      string // the command name to show: the process's for Process, the session leader's for Session
+}
+
+// whereNow reads the scope of a live process as it is now: one syscall for a group or session, a read of
+// /proc/PID/cgroup for a cgroup. The caller checks afterwards that the pidfd is still not readable.
+func (t *Tracker) whereNow(p *process) (where, error) {
+	w := where{key: ownerKey{scope: t.scope}}
+	switch t.scope {
+	case Process:
+		w.key = p.key(Process)
+		st, err := readStat(p.tgid)
+		if err != nil {
+			return w, procError(err)
+		}
+		w.name = st.comm
+	case Group, Session:
+		id, err := groupOrSession(t.scope, p.tgid)
+		if err != nil {
+			return w, err
+		}
+		w.key.id, w.unowned = id, id == 0
+		if t.scope == Session && !w.unowned && !t.hasOwner(w.key) {
+			w.name = t.sessionLeaderName(id) // only a new session's owner needs its name
+		}
+	case Cgroup:
+		shown, err := readCgroup(p.tgid)
+		if err != nil {
+			return w, procError(err)
+		}
+		name, dir, ok := t.cgroups.locate(shown)
+		if !ok {
+			t.logUnowned("cgroup outside the daemon's view", "cgroup", shown)
+			w.unowned = true
+			return w, nil
+		}
+		w.key.cgroup, w.cgroupDir = name, dir
+	}
+	return w, nil
+}
+
+// logUnowned logs, once per reason, that entries of some callers are made unowned.
+func (t *Tracker) logUnowned(reason string, args ...any) {
+	if _, seen := t.unownedLogged.LoadOrStore(reason, true); !seen {
+		t.log.Warn("entries of some callers are unowned (kept as with --owner none): "+reason, args...)
+	}
+}
+
+// process returns the process tgid, held by a pidfd: the one seen before while its pidfd says it lives, or
+// the process now behind the pid, read from /proc (its start time names it for good).
+func (t *Tracker) process(tgid uint32) (*process, error) {
+	t.mu.Lock()
+	if p := t.procs[tgid]; p != nil && !pidfdExited(p.pidfd) {
 		t.mu.Unlock()
-		return o, nil
+		return p, nil
 	}
 	t.mu.Unlock()
-	return t.resolve(tgid)
+	pidfd, err := unix.PidfdOpen(int(tgid), unix.PIDFD_NONBLOCK)
+	if err != nil {
+		if errors.Is(err, unix.ESRCH) {
+			return nil, ErrCallerGone
+		}
+		return nil, fmt.Errorf("pidfd_open %d: %w", tgid, err) // EMFILE, ENFILE: the caller maps it
+	}
+	unix.CloseOnExec(pidfd)
+	// Read after the pidfd was opened: if the pidfd is still not readable afterwards, what was read is the
+	// pidfd's process, not a newer one with the same pid. Whether it exited is the pidfd's to say, not the
+	// state in stat: a process whose main thread ended (pthread_exit) shows its leader as a zombie while its
+	// other threads run on.
+	st, err := readStat(tgid)
+	if err != nil || pidfdExited(pidfd) {
+		unix.Close(pidfd)
+		if err != nil {
+			return nil, procError(err)
+		}
+		return nil, ErrCallerGone
+	}
+	p := &process{tgid: tgid, start: st.start, pidfd: pidfd}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.closed {
+		unix.Close(pidfd)
+		return nil, errors.New("owner tracker closed")
+	}
+	if old := t.procs[tgid]; old != nil && old.start == p.start && !pidfdExited(old.pidfd) {
+		unix.Close(pidfd) // another thread of the process read it meanwhile
+		return old, nil
+	}
+	if err := t.epollAdd(pidfd); err != nil {
+		unix.Close(pidfd)
+		return nil, err
+	}
+	t.byFd[int32(pidfd)] = p
+	t.procs[tgid] = p
+	return p, nil
+}
+
+// join makes w's owner (found or new) the owner of p, and takes p out of the group or session it was a
+// member of; an owner whose last watched member left is rescanned. For a new cgroup owner it starts the
+// watch: a cgroup that cannot be watched makes p's entries unowned (logged once), never a failed create.
+func (t *Tracker) join(p *process, w where) (*Owner, error) {
+	o, left, ended, err := t.joinLocked(p, w)
+	if ended != nil {
+		t.onGone(ended)
+	}
+	if left != nil {
+		t.rescan(left)
+	}
+	return o, err
+}
+
+func (t *Tracker) joinLocked(p *process, w where) (o, left, ended *Owner, err error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.closed {
+		return nil, nil, nil, errors.New("owner tracker closed")
+	}
+	o = t.owners[w.key]
+	if o != nil && o.scope == Process && o.proc != p {
+		// Start times tick at 100 Hz: a process that reused the pid of an owner dead in the same tick has the
+		// same key. The old pidfd tells them apart (it was readable, or p would be o.proc): the owner ended,
+		// even if the event loop has not seen it yet.
+		t.endLocked(o)
+		ended, o = o, nil
+	}
+	if o == nil {
+		o = &Owner{scope: t.scope, id: w.key.id, cgroup: w.key.cgroup, key: w.key, watch: -1, parentWatch: -1}
+		switch t.scope {
+		case Process:
+			o.name, o.proc = w.name, p
+		case Session:
+			o.name = w.name
+		case Cgroup:
+			if err := t.watchCgroupLocked(o, w.cgroupDir); err != nil {
+				if errors.Is(err, errMovedMeanwhile) {
+					return nil, nil, ended, err
+				}
+				t.logUnowned("a cgroup cannot be watched", "cgroup", o.cgroup, "err", err)
+				return nil, nil, ended, nil
+			}
+		}
+		t.owners[w.key] = o
+	}
+	if prev := p.owner; prev != nil && prev != o && prev.members != nil {
+		delete(prev.members, p)
+		if len(prev.members) == 0 && !prev.Gone() {
+			left = prev
+		}
+	}
+	if t.scope == Group || t.scope == Session {
+		if o.members == nil {
+			o.members = make(map[*process]struct{})
+		}
+		o.members[p] = struct{}{}
+	}
+	p.owner = o
+	return o, left, ended, nil
 }
 
 // ParentOf returns the owner of the parent of the process behind a request from thread tid.
@@ -261,126 +483,18 @@ func pidfdExited(pidfd int) bool {
 	}
 }
 
-// resolve reads a process's identity and scope from /proc, holds it by a pidfd and finds or makes its owner.
-func (t *Tracker) resolve(tgid uint32) (*Owner, error) {
-	pidfd, err := unix.PidfdOpen(int(tgid), unix.PIDFD_NONBLOCK)
-	if err != nil {
-		if errors.Is(err, unix.ESRCH) {
-			return nil, ErrCallerGone
-		}
-		return nil, fmt.Errorf("pidfd_open %d: %w", tgid, err) // EMFILE, ENFILE: the caller maps it
-	}
-	unix.CloseOnExec(pidfd)
-	// Read after the pidfd was opened: if the pidfd is still not readable afterwards, what was read is the
-	// pidfd's process, not a newer one with the same pid.
-	st, err := readStat(tgid)
-	var cgroup string
-	if err == nil && t.scope == Cgroup {
-		cgroup, err = readCgroup(tgid)
-	}
-	sessionName := ""
-	if err == nil && t.scope == Session && !t.hasOwner(ownerKey{scope: Session, id: st.session}) {
-		sessionName = t.sessionLeaderName(st) // only a new session's owner needs its name
-	}
-	if err != nil {
-		unix.Close(pidfd)
-		return nil, procError(err)
-	}
-	// Whether it exited is the pidfd's to say, not the state in stat: a process whose main thread ended
-	// (pthread_exit) shows its leader as a zombie while its other threads run on.
-	if pidfdExited(pidfd) {
-		unix.Close(pidfd)
-		return nil, ErrCallerGone
-	}
-	p := &process{tgid: tgid, start: st.start, pidfd: pidfd}
-	o, ended, err := t.adopt(p, st, cgroup, sessionName)
-	if ended != nil {
-		t.onGone(ended)
-	}
-	return o, err
-}
-
-// adopt records a process resolved from /proc and finds or makes its owner. ended is an owner found dead on
-// the way, for the caller to report after t.mu is released.
-func (t *Tracker) adopt(p *process, st procStat, cgroup, sessionName string) (o, ended *Owner, err error) {
-	tgid, pidfd := p.tgid, p.pidfd
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if t.closed {
-		unix.Close(pidfd)
-		return nil, nil, errors.New("owner tracker closed")
-	}
-	if old := t.procs[tgid]; old != nil && old.start == p.start && !pidfdExited(old.pidfd) {
-		// Another thread of the process resolved it meanwhile, or its owner (a cgroup it left) is gone.
-		unix.Close(pidfd)
-		p = old
-	} else {
-		if err := t.epollAdd(pidfd); err != nil {
-			unix.Close(pidfd)
-			return nil, nil, err
-		}
-		t.byFd[int32(pidfd)] = p
-		t.procs[tgid] = p
-	}
-	key := ownerKey{scope: t.scope}
-	switch t.scope {
-	case Process:
-		key.id, key.start = tgid, st.start
-	case Group:
-		key.id = st.pgrp
-	case Session:
-		key.id = st.session
-	case Cgroup:
-		key.cgroup = cgroup
-	}
-	if (t.scope == Group || t.scope == Session) && key.id == 0 {
-		return nil, ended, nil // its group or session leader lives in a PID namespace we cannot see: unowned
-	}
-	o = t.owners[key]
-	if o != nil && o.scope == Process && o.proc != p {
-		// Start times tick at 100 Hz: a process that reused the pid of an owner dead in the same tick has the
-		// same key. The old pidfd tells them apart (it was readable, or p would be o.proc): the owner ended,
-		// even if the event loop has not seen it yet.
-		t.endLocked(o)
-		ended, o = o, nil
-	}
-	if o == nil {
-		o = &Owner{scope: t.scope, id: key.id, cgroup: cgroup, key: key, watch: -1, parentWatch: -1}
-		switch t.scope {
-		case Process:
-			o.name, o.proc = st.comm, p
-		case Session:
-			o.name = sessionName
-		case Cgroup:
-			if err := t.watchCgroupLocked(o); err != nil {
-				return nil, ended, err
-			}
-		}
-		t.owners[key] = o
-	}
-	if t.scope == Group || t.scope == Session {
-		if o.members == nil {
-			o.members = make(map[*process]struct{})
-		}
-		o.members[p] = struct{}{}
-	}
-	p.owner = o
-	return o, ended, nil
-}
-
 func (t *Tracker) hasOwner(key ownerKey) bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	return t.owners[key] != nil
 }
 
-func (t *Tracker) sessionLeaderName(st procStat) string {
-	if st.session == 0 {
+// sessionLeaderName is the command name of a session's leader, or "" once it has exited (the session lives
+// on in its other members).
+func (t *Tracker) sessionLeaderName(session uint32) string {
+	leader, err := readStat(session)
+	if err != nil || leader.session != session {
 		return ""
-	}
-	leader, err := readStat(st.session)
-	if err != nil || leader.session != st.session {
-		return "" // the leader has exited: the session lives on in its other members
 	}
 	return leader.comm
 }
@@ -390,11 +504,10 @@ func (t *Tracker) sessionLeaderName(st procStat) string {
 // cgroup.events from a work queue, which finds nothing to notify when the cgroup was removed meanwhile, and
 // sends no IN_DELETE_SELF. The root cgroup has no cgroup.events and never empties: its owner lives as long
 // as the daemon. The caller holds t.mu.
-func (t *Tracker) watchCgroupLocked(o *Owner) error {
+func (t *Tracker) watchCgroupLocked(o *Owner, dir string) error {
 	if o.cgroup == "/" {
 		return nil
 	}
-	dir := filepath.Join(t.cgroupRoot, o.cgroup)
 	parent, name := filepath.Split(dir)
 	wd, err := unix.InotifyAddWatch(t.inotifyFd, parent, unix.IN_DELETE|unix.IN_ONLYDIR)
 	if err != nil {
@@ -409,7 +522,7 @@ func (t *Tracker) watchCgroupLocked(o *Owner) error {
 	if wd, err = unix.InotifyAddWatch(t.inotifyFd, events, unix.IN_MODIFY); err != nil {
 		t.unwatchCgroupLocked(o)
 		if errors.Is(err, unix.ENOENT) {
-			return ErrCallerGone // the cgroup was removed, so its processes are gone
+			return errMovedMeanwhile // the cgroup was removed, so it was empty
 		}
 		return fmt.Errorf("inotify_add_watch %s: %w", events, err)
 	}
@@ -439,21 +552,37 @@ func (t *Tracker) unwatchCgroupLocked(o *Owner) {
 	}
 }
 
+// memberCheckEvery is how often the watched members of groups and sessions are checked for having left them
+// (setsid, setpgid) without exiting, which no descriptor reports: one getsid or getpgid per watched member
+// (about 2 µs here), so that an owner whose last member moved away ends within this plus a rescan of /proc,
+// inside the second the contract allows.
+const memberCheckEvery = 500 * time.Millisecond
+
+// membership is a watched member of a group or session, for the member check.
+type membership struct {
+	o *Owner
+	p *process
+}
+
 // loop is the tracker's one goroutine: it waits for pidfds to become readable (a process exited), for
-// inotify events on cgroup.events, and for Close.
+// inotify events on cgroup.events, and for Close; for groups and sessions it checks the watched members every
+// memberCheckEvery, however busy the events keep it.
 func (t *Tracker) loop() {
 	defer close(t.done)
 	events := make([]unix.EpollEvent, 64)
+	checking := t.scope == Group || t.scope == Session
+	nextCheck := time.Now().Add(memberCheckEvery)
 	for {
-		n, err := unix.EpollWait(t.epfd, events, -1)
-		if err != nil {
-			if errors.Is(err, unix.EINTR) {
-				continue
-			}
+		timeout := -1
+		if checking {
+			timeout = int(max(0, time.Until(nextCheck).Milliseconds()))
+		}
+		n, err := unix.EpollWait(t.epfd, events, timeout)
+		if err != nil && !errors.Is(err, unix.EINTR) {
 			t.log.Error("owner watch stopped: epoll_wait failed", "err", err)
 			return
 		}
-		for _, ev := range events[:n] {
+		for _, ev := range events[:max(n, 0)] {
 			switch int(ev.Fd) {
 			case t.wakeFd:
 				return
@@ -463,7 +592,44 @@ func (t *Tracker) loop() {
 				t.processExited(ev.Fd)
 			}
 		}
+		if checking && !time.Now().Before(nextCheck) {
+			t.checkMembers()
+			nextCheck = time.Now().Add(memberCheckEvery)
+		}
 	}
+}
+
+// checkMembers drops every watched member that has left its group or session while alive, and rescans the
+// owners left without one. An exited member is left to its pidfd's event.
+func (t *Tracker) checkMembers() {
+	t.mu.Lock()
+	checks := t.checks[:0]
+	for _, o := range t.owners {
+		for p := range o.members {
+			// A session's leader cannot leave it (setsid and setpgid refuse a session leader).
+			if o.scope != Session || p.tgid != o.id {
+				checks = append(checks, membership{o, p})
+			}
+		}
+	}
+	t.mu.Unlock()
+	for _, m := range checks {
+		if id, err := groupOrSession(t.scope, m.p.tgid); (err == nil && id == m.o.id) || pidfdExited(m.p.pidfd) {
+			continue
+		}
+		t.mu.Lock()
+		if m.p.owner == m.o {
+			delete(m.o.members, m.p)
+			m.p.owner = nil // its next request joins it to where it is now
+		}
+		emptied := len(m.o.members) == 0 && !m.o.Gone()
+		t.mu.Unlock()
+		if emptied {
+			t.rescan(m.o)
+		}
+	}
+	clear(checks) // drop the pointers: the buffer outlives the owners
+	t.checks = checks[:0]
 }
 
 // processExited handles a readable pidfd: the process is forgotten, and its owner ends if it was a process,
@@ -506,8 +672,8 @@ func (t *Tracker) processExited(fd int32) {
 // rescan looks through /proc for a live member of a group or session whose watched members all exited, and
 // watches it; without one the owner has ended. A zombie is not a member: its pidfd says it has exited.
 func (t *Tracker) rescan(o *Owner) {
-	// The leader first (a group's or session's id is its leader's pid): while it lives, one read of /proc
-	// does instead of a read of every process's stat.
+	// The leader first (a group's or session's id is its leader's pid): while it lives, it is the only process
+	// asked.
 	found := liveMember(o, o.id)
 	if found == nil {
 		_ = eachProcess(func(pid uint32) bool {
@@ -519,7 +685,7 @@ func (t *Tracker) rescan(o *Owner) {
 	}
 	t.mu.Lock()
 	if found != nil {
-		if t.closed || t.epollAdd(found.pidfd) != nil {
+		if t.closed || o.Gone() || t.epollAdd(found.pidfd) != nil {
 			unix.Close(found.pidfd)
 			found = nil
 		} else {
@@ -536,10 +702,10 @@ func (t *Tracker) rescan(o *Owner) {
 	t.onGone(o)
 }
 
-// liveMember returns process pid, held by a pidfd, if it is a live member of o's group or session.
+// liveMember returns process pid, held by a pidfd, if it is a live member of o's group or session: one
+// syscall for a process that is not (most of /proc, in a rescan), a read of its stat for one that is.
 func liveMember(o *Owner, pid uint32) *process {
-	st, err := readStat(pid)
-	if err != nil || !o.hasMember(st) {
+	if !o.holds(pid) {
 		return nil
 	}
 	pidfd, err := unix.PidfdOpen(int(pid), unix.PIDFD_NONBLOCK)
@@ -547,20 +713,20 @@ func liveMember(o *Owner, pid uint32) *process {
 		return nil
 	}
 	unix.CloseOnExec(pidfd)
-	// Read again with the pidfd held: the same start time proves the pidfd is the process read first.
-	again, err := readStat(pid)
-	if err != nil || again.start != st.start || !o.hasMember(again) || pidfdExited(pidfd) {
+	// Asked again with the pidfd held: if it is still not readable afterwards, the answers were the pidfd's
+	// process's. A zombie is no member: its pidfd is readable.
+	st, err := readStat(pid)
+	if err != nil || !o.holds(pid) || pidfdExited(pidfd) {
 		unix.Close(pidfd)
 		return nil
 	}
 	return &process{tgid: pid, start: st.start, pidfd: pidfd, owner: o}
 }
 
-func (o *Owner) hasMember(st procStat) bool {
-	if o.scope == Group {
-		return st.pgrp == o.id
-	}
-	return st.session == o.id
+// holds reports whether process pid is in o's group or session now.
+func (o *Owner) holds(pid uint32) bool {
+	id, err := groupOrSession(o.scope, pid)
+	return err == nil && id == o.id
 }
 
 // endLocked marks an owner gone and forgets it, so that its id names a new owner from now on. The caller
@@ -623,7 +789,7 @@ func (t *Tracker) cgroupEvent(wd int32, mask uint32, name string) {
 		t.mu.Unlock()
 		return
 	}
-	path := filepath.Join(t.cgroupRoot, o.cgroup, "cgroup.events")
+	path := filepath.Join(t.cgroups.dirOf(o.cgroup), "cgroup.events")
 	t.mu.Unlock()
 	if !removed && populated(path) {
 		return
@@ -652,7 +818,7 @@ func (t *Tracker) recheckCgroups() {
 	}
 	t.mu.Unlock()
 	for _, o := range watched {
-		if !populated(filepath.Join(t.cgroupRoot, o.cgroup, "cgroup.events")) {
+		if !populated(filepath.Join(t.cgroups.dirOf(o.cgroup), "cgroup.events")) {
 			t.end(o)
 		}
 	}

@@ -42,9 +42,10 @@ func bucketOf(d time.Duration) int {
 // kindCounters are one kind's counters. Its count is the sum of its buckets, so that a snapshot's count and
 // histogram always agree.
 type kindCounters struct {
-	buckets [NumBuckets]atomic.Uint64
-	errors  atomic.Uint64
-	nanos   atomic.Uint64
+	buckets  [NumBuckets]atomic.Uint64
+	errors   atomic.Uint64
+	expected atomic.Uint64
+	nanos    atomic.Uint64
 }
 
 // Recorder holds the counters of a fixed set of kinds.
@@ -52,6 +53,8 @@ type Recorder struct {
 	names  []string
 	kinds  []kindCounters
 	errnos [MaxErrno + 1]atomic.Uint64
+	// expectedErrnos are the part of errnos that the caller called expected (RecordExpected).
+	expectedErrnos [MaxErrno + 1]atomic.Uint64
 }
 
 // New makes a recorder for the kinds 0 .. len(names)-1, named names[i] in snapshots.
@@ -71,6 +74,17 @@ func (r *Recorder) Record(kind int, d time.Duration, errno int) {
 	}
 }
 
+// RecordExpected is Record for a request whose error answer is a normal one, not a failure (the caller
+// decides which: for fs, ENOENT to the lookup of a name that does not exist yet). It counts among the errors,
+// and among the expected ones too, so that a reader can tell them apart.
+func (r *Recorder) RecordExpected(kind int, d time.Duration, errno int) {
+	r.Record(kind, d, errno)
+	if errno > 0 {
+		r.kinds[kind].expected.Add(1)
+		r.expectedErrnos[min(errno, MaxErrno)].Add(1)
+	}
+}
+
 // Kinds is the number of kinds.
 func (r *Recorder) Kinds() int { return len(r.kinds) }
 
@@ -79,6 +93,8 @@ type Kind struct {
 	Name   string
 	Count  uint64
 	Errors uint64
+	// Expected is the part of Errors recorded with RecordExpected.
+	Expected uint64
 	// Total is the time spent handling all of them.
 	Total time.Duration
 	// Buckets counts the requests in each bucket (not cumulative); see BucketBound.
@@ -88,7 +104,7 @@ type Kind struct {
 // Kind snapshots kind i.
 func (r *Recorder) Kind(i int) Kind {
 	k := &r.kinds[i]
-	s := Kind{Name: r.names[i], Errors: k.errors.Load(), Total: time.Duration(k.nanos.Load())}
+	s := Kind{Name: r.names[i], Errors: k.errors.Load(), Expected: k.expected.Load(), Total: time.Duration(k.nanos.Load())}
 	for b := range k.buckets {
 		s.Buckets[b] = k.buckets[b].Load()
 		s.Count += s.Buckets[b]
@@ -101,6 +117,17 @@ func (r *Recorder) Errnos() map[int]uint64 {
 	out := map[int]uint64{}
 	for e := range r.errnos {
 		if n := r.errnos[e].Load(); n > 0 {
+			out[e] = n
+		}
+	}
+	return out
+}
+
+// ExpectedErrnos snapshots the expected errors (RecordExpected) by errno, as Errnos does.
+func (r *Recorder) ExpectedErrnos() map[int]uint64 {
+	out := map[int]uint64{}
+	for e := range r.expectedErrnos {
+		if n := r.expectedErrnos[e].Load(); n > 0 {
 			out[e] = n
 		}
 	}

@@ -170,7 +170,7 @@ func TestRealGoals(t *testing.T) {
 }
 
 // TestGeneratedCSourcesCompile compiles every generated C file as the workload does (-Wall -Werror), where
-// gcc is installed (scripts/setup installs it).
+// gcc is installed (scripts/setup --tests installs it).
 func TestGeneratedCSourcesCompile(t *testing.T) {
 	gcc, err := exec.LookPath("gcc")
 	if err != nil {

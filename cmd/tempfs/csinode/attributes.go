@@ -3,7 +3,9 @@ package csinode
 import (
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
+	"unicode/utf8"
 )
 
 // attributes are the volume attributes a pod may set, in the order their flags are passed: the flags of
@@ -46,10 +48,11 @@ func mountFlags(context map[string]string, check FlagChecker) ([]string, map[str
 		}
 		flag, ok := known[k]
 		if !ok {
-			return nil, nil, fmt.Errorf("unknown volume attribute %q: tempfs takes %s", k, attributeNames())
+			return nil, nil, fmt.Errorf("unknown volume attribute %s: tempfs takes %s", quote(k), attributeNames())
 		}
 		if err := check(flag, context[k]); err != nil {
-			return nil, nil, fmt.Errorf("volume attribute %s=%q: %v", k, context[k], err)
+			// The parser's message quotes the value too: a pod may set a megabyte, and the kubelet shows the message.
+			return nil, nil, fmt.Errorf("volume attribute %s=%s: %s", k, quote(context[k]), shorten(err.Error(), context[k]))
 		}
 		own[k] = context[k]
 	}
@@ -68,4 +71,29 @@ func attributeNames() string {
 		names[i] = a.name
 	}
 	return strings.Join(names, ", ")
+}
+
+// maxQuoted is the most of a value an error message quotes: enough to recognize it, and a value of a megabyte
+// does not become a megabyte of message in the kubelet's events and logs.
+const maxQuoted = 100
+
+// quote quotes v as %q does, cut to its first maxQuoted bytes (at a character's start) with its length said.
+func quote(v string) string {
+	if len(v) <= maxQuoted {
+		return strconv.Quote(v)
+	}
+	cut := maxQuoted
+	for cut > 0 && !utf8.RuneStart(v[cut]) {
+		cut--
+	}
+	return fmt.Sprintf("%s... (%d bytes)", strconv.Quote(v[:cut]), len(v))
+}
+
+// shorten replaces a long value where msg quotes it (or holds it bare) with its quote.
+func shorten(msg, value string) string {
+	if len(value) <= maxQuoted {
+		return msg
+	}
+	msg = strings.ReplaceAll(msg, strconv.Quote(value), quote(value))
+	return strings.ReplaceAll(msg, value, quote(value))
 }

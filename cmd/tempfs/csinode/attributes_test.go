@@ -65,3 +65,24 @@ func TestMountFlags(t *testing.T) {
 		})
 	}
 }
+
+// TestQuote: a value of more than 100 bytes is quoted by its first 100 (never cutting a character) and its
+// length; a message that quotes it, bare or quoted, quotes it that way.
+func TestQuote(t *testing.T) {
+	short := strings.Repeat("x", 100)
+	if got := quote(short); got != `"`+short+`"` {
+		t.Errorf("quote of 100 bytes = %s", got)
+	}
+	long := strings.Repeat("y", 99) + "é" + strings.Repeat("z", 1<<20)
+	want := `"` + strings.Repeat("y", 99) + `"... (1048677 bytes)`
+	if got := quote(long); got != want {
+		t.Errorf("quote of a long value cut in a character = %.200s, want %s", got, want)
+	}
+	quoted := `invalid argument "` + long + `" for flag: size ` + long + ` is bad`
+	if got := shorten(quoted, long); len(got) > 300 || strings.Contains(got, strings.Repeat("z", 10)) {
+		t.Errorf("shorten left %d bytes: %.300s", len(got), got)
+	}
+	if _, _, err := mountFlags(map[string]string{"maxSize": long}, func(string, string) error { return errors.New("bad " + long) }); err == nil || len(err.Error()) > 300 {
+		t.Errorf("a megabyte value: err of %d bytes", len(err.Error()))
+	}
+}

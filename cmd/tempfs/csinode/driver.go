@@ -4,8 +4,8 @@
 // state directory, finds again after a restart, and stops and cleans up after.
 package csinode
 
-// Lock order: Driver.mu is a leaf, held only around the volumes and busy maps, never across a daemon's start or
-// stop. An operation on a volume holds that volume's busy mark instead (see Driver.claim).
+// Lock order: Driver.mu is a leaf, held only around the volumes, busy and grants maps, never across a daemon's
+// start or stop. An operation on a volume holds that volume's busy mark instead (see Driver.claim).
 
 import (
 	"context"
@@ -54,6 +54,14 @@ type Config struct {
 	StoreRoot string
 	// Executable is the tempfs binary that serves volumes (`EXE mount ...`).
 	Executable string
+	// KubeletDir is the kubelet's root directory: every target path must lie under its pods directory once
+	// symlinks are followed (in both).
+	KubeletDir string
+	// MemoryBudget is the RAM all volumes' file data may take together; DefaultMemory is what a volume without a
+	// memory attribute asks for; ParseSize reads the memory attribute (as the --memory flag does).
+	MemoryBudget  int64
+	DefaultMemory int64
+	ParseSize     func(string) (int64, error)
 	// DaemonLog receives the daemons' logs (the plugin's own stderr).
 	DaemonLog   *os.File
 	CheckFlag   FlagChecker
@@ -87,6 +95,7 @@ type Driver struct {
 	mu      sync.Mutex
 	volumes map[string]*volume // by volume id
 	busy    map[string]bool    // volume ids with an operation in progress
+	grants  map[string]int64   // RAM granted from the node's budget, by volume id (see budget.go)
 }
 
 // volume is a published volume: its record and its daemon.
@@ -118,6 +127,7 @@ func New(cfg Config) (*Driver, error) {
 		lock:    lock,
 		volumes: map[string]*volume{},
 		busy:    map[string]bool{},
+		grants:  map[string]int64{},
 	}
 	if err := d.recover(); err != nil {
 		lock.Close()
@@ -179,16 +189,35 @@ func (d *Driver) recover() error {
 				"store", rec.Store, "expected", d.storeOf(rec.VolumeID))
 		}
 		stores[d.storeOf(rec.VolumeID)] = true
+		if rec.MountPath == "" {
+			// An older plugin's record: it mounted at the target path as given, where the kernel followed its symlinks.
+			rec.MountPath = rec.TargetPath
+			if real, err := resolveTarget(rec.TargetPath); err == nil {
+				rec.MountPath = real
+			}
+		}
 		v := &volume{rec: rec, daemon: findDaemon(rec.Store)}
-		if v.daemon != nil && !d.cfg.Mounts.IsLive(rec.TargetPath) {
+		if v.daemon != nil && !d.cfg.Mounts.IsLive(rec.MountPath) {
 			d.awaitMount(v)
 		}
-		if v.daemon != nil && d.cfg.Mounts.IsLive(rec.TargetPath) {
+		if v.daemon != nil && d.cfg.Mounts.IsLive(rec.MountPath) {
 			d.volumes[rec.VolumeID] = v
-			d.log.Info("adopted a volume", "volume", rec.VolumeID, "target", rec.TargetPath, "pid", v.daemon.pid)
+			held := rec.MemoryGranted
+			if held == 0 {
+				// An older plugin's volume: its daemon took its memory attribute, or the default, whatever the budget.
+				if ask, err := d.memoryAsked(rec.Attributes); err == nil {
+					held = ask
+				}
+			}
+			if !d.regrant(rec.VolumeID, held) {
+				d.log.Warn("the volumes adopted hold more RAM than the node's budget: new volumes get none until they go",
+					"volume", rec.VolumeID, "memory", held, "granted", d.granted(), "budget", d.cfg.MemoryBudget)
+			}
+			d.log.Info("adopted a volume", "volume", rec.VolumeID, "target", rec.TargetPath, "mount", rec.MountPath,
+				"pid", v.daemon.pid, "memory", held)
 			continue
 		}
-		if err := d.teardown(v); err != nil {
+		if err := d.teardown(v, false); err != nil {
 			d.log.Error("clearing a dead volume", "volume", rec.VolumeID, "target", rec.TargetPath, "err", err)
 			continue
 		}
@@ -219,7 +248,7 @@ func (d *Driver) recover() error {
 // with a deadline.
 func (d *Driver) awaitMount(v *volume) {
 	deadline := time.Now().Add(daemonStartWait)
-	for v.daemon.running() && !d.cfg.Mounts.IsLive(v.rec.TargetPath) && time.Now().Before(deadline) {
+	for v.daemon.running() && !d.cfg.Mounts.IsLive(v.rec.MountPath) && time.Now().Before(deadline) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
@@ -300,14 +329,16 @@ func (d *Driver) set(volumeID string, v *volume) {
 
 // live reports whether a volume still serves its target path.
 func (d *Driver) live(v *volume) bool {
-	return v.daemon != nil && v.daemon.running() && d.cfg.Mounts.IsLive(v.rec.TargetPath)
+	return v.daemon != nil && v.daemon.running() && d.cfg.Mounts.IsLive(v.rec.MountPath)
 }
 
 // teardown ends a volume, live or dead: its mount goes (detached if busy), its daemon exits (killed if it does not
 // go in time), a mount the daemon left dead is detached, then its store directory, its target directory and its
-// record are removed. It may be called again after an error.
-func (d *Driver) teardown(v *volume) error {
-	target := v.rec.TargetPath
+// record are removed, and its RAM grant goes back to the node's budget. It may be called again after an error.
+// Everything happens at the volume's real path (MountPath), where mountinfo shows the mount. At unpublish, a
+// target path whose last component is a symlink to that path goes too.
+func (d *Driver) teardown(v *volume, unpublish bool) error {
+	target := v.rec.MountPath
 	if err := d.unmount(target); err != nil {
 		return err
 	}
@@ -336,7 +367,21 @@ func (d *Driver) teardown(v *volume) error {
 	if err := os.Remove(target); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("removing the target path: %w", err)
 	}
-	return d.records.remove(v.rec.VolumeID)
+	// At unpublish, a target path whose last component is a symlink (to the directory just removed) goes too, as
+	// the target path of a volume without one does. Otherwise (a dead volume cleared to be published again, or at
+	// the plugin's start, a failed publish undone) it stays: the kubelet's path must lead to the volume again.
+	if named := v.rec.TargetPath; unpublish && named != target && d.inPods(filepath.Dir(named)) {
+		if fi, err := os.Lstat(named); err == nil && fi.Mode()&os.ModeSymlink != 0 {
+			if err := os.Remove(named); err != nil && !errors.Is(err, os.ErrNotExist) {
+				return fmt.Errorf("removing the target path's symlink: %w", err)
+			}
+		}
+	}
+	if err := d.records.remove(v.rec.VolumeID); err != nil {
+		return err
+	}
+	d.ungrant(v.rec.VolumeID)
+	return nil
 }
 
 // unmount unmounts a tempfs mount at target, live or dead, detaching it when it is busy; anything else there is

@@ -17,9 +17,17 @@ import (
 // volumeRecord is what the plugin remembers of a published volume across its own restarts: one JSON file per
 // volume in the state directory, written before the volume's daemon starts and removed after it is gone.
 type volumeRecord struct {
-	VolumeID   string            `json:"volume_id"`
+	VolumeID string `json:"volume_id"`
+	// TargetPath is the target path as the kubelet names it; MountPath is its real path (symlinks followed), where
+	// the volume is mounted and the only path the plugin unmounts or removes. A record of an older plugin has no
+	// MountPath: it is resolved from TargetPath when the record is read.
 	TargetPath string            `json:"target_path"`
+	MountPath  string            `json:"mount_path,omitempty"`
 	Attributes map[string]string `json:"attributes"`
+	// MemoryAsked is the RAM cap the volume asked for (its memory attribute, or the default); MemoryGranted is
+	// what the node's budget gave it, the daemon's --memory. A record of an older plugin has neither (0).
+	MemoryAsked   int64 `json:"memory_asked,omitempty"`
+	MemoryGranted int64 `json:"memory_granted,omitempty"`
 	// Store is the volume's own directory for its daemon's disk store (STORE-ROOT/tempfs-csi-KEY), removed with
 	// the volume. Its path is also how the plugin finds the daemon after a restart (it is on the daemon's command
 	// line).
@@ -29,8 +37,13 @@ type volumeRecord struct {
 }
 
 // sameVolume reports whether a publish request asks for what r already is.
-func (r *volumeRecord) sameVolume(target string, attrs map[string]string) bool {
-	return r.TargetPath == target && maps.Equal(r.Attributes, attrs)
+func (r *volumeRecord) sameVolume(attrs map[string]string) bool {
+	return maps.Equal(r.Attributes, attrs)
+}
+
+// at reports whether the volume is published at target, named as the request names it or by its real path.
+func (r *volumeRecord) at(target, real string) bool {
+	return r.TargetPath == target || (real != "" && r.MountPath == real)
 }
 
 const recordSuffix = ".json"

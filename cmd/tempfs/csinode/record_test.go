@@ -38,7 +38,7 @@ func TestRecordsSaveLoadRemove(t *testing.T) {
 		t.Fatalf("loaded %d records, want 2: %+v", len(got), got)
 	}
 	for _, r := range got {
-		if r.PID != 43 || !r.sameVolume(r.TargetPath, map[string]string{"maxSize": "4Mi"}) {
+		if r.PID != 43 || !r.sameVolume(map[string]string{"maxSize": "4Mi"}) {
 			t.Errorf("record %+v was not read back as saved", r)
 		}
 	}

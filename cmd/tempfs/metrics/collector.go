@@ -14,7 +14,7 @@ type collector struct {
 	ramBytes, ramCap, ramPeak, diskBytes, diskCap                 *prometheus.Desc
 	rollovers, spilled, readBytes, writtenBytes, created, removed *prometheus.Desc
 	requests, requestErrors, errnos                               *prometheus.Desc
-	owners, ownersGone                                            *prometheus.Desc
+	owners, ownersGone, ownerEntriesRemoved                       *prometheus.Desc
 }
 
 var _ = (prometheus.Collector)((*collector)(nil))
@@ -40,21 +40,23 @@ func newCollector(stats func() tempfs.Stats) *collector {
 		writtenBytes: d("written_bytes_total",
 			"Bytes written through WRITE requests to the daemon (not writes served by passthrough)."),
 		created: d("entries_created_total", "Entries made since mount, of every kind."),
-		removed: d("entries_removed_total",
-			"Names removed since mount by cause: last_close, max_age, unlink (unlink, rmdir, replaced by rename), owner_gone.", "cause"),
+		removed: d("names_removed_total",
+			"Names removed since mount by cause: last_close, max_age, unlink (unlink, rmdir, replaced by rename), owner_gone; a file with three hard links removed counts three.", "cause"),
 		requests: d("fuse_request_duration_seconds",
 			"FUSE requests that reached the filesystem, by opcode, with the time their handler took.", "opcode"),
 		requestErrors: d("fuse_request_errors_total", "FUSE requests answered with an error, by opcode.", "opcode"),
 		errnos:        d("fuse_errors_total", "FUSE requests answered with an error, by errno.", "errno"),
 		owners:        d("owners", "Live owners (--owner: processes, groups, sessions or cgroups that made entries)."),
 		ownersGone:    d("owners_gone_total", "Owners gone since mount (their entries were removed)."),
+		ownerEntriesRemoved: d("owner_entries_removed_total",
+			"Entries removed with their owner since mount, each file or directory once however many names it had."),
 	}
 }
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.entries, c.ephemeral, c.handles, c.files, c.ramBytes, c.ramCap, c.ramPeak,
 		c.diskBytes, c.diskCap, c.rollovers, c.spilled, c.readBytes, c.writtenBytes, c.created, c.removed,
-		c.requests, c.requestErrors, c.errnos, c.owners, c.ownersGone} {
+		c.requests, c.requestErrors, c.errnos, c.owners, c.ownersGone, c.ownerEntriesRemoved} {
 		ch <- d
 	}
 }
@@ -89,6 +91,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	gauge(c.owners, st.OwnersLive)
 	counter(c.ownersGone, st.OwnersGone)
+	counter(c.ownerEntriesRemoved, st.EntriesRemovedWithOwner)
 
 	req := st.Requests
 	for op, s := range req.ByOpcode {
