@@ -218,7 +218,7 @@ func setTestClock(t testing.TB, path string, wall, mono time.Duration) {
 
 // TestMaxAgeCountsElapsedTime: --max-age counts the time an entry went unused as the daemon lived it. With the
 // daemon's clock injected (the system clock is never stepped): a wall-clock step of 2 h forward removes no
-// young entry, even one whose mtime was set 2 h back (tar x, cp -p); an entry idle past --max-age goes, even
+// young entry, even one whose times were set 2 h back (tar x, cp -p); an entry idle past --max-age goes, even
 // one whose mtime was set 2 h ahead; after a step 2 h back, entries idle past --max-age still go. stat keeps
 // showing the wall clock. (On the old code a wall-clock step of 2 h removed every entry within a second.)
 func TestMaxAgeCountsElapsedTime(t *testing.T) {
@@ -248,15 +248,22 @@ func TestMaxAgeCountsElapsedTime(t *testing.T) {
 	if err := os.Chtimes(m.Path("future"), ahead, ahead); err != nil {
 		t.Fatal(err)
 	}
-	// 50 s of the daemon's life pass; then the young entries are made (9 files and a directory).
+	// 50 s of the daemon's life pass; then the young entries are made (9 files and 2 directories).
 	setTestClock(t, clockFile, 0, 50*time.Second)
 	young := []string{"young/a", "young/b", "young/c", "y1", "y2", "y3", "y4", "y5", "backdated"}
 	for _, name := range young {
 		write(name)
 	}
-	back := time.Now().Add(-2 * time.Hour)
-	if err := os.Chtimes(m.Path("backdated"), back, back); err != nil {
+	// A file and a directory whose times are set 2 h back, as tar x and cp -p set them.
+	if err := os.Mkdir(m.Path("extracted"), 0o755); err != nil {
 		t.Fatal(err)
+	}
+	young = append(young, "extracted")
+	back := time.Now().Add(-2 * time.Hour)
+	for _, name := range []string{"backdated", "extracted"} {
+		if err := os.Chtimes(m.Path(name), back, back); err != nil {
+			t.Fatal(err)
+		}
 	}
 	// The wall clock steps 2 h forward while 20 more seconds pass.
 	setTestClock(t, clockFile, 2*time.Hour, 70*time.Second)
