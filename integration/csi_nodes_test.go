@@ -414,3 +414,30 @@ func TestCSIShortErrorsAndStats(t *testing.T) {
 	p.unpublish(t, "stats", target)
 	assertVolumeGone(t, p, target)
 }
+
+// TestCSINodeBudgetUnderThePluginsLimit: the volumes' daemons are the plugin's children, in its memory cgroup,
+// so a node budget past the plugin's limit is kept under it (with a warning at start) and no volume is
+// granted more RAM than the limit holds.
+func TestCSINodeBudgetUnderThePluginsLimit(t *testing.T) {
+	const limit = 256 << 20
+	cgroup, _ := memoryCgroup(t, limit)
+	p := startCSIVia(t, t.TempDir(), inCgroup(cgroup), nil, "--memory", "1Gi")
+	if !strings.Contains(p.Log(), "does not fit under the plugin's memory cgroup limit") {
+		t.Errorf("no warning that the budget was clamped; log:\n%s", p.Log())
+	}
+	// Each daemon alone keeps its own cap under the cgroup's limit; together they must too.
+	var sum float64
+	for _, id := range []string{"a", "b"} {
+		target := filepath.Join(p.Pods, id)
+		p.publish(t, id, target, map[string]string{"memory": "512Mi"})
+		// A volume granted nothing runs with a cap of 1 byte, which holds no file (the smallest RAM slot is
+		// 512 bytes): it counts as none.
+		if got := daemonStats(t, target)["ram_cap"].(float64); got >= 512 {
+			sum += got
+		}
+		t.Cleanup(func() { p.unpublish(t, id, target) })
+	}
+	if sum > limit/4*3 {
+		t.Errorf("the volumes' RAM caps add up to %.0f MiB under a plugin limit of %d MiB (at most %d)", sum/(1<<20), limit>>20, limit/4*3>>20)
+	}
+}

@@ -356,33 +356,12 @@ func memoryCgroup(t *testing.T, limit int64) (dir, limitFile string) {
 // cgroup and execs `tempfs mount` (the same process), so the daemon reads its limit at start.
 func startMountInCgroup(t *testing.T, cgroup string, args ...string) *mount {
 	t.Helper()
-	requireFUSE(t)
-	m := &mount{Dir: t.TempDir(), StoreParent: t.TempDir(), log: &syncBuffer{}, exited: make(chan struct{})}
-	r, w, err := os.Pipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	full := append([]string{"-ec", `echo $$ > "$0"/cgroup.procs; exec "$@"`, cgroup, tempfsBin, "mount", "--ready-fd=3", "--store", m.StoreParent}, args...)
-	m.cmd = exec.Command("sh", append(full, m.Dir)...)
-	m.cmd.Stderr = m.log
-	m.cmd.ExtraFiles = []*os.File{w}
-	if err := m.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	w.Close()
-	go func() {
-		m.exitErr = m.cmd.Wait()
-		close(m.exited)
-	}()
-	ready := make([]byte, 6)
-	n, _ := r.Read(ready)
-	r.Close()
-	if string(ready[:n]) != "ready\n" {
-		<-m.exited
-		t.Fatalf("tempfs mount in a cgroup did not become ready: %q; exit: %v; log:\n%s", ready[:n], m.exitErr, m.log.String())
-	}
-	t.Cleanup(func() { m.stop(t) })
-	return m
+	return launchMountVia(t, inCgroup(cgroup), t.TempDir(), t.TempDir(), nil, nil, args...)
+}
+
+// inCgroup is a wrapper command that joins a cgroup (v1 or v2) and execs the rest of its arguments.
+func inCgroup(cgroup string) []string {
+	return []string{"sh", "-ec", `echo $$ > "$0"/cgroup.procs; exec "$@"`, cgroup}
 }
 
 // cgroupUnreclaimable is what the cgroup holds that the kernel can neither reclaim nor swap out here: anonymous

@@ -146,7 +146,10 @@ func (o *csiOptions) csiConfig() (csinode.Config, string, error) {
 	if o.memory.set {
 		budget = o.memory.bytes
 	}
+	limit, where, limited := limits.CgroupMemoryLimit()
+	budget, warning := fitNodeBudget(budget, limit, where, limited)
 	return csinode.Config{
+		BudgetWarning: warning,
 		KubeletDir:    filepath.Clean(o.kubeletDir),
 		MemoryBudget:  budget,
 		DefaultMemory: defaultMemory,
@@ -207,6 +210,9 @@ func runCSI(ctx context.Context, o *csiOptions) error {
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	csinode.SupervisedReady()
+	if cfg.BudgetWarning != "" {
+		cfg.Logger.Warn(cfg.BudgetWarning)
+	}
 	cfg.Logger.Info("serving CSI", "endpoint", socket, "driver", cfg.DriverName, "node", cfg.NodeID,
 		"state_dir", cfg.StateDir, "store", cfg.StoreRoot, "kubelet_dir", cfg.KubeletDir,
 		"memory_budget", naming.FormatSize(cfg.MemoryBudget), "version", cfg.Version)
@@ -254,3 +260,18 @@ type fsMounts struct{}
 func (fsMounts) IsLive(path string) bool              { return tempfs.IsTempfsMount(path) && !tempfs.IsStale(path) }
 func (fsMounts) IsStale(path string) bool             { return tempfs.IsStale(path) }
 func (fsMounts) Unmount(path string, lazy bool) error { return tempfs.Unmount(path, lazy) }
+
+// fitNodeBudget keeps the node's RAM budget under the plugin's memory cgroup limit, when it has one: the
+// volumes' daemons are the plugin's children, in its cgroup, and their RAM files are memfd pages charged there,
+// so a budget past the limit would end in an OOM kill of the plugin's pod and every volume with it. As tempfs
+// mount does with --memory, a budget that does not fit is clamped to three quarters of the limit with a
+// warning, not refused.
+func fitNodeBudget(budget, limit int64, where string, limited bool) (int64, string) {
+	if !limited || budget <= limits.MemoryCeiling(limit) {
+		return budget, ""
+	}
+	ceiling := limits.MemoryCeiling(limit)
+	return ceiling, fmt.Sprintf("--memory %s does not fit under the plugin's memory cgroup limit %s (%s): the volumes "+
+		"together keep at most %s in RAM and the rest on disk; raise the container's memory limit, or give --memory %s or less",
+		naming.FormatSize(budget), naming.FormatSize(limit), where, naming.FormatSize(ceiling), naming.FormatSize(ceiling))
+}

@@ -63,3 +63,31 @@ func TestCSIConfigRefusesBadFlags(t *testing.T) {
 		}
 	}
 }
+
+func TestFitNodeBudget(t *testing.T) {
+	const mib = 1 << 20
+	tests := []struct {
+		name          string
+		budget, limit int64
+		limited       bool
+		want          int64
+		warns         bool
+	}{
+		{"no limit", 4096 * mib, 0, false, 4096 * mib, false},
+		{"under three quarters", 512 * mib, 1024 * mib, true, 512 * mib, false},
+		{"at three quarters", 768 * mib, 1024 * mib, true, 768 * mib, false},
+		{"past three quarters", 1024 * mib, 1024 * mib, true, 768 * mib, true},
+		{"past the limit", 4096 * mib, 256 * mib, true, 192 * mib, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, warning := fitNodeBudget(tt.budget, tt.limit, "memory.max", tt.limited)
+			if got != tt.want || (warning != "") != tt.warns {
+				t.Errorf("fitNodeBudget = %d, %q; want %d, warning %v", got, warning, tt.want, tt.warns)
+			}
+			if tt.warns && (!strings.Contains(warning, "memory.max") || !strings.Contains(warning, "--memory")) {
+				t.Errorf("the warning names neither the limit's file nor the flag: %q", warning)
+			}
+		})
+	}
+}

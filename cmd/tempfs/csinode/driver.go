@@ -54,6 +54,8 @@ type Config struct {
 	StoreRoot string
 	// Executable is the tempfs binary that serves volumes (`EXE mount ...`).
 	Executable string
+	// BudgetWarning, when set, says at start that MemoryBudget was clamped under the plugin's memory limit.
+	BudgetWarning string
 	// KubeletDir is the kubelet's root directory: every target path must lie under its pods directory once
 	// symlinks are followed (in both).
 	KubeletDir string
