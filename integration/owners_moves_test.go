@@ -343,12 +343,7 @@ time.sleep(300)
 // TestOwnerQuotaCoversTmpfiles: an O_TMPFILE file's bytes count against its creator's quota before it has a
 // name, so no more than the quota can be written and then named.
 func TestOwnerQuotaCoversTmpfiles(t *testing.T) {
-	m := startMount(t, "--owner", "process", "--owner-quota", "64KiB")
-	python, err := corePython()
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, line := owStart(t, nil, python, "-c", owTmpfileQuota, m.Dir)
+	m, line := owUnderQuota(t, owTmpfileQuota)
 	if want := "wrote=65536 failed=EDQUOT link=ok"; line != want {
 		t.Errorf("got  %s\nwant %s", line, want)
 	}
@@ -360,14 +355,9 @@ func TestOwnerQuotaCoversTmpfiles(t *testing.T) {
 // TestOwnerQuotaLinkMovesTheCharge: linkat by another owner moves the bytes of an O_TMPFILE file to that
 // owner, and is refused with EDQUOT (no name made) when that owner has no room.
 func TestOwnerQuotaLinkMovesTheCharge(t *testing.T) {
-	m := startMount(t, "--owner", "process", "--owner-quota", "64KiB")
-	python, err := corePython()
-	if err != nil {
-		t.Fatal(err)
-	}
 	// The holder makes a 40 KiB O_TMPFILE file and passes it to its child, which already holds 40 KiB of
 	// its own and names the file: 80 KiB would pass the child's quota.
-	_, line := owStart(t, nil, python, "-c", `
+	_, line := owUnderQuota(t, `
 import ctypes, errno, os, sys, time
 m = sys.argv[1]
 libc = ctypes.CDLL(None, use_errno=True)
@@ -382,7 +372,7 @@ child = os.read(r, 64).decode()
 res = "named" if libc.linkat(-100, b"/proc/self/fd/%d" % fd, -100, (m + "/by-maker").encode(), 0x400) == 0 else errno.errorcode[ctypes.get_errno()]
 print("child=%s maker=%s exists=%s" % (child, res, os.path.exists(m + "/by-child")), flush=True)
 time.sleep(300)
-`, m.Dir)
+`)
 	if want := "child=EDQUOT maker=named exists=False"; line != want {
 		t.Errorf("got  %s\nwant %s", line, want)
 	}
@@ -412,18 +402,12 @@ func TestOwnerStatusCountsEntriesAndNames(t *testing.T) {
 // TestOwnerQuotaCopyFileRange: copy_file_range into an owner's file is charged like a write: it stops at the
 // quota with EDQUOT.
 func TestOwnerQuotaCopyFileRange(t *testing.T) {
-	m := startMount(t, "--owner", "process", "--owner-quota", "64KiB")
-	python, err := corePython()
-	if err != nil {
-		t.Fatal(err)
-	}
-	// The source is this test process's (its own owner, its own quota).
-	if err := os.WriteFile(m.Path("src"), make([]byte, 48<<10), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	_, line := owStart(t, nil, python, "-c", `
+	// The source is kept (user.tempfs.lifetime=keep): charged to nobody, so the copy alone counts.
+	_, line := owUnderQuota(t, `
 import errno, os, sys, time
 m = sys.argv[1]
+open(m + "/src", "wb").write(bytes(48 << 10))
+os.setxattr(m + "/src", "user.tempfs.lifetime", b"keep")
 src, dst = os.open(m + "/src", os.O_RDONLY), os.open(m + "/dst", os.O_RDWR | os.O_CREAT, 0o600)
 copied, failed = 0, "none"
 for _ in range(8):
@@ -437,7 +421,7 @@ for _ in range(8):
     copied += n
 print("copied=%d failed=%s size=%d" % (copied, failed, os.fstat(dst).st_size), flush=True)
 time.sleep(300)
-`, m.Dir)
+`)
 	var copied, size int
 	var failed string
 	if _, err := fmt.Sscanf(line, "copied=%d failed=%s size=%d", &copied, &failed, &size); err != nil {
@@ -446,4 +430,17 @@ time.sleep(300)
 	if failed != "EDQUOT" || size > 64<<10 || copied < 48<<10 {
 		t.Errorf("copy_file_range under a 64 KiB quota: %s; want at least the first 48 KiB, then EDQUOT within the quota", line)
 	}
+}
+
+// owUnderQuota mounts with --owner process --owner-quota 64KiB and runs a Python owner script on it; it returns
+// the mount and the first line the script prints.
+func owUnderQuota(t *testing.T, script string) (*mount, string) {
+	t.Helper()
+	m := startMount(t, "--owner", "process", "--owner-quota", "64KiB")
+	python, err := corePython()
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, line := owStart(t, nil, python, "-c", script, m.Dir)
+	return m, line
 }
