@@ -1,45 +1,15 @@
 package fs
 
-import (
-	"sync"
-
-	"github.com/tempfs/tempfs/fs/owner"
-)
-
-// FUSE requests carry the calling thread's id, but user.tempfs.created speaks of processes (kernel-notes.md):
-// a thread id must be mapped to its process id (the Tgid line of /proc/TID/status). Reading that file costs
-// ~30 µs here, too much for every template create, so the mapping is cached and a cached answer is checked
-// with a stat of /proc/TGID/task/TID (~2.5 µs): that path exists only while TID is a thread of TGID, so a
-// thread id reused by another process after its thread ended is never mapped to the old process.
-
-// processCacheSize bounds the cache; when full it is emptied and refilled, which only costs the slow path.
-const processCacheSize = 4096
-
-type processCache struct {
-	mu sync.Mutex
-	m  map[uint32]uint32
-}
-
-// processOf returns the process id of thread tid, or 0 if it cannot be told (the thread is gone).
-func (c *processCache) processOf(tid uint32) uint32 {
+// processOf returns the process id of the thread behind a request, or 0 if it cannot be told (the thread is
+// gone): user.tempfs.created speaks of processes, while FUSE requests carry thread ids. The mapping and its
+// cache are package owner's (ThreadGroups).
+func (fsys *FS) processOf(tid uint32) uint32 {
 	if tid == 0 {
 		return 0
 	}
-	c.mu.Lock()
-	tgid, ok := c.m[tid]
-	c.mu.Unlock()
-	if ok && owner.IsThreadOf(tgid, tid) {
-		return tgid
-	}
-	tgid = owner.ThreadGroup(tid)
-	if tgid == 0 {
+	tgid, err := fsys.threads.Of(tid)
+	if err != nil {
 		return 0
 	}
-	c.mu.Lock()
-	if c.m == nil || len(c.m) >= processCacheSize {
-		c.m = make(map[uint32]uint32)
-	}
-	c.m[tid] = tgid
-	c.mu.Unlock()
 	return tgid
 }

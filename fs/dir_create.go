@@ -107,7 +107,7 @@ func (d *Dir) creatorProcess(ctx context.Context, isTmpl bool) uint32 {
 		return 0
 	}
 	_, _, tid := caller(ctx)
-	return d.fs.processes.processOf(tid)
+	return d.fs.processOf(tid)
 }
 
 // newEntryOut answers a new entry: for a template with entry timeout 0, so the kernel never keeps the template

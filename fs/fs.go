@@ -23,6 +23,7 @@ import (
 	fusefs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
 
+	"github.com/tempfs/tempfs/fs/owner"
 	"github.com/tempfs/tempfs/fs/reqstats"
 	"github.com/tempfs/tempfs/spool"
 )
@@ -81,7 +82,7 @@ type FS struct {
 	started      time.Time
 	counts       counters
 	createdSeq   atomic.Uint64
-	processes    processCache
+	threads      owner.ThreadGroups // thread ids to process ids, for user.tempfs.created
 	// requests counts FUSE requests by opcode (recordingFS); activity the rest of Activity.
 	requests *reqstats.Recorder
 	activity activityCounters

@@ -279,7 +279,7 @@ func listxattr(ctx context.Context, n node, dest []byte) (uint32, syscall.Errno)
 // any thread of the process that made the entry gets the answer, also after the making thread ended.
 func (d *Dir) createdFor(ctx context.Context) string {
 	_, _, tid := caller(ctx)
-	pid := d.fs.processes.processOf(tid)
+	pid := d.fs.processOf(tid)
 	if pid == 0 {
 		return ""
 	}

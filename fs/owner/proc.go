@@ -81,15 +81,9 @@ func parseStat(data []byte) (procStat, error) {
 	return st, nil
 }
 
-// ThreadGroup returns the process (thread group) id of thread tid, read from the Tgid line of
-// /proc/TID/status, or 0 when it cannot be told (the thread is gone).
-func ThreadGroup(tid uint32) uint32 {
-	tgid, _ := threadGroup(tid)
-	return tgid
-}
-
-// threadGroup is ThreadGroup with the reason for a 0: ErrCallerGone when the thread has exited, or the error
-// that kept the daemon from reading /proc (no descriptor left, say).
+// threadGroup returns the process (thread group) id of thread tid, read from the Tgid line of
+// /proc/TID/status: ErrCallerGone when the thread has exited, or the error that kept the daemon from reading
+// /proc (no descriptor left, say).
 func threadGroup(tid uint32) (uint32, error) {
 	data, err := readProcFile(pidPath(tid, "status"))
 	if err != nil {
@@ -117,10 +111,10 @@ func procError(err error) error {
 	return err
 }
 
-// IsThreadOf reports whether tid is, right now, a thread of process tgid: /proc/TGID/task/TID exists only
+// isThreadOf reports whether tid is, right now, a thread of process tgid: /proc/TGID/task/TID exists only
 // then, so a thread id reused by another process is never mapped to the old one. A stat costs ~2.5 µs here
 // against ~30 µs for reading /proc/TID/status.
-func IsThreadOf(tgid, tid uint32) bool {
+func isThreadOf(tgid, tid uint32) bool {
 	path := procRoot + strconv.FormatUint(uint64(tgid), 10)
 	if tgid != tid {
 		path += "/task/" + strconv.FormatUint(uint64(tid), 10)

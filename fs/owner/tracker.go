@@ -51,7 +51,7 @@ type Tracker struct {
 
 	mu      sync.Mutex
 	procs   map[uint32]*process // by thread group id: the processes seen, while they live (a cache)
-	threads map[uint32]uint32   // thread id to thread group id, for threads other than a main thread
+	threads ThreadGroups        // thread id to process id
 	byFd    map[int32]*process  // every pidfd held, in the epoll set
 	owners  map[ownerKey]*Owner // the live owners
 	byWatch map[int32]*Owner    // cgroup.events watches
@@ -67,9 +67,6 @@ type Tracker struct {
 	checks []membership
 }
 
-// threadCacheSize bounds the thread map; when full it is emptied, which only costs the slow path again.
-const threadCacheSize = 4096
-
 // New starts a tracker for a scope other than None.
 func New(cfg Config) (*Tracker, error) {
 	if cfg.Scope == None {
@@ -81,7 +78,7 @@ func New(cfg Config) (*Tracker, error) {
 	t := &Tracker{
 		scope: cfg.Scope, onGone: cfg.OnGone, log: cfg.Logger, done: make(chan struct{}),
 		epfd: -1, inotifyFd: -1, wakeFd: -1,
-		procs: make(map[uint32]*process), threads: make(map[uint32]uint32), byFd: make(map[int32]*process),
+		procs: make(map[uint32]*process), byFd: make(map[int32]*process),
 		owners: make(map[ownerKey]*Owner), byWatch: make(map[int32]*Owner), children: make(map[int32]map[string]*Owner),
 	}
 	if t.onGone == nil {
@@ -442,31 +439,16 @@ func (t *Tracker) ParentOf(tid uint32) (*Owner, error) {
 	return t.Of(st.ppid)
 }
 
-// threadGroup maps a thread id to its process id, from the cache when it can be checked cheaply.
+// threadGroup maps a thread id to its process id: a live process seen before answers for its main thread
+// with one poll; other threads go through the cache.
 func (t *Tracker) threadGroup(tid uint32) (uint32, error) {
 	t.mu.Lock()
-	if p := t.procs[tid]; p != nil && !pidfdExited(p.pidfd) {
-		t.mu.Unlock()
+	p := t.procs[tid]
+	t.mu.Unlock()
+	if p != nil && !pidfdExited(p.pidfd) {
 		return tid, nil // a live process's id is its main thread's id
 	}
-	tgid, ok := t.threads[tid]
-	t.mu.Unlock()
-	if ok && IsThreadOf(tgid, tid) {
-		return tgid, nil
-	}
-	tgid, err := threadGroup(tid)
-	if err != nil {
-		return 0, err
-	}
-	if tgid != tid {
-		t.mu.Lock()
-		if len(t.threads) >= threadCacheSize {
-			clear(t.threads)
-		}
-		t.threads[tid] = tgid
-		t.mu.Unlock()
-	}
-	return tgid, nil
+	return t.threads.Of(tid)
 }
 
 // pidfdExited reports whether the process behind pidfd has exited (the pidfd is readable). poll is retried
