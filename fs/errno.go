@@ -14,16 +14,24 @@ func toErrno(log *slog.Logger, op string, err error) syscall.Errno {
 	if err == nil {
 		return 0
 	}
+	if outOfDescriptors(err) {
+		log.Error("answering ENOSPC for a descriptor limit of the daemon", "op", op, "err", err)
+		return syscall.ENOSPC
+	}
 	var errno syscall.Errno
 	if errors.As(err, &errno) {
-		if errno == syscall.EMFILE || errno == syscall.ENFILE {
-			// The daemon's descriptor table (or the system's) is full, not the caller's: EMFILE would
-			// tell the caller to close its own files. tmpfs out of inodes says ENOSPC.
-			log.Error("answering ENOSPC for a descriptor limit of the daemon", "op", op, "err", err)
-			return syscall.ENOSPC
-		}
 		return errno
 	}
 	log.Error("answering EIO", "op", op, "err", err)
 	return syscall.EIO
 }
+
+// outOfDescriptors reports that the daemon's descriptor table (or the system's) is full. That is a limit of the
+// daemon's, not the caller's: EMFILE would tell the caller to close its own files. It is answered ENOSPC, as
+// tmpfs answers when it is out of inodes, never EMFILE.
+func outOfDescriptors(err error) bool {
+	return errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE)
+}
+
+// discardLog is for a caller of toErrno that has logged the cause its own way.
+var discardLog = slog.New(slog.DiscardHandler)

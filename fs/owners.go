@@ -198,13 +198,13 @@ func (fsys *FS) ownerErrno(err error) syscall.Errno {
 		return 0
 	case errors.Is(err, owner.ErrCallerGone):
 		return syscall.ENOENT // the caller was killed mid-request: nobody will see the answer
-	case errors.Is(err, syscall.EMFILE), errors.Is(err, syscall.ENFILE):
-		// No descriptor left to watch a new owner with: a real limit, answered as a full filesystem
-		// (contract section 4), never EMFILE.
+	case outOfDescriptors(err):
+		// No descriptor left to watch a new owner with: said once (not once per create), then answered as
+		// toErrno answers every descriptor limit, without its log line.
 		if fsys.owners.outOfFds.CompareAndSwap(false, true) {
 			fsys.log.Warn("no descriptor left to watch a new owner: creating answers ENOSPC", "err", err)
 		}
-		return syscall.ENOSPC
+		return toErrno(discardLog, "owner", err)
 	}
 	return toErrno(fsys.log, "owner", err)
 }
