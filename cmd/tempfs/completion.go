@@ -4,20 +4,19 @@ import (
 	"strings"
 
 	"github.com/spf13/cobra"
+
+	"github.com/tempfs/tempfs/fs/owner"
 )
 
 // mountOptionNames are the -o options tempfs takes, for completion.
 var mountOptionNames = []string{"allow_other", "default_permissions", "noexec", "noatime", "nonempty", "nosuid", "nodev"}
-
-// ownerScopes are the values of --owner, for completion.
-var ownerScopes = []string{"none", "process", "group", "session", "cgroup"}
 
 // registerMountCompletions completes the values of --owner and of -o (each item of the comma-separated list) on
 // a command with the mount flags.
 func registerMountCompletions(cmd *cobra.Command) {
 	_ = cmd.RegisterFlagCompletionFunc("owner", func(cmd *cobra.Command, args []string, toComplete string) ([]string, cobra.ShellCompDirective) {
 		var out []string
-		for _, scope := range ownerScopes {
+		for _, scope := range owner.ScopeNames() {
 			if strings.HasPrefix(scope, toComplete) {
 				out = append(out, scope)
 			}

@@ -78,7 +78,7 @@ func (m *metricsAddrValue) Set(v string) error {
 
 func (m *metricsAddrValue) Type() string { return "addr" }
 
-// scopeValue is a pflag.Value for --owner: none, process, group, session or cgroup.
+// scopeValue is a pflag.Value for --owner: one of owner.ScopeNames.
 type scopeValue struct{ scope owner.Scope }
 
 func (v *scopeValue) String() string { return v.scope.String() }

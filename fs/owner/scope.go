@@ -6,7 +6,10 @@
 // *Owner it hands out and removes them when told the owner is gone.
 package owner
 
-import "fmt"
+import (
+	"fmt"
+	"strings"
+)
 
 // Scope is what owns an entry: nobody, or the process, process group, session or cgroup that made it.
 type Scope int
@@ -28,12 +31,20 @@ func (s Scope) String() string {
 	return scopeNames[s]
 }
 
-// ParseScope reads a scope as --owner and the fstab option owner= spell it.
+// ScopeNames are the scopes as --owner, the fstab option owner= and the CSI attribute owner spell them.
+func ScopeNames() []string { return scopeNames[:] }
+
+// ScopeList is ScopeNames in words: "none, process, group, session or cgroup".
+func ScopeList() string {
+	return strings.Join(scopeNames[:len(scopeNames)-1], ", ") + " or " + scopeNames[len(scopeNames)-1]
+}
+
+// ParseScope reads a scope as ScopeNames spell it.
 func ParseScope(text string) (Scope, error) {
 	for s, name := range scopeNames {
 		if text == name {
 			return Scope(s), nil
 		}
 	}
-	return None, fmt.Errorf("unknown owner scope %q (use none, process, group, session or cgroup)", text)
+	return None, fmt.Errorf("unknown owner scope %q (use %s)", text, ScopeList())
 }
