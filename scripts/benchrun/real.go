@@ -16,7 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Real-program workloads (issue 13): programs that people run on a scratch mount, each timed on every target in
+// Real-program workloads: programs that people run on a scratch mount, each timed on every target in
 // turn. Their inputs are made once in the run's work directory (realinputs.go); each run happens in a fresh
 // directory of the target, is checked, and must leave that directory empty. The programs run with a clean
 // environment (PATH, HOME in the work directory, LC_ALL=C, TMPDIR on the target) and their working directory on
