@@ -27,7 +27,7 @@ import (
 type realWorkload struct {
 	id    string // metric id
 	title string // the table's row, the progress note and the request tally
-	// speedup is the target: at least this many times as fast as the loopback (its time at most 1/speedup).
+	// speedup is the workload's performance target: at least this many times as fast as the loopback (its time at most 1/speedup).
 	speedup float64
 	// prepare makes the workload's inputs in the work directory, once; it returns why the workload is skipped
 	// ("no gcc") or "".
