@@ -9,7 +9,7 @@ import (
 	"testing"
 )
 
-// Sequential data-path benchmarks (issue 6): a 256 MiB file written and read with 1 MiB requests through a real
+// Sequential data-path benchmarks: a 256 MiB file written and read with 1 MiB requests through a real
 // tempfs mount (--max-size 1MiB, so the file rolls over to the disk store), and the same on a plain directory of
 // the filesystem that holds the store, the baseline measured in the same run. Benchmarks run only with -bench:
 //

@@ -1,6 +1,6 @@
 package integration
 
-// Capacity (contract section 4, issue 15): more files than the daemon has descriptors, ENOSPC (never
+// Capacity (docs/guarantees.md, The spool): more files than the daemon has descriptors, ENOSPC (never
 // EMFILE) at a real limit, sparse files under --disk, disk_bytes that follows passthrough writes, a store
 // deleted while mounted, and a default --memory that follows the cgroup limit.
 

@@ -1,6 +1,7 @@
 package integration
 
-// Tests of the commands that drive tempfs from the outside (contract section 5): `tempfs run`, `tempfs mktemp`
+// Tests of the commands that drive tempfs from the outside (docs/guarantees.md, The command
+// line): `tempfs run`, `tempfs mktemp`
 // (against coreutils mktemp off a mount, through templates on one) and `tempfs status`. Every command runs as
 // a separate process: the built binary.
 
@@ -233,7 +234,7 @@ func cliReportNumber(t testing.TB, report, re string) int64 {
 }
 
 // TestCLIRunForwardsSignals: every forwardable signal sent to `tempfs run` reaches CMD, whose exit status comes
-// back, and the mount is cleaned up (issue 16: SIGUSR1, SIGUSR2 and SIGHUP were swallowed).
+// back, and the mount is cleaned up (an earlier build swallowed SIGUSR1, SIGUSR2 and SIGHUP).
 func TestCLIRunForwardsSignals(t *testing.T) {
 	requireFUSE(t)
 	for _, tc := range []struct {
@@ -597,7 +598,7 @@ func TestCLIStatus(t *testing.T) {
 	if human.code != 0 || !strings.Contains(human.stdout, m.Dir) || !strings.Contains(cliLineWith(human.stdout, "entries"), "5") {
 		t.Errorf("status: exit %d, output:\n%s", human.code, human.stdout)
 	}
-	// Issue 16: no cap reads as no cap, not as "0 B of free space".
+	// No cap reads as no cap, not as "0 B of free space".
 	if line := cliLineWith(human.stdout, "disk"); !strings.Contains(line, "no cap") || strings.Contains(line, "0 B of") {
 		t.Errorf("status without --disk: %q, want it to say there is no cap", line)
 	}

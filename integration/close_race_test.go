@@ -14,9 +14,9 @@ import (
 
 // The last close of a file made from a template removes its generated name, and the kernel sends that RELEASE
 // asynchronously: a rename, link or setxattr of the name can arrive while it is under way. Each must then
-// either act on the live entry or answer ENOENT, never answer 0 and leave a broken entry (issue 12).
+// either act on the live entry or answer ENOENT, never answer 0 and leave a broken entry.
 
-// closeRaceRounds is how many rounds each race test runs; at the fault's rate seen in issue 12 (87 broken
+// closeRaceRounds is how many rounds each race test runs; at the rate an earlier build showed the fault (87 broken
 // entries in 20,000 rounds) 4,000 rounds meet it about 17 times.
 const closeRaceRounds = 4000
 

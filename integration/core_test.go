@@ -1,6 +1,7 @@
 package integration
 
-// Core behaviour of ordinary names (contract sections 1 and 5): every operation on a tempfs mount, driven from
+// Core behaviour of ordinary names (docs/guarantees.md: From Python's tempfile to tempfs, The command line,
+// Multi-user safety): every operation on a tempfs mount, driven from
 // separate processes, behaves as on tmpfs. The differential test runs one table of shell scripts on a real tmpfs
 // and on a tempfs mount and compares what they print; the expectations are never written down here, they are
 // whatever tmpfs does. The rest covers open-but-unlinked files (POSIX) and the mount command line.
@@ -101,7 +102,7 @@ def create(name, data=b""):
     os.close(fd)
 
 def xlist(path, follow=True):
-    # user.tempfs.* are tempfs's own names (contract sections 2-4); tmpfs has none.
+    # user.tempfs.* are tempfs's own names, answered but not listed; tmpfs has none.
     return sorted(n for n in os.listxattr(path, follow_symlinks=follow) if not n.startswith("user.tempfs."))
 `
 
@@ -721,8 +722,8 @@ EOF
 }
 
 // TestCoreDifferential runs every case on tmpfs and on tempfs and compares the outputs: operations on ordinary
-// names behave as on tmpfs when driven from separate processes (contract section 1). The cases run again on a
-// mount with --owner session (section 3a): the test's session lives throughout, so nothing may differ.
+// names behave as on tmpfs when driven from separate processes. The cases run again on a mount with --owner
+// session: the test's session lives throughout, so nothing may differ.
 func TestCoreDifferential(t *testing.T) {
 	for _, owner := range []string{"none", "session"} {
 		t.Run("owner="+owner, func(t *testing.T) {
@@ -810,7 +811,7 @@ func coreLineDiff(want, got string, wantCode, gotCode int) string {
 }
 
 // TestCoreStatfsSane checks the statfs fields that must make sense whatever the caps: a name length of 255
-// (contract section 2), a block size, free space within the total.
+// (the longest name), a block size, free space within the total.
 func TestCoreStatfsSane(t *testing.T) {
 	m := startMount(t, "--memory", "64MiB", "--disk", "1GiB")
 	var st unix.Statfs_t
@@ -934,7 +935,7 @@ func (h *coreHolder) do(t *testing.T, command string) string {
 }
 
 // TestCoreUnlinkedOpenFile: a file unlinked while processes hold it open keeps working for them until the last
-// close (POSIX; contract section 3), also when it grows past --max-size meanwhile; then its data is freed.
+// close (POSIX), also when it grows past --max-size meanwhile; then its data is freed.
 func TestCoreUnlinkedOpenFile(t *testing.T) {
 	m := startMount(t, "--max-size", "64KiB")
 	path := m.Path("held")
@@ -1034,7 +1035,7 @@ func coreMountsUnder(dir string) []string {
 }
 
 // TestCoreMountRefusals: bad input to `tempfs mount` exits with status 2 and one line on stderr, before
-// anything is mounted or any store is made (contract section 5).
+// anything is mounted or any store is made.
 func TestCoreMountRefusals(t *testing.T) {
 	requireFUSE(t)
 	cases := []struct {
@@ -1076,7 +1077,7 @@ func TestCoreMountRefusals(t *testing.T) {
 		{"two mountpoints", func(base, store string) []string {
 			return []string{"--store", store, filepath.Join(base, "mp"), filepath.Join(base, "mp2")}
 		}},
-		// Issue 16.
+		// An empty argument (an unset variable, say) is refused with a line that says so.
 		{"empty mountpoint", func(base, store string) []string {
 			return []string{"--store", store, ""}
 		}},
@@ -1172,7 +1173,7 @@ func refusedMount(t *testing.T, args []string) string {
 }
 
 // TestCoreUnmountCommand: `tempfs unmount DIR` unmounts a running mount; the daemon then exits 0 and removes
-// its store (contract section 5).
+// its store.
 func TestCoreUnmountCommand(t *testing.T) {
 	d := startMountAs(t, nil)
 	if err := os.WriteFile(d.Path("f"), []byte("data"), 0o644); err != nil {
@@ -1188,7 +1189,7 @@ func TestCoreUnmountCommand(t *testing.T) {
 	}
 }
 
-// TestCoreSigint: SIGINT unmounts cleanly; the daemon exits 0 and leaves no store (contract section 5).
+// TestCoreSigint: SIGINT unmounts cleanly; the daemon exits 0 and leaves no store.
 func TestCoreSigint(t *testing.T) {
 	d := startMountAs(t, nil, "--max-size", "64KiB")
 	if err := os.WriteFile(d.Path("small"), []byte("data"), 0o644); err != nil {
@@ -1220,8 +1221,7 @@ func coreDetachBusy(t *testing.T) (*mount, *coreHolder) {
 }
 
 // TestCoreSigtermBusyDetaches: SIGTERM while a process holds a file open detaches the mount: the name goes at
-// once, the open file keeps reading and writing, and the daemon exits 0 only after the last close (contract
-// section 5).
+// once, the open file keeps reading and writing, and the daemon exits 0 only after the last close.
 func TestCoreSigtermBusyDetaches(t *testing.T) {
 	d, h := coreDetachBusy(t)
 	if _, err := os.Stat(d.Path("held")); !errors.Is(err, os.ErrNotExist) {
@@ -1246,8 +1246,8 @@ func TestCoreSigtermBusyDetaches(t *testing.T) {
 	d.expectExit(t, 30*time.Second)
 }
 
-// TestCoreSecondSignalForces: after a busy detach, a second SIGTERM ends the daemon at once (contract section
-// 5: "a second signal forces"): it exits although a file is still open, and removes its store.
+// TestCoreSecondSignalForces: after a busy detach, a second SIGTERM ends the daemon at once ("a second
+// signal forces"): it exits although a file is still open, and removes its store.
 func TestCoreSecondSignalForces(t *testing.T) {
 	d, h := coreDetachBusy(t)
 	if err := d.cmd.Process.Signal(syscall.SIGTERM); err != nil {
@@ -1270,7 +1270,7 @@ func TestCoreSecondSignalForces(t *testing.T) {
 func coreBytes(c byte, n int) []byte { return []byte(strings.Repeat(string([]byte{c}), n)) }
 
 // TestCoreRootMode: the root of a mount is 1777 and owned by the user who mounted it, like /tmp; --mode
-// changes the bits (contract section 5).
+// changes the bits.
 func TestCoreRootMode(t *testing.T) {
 	check := func(t *testing.T, dir string, wantMode os.FileMode, wantUID, wantGID uint32) {
 		t.Helper()

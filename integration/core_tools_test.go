@@ -2,7 +2,7 @@ package integration
 
 // Real tools from separate processes on a tempfs mount: cp -a, tar, rsync and git write a tree into the mount,
 // and the result must be what they made from the source (on tmpfs), metadata included; and data written across
-// --max-size reads back bit for bit (contract sections 1 and 4).
+// --max-size reads back bit for bit (docs/guarantees.md, The spool).
 
 import (
 	"bytes"
@@ -341,7 +341,7 @@ func TestCoreToolsGit(t *testing.T) {
 
 // TestCoreDataIntegrity: files written by dd, cp and cat from separate processes, with sizes around
 // --max-size, read back bit for bit (sha256 by another process), live in the tier the contract says, and stay
-// exact after writes in the middle and past the end (contract section 4).
+// exact after writes in the middle and past the end.
 func TestCoreDataIntegrity(t *testing.T) {
 	srcDir := t.TempDir()
 	for _, c := range []struct {

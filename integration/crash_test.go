@@ -10,7 +10,7 @@ import (
 	"testing"
 )
 
-// TestDaemonDeath checks contract section 3's last row and issue 7's daemon-death rules: after SIGKILL of the
+// TestDaemonDeath checks the daemon-death rules (docs/guarantees.md, Lifetimes, last row): after SIGKILL of the
 // daemon no byte of file data remains in the store, the dead mount answers ENOTCONN, `tempfs unmount` clears
 // it, and the next `tempfs mount` removes the dead daemon's store directory.
 func TestDaemonDeath(t *testing.T) {

@@ -26,7 +26,7 @@ func unmountAfter(t *testing.T, dir string) {
 }
 
 // TestDaemonMode: `tempfs mount --daemon` returns 0 only once the mount serves (no polling needed after it
-// returns), and a bad mountpoint gives a non-zero status with one clear line (issue 5).
+// returns), and a bad mountpoint gives a non-zero status with one clear line.
 func TestDaemonMode(t *testing.T) {
 	requireFUSE(t)
 	mp, store := t.TempDir(), t.TempDir()
@@ -110,7 +110,7 @@ func TestMountHelper(t *testing.T) {
 }
 
 // TestSystemdNotify: with NOTIFY_SOCKET set, a foreground mount sends READY=1 once it serves and STOPPING=1
-// when it stops, so that a Type=notify unit works (issue 5).
+// when it stops, so that a Type=notify unit works.
 func TestSystemdNotify(t *testing.T) {
 	requireFUSE(t)
 	sockPath := filepath.Join(t.TempDir(), "notify")

@@ -1,5 +1,5 @@
-// Package integration runs the built tempfs binary against real mounts and checks the contract
-// (../shared/design/contract.md) from separate processes. It never imports the project's packages.
+// Package integration runs the built tempfs binary against real mounts and checks its guarantees
+// (docs/guarantees.md) from separate processes. It never imports the project's packages.
 package integration
 
 import (
@@ -292,7 +292,8 @@ func isMounted(dir string) bool {
 	return false
 }
 
-// abortConnection aborts the FUSE connection of dir, for a daemon that hangs (kernel-notes.md).
+// abortConnection aborts the FUSE connection of dir, for a daemon that hangs: one killed with a request to its
+// own mount in flight can hang at exit until then (docs/kernel.md, Hangs).
 func abortConnection(dir string) {
 	if entries, err := os.ReadDir("/sys/fs/fuse/connections"); err != nil || len(entries) == 0 {
 		_ = syscall.Mount("fusectl", "/sys/fs/fuse/connections", "fusectl", 0, "") // not mounted everywhere
@@ -367,7 +368,7 @@ func listDir(t testing.TB, dir string) []string {
 	return names
 }
 
-// daemonStats reads a mount's status from the root's user.tempfs.stats (contract section 5).
+// daemonStats reads a mount's status from the root's user.tempfs.stats (the fields of `tempfs status --json`).
 func daemonStats(t testing.TB, dir string) map[string]any {
 	t.Helper()
 	buf := make([]byte, 64<<10)

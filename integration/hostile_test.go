@@ -13,7 +13,8 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// TestHostileInput: nothing a client does crashes the daemon or corrupts another file (contract section 6).
+// TestHostileInput: nothing a client does crashes the daemon or corrupts another file (docs/guarantees.md,
+// Multi-user safety).
 // Each case runs against one mount; a canary file must read back intact after all of them.
 func TestHostileInput(t *testing.T) {
 	m := startMount(t, "--max-size", "64KiB")
@@ -146,7 +147,7 @@ func raiseNoFile(t *testing.T, n uint64) {
 }
 
 // TestUnsafeStoreParent: a --store parent that other users can write to is refused unless it has the sticky
-// bit, with exit status 2 and nothing mounted (issue 7).
+// bit, with exit status 2 and nothing mounted.
 func TestUnsafeStoreParent(t *testing.T) {
 	requireFUSE(t)
 	loose := t.TempDir()

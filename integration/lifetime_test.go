@@ -1,6 +1,6 @@
 package integration
 
-// Contract section 3 (lifetimes), through a real mount: a file made from a template goes at its last close and
+// Lifetimes (docs/guarantees.md, Lifetimes), through a real mount: a file made from a template goes at its last close and
 // not before, whoever holds it; persisting; O_TMPFILE and linkat; unlinked files that are still open.
 
 import (

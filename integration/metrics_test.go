@@ -12,7 +12,7 @@ import (
 	"time"
 )
 
-// Request accounting and Prometheus metrics (issue 13): `tempfs status --json` counts FUSE requests by opcode
+// Request accounting and Prometheus metrics: `tempfs status --json` counts FUSE requests by opcode
 // and failures by errno, and `tempfs mount --metrics ADDR` serves them with the rest of the status at /metrics.
 
 // statusJSON runs `tempfs status --json` on dir from a separate process and decodes what it printed.

@@ -1,8 +1,8 @@
 package integration
 
-// Tests of issue 16, "safe to operate": what an operator does around a mount (unmount, crash recovery through the
+// Tests of what makes tempfs safe to operate: what an operator does around a mount (unmount, crash recovery through the
 // README's systemd unit and fstab line, logs of a --daemon mount, df, status) and the exact contracts of the
-// command line (contract section 5). Every command runs as a separate process: the built binary.
+// command line (docs/guarantees.md, The command line). Every command runs as a separate process: the built binary.
 
 import (
 	"bufio"
@@ -126,7 +126,7 @@ func opsExpectFresh(t *testing.T, mp string) {
 
 // TestOpsRemountAfterCrash: after kill -9 of the daemon of an `-o allow_other` mount (whose root the kernel
 // still has cached), `tempfs mount --daemon -o allow_other DIR` detaches the dead mount and mounts afresh, and
-// so does the README's fstab line through the mount helper (issue 16, item 4).
+// so does the README's fstab line through the mount helper.
 func TestOpsRemountAfterCrash(t *testing.T) {
 	requireFUSE(t)
 	mp, store := t.TempDir(), t.TempDir()
@@ -223,7 +223,7 @@ func opsUnitCommand(t *testing.T, line, mp string) (argv []string, ignoreFailure
 
 // TestOpsSystemdUnitAfterCrash runs the README's systemd unit by hand, as systemd would after a crash: start,
 // kill -9 of the daemon, then ExecStartPre and ExecStart again (Restart=on-failure). The unit must come back
-// with a fresh mount (issue 16, item 5).
+// with a fresh mount.
 func TestOpsSystemdUnitAfterCrash(t *testing.T) {
 	requireFUSE(t)
 	unit := opsReadmeUnit(t)
@@ -311,7 +311,7 @@ func opsExpectLogged(t *testing.T, what, path string) {
 	}
 }
 
-// TestOpsDaemonLogs: a --daemon mount never logs nowhere (issue 16, item 6): with --log FILE (or log=FILE in
+// TestOpsDaemonLogs: a --daemon mount never logs nowhere: with --log FILE (or log=FILE in
 // fstab) a handler panic answered EIO lands in FILE; without --log, on a machine with neither the journal nor
 // /dev/log, it lands in the mount's own tempfs-UID-MOUNTPOINT.log in the store's parent directory, which status
 // names.
@@ -374,8 +374,7 @@ func TestOpsDaemonLogs(t *testing.T) {
 }
 
 // TestOpsMountpointChecks: an empty mountpoint argument (an unset variable) is an error, never the current
-// directory; a non-empty directory and another filesystem's mountpoint are refused unless -o nonempty
-// (issue 16, item 2).
+// directory; a non-empty directory and another filesystem's mountpoint are refused unless -o nonempty.
 func TestOpsMountpointChecks(t *testing.T) {
 	requireFUSE(t)
 	cwd := t.TempDir()
@@ -418,7 +417,7 @@ func TestOpsMountpointChecks(t *testing.T) {
 }
 
 // TestOpsNonRootFUSEDevice: a user who cannot open /dev/fuse (mode 0600, as on this machine kind) gets one line
-// and exit status 2 before anything is tried (issue 16, item 9). The test runs the binary as nobody in a mount
+// and exit status 2 before anything is tried. The test runs the binary as nobody in a mount
 // namespace of its own where /dev/fuse is a root-only 0600 file, so that the machine's /dev/fuse is left alone.
 func TestOpsNonRootFUSEDevice(t *testing.T) {
 	coreRequireRoot(t)
@@ -465,7 +464,7 @@ func TestOpsNonRootFUSEDevice(t *testing.T) {
 
 // TestOpsDf: statfs (df) reports tempfs's own use and caps: an empty mount uses nothing; Used is the bytes of
 // tempfs's files, in RAM and on disk, not the host's; Size is the RAM cap plus the disk cap, or without one,
-// plus what tempfs holds on disk and the store's free space (issue 16, item 10).
+// plus what tempfs holds on disk and the store's free space.
 func TestOpsDf(t *testing.T) {
 	const ramCap, diskCap = 64 << 20, 16 << 20
 	small, large := 100<<10, 3<<20 // in RAM, and past --max-size on disk
@@ -518,8 +517,7 @@ func TestOpsDf(t *testing.T) {
 }
 
 // TestOpsUnmountAfterLastClose: `tempfs unmount` started while a file is still open succeeds once it is closed
-// a moment later (the kernel releases files asynchronously), instead of answering "busy" at once (issue 16,
-// item 16).
+// a moment later (the kernel releases files asynchronously), instead of answering "busy" at once.
 func TestOpsUnmountAfterLastClose(t *testing.T) {
 	m := startMount(t)
 	h := startCoreHolder(t, m.Path("held"))
@@ -543,8 +541,8 @@ func TestOpsUnmountAfterLastClose(t *testing.T) {
 
 // TestOpsTimeoutDoubleSignal: signals that arrive together are one request to unmount: under timeout(1), which
 // passes a SIGTERM on to its child and then to the child's whole process group, and with a SIGINT sent at the
-// same moment, the daemon unmounts cleanly and exits 0, not 1 as after a forcing second signal (issue 16, item
-// 17). Repeated, since the old fault was a race between the end of the unmount and the next signal.
+// same moment, the daemon unmounts cleanly and exits 0, not 1 as after a forcing second signal.
+// Repeated, since the old fault was a race between the end of the unmount and the next signal.
 func TestOpsTimeoutDoubleSignal(t *testing.T) {
 	requireFUSE(t)
 	if _, err := exec.LookPath("timeout"); err != nil {
@@ -603,7 +601,7 @@ func TestOpsTimeoutDoubleSignal(t *testing.T) {
 }
 
 // TestOpsRunOwnErrors: tempfs run's own errors exit 125, apart from every status CMD can return; a CMD that
-// cannot run gives 126 or 127, and CMD's own 1 and 2 come back as they are (issue 16, item 8).
+// cannot run gives 126 or 127, and CMD's own 1 and 2 come back as they are.
 func TestOpsRunOwnErrors(t *testing.T) {
 	requireFUSE(t)
 	parent := t.TempDir()
@@ -658,7 +656,7 @@ func opsPTY(t *testing.T) (master, slave *os.File) {
 }
 
 // TestOpsRunUnderTerminal: `tempfs run` in a terminal's foreground forwards a SIGINT that another process sent it
-// (kill -INT), lets the terminal's Ctrl-C reach CMD once, and forwards SIGUSR1 (issue 16, item 7).
+// (kill -INT), lets the terminal's Ctrl-C reach CMD once, and forwards SIGUSR1.
 func TestOpsRunUnderTerminal(t *testing.T) {
 	requireFUSE(t)
 	master, slave := opsPTY(t)
@@ -750,7 +748,9 @@ while :; do wait $p; done`
 	cliNothingLeft(t, store)
 }
 
-// TestOpsCommandLine: the small contracts of issue 16 (item 17 and the sizes of item 14), through the binary.
+// TestOpsCommandLine: small contracts of the command line through the binary: version and --version agree, a
+// bad help topic or stray argument exits 2, completion works, a bad size names the accepted forms, decimal and
+// binary sizes and days are read as documented, and mktemp -u prints a name of a real creation's length.
 func TestOpsCommandLine(t *testing.T) {
 	requireFUSE(t)
 	run := func(args ...string) cliResult {

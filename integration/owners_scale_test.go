@@ -1,6 +1,6 @@
 package integration
 
-// Contract section 3a at scale: many short-lived owners are all cleaned up, and the daemon holds a descriptor
+// Owners (docs/guarantees.md, Owners) at scale: many short-lived owners are all cleaned up, and the daemon holds a descriptor
 // per live owner only while it lives.
 
 import (

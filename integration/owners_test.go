@@ -1,6 +1,6 @@
 package integration
 
-// Contract section 3a (--owner), through a real mount: entries go with the process, group, session or cgroup
+// Owners (--owner; docs/guarantees.md, Owners), through a real mount: entries go with the process, group, session or cgroup
 // that made them, from separate processes killed by SIGKILL; a live owner's entries stay.
 
 import (
@@ -601,7 +601,7 @@ func TestOwnerThroughRun(t *testing.T) {
 }
 
 // TestOwnerOutOfDescriptors: a daemon that has no descriptor left to watch a new owner answers its create with
-// ENOSPC (a full filesystem, contract section 4), never EMFILE or EIO, and logs it once; the owners it
+// ENOSPC (a full filesystem, as for any other full table), never EMFILE or EIO, and logs it once; the owners it
 // watches are still cleaned up.
 func TestOwnerOutOfDescriptors(t *testing.T) {
 	m := startMount(t, "--owner", "process")

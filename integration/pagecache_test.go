@@ -1,6 +1,6 @@
 package integration
 
-// Contract section 4: whatever serves the reads of a file (the kernel's page cache, passthrough, the daemon
+// The spool's read rule (docs/guarantees.md, The spool): whatever serves the reads of a file (the kernel's page cache, passthrough, the daemon
 // itself), every reader sees every write at once, across rollover and eviction under --memory. A separate process writes generations of a file; this process reads it through every
 // kind of handle meanwhile and after, and no read may return bytes older than the last generation whose write
 // had returned.
@@ -202,7 +202,7 @@ func TestPageCacheCoherence(t *testing.T) {
 				size = sz
 				if g == uint64(pause) {
 					// The writer waits. Files of 250 KiB, each smaller than the target: the write that passes
-					// the cap of 1 MiB rolls the largest other RAM file over, the target (contract section 4).
+					// the cap of 1 MiB rolls the largest other RAM file over, the target.
 					r.check(t, fmt.Sprintf("generation %d, before the eviction", g), sz, g, g)
 					for i := 0; spoolTier(t, path) == "memory"; i++ {
 						if i == 4 {

@@ -10,7 +10,7 @@ import (
 )
 
 // TestHandlerPanic: a request whose handler panics is answered EIO, the cause is logged, and the daemon goes
-// on serving (issue 7). The daemon's test probe (TEMPFS_TEST_PANIC=1) panics on one xattr name.
+// on serving. The daemon's test probe (TEMPFS_TEST_PANIC=1) panics on one xattr name.
 func TestHandlerPanic(t *testing.T) {
 	m := startMountEnv(t, t.TempDir(), t.TempDir(), []string{"TEMPFS_TEST_PANIC=1"})
 	if err := os.WriteFile(m.Path("before"), []byte("x"), 0o644); err != nil {

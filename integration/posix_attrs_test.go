@@ -46,7 +46,7 @@ func lstatOf(t testing.TB, path string) syscall.Stat_t {
 }
 
 // TestInodeNumberAfterAttributeChanges checks that an entry keeps its inode number through every attribute
-// change (issue 12: a SETATTR reply without it made the kernel show st_ino 0 until the next lookup, which
+// change (an earlier build's SETATTR reply without it made the kernel show st_ino 0 until the next lookup, which
 // breaks git's index, tar and rsync -H hard-link detection, find, du and fsstress).
 func TestInodeNumberAfterAttributeChanges(t *testing.T) {
 	m := startMount(t)

@@ -7,7 +7,7 @@ import (
 )
 
 // TestPosix runs go-fuse's own POSIX conformance cases against a real tempfs mount. Each case gets its own
-// empty directory in one shared mount; the cases run again on a mount with --owner session (section 3a),
+// empty directory in one shared mount; the cases run again on a mount with --owner session,
 // where the test's own live session owns every entry.
 func TestPosix(t *testing.T) {
 	// FcntlFlockLocksFile expects two descriptors of one process to conflict over an fcntl record lock: POSIX

@@ -1,6 +1,6 @@
 package integration
 
-// Contract section 1: Python's tempfile works on a tempfs mount. Each case runs a small python3 script in a child
+// Python's tempfile works on a tempfs mount (docs/guarantees.md, From Python's tempfile to tempfs). Each case runs a small python3 script in a child
 // process that asserts what Python promises and prints OK; the test checks that output and what the script left
 // in the directory.
 
@@ -210,7 +210,7 @@ with tempfile.TemporaryFile() as f:
 print("OK", os.path.basename(path))
 `
 
-// TestPythonTempfile runs Python's tempfile functions with dir= the mount (contract section 1).
+// TestPythonTempfile runs Python's tempfile functions with dir= the mount.
 func TestPythonTempfile(t *testing.T) {
 	py := tlRequirePython(t)
 	m := startMount(t)

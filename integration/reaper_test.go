@@ -8,7 +8,7 @@ import (
 )
 
 // TestMaxAge: with --max-age, ordinary and kept entries neither accessed nor modified for that long are
-// removed; an open file and the directory holding it are spared, and so is an entry still in use (issue 4).
+// removed; an open file and the directory holding it are spared, and so is an entry still in use.
 func TestMaxAge(t *testing.T) {
 	m := startMount(t, "--max-age", "2s")
 	for _, p := range []string{"old", "dir/old", "busy/open"} {

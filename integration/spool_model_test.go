@@ -1,6 +1,6 @@
 package integration
 
-// A randomized model test of contract section 4 through a real mount: "data written is read back exactly,
+// A randomized model test of the spool (docs/guarantees.md, The spool) through a real mount: "data written is read back exactly,
 // across rollover, concurrent handles, truncate, sparse writes, mmap, and writes at offsets past the end".
 // A seeded random sequence of operations on 3 files with 2 handles each runs against the mount and against a
 // []byte per file; after every step the file's size (fstat on both handles) and its tier must agree with the

@@ -1,6 +1,6 @@
 package integration
 
-// Contract section 4 (the spool), through real mounts: rollover at --max-size, by truncate and on demand; the
+// The spool (docs/guarantees.md, The spool), through real mounts: rollover at --max-size, by truncate and on demand; the
 // memory cap (a write never fails for lack of RAM while the disk has room); the disk cap (ENOSPC that changes
 // nothing else); the disk store (nothing named with data, gone at unmount); statfs; passthrough of disk-resident
 // files (and none under --disk). Expectations come from the contract and the flags given, never from tempfs.
@@ -26,7 +26,7 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// spoolStats is the part of the user.tempfs.stats JSON (contract section 5) that these tests read.
+// spoolStats is the part of the user.tempfs.stats JSON (`tempfs status --json`) that these tests read.
 type spoolStats struct {
 	Files        int64  `json:"files"`
 	OpenHandles  int64  `json:"open_handles"`
@@ -205,7 +205,7 @@ func spoolAlignedBuf(t testing.TB, n int) []byte {
 // TestSpoolRollover: a file stays in RAM while its size is at most --max-size and is rolled over to disk by the
 // first write or truncate past it; setxattr user.tempfs.rollover rolls over on demand; a rolled-over file stays
 // on disk; data reads back exactly across every rollover, also through handles that were open and reading
-// while it happened (contract section 4).
+// while it happened.
 func TestSpoolRollover(t *testing.T) {
 	const maxSize = 64 << 10
 	m := startMount(t, "--max-size", "64KiB", "--memory", "4MiB")
@@ -496,8 +496,8 @@ func TestSpoolMaxSizeZero(t *testing.T) {
 
 // TestSpoolMemoryCap: with --memory 1MiB, 40 files each a bit larger than a third of the cap are written by
 // separate processes; every write succeeds, RAM-resident data never passes the cap (checked after each file),
-// the files that had to go report "disk", and every file reads back exactly (contract section 4: a write never
-// fails for lack of RAM while the disk store has room).
+// the files that had to go report "disk", and every file reads back exactly (a write never fails for
+// lack of RAM while the disk store has room).
 func TestSpoolMemoryCap(t *testing.T) {
 	const memCap = 1 << 20
 	const size = memCap/3 + 4096 + 123
@@ -604,7 +604,7 @@ func TestSpoolMemoryCap(t *testing.T) {
 
 // TestSpoolDiskCap: with --disk 4MiB, a write past the cap fails with ENOSPC and changes nothing else: the file
 // keeps its size and content, other files are intact, a RAM file that would have to roll over stays in RAM;
-// after a file is deleted, writing works again (contract section 4).
+// after a file is deleted, writing works again.
 func TestSpoolDiskCap(t *testing.T) {
 	const diskCap = 4 << 20
 	const memCap = 1 << 20
@@ -750,7 +750,7 @@ func TestSpoolDiskCap(t *testing.T) {
 
 // TestSpoolStore: while files with data are on disk, the store holds no named file with data (the only name is
 // the empty lock file; the data is in unlinked files the daemon holds open), statfs reflects the caps, and the
-// store directory is gone after unmount (contract section 4).
+// store directory is gone after unmount.
 func TestSpoolStore(t *testing.T) {
 	const memCap, diskCap = 1 << 20, 4 << 20
 	m := startMount(t, "--max-size", "64KiB", "--memory", "1MiB", "--disk", "4MiB")
@@ -843,7 +843,7 @@ func TestSpoolStore(t *testing.T) {
 			t.Fatal(err)
 		}
 		// The RAM cap plus what the store's filesystem has free, and nothing used: df must not show the
-		// other data on that filesystem as tempfs's (issue 16). Others write there meanwhile: within 64 MiB.
+		// other data on that filesystem as tempfs's. Others write there meanwhile: within 64 MiB.
 		total := int64(st.Blocks) * st.Bsize
 		if used := int64(st.Blocks-st.Bfree) * st.Bsize; used != 0 {
 			t.Errorf("statfs of an empty mount: %d bytes used, want 0", used)
@@ -1041,7 +1041,7 @@ func TestSpoolPassthrough(t *testing.T) {
 
 // TestSpoolPassthroughKillsSetuid: a write by an unprivileged user clears the set-user-ID and set-group-ID bits
 // of the file it writes, as on tmpfs, also when the file is disk-resident and the write is served by
-// passthrough (the daemon does not see those writes; contract section 6: the kernel's rules apply).
+// passthrough (the daemon does not see those writes; the kernel's rules apply, as on tmpfs).
 func TestSpoolPassthroughKillsSetuid(t *testing.T) {
 	if os.Geteuid() != 0 {
 		if os.Getenv("CI") == "true" {

@@ -10,7 +10,7 @@ import (
 	"time"
 )
 
-// TestStressShort runs scripts/stress --short (issue 7): stress-ng's filesystem stressors and a workload of
+// TestStressShort runs scripts/stress --short: stress-ng's filesystem stressors and a workload of
 // template files, rollovers and persisted files on a mount with small caps for about 40 s, then the checks that
 // the daemon is alive, its memory stays within --memory + 64 MiB, no descriptor leaked, the tree and the stats
 // agree, and unmount leaves nothing behind (the script's --help lists them). It takes about a minute, so it runs

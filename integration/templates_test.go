@@ -1,6 +1,6 @@
 package integration
 
-// Contract section 2 (names), through a real mount. Where a rule is about processes, a separate process acts: sh,
+// Names and templates (docs/guarantees.md, Names and templates), through a real mount. Where a rule is about processes, a separate process acts: sh,
 // or a re-exec of this test binary (see tlReexec below).
 
 import (
@@ -275,7 +275,7 @@ func tlListxattr(t testing.TB, path string) []string {
 	return strings.FieldsFunc(string(buf[:n]), func(r rune) bool { return r == 0 })
 }
 
-// tlStats is the daemon's status (contract section 5), read from the root's user.tempfs.stats.
+// tlStats is the daemon's status (`tempfs status --json`), read from the root's user.tempfs.stats.
 type tlStats struct {
 	Entries     int64 `json:"entries"`
 	Files       int64 `json:"files"`

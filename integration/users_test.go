@@ -31,7 +31,7 @@ func openPathTo(t testing.TB, dir string) {
 	}
 }
 
-// TestOtherUsers checks contract section 6: with -o allow_other the kernel's permission checks apply, and one
+// TestOtherUsers checks multi-user safety (docs/guarantees.md): with -o allow_other the kernel's permission checks apply, and one
 // user cannot read, list, open, rename, unlink or read the xattrs of another's private entries.
 func TestOtherUsers(t *testing.T) {
 	if os.Geteuid() != 0 {

@@ -1,6 +1,6 @@
 // Package naming holds tempfs's rules for names, with no knowledge of FUSE or of
-// how files are stored: template parsing and random name drawing (contract,
-// section 2), validation of path components, the temp-dir search that Python's
+// how files are stored: template parsing and random name drawing (docs/guarantees.md,
+// Names and templates), validation of path components, the temp-dir search that Python's
 // tempfile.gettempdir performs, and the size syntax of the command line.
 //
 // Errors are plain Go errors that wrap the errno the filesystem should answer,

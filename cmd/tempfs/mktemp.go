@@ -29,7 +29,7 @@ const (
 	tmpdirDefault = "\x00"
 )
 
-// The xattrs mktemp uses on a tempfs mount (contract, sections 2 and 3).
+// The xattrs mktemp uses on a tempfs mount (docs/guarantees.md, Names and templates, Lifetimes, Owners).
 const (
 	xattrPath     = "user.tempfs.path"
 	xattrLifetime = "user.tempfs.lifetime"
@@ -412,7 +412,7 @@ func createOnTempfs(prefix, tmpl string) (string, error) {
 	return prefix[:strings.LastIndexByte(prefix, '/')+1] + filepath.Base(path), nil
 }
 
-// keepForParent makes a new entry outlive mktemp: on a mount with owners (contract section 3a) it is handed to
+// keepForParent makes a new entry outlive mktemp: on a mount with owners (--owner) it is handed to
 // the owner of mktemp's parent, the shell that called it, which also ends a template file's close lifetime;
 // elsewhere (no owners, or the entry has none) it is kept until removed.
 func keepForParent(set func(attr, value string) error) error {

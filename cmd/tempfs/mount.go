@@ -581,7 +581,7 @@ func runMount(ctx context.Context, o *mountOptions, flags *pflag.FlagSet, arg st
 	}
 	ready := newReadyNotifier(o.readyFD)
 	if path := os.Getenv("TEMPFS_CPUPROFILE"); path != "" {
-		// For performance work (scripts/bench, issue notes): a CPU profile of the daemon's whole life.
+		// For performance work (scripts/bench): a CPU profile of the daemon's whole life.
 		if f, err := os.Create(path); err == nil && pprof.StartCPUProfile(f) == nil {
 			defer func() {
 				pprof.StopCPUProfile()

@@ -31,7 +31,8 @@ func TestFormatVersion(t *testing.T) {
 	}
 }
 
-// TestCommandLineContracts: the small contracts of the root command (issue 16).
+// TestCommandLineContracts: the small contracts of the root command: the version line, one clear line and exit
+// status 2 for a bad help topic, stray arguments or an empty mountpoint, and 125 for tempfs run's own errors.
 func TestCommandLineContracts(t *testing.T) {
 	for _, tc := range []struct {
 		args       []string

@@ -16,7 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Real-program workloads (issue 13): programs that people run on a scratch mount, each timed on every target in
+// Real-program workloads: programs that people run on a scratch mount, each timed on every target in
 // turn. Their inputs are made once in the run's work directory (realinputs.go); each run happens in a fresh
 // directory of the target, is checked, and must leave that directory empty. The programs run with a clean
 // environment (PATH, HOME in the work directory, LC_ALL=C, TMPDIR on the target) and their working directory on
@@ -27,7 +27,7 @@ import (
 type realWorkload struct {
 	id    string // metric id
 	title string // the table's row, the progress note and the request tally
-	// speedup is the issue's target: at least this many times as fast as the loopback (its time at most 1/speedup).
+	// speedup is the workload's performance target: at least this many times as fast as the loopback (its time at most 1/speedup).
 	speedup float64
 	// prepare makes the workload's inputs in the work directory, once; it returns why the workload is skipped
 	// ("no gcc") or "".

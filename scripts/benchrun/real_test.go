@@ -139,7 +139,7 @@ func TestRealWorkloadTable(t *testing.T) {
 		}
 	}
 	if len(ids) != 7 {
-		t.Errorf("%d real workloads, want the issue's 7", len(ids))
+		t.Errorf("%d real workloads, want the 7 of scripts/bench's header", len(ids))
 	}
 }
 

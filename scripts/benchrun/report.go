@@ -152,7 +152,7 @@ func (r *results) cell(id, target string) string {
 // goal is one performance target: tempfs's median over a peer's median (or an absolute figure), against a bound.
 type goal struct {
 	name  string  // RATIO line name
-	table string  // the row of the issue's target table
+	table string  // the row of the performance target table
 	value float64 // measured
 	ok    bool    // measured at all
 	// base is the same ratio for the baseline build, when the run has one (baseOK).
@@ -188,7 +188,7 @@ func (b *bench) goals() []goal {
 }
 
 // realGoals are, for each real-program workload, its time against tmpfs (shown, no target) and against the
-// loopback, which the issue wants at most 1/speedup (at least as fast, or speedup times as fast).
+// loopback, whose target is at most 1/speedup (at least as fast, or speedup times as fast).
 func (b *bench) realGoals() []goal {
 	var gs []goal
 	for _, w := range b.real {

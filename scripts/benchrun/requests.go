@@ -9,7 +9,7 @@ import (
 	"strings"
 )
 
-// Requests per operation (issue 13): the tempfs daemon counts the FUSE requests it serves by opcode
+// Requests per operation: the tempfs daemon counts the FUSE requests it serves by opcode
 // (user.tempfs.stats, requests.by_opcode). Read before and after each run of a workload on the tempfs target,
 // they give the requests one operation costs, a figure that does not depend on how fast or busy the machine is.
 

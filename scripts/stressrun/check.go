@@ -11,8 +11,8 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// settle is how long the checks after the load poll for the kernel's asynchronous RELEASEs (contract section 3:
-// a template file goes within milliseconds after its last close, not necessarily before close returns).
+// settle is how long the checks after the load poll for the kernel's asynchronous RELEASEs (docs/guarantees.md,
+// Lifetimes: a template file goes within milliseconds after its last close, not necessarily before close returns).
 const settle = 15 * time.Second
 
 // tree is what a walk of the mount saw.

@@ -1,4 +1,4 @@
-// Command stressrun is the load-and-check half of scripts/stress (issue 7, long runs). Given a tempfs mount and
+// Command stressrun is the load-and-check half of scripts/stress (long runs under load). Given a tempfs mount and
 // its daemon's pid, it records the daemon's descriptors and memory, runs Debian's stress-ng filesystem stressors
 // in a directory of the mount together with a workload of template files (creates, writes around --max-size so
 // that some roll over, closes, persisting and later removing some), samples the daemon during the load, and then

@@ -99,7 +99,7 @@ func readMem(pid int) (mem, error) {
 	return m, nil
 }
 
-// stats is what the mount's root answers for user.tempfs.stats (contract section 5).
+// stats is what the mount's root answers for user.tempfs.stats (the fields of `tempfs status --json`).
 type stats struct {
 	Entries        int64 `json:"entries"`
 	Files          int64 `json:"files"`

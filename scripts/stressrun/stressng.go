@@ -18,7 +18,7 @@ type stressNG struct {
 	killOnce sync.Once
 }
 
-// stressNGArgs are the filesystem stressors (issue 7), each with o.sngWorkers workers, on files in dir. Sizes are
+// stressNGArgs are stress-ng's filesystem stressors, each with o.sngWorkers workers, on files in dir. Sizes are
 // kept small (MiBs, not stress-ng's default GiB) so that the run stresses the filesystem's paths and the spool,
 // not the disk's bandwidth; every size is larger than --max-size, so their files roll over.
 func stressNGArgs(o options, dir string) []string {

@@ -226,8 +226,8 @@ func (w *workload) checkData(fd int, what string, want, rbuf []byte) bool {
 	return true
 }
 
-// checkTier checks user.tempfs.spool: a file that grew past --max-size or was rolled over says "disk" (contract
-// section 4: rolled-over files stay on disk); any other says "memory" or "disk" (the RAM cap may have moved it).
+// checkTier checks user.tempfs.spool: a file that grew past --max-size or was rolled over says "disk" (rolled-over
+// files stay on disk); any other says "memory" or "disk" (the RAM cap may have moved it).
 func (w *workload) checkTier(fd int, what string, mustDisk bool) bool {
 	tier, err := fgetxattr(fd, "user.tempfs.spool")
 	if err != nil {
@@ -299,7 +299,7 @@ func (w *workload) template(id, round int, dir string, rng *rand.Rand, buf, rbuf
 		k.disk = true
 		w.stats.rolledByXattr.Add(1)
 	case r < 14:
-		// truncate past --max-size and the end (rolls over, contract section 4), then back: the data must be intact.
+		// truncate past --max-size and the end (rolls over), then back: the data must be intact.
 		if err := unix.Ftruncate(fd, max(k.size, w.o.maxSize)+1+rng.Int64N(w.o.maxSize)); err != nil {
 			w.errorf("ftruncate %s past --max-size: %v", what, err)
 			return nil
@@ -426,7 +426,7 @@ func rel(mnt, p string) string {
 	return r
 }
 
-// isTemplate says whether a name component has a run of at least six X (contract section 2).
+// isTemplate says whether a name component has a run of at least six X, as a template has.
 func isTemplate(name string) bool { return strings.Contains(name, "XXXXXX") }
 
 func getxattr(p, attr string) (string, error) {

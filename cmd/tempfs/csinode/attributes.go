@@ -9,7 +9,7 @@ import (
 )
 
 // attributes are the volume attributes a pod may set, in the order their flags are passed: the flags of
-// `tempfs mount` in camelCase (contract section 7).
+// `tempfs mount` in camelCase (docs/guarantees.md, Kubernetes).
 var attributes = []struct{ name, flag string }{
 	{"maxSize", "max-size"},
 	{"memory", "memory"},

@@ -1,4 +1,4 @@
-// Package csinode is the Kubernetes CSI node plugin of tempfs (`tempfs csi`, contract section 7): the Identity and
+// Package csinode is the Kubernetes CSI node plugin of tempfs (`tempfs csi`; docs/guarantees.md, Kubernetes): the Identity and
 // Node services over gRPC for inline ephemeral volumes. It holds no filesystem logic: each volume is a
 // `tempfs mount` daemon of its own, started from the plugin's own executable, which the plugin records in its
 // state directory, finds again after a restart, and stops and cleans up after.
