@@ -325,7 +325,7 @@ func (d *Dir) Link(ctx context.Context, target fusefs.InodeEmbedder, name string
 		// A node without names gets one only if it is a linkable O_TMPFILE file, and only once, as the
 		// kernel's I_LINKABLE rule says; the kernel does not always know (its link count can be stale).
 		f, ok := n.(*File)
-		if !ok || !f.linkable || f.freed {
+		if !ok || !f.linkable || f.freed || f.unpinned {
 			d.fs.nsMu.Unlock()
 			return nil, syscall.ENOENT
 		}
