@@ -1,6 +1,9 @@
 package fs
 
 import (
+	"os"
+	"strconv"
+	"strings"
 	"sync"
 
 	"github.com/tempfs/tempfs/fs/owner"
@@ -42,4 +45,34 @@ func (c *processCache) processOf(tid uint32) uint32 {
 	c.m[tid] = tgid
 	c.mu.Unlock()
 	return tgid
+}
+
+// inGroup reports whether the calling thread pid, whose filesystem gid is gid, is a member of group: by gid or
+// by its supplementary groups (the Groups line of /proc/PID/status; FUSE requests do not carry them). It is
+// asked only when a set-group-ID bit depends on it, which is rare, so it is not cached. A thread that cannot be
+// read is taken as outside the group: the privilege bit is then dropped, the safe side.
+func inGroup(gid, pid, group uint32) bool {
+	if gid == group {
+		return true
+	}
+	if pid == 0 {
+		return false
+	}
+	data, err := os.ReadFile("/proc/" + strconv.FormatUint(uint64(pid), 10) + "/status")
+	if err != nil {
+		return false
+	}
+	for line := range strings.Lines(string(data)) {
+		rest, ok := strings.CutPrefix(line, "Groups:")
+		if !ok {
+			continue
+		}
+		for _, f := range strings.Fields(rest) {
+			if g, err := strconv.ParseUint(f, 10, 32); err == nil && uint32(g) == group {
+				return true
+			}
+		}
+		return false
+	}
+	return false
 }

@@ -119,7 +119,7 @@ func (d *Dir) Setattr(ctx context.Context, f fusefs.FileHandle, in *fuse.SetAttr
 	if _, ok := in.GetSize(); ok {
 		return syscall.EISDIR
 	}
-	d.attrs.setattr(in)
+	d.attrs.setattr(ctx, in)
 	d.getattr(&out.Attr)
 	out.SetTimeout(d.fs.opts.AttrTimeout)
 	return 0
@@ -151,8 +151,14 @@ func (d *Dir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fus
 }
 
 // Readdir lists the live entries, in a stable order (by name) so that concurrent readers of one directory see
-// consistent offsets.
+// consistent offsets. The stream keeps that listing for its handle, so that one pass over the directory
+// neither repeats nor skips an entry while others change it; a rewind (rewinddir, lseek to 0) lists afresh.
 func (d *Dir) Readdir(ctx context.Context) (fusefs.DirStream, syscall.Errno) {
+	return &dirStream{dir: d, entries: d.listing()}, 0
+}
+
+// listing is the directory's entries now, "." and ".." first, the others by name.
+func (d *Dir) listing() []fuse.DirEntry {
 	children := d.Children()
 	entries := make([]fuse.DirEntry, 0, len(children)+2)
 	d.fs.nsMu.Lock()
@@ -175,7 +181,7 @@ func (d *Dir) Readdir(ctx context.Context) (fusefs.DirStream, syscall.Errno) {
 	d.fs.nsMu.Unlock()
 	slices.SortFunc(entries[2:], func(a, b fuse.DirEntry) int { return strings.Compare(a.Name, b.Name) })
 	d.attrs.touchAccessed()
-	return fusefs.NewListDirStream(entries), 0
+	return entries
 }
 
 // Statfs reports the caps: blocks are the RAM cap plus the disk space (the disk cap, or the store's filesystem).

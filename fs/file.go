@@ -202,7 +202,7 @@ func (f *File) Setattr(ctx context.Context, fh fusefs.FileHandle, in *fuse.SetAt
 	if st := f.data.Stat(); st.External {
 		f.adoptBackingMtime(st.ModTime) // so that the new times below win over older writes
 	}
-	f.attrs.setattr(in)
+	f.attrs.setattr(ctx, in)
 	f.getattr(&out.Attr)
 	out.SetTimeout(f.fs.opts.AttrTimeout)
 	return 0
@@ -219,7 +219,9 @@ func (f *File) Open(ctx context.Context, flags uint32) (fusefs.FileHandle, uint3
 		if err != nil {
 			return nil, 0, toErrno(f.fs.log, "open O_TRUNC", err)
 		}
-		f.attrs.wrote(ctx)
+		if f.attrs.wrote(ctx) {
+			f.privDropped()
+		}
 	}
 	f.fs.nsMu.Lock()
 	if f.freed {
@@ -231,9 +233,21 @@ func (f *File) Open(ctx context.Context, flags uint32) (fusefs.FileHandle, uint3
 	if h.passthrough && flags&syscall.O_ACCMODE != syscall.O_RDONLY {
 		// Passthrough writes never reach the daemon, which must drop set-user-ID and set-group-ID for an
 		// unprivileged writer (FUSE_HANDLE_KILLPRIV_V2): drop them when such a writer opens the file.
-		f.attrs.killPrivForWrite(ctx)
+		if f.attrs.killPrivForWrite(ctx) {
+			f.privDropped()
+		}
 	}
 	return h, h.openFlags(), 0
+}
+
+// privDropped tells the kernel that the daemon dropped set-user-ID or set-group-ID in answer to a request whose
+// reply carries no attributes (WRITE, OPEN with O_TRUNC, FALLOCATE): the kernel may have cached the old mode
+// for the attribute timeout, and stat and execve would see the bits until then. Only attributes are
+// invalidated (offset -1), which takes no lock the request in progress holds.
+func (f *File) privDropped() {
+	if errno := f.NotifyContent(-1, 0); errno != 0 && errno != syscall.ENOENT {
+		f.fs.log.Debug("notify attributes after dropping set-ID bits", "errno", errno)
+	}
 }
 
 // openLocked counts a new handle and decides how the kernel serves it. The caller holds FS.nsMu.

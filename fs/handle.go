@@ -99,7 +99,9 @@ func (h *handle) Write(ctx context.Context, data []byte, off int64) (uint32, sys
 	n, err := h.file.data.WriteAt(data, off)
 	h.file.fs.settle(h.file)
 	if n > 0 {
-		h.file.attrs.wrote(ctx)
+		if h.file.attrs.wrote(ctx) {
+			h.file.privDropped()
+		}
 		h.file.fs.counts.bytesWritten.Add(int64(n))
 	}
 	if err != nil {
@@ -136,6 +138,10 @@ func (h *handle) Allocate(ctx context.Context, off uint64, size uint64, mode uin
 		return toErrno(h.file.fs.log, "fallocate", err)
 	}
 	h.file.attrs.touchModified()
+	// fallocate drops the privilege bits as a write does (the VFS's file_modified).
+	if h.file.attrs.killPrivForWrite(ctx) {
+		h.file.privDropped()
+	}
 	return 0
 }
 
