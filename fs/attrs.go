@@ -101,16 +101,6 @@ func (a *attrs) touchChanged() {
 	a.mu.Unlock()
 }
 
-// touchAccessed follows relatime: atime moves when it is older than mtime or ctime, or a day old.
-func (a *attrs) touchAccessed() {
-	now := timeNow()
-	a.mu.Lock()
-	if !a.mtime.before(a.atime) || !a.ctime.before(a.atime) || now.sec-a.atime.sec > 24*60*60 {
-		a.atime = now
-	}
-	a.mu.Unlock()
-}
-
 // setattr applies mode, owner and times from in. Size is the caller's business (only files have data).
 // Permission checks were done by the kernel (default_permissions), or the caller is root. The reply carries
 // the new attributes, so the kernel's cache sees a dropped privilege bit at once.

@@ -180,7 +180,7 @@ func (d *Dir) listing() []fuse.DirEntry {
 	}
 	d.fs.nsMu.Unlock()
 	slices.SortFunc(entries[2:], func(a, b fuse.DirEntry) int { return strings.Compare(a.Name, b.Name) })
-	d.attrs.touchAccessed()
+	d.fs.atime.accessed(&d.attrs)
 	return entries
 }
 

@@ -85,6 +85,8 @@ type FS struct {
 	owners *ownership
 	// quota caps each owner's file data (--owner-quota); nil without.
 	quota *quota
+	// atime is when reads and listings move atime (the mount's atime options); set before serving.
+	atime atimePolicy
 }
 
 // counters are what `tempfs status` reports about the tree.

@@ -77,7 +77,7 @@ func (h *handle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadRes
 	if err != nil {
 		return nil, toErrno(h.file.fs.log, "read", err)
 	}
-	h.file.attrs.touchAccessed()
+	h.file.fs.atime.accessed(&h.file.attrs)
 	if !ok {
 		return fuse.ReadResultData(nil), 0
 	}

@@ -45,7 +45,7 @@ func (s *Symlink) free() {
 }
 
 func (s *Symlink) Readlink(ctx context.Context) ([]byte, syscall.Errno) {
-	s.attrs.touchAccessed()
+	s.fs.atime.accessed(&s.attrs)
 	return s.target, 0
 }
 

@@ -6,8 +6,11 @@ package integration
 // compares what the two print.
 
 import (
+	"errors"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -190,4 +193,183 @@ func TestKillPrivSeenAtOnce(t *testing.T) {
 		t.Errorf("tempfs differs from tmpfs:\ntmpfs:\n%s\ntempfs:\n%s", outs[0], outs[1])
 	}
 	coreNoDaemonComplaints(t, m.Log())
+}
+
+// mountinfoOf returns the source, the per-mount options and the superblock options of the mount at dir.
+func mountinfoOf(t *testing.T, dir string) (source, mountOpts, superOpts string) {
+	t.Helper()
+	data, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for line := range strings.Lines(string(data)) {
+		f := strings.Fields(line)
+		if len(f) < 10 || f[4] != dir {
+			continue
+		}
+		i := slices.Index(f, "-")
+		source, mountOpts, superOpts = f[i+2], f[5], f[i+3]
+	}
+	if mountOpts == "" {
+		t.Fatalf("%s is not in /proc/self/mountinfo", dir)
+	}
+	return source, mountOpts, superOpts
+}
+
+// genericSuperOpts keeps the superblock options every filesystem shows alike (ro/rw, sync, dirsync, lazytime).
+func genericSuperOpts(opts string) string {
+	var keep []string
+	for o := range strings.SplitSeq(opts, ",") {
+		if o == "ro" || o == "rw" || o == "sync" || o == "dirsync" || o == "lazytime" {
+			keep = append(keep, o)
+		}
+	}
+	return strings.Join(keep, ",")
+}
+
+// TestMountAsAdminsExpect mounts with mount(8), as fstab and admins do, beside a tmpfs mounted the same way:
+// `mount -t fuse.tempfs SRC DIR` with no options works and shows SRC as the source; the standard options
+// (nodiratime, strictatime, sync, dirsync, lazytime, noatime) are accepted and show as on tmpfs; remount,ro
+// and remount,rw work; and noatime and nodiratime are kept for reads and listings.
+func TestMountAsAdminsExpect(t *testing.T) {
+	coreRequireRoot(t)
+	requireFUSE(t)
+	// mount(8) runs /sbin/mount.fuse3 SRC DIR -o OPTS -t fuse.tempfs for a fuse.tempfs mount or remount, which
+	// runs "tempfs SRC DIR -o OPTS" from the system's PATH (mount(8) resets it). The test binary is not
+	// installed there: tempfs mounts go through mount.fuse3 as mount(8) calls it, with the test's PATH.
+	mountFuse := mountFuse3(t)
+	env := append(os.Environ(), "PATH="+filepath.Dir(tempfsBin)+":"+os.Getenv("PATH"))
+	run := func(name string, args ...string) {
+		t.Helper()
+		cmd := exec.Command(name, args...)
+		cmd.Env = env
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("%s %q: %v\n%s", name, args, err, out)
+		}
+	}
+	mountCmd := func(args ...string) {
+		t.Helper()
+		if slices.Contains(args, "fuse.tempfs") || len(args) == 3 && isTempfsMount(t, args[2]) {
+			// As mount(8) would call the helper: SRC DIR -o OPTS -t fuse.tempfs; at a remount OPTS are the
+			// mount's present per-mount options with the change, "remount", and the superblock's.
+			var src, dir, opts string
+			if args[0] == "-o" && len(args) == 3 {
+				_, mountOpts, superOpts := mountinfoOf(t, args[2])
+				src, dir = "tempfs", args[2]
+				change := strings.TrimPrefix(args[1], "remount,")
+				rest := strings.TrimPrefix(strings.TrimPrefix(mountOpts, "rw,"), "ro,")
+				super := strings.TrimPrefix(strings.TrimPrefix(superOpts, "rw,"), "ro,")
+				opts = change + "," + rest + ",remount," + super
+			} else {
+				src, dir, opts = args[len(args)-2], args[len(args)-1], "rw"
+				if i := slices.Index(args, "-o"); i >= 0 {
+					opts += "," + args[i+1]
+				}
+			}
+			run(mountFuse, src, dir, "-o", opts, "-t", "fuse.tempfs")
+			return
+		}
+		run("mount", args...)
+	}
+	both := func(opts string) (tmpfsDir, tempfsDir string) {
+		t.Helper()
+		tmpfsDir, tempfsDir = t.TempDir(), t.TempDir()
+		args := []string{}
+		if opts != "" {
+			args = []string{"-o", opts}
+		}
+		mountCmd(append(append([]string{"-t", "tmpfs"}, args...), "scratch-src", tmpfsDir)...)
+		t.Cleanup(func() {
+			if err := syscall.Unmount(tmpfsDir, 0); err != nil {
+				_ = syscall.Unmount(tmpfsDir, syscall.MNT_DETACH)
+				t.Errorf("unmount tmpfs %s: %v", tmpfsDir, err)
+			}
+		})
+		unmountAfter(t, tempfsDir)
+		mountCmd(append(append([]string{"-t", "fuse.tempfs"}, args...), "scratch-src", tempfsDir)...)
+		return tmpfsDir, tempfsDir
+	}
+
+	// No options at all; the source as given.
+	_, plain := both("")
+	if src, _, _ := mountinfoOf(t, plain); src != "scratch-src" {
+		t.Errorf("mount -t fuse.tempfs scratch-src: the source shows as %q", src)
+	}
+
+	// The standard options, as tmpfs shows them (tempfs adds nosuid,nodev: every tempfs mount has them).
+	ref, m := both("nodiratime,strictatime,sync,dirsync,lazytime,noexec")
+	_, refMount, refSuper := mountinfoOf(t, ref)
+	_, gotMount, gotSuper := mountinfoOf(t, m)
+	if want := strings.Replace(refMount, "rw,", "rw,nosuid,nodev,", 1); gotMount != want {
+		t.Errorf("per-mount options %q, want %q (tmpfs: %q)", gotMount, want, refMount)
+	}
+	if genericSuperOpts(gotSuper) != genericSuperOpts(refSuper) {
+		t.Errorf("superblock options %q, tmpfs %q", gotSuper, refSuper)
+	}
+
+	// remount,ro then remount,rw.
+	for _, dir := range []string{ref, m} {
+		if err := os.WriteFile(filepath.Join(dir, "before"), []byte("x"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		mountCmd("-o", "remount,ro", dir)
+		if err := os.WriteFile(filepath.Join(dir, "during"), []byte("x"), 0o644); !errors.Is(err, syscall.EROFS) {
+			t.Errorf("%s: a write after remount,ro: %v, want EROFS", dir, err)
+		}
+		if data, err := os.ReadFile(filepath.Join(dir, "before")); err != nil || string(data) != "x" {
+			t.Errorf("%s: reading after remount,ro: %q, %v", dir, data, err)
+		}
+		mountCmd("-o", "remount,rw", dir)
+		if err := os.WriteFile(filepath.Join(dir, "after"), []byte("x"), 0o644); err != nil {
+			t.Errorf("%s: a write after remount,rw: %v", dir, err)
+		}
+	}
+	if _, opts, _ := mountinfoOf(t, m); !strings.Contains(opts, "nosuid,nodev") || !strings.HasPrefix(opts, "rw,") {
+		t.Errorf("after remount,rw the tempfs mount has %q; want rw, nosuid and nodev kept", opts)
+	}
+
+	// noatime and nodiratime: a read and a listing leave atime where it was, as on tmpfs.
+	const script = `
+echo data > f; mkdir d; touch d/x
+touch -a -d @946684800 f d
+cat f > /dev/null; ls d > /dev/null
+for n in f d; do if [ "$(stat -c %X $n)" = 946684800 ]; then echo "$n atime stays"; else echo "$n atime moved"; fi; done
+`
+	for _, opts := range []string{"noatime", "nodiratime", "relatime"} {
+		ref, m := both(opts)
+		want, got := sh(t, ref, script), sh(t, m, script)
+		if got != want {
+			t.Errorf("-o %s: tempfs\n%s\ntmpfs\n%s", opts, got, want)
+		}
+	}
+}
+
+// mountFuse3 is mount.fuse3, which mount(8) runs for fuse.TYPE mounts; the test fails without it in CI.
+func mountFuse3(t *testing.T) string {
+	t.Helper()
+	for _, p := range []string{"/sbin/mount.fuse3", "/usr/sbin/mount.fuse3"} {
+		if _, err := os.Stat(p); err == nil {
+			return p
+		}
+	}
+	if os.Getenv("CI") == "true" {
+		t.Fatal("no mount.fuse3 (apt-get install fuse3), and CI=true forbids skipping")
+	}
+	t.Skip("no mount.fuse3")
+	return ""
+}
+
+// isTempfsMount reports whether dir is a fuse.tempfs mount.
+func isTempfsMount(t *testing.T, dir string) bool {
+	data, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for line := range strings.Lines(string(data)) {
+		f := strings.Fields(line)
+		if i := slices.Index(f, "-"); len(f) > 4 && f[4] == dir && i > 0 && i+1 < len(f) {
+			return f[i+1] == "fuse.tempfs"
+		}
+	}
+	return false
 }
