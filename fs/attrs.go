@@ -22,6 +22,7 @@ type attrs struct {
 	atime timespec
 	mtime timespec
 	ctime timespec
+	btime timespec // birth: when the node was made (statx STATX_BTIME); never changes
 	// xattrs holds stored extended attributes (user.*, trusted.*, security.*); nil until the first one is set.
 	xattrs map[string][]byte
 }
@@ -59,7 +60,7 @@ func laterOf(t, u timespec) timespec {
 
 func newAttrs(mode, uid, gid uint32) attrs {
 	now := timeNow()
-	return attrs{mode: mode, uid: uid, gid: gid, atime: now, mtime: now, ctime: now}
+	return attrs{mode: mode, uid: uid, gid: gid, atime: now, mtime: now, ctime: now, btime: now}
 }
 
 // fill copies the metadata and the inode number into out; the caller fills size, blocks and nlink, which depend

@@ -373,3 +373,25 @@ func isTempfsMount(t *testing.T, dir string) bool {
 	}
 	return false
 }
+
+// TestBirthTime: statx reports a birth time (stat %W) for files, directories and symlinks, which later writes
+// and attribute changes leave alone, as on tmpfs.
+func TestBirthTime(t *testing.T) {
+	ref := coreTmpfs(t)
+	m := startMount(t)
+	const script = `
+echo a > f; mkdir d; ln -s f l
+for n in f d l; do
+  b=$(stat -c %W $n); m=$(stat -c %Y $n)
+  if [ "$b" -gt 0 ] && [ "$b" -le "$(date +%s)" ]; then echo "$n birth time present"; else echo "$n birth time $b"; fi
+done
+b=$(stat -c %.9W f)
+echo more >> f; chmod 600 f; touch -d @1000000000 f
+if [ "$(stat -c %.9W f)" = "$b" ]; then echo "f birth time unchanged"; else echo "f birth time changed"; fi
+`
+	want, got := sh(t, ref, script), sh(t, m.Dir, script)
+	t.Logf("tmpfs:\n%s", want)
+	if got != want {
+		t.Errorf("tempfs:\n%s\ntmpfs:\n%s", got, want)
+	}
+}
