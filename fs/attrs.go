@@ -23,6 +23,7 @@ type attrs struct {
 	mtime timespec
 	ctime timespec
 	btime timespec // birth: when the node was made (statx STATX_BTIME); never changes
+	flags uint32   // FS_*_FL file flags (chattr): see flags.go
 	// xattrs holds stored extended attributes (user.*, trusted.*, security.*); nil until the first one is set.
 	xattrs map[string][]byte
 }

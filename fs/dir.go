@@ -116,6 +116,9 @@ func (d *Dir) Getattr(ctx context.Context, f fusefs.FileHandle, out *fuse.AttrOu
 }
 
 func (d *Dir) Setattr(ctx context.Context, f fusefs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
+	if errno := d.attrs.setattrDenied(in); errno != 0 {
+		return errno
+	}
 	if _, ok := in.GetSize(); ok {
 		return syscall.EISDIR
 	}

@@ -64,6 +64,9 @@ func (d *Dir) claimNameLocked(name string, tmpl naming.Template, isTmpl bool, pi
 	if d.removed {
 		return "", "", syscall.ENOENT
 	}
+	if errno := d.createDenied(); errno != 0 {
+		return "", "", errno
+	}
 	if !isTmpl {
 		if d.liveChildLocked(name) != nil {
 			return "", "", syscall.EEXIST
@@ -308,6 +311,9 @@ func (d *Dir) Link(ctx context.Context, target fusefs.InodeEmbedder, name string
 	n, ok := target.(leafNode)
 	if !ok {
 		return nil, syscall.EPERM
+	}
+	if errno := n.base().protectedErrno(); errno != 0 {
+		return nil, errno
 	}
 	// An O_TMPFILE file's owner is the process that gives it its first name; other links keep the owner.
 	creator, errno := d.fs.creatorOwner(ctx)

@@ -103,6 +103,10 @@ func (d *Dir) Unlink(ctx context.Context, name string) syscall.Errno {
 		d.fs.nsMu.Unlock()
 		return syscall.EISDIR
 	}
+	if errno := removeDenied(d, n); errno != 0 {
+		d.fs.nsMu.Unlock()
+		return errno
+	}
 	unused := d.unlinkLeafLocked(l, name)
 	d.fs.nsMu.Unlock()
 	d.fs.noteRemoved(removedUnlink, 1)
@@ -141,6 +145,10 @@ func (d *Dir) Rmdir(ctx context.Context, name string) syscall.Errno {
 	if sub.entries > 0 {
 		d.fs.nsMu.Unlock()
 		return syscall.ENOTEMPTY
+	}
+	if errno := removeDenied(d, sub); errno != 0 {
+		d.fs.nsMu.Unlock()
+		return errno
 	}
 	d.removeSubdirLocked(sub)
 	alias := sub.alias
@@ -188,6 +196,10 @@ func (d *Dir) Rename(ctx context.Context, name string, newParent fusefs.InodeEmb
 		return syscall.ENOENT
 	}
 	dst := nd.liveChildLocked(newName)
+	if errno := renameDenied(d, src, nd, dst); errno != 0 {
+		fsys.nsMu.Unlock()
+		return errno
+	}
 	switch {
 	case flags&unix.RENAME_EXCHANGE != 0:
 		if dst == nil {
@@ -279,4 +291,16 @@ func (d *Dir) moveLocked(n node, name string, nd *Dir, newName string) {
 	}
 	d.entries--
 	nd.entries++
+}
+
+// renameDenied is EPERM when file flags forbid the rename: the source's entry cannot go, the one it replaces
+// cannot go, or nothing may be made in the target directory. The caller holds FS.nsMu.
+func renameDenied(d *Dir, src node, nd *Dir, dst node) syscall.Errno {
+	if errno := removeDenied(d, src); errno != 0 {
+		return errno
+	}
+	if dst != nil && dst != src {
+		return removeDenied(nd, dst)
+	}
+	return nd.createDenied()
 }

@@ -185,6 +185,9 @@ func (f *File) Getattr(ctx context.Context, fh fusefs.FileHandle, out *fuse.Attr
 }
 
 func (f *File) Setattr(ctx context.Context, fh fusefs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
+	if errno := f.attrs.setattrDenied(in); errno != 0 {
+		return errno
+	}
 	if size, ok := in.GetSize(); ok {
 		if size > uint64(spool.MaxFileSize) {
 			return syscall.EFBIG
@@ -213,6 +216,9 @@ func (f *File) Setattr(ctx context.Context, fh fusefs.FileHandle, in *fuse.SetAt
 // handle is open, and RAM-resident files are always daemon-served (the daemon must see their writes to roll
 // them over and keep the memory cap).
 func (f *File) Open(ctx context.Context, flags uint32) (fusefs.FileHandle, uint32, syscall.Errno) {
+	if errno := f.attrs.openDenied(flags); errno != 0 {
+		return nil, 0, errno
+	}
 	if flags&syscall.O_TRUNC != 0 && flags&syscall.O_ACCMODE != syscall.O_RDONLY {
 		err := f.data.Truncate(0)
 		f.fs.settle(f)

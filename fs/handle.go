@@ -127,6 +127,9 @@ func (h *handle) Release(ctx context.Context) syscall.Errno {
 }
 
 func (h *handle) Allocate(ctx context.Context, off uint64, size uint64, mode uint32) syscall.Errno {
+	if errno := h.file.attrs.allocateDenied(mode); errno != 0 {
+		return errno
+	}
 	if mode == 0 { // only plain fallocate moves the end of the file
 		if errno := h.file.fs.reserve(h.file, int64(off+size)); errno != 0 {
 			return errno

@@ -87,7 +87,7 @@ func (p atimePolicy) accessed(a *attrs) {
 	}
 	now := timeNow()
 	a.mu.Lock()
-	if p.neverDirs && a.mode&syscall.S_IFMT == syscall.S_IFDIR {
+	if p.neverDirs && a.mode&syscall.S_IFMT == syscall.S_IFDIR || a.flags&flagNoatime != 0 {
 		a.mu.Unlock()
 		return
 	}

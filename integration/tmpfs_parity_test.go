@@ -395,3 +395,53 @@ if [ "$(stat -c %.9W f)" = "$b" ]; then echo "f birth time unchanged"; else echo
 		t.Errorf("tempfs:\n%s\ntmpfs:\n%s", got, want)
 	}
 }
+
+// TestFileFlags: chattr and lsattr work, and append-only, immutable and noatime are enforced as on tmpfs: the
+// kernel keeps no flags for a FUSE inode, so the daemon refuses what the VFS refuses on tmpfs.
+func TestFileFlags(t *testing.T) {
+	ref := coreTmpfs(t)
+	m := startMount(t)
+	const script = `
+echo data > a; echo data > i; mkdir d; echo x > d/f; echo y > k; echo z > n
+chattr +a a; chattr +i i; chattr +i d; chattr +d k; chattr +A n
+lsattr -d a i d k n | sed 's/ .*\// /'
+if chattr +c k 2>/dev/null; then echo "chattr +c ok"; else echo "chattr +c refused"; fi
+python3 - <<'PY'
+import os
+from tfsops import *
+def opn(p, fl):
+    os.close(os.open(p, fl))
+for p in ("a", "i"):
+    t(p + " open read", opn, p, os.O_RDONLY)
+    t(p + " open write", opn, p, os.O_WRONLY)
+    t(p + " open append", opn, p, os.O_WRONLY | os.O_APPEND)
+    t(p + " open append trunc", opn, p, os.O_WRONLY | os.O_APPEND | os.O_TRUNC)
+    t(p + " truncate", os.truncate, p, 1)
+    t(p + " chmod", os.chmod, p, 0o600)
+    t(p + " utime now", os.utime, p, None)
+    t(p + " utime explicit", os.utime, p, (1000, 1000))
+    t(p + " setxattr", os.setxattr, p, "user.x", b"1")
+    t(p + " link", os.link, p, p + ".link")
+    t(p + " rename", os.rename, p, p + ".moved")
+    t(p + " unlink", os.unlink, p)
+fd = os.open("a", os.O_WRONLY | os.O_APPEND)
+os.write(fd, b"more\n"); os.close(fd)
+print("a holds", open("a").read().split())
+t("d create", opn, "d/new", os.O_WRONLY | os.O_CREAT)
+t("d mkdir", os.mkdir, "d/sub")
+t("d unlink", os.unlink, "d/f")
+t("d rename out", os.rename, "d/f", "f2")
+t("d write inside", lambda: open("d/f", "a").write("more"))
+os.utime("n", (1000, 1000))
+open("n").read()
+print("n atime kept", os.stat("n").st_atime == 1000)
+PY
+chattr -a a; chattr -i i d
+`
+	want, _ := coreRunScript(t, ref, script)
+	got, _ := coreRunScript(t, m.Dir, script)
+	t.Logf("tmpfs:\n%s", want)
+	if got != want {
+		t.Errorf("tempfs differs from tmpfs:\ntempfs:\n%s\ntmpfs:\n%s", got, want)
+	}
+}
