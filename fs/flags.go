@@ -13,8 +13,9 @@ import (
 // File flags (chattr, lsattr): append-only, immutable, nodump and noatime, the ones tmpfs keeps. The kernel
 // passes FS_IOC_GETFLAGS and FS_IOC_SETFLAGS on to the daemon after its own checks (owner,
 // CAP_LINUX_IMMUTABLE), but a FUSE inode has no flags of its own in the kernel: the VFS cannot enforce
-// append-only and immutable, so the daemon refuses here what the VFS refuses on tmpfs (EPERM). What it cannot
-// see: fcntl(F_SETFL) clearing O_APPEND on a descriptor of an append-only file is the kernel's alone.
+// append-only and immutable, so the daemon refuses here what the VFS refuses on tmpfs (EPERM). fcntl(F_SETFL)
+// clearing O_APPEND on a descriptor of an append-only file never reaches the daemon: a write before the end
+// of such a file is refused instead.
 
 // The flags' values (linux/fs.h), and the ioctl numbers x/sys/unix does not name.
 const (

@@ -92,6 +92,11 @@ func (h *handle) Write(ctx context.Context, data []byte, off int64) (uint32, sys
 	if h.templateDentry.Load() != nil {
 		h.dropTemplateDentry(true)
 	}
+	// An append-only file only grows at its end. The kernel cannot refuse fcntl(F_SETFL) clearing O_APPEND
+	// on a FUSE inode (it keeps no flags for it), so a write before the end is refused here.
+	if h.file.attrs.hasFlag(flagAppend) && off < h.file.data.Size() {
+		return 0, syscall.EPERM
+	}
 	// Under --owner-quota a write that would take the file's owner past its cap writes nothing (EDQUOT).
 	if errno := h.file.fs.reserve(h.file, off+int64(len(data))); errno != 0 {
 		return 0, errno

@@ -444,4 +444,22 @@ chattr -a a; chattr -i i d
 	if got != want {
 		t.Errorf("tempfs differs from tmpfs:\ntempfs:\n%s\ntmpfs:\n%s", got, want)
 	}
+	// Where tmpfs refuses fcntl(F_SETFL) clearing O_APPEND, tempfs cannot (the kernel alone sees it); the
+	// write before the end that it would allow is refused instead.
+	out, _ := coreRunScript(t, m.Dir, `
+echo data > ap; chattr +a ap
+python3 - <<'PY'
+import fcntl, os
+from tfsops import *
+fd = os.open("ap", os.O_WRONLY | os.O_APPEND)
+fcntl.fcntl(fd, fcntl.F_SETFL, 0)
+t("pwrite at 0", os.pwrite, fd, b"X", 0)
+os.close(fd)
+print("ap holds", open("ap").read().split())
+PY
+chattr -a ap
+`)
+	if out != "pwrite at 0 EPERM\nap holds ['data']\n" {
+		t.Errorf("a write before the end of an append-only file after F_SETFL cleared O_APPEND:\n%s", out)
+	}
 }
