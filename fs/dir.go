@@ -32,6 +32,10 @@ type Dir struct {
 	created  map[uint32]createdRecord // user.tempfs.created, by creating thread id
 	fromTmpl bool                     // made by mkdir of a template
 	ownedBy  ownerTag
+	// whiteouts are the whiteouts RENAME_WHITEOUT left here, by name, until go-fuse's tree holds them: go-fuse
+	// moves whatever its tree has at the old name after RENAME returns, so the rename cannot put them there.
+	// A LOOKUP links one into the tree; until then liveChildLocked and listings find it here.
+	whiteouts map[string]*Special
 
 	// attrsCached: the kernel may hold this directory's attributes (some answer carried them since the
 	// last invalidation). A change the daemon makes behind the kernel's back (a file made from a template
@@ -179,6 +183,14 @@ func (d *Dir) listing() []fuse.DirEntry {
 		// Template aliases and stale children of go-fuse's tree are not entries (see liveChildLocked).
 		if n, ok := ch.Operations().(node); ok && d.namesLocked(n, name) {
 			entries = append(entries, fuse.DirEntry{Name: name, Mode: ch.Mode(), Ino: ch.StableAttr().Ino})
+		}
+	}
+	for name := range d.whiteouts {
+		if ch := children[name]; ch != nil && ch == d.whiteouts[name].EmbeddedInode() {
+			continue // listed above
+		}
+		if w := d.whiteoutLocked(name); w != nil {
+			entries = append(entries, fuse.DirEntry{Name: name, Mode: syscall.S_IFCHR, Ino: w.EmbeddedInode().StableAttr().Ino})
 		}
 	}
 	d.fs.nsMu.Unlock()

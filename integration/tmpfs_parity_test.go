@@ -463,3 +463,34 @@ chattr -a ap
 		t.Errorf("a write before the end of an append-only file after F_SETFL cleared O_APPEND:\n%s", out)
 	}
 }
+
+// TestRenameWhiteout: renameat2(RENAME_WHITEOUT) moves the entry and leaves a 0:0 character device at the old
+// name, listed before anything looked it up, removable, and counted by rmdir, as on tmpfs (overlayfs uses it
+// on its upper directory).
+func TestRenameWhiteout(t *testing.T) {
+	ref := coreTmpfs(t)
+	m := startMount(t)
+	const script = `
+mkdir d; echo a > d/f; echo b > d/g
+python3 - <<'PY'
+import os
+from tfsops import *
+RENAME_WHITEOUT = 4
+t("whiteout rename", renameat2, "d/f", "d/f2", RENAME_WHITEOUT)
+print("listed", sorted(os.listdir("d")))
+t("whiteout noreplace over an entry", renameat2, "d/g", "d/f2", RENAME_WHITEOUT | RENAME_NOREPLACE)
+t("whiteout and exchange", renameat2, "d/g", "d/f2", RENAME_WHITEOUT | RENAME_EXCHANGE)
+t("create over the whiteout", lambda: os.close(os.open("d/f", os.O_WRONLY | os.O_CREAT | os.O_EXCL)))
+t("rmdir with a whiteout", os.rmdir, "d")
+PY
+stat -c '%n %F %t:%T %a %h %s' d/f d/f2
+cat d/f2
+rm d/f; ls d
+`
+	want, _ := coreRunScript(t, ref, script)
+	got, _ := coreRunScript(t, m.Dir, script)
+	t.Logf("tmpfs:\n%s", want)
+	if got != want {
+		t.Errorf("tempfs differs from tmpfs:\ntempfs:\n%s\ntmpfs:\n%s", got, want)
+	}
+}
