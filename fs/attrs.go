@@ -25,7 +25,9 @@ type attrs struct {
 	// used is when the entry was last used (created, read, written, its times set), on the Mono clock: what
 	// --max-age counts from. atime and mtime are wall-clock times that a user may set and the wall clock may
 	// step, so they cannot tell idle time.
-	used int64
+	used  int64
+	btime timespec // birth: when the node was made (statx STATX_BTIME); never changes
+	flags uint32   // FS_*_FL file flags (chattr): see flags.go
 	// xattrs holds stored extended attributes (user.*, trusted.*, security.*); nil until the first one is set.
 	xattrs map[string][]byte
 }
@@ -63,7 +65,7 @@ func laterOf(t, u timespec) timespec {
 
 func newAttrs(mode, uid, gid uint32) attrs {
 	now := timeNow()
-	return attrs{mode: mode, uid: uid, gid: gid, atime: now, mtime: now, ctime: now, used: monoNow()}
+	return attrs{mode: mode, uid: uid, gid: gid, atime: now, mtime: now, ctime: now, btime: now, used: monoNow()}
 }
 
 // fill copies the metadata and the inode number into out; the caller fills size, blocks and nlink, which depend
@@ -106,24 +108,25 @@ func (a *attrs) touchChanged() {
 	a.mu.Unlock()
 }
 
-// touchAccessed follows relatime: atime moves when it is older than mtime or ctime, or a day old.
-func (a *attrs) touchAccessed() {
-	now, used := timeNow(), monoNow()
-	a.mu.Lock()
-	a.used = used
-	if !a.mtime.before(a.atime) || !a.ctime.before(a.atime) || now.sec-a.atime.sec > 24*60*60 {
-		a.atime = now
-	}
-	a.mu.Unlock()
-}
-
 // setattr applies mode, owner and times from in. Size is the caller's business (only files have data).
-// Permission checks were done by the kernel (default_permissions), or the caller is root.
-func (a *attrs) setattr(in *fuse.SetAttrIn) {
+// Permission checks were done by the kernel (default_permissions), or the caller is root. The reply carries
+// the new attributes, so the kernel's cache sees a dropped privilege bit at once.
+func (a *attrs) setattr(ctx context.Context, in *fuse.SetAttrIn) {
 	now := timeNow()
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	changed := false
+	// tempfs negotiates FUSE_HANDLE_KILLPRIV_V2 (it saves a GETXATTR round trip on every write), so the
+	// kernel leaves it to us to drop set-user-ID and set-group-ID where the kernel would: on chown of any
+	// non-directory (by root too, as the VFS's chown_common asks), and on a truncate by an unprivileged
+	// caller (FATTR_KILL_SUIDGID). Both are judged on the mode and group before this change, as the VFS does.
+	_, chownUID := in.GetUID()
+	_, chownGID := in.GetGID()
+	_, chmod := in.GetMode()
+	kill := (chownUID || chownGID) && !chmod || in.Valid&fuse.FATTR_KILL_SUIDGID != 0
+	if kill {
+		a.killPrivLocked(ctx)
+	}
 	if mode, ok := in.GetMode(); ok {
 		a.mode = a.mode&syscall.S_IFMT | mode&07777
 		changed = true
@@ -150,16 +153,6 @@ func (a *attrs) setattr(in *fuse.SetAttrIn) {
 		changed = true
 		a.used = monoNow()
 	}
-	// tempfs negotiates FUSE_HANDLE_KILLPRIV_V2 (it saves a GETXATTR round trip on every write), so the
-	// kernel leaves it to us to drop set-user-ID and set-group-ID where the kernel would: on chown of any
-	// non-directory (by root too, as the VFS's chown_common asks), and on a truncate by an unprivileged
-	// caller (FATTR_KILL_SUIDGID).
-	_, chownUID := in.GetUID()
-	_, chownGID := in.GetGID()
-	_, chmod := in.GetMode()
-	if (chownUID || chownGID) && !chmod || in.Valid&fuse.FATTR_KILL_SUIDGID != 0 {
-		a.killPrivLocked()
-	}
 	if changed {
 		a.ctime = now
 	}
@@ -168,46 +161,56 @@ func (a *attrs) setattr(in *fuse.SetAttrIn) {
 	}
 }
 
-// killPrivLocked drops set-user-ID, and set-group-ID when group execute is set (otherwise it marks mandatory
-// locking), as the kernel's setattr_should_drop_suidgid does. It is the one place that drops them, for write,
-// truncate and chown alike. Directories keep both: Linux never clears them there (setgid on a directory is
-// inheritance, not privilege). Only regular files are written or truncated; chown reaches fifos, sockets and
-// device nodes too, and Linux clears their bits as well. The caller holds a.mu.
-func (a *attrs) killPrivLocked() {
-	if a.mode&syscall.S_IFMT == syscall.S_IFDIR {
-		return
+// killPrivLocked drops set-user-ID always, and set-group-ID when group execute is set (otherwise it marks
+// mandatory locking) or when an unprivileged caller is outside the file's group, as the kernel's
+// setattr_should_drop_suidgid does. It is the one place that drops them, for write, truncate, fallocate and
+// chown alike, and reports whether it dropped any. Directories keep both: Linux never clears them there
+// (setgid on a directory is inheritance, not privilege). Only regular files are written or truncated; chown
+// reaches fifos, sockets and device nodes too, and Linux clears their bits as well. The caller holds a.mu.
+func (a *attrs) killPrivLocked(ctx context.Context) bool {
+	if a.mode&syscall.S_IFMT == syscall.S_IFDIR || a.mode&(syscall.S_ISUID|syscall.S_ISGID) == 0 {
+		return false
 	}
-	a.mode &^= syscall.S_ISUID
-	if a.mode&(syscall.S_ISGID|syscall.S_IXGRP) == syscall.S_ISGID|syscall.S_IXGRP {
-		a.mode &^= syscall.S_ISGID
-	}
-}
-
-// killPrivForWrite drops the privilege bits before a write or O_TRUNC open by a caller that is not root,
-// which is when the kernel would set FUSE_WRITE_KILL_SUIDGID (go-fuse does not pass that flag on).
-func (a *attrs) killPrivForWrite(ctx context.Context) {
-	a.mu.Lock()
-	a.killPrivForWriteLocked(ctx)
-	a.mu.Unlock()
-}
-
-func (a *attrs) killPrivForWriteLocked(ctx context.Context) {
-	if a.mode&(syscall.S_ISUID|syscall.S_ISGID) != 0 {
-		if uid, _, _ := caller(ctx); uid != 0 {
-			a.killPrivLocked()
+	kill := a.mode & syscall.S_ISUID
+	if a.mode&syscall.S_ISGID != 0 {
+		uid, gid, pid := caller(ctx)
+		if a.mode&syscall.S_IXGRP != 0 || uid != 0 && !inGroup(gid, pid, a.gid) {
+			kill |= syscall.S_ISGID
 		}
 	}
+	a.mode &^= kill
+	return kill != 0
 }
 
-// wrote records a write by the caller in one lock round: privilege bits dropped as killPrivForWrite says,
-// mtime and ctime moved as touchModified does. It is on every daemon-served write.
-func (a *attrs) wrote(ctx context.Context) {
+// killPrivForWrite drops the privilege bits before a write, O_TRUNC open or fallocate by a caller that is not
+// root, which is when the kernel would set FUSE_WRITE_KILL_SUIDGID (go-fuse does not pass that flag on). It
+// reports whether it dropped any: the kernel's cached attributes must then be invalidated, since the reply to
+// those requests carries none.
+func (a *attrs) killPrivForWrite(ctx context.Context) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.killPrivForWriteLocked(ctx)
+}
+
+func (a *attrs) killPrivForWriteLocked(ctx context.Context) bool {
+	if a.mode&(syscall.S_ISUID|syscall.S_ISGID) != 0 {
+		if uid, _, _ := caller(ctx); uid != 0 {
+			return a.killPrivLocked(ctx)
+		}
+	}
+	return false
+}
+
+// wrote records a write by the caller in one lock round: privilege bits dropped as killPrivForWrite says
+// (reported as it does), mtime and ctime moved as touchModified does. It is on every daemon-served write.
+func (a *attrs) wrote(ctx context.Context) (killed bool) {
 	now, used := timeNow(), monoNow()
 	a.mu.Lock()
-	a.killPrivForWriteLocked(ctx)
+	killed = a.killPrivForWriteLocked(ctx)
 	a.mtime, a.ctime = now, now
 	a.used = used
 	a.mu.Unlock()
+	return killed
 }
 
 func (a *attrs) fileType() uint32 {

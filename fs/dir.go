@@ -32,6 +32,10 @@ type Dir struct {
 	created  map[uint32]createdRecord // user.tempfs.created, by creating thread id
 	fromTmpl bool                     // made by mkdir of a template
 	ownedBy  ownerTag
+	// whiteouts are the whiteouts RENAME_WHITEOUT left here, by name, until go-fuse's tree holds them: go-fuse
+	// moves whatever its tree has at the old name after RENAME returns, so the rename cannot put them there.
+	// A LOOKUP links one into the tree; until then liveChildLocked and listings find it here.
+	whiteouts map[string]*Special
 
 	// attrsCached: the kernel may hold this directory's attributes (some answer carried them since the
 	// last invalidation). A change the daemon makes behind the kernel's back (a file made from a template
@@ -116,10 +120,13 @@ func (d *Dir) Getattr(ctx context.Context, f fusefs.FileHandle, out *fuse.AttrOu
 }
 
 func (d *Dir) Setattr(ctx context.Context, f fusefs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
+	if errno := d.attrs.setattrDenied(in); errno != 0 {
+		return errno
+	}
 	if _, ok := in.GetSize(); ok {
 		return syscall.EISDIR
 	}
-	d.attrs.setattr(in)
+	d.attrs.setattr(ctx, in)
 	d.getattr(&out.Attr)
 	out.SetTimeout(d.fs.opts.AttrTimeout)
 	return 0
@@ -151,8 +158,14 @@ func (d *Dir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fus
 }
 
 // Readdir lists the live entries, in a stable order (by name) so that concurrent readers of one directory see
-// consistent offsets.
+// consistent offsets. The stream keeps that listing for its handle, so that one pass over the directory
+// neither repeats nor skips an entry while others change it; a rewind (rewinddir, lseek to 0) lists afresh.
 func (d *Dir) Readdir(ctx context.Context) (fusefs.DirStream, syscall.Errno) {
+	return &dirStream{dir: d, entries: d.listing()}, 0
+}
+
+// listing is the directory's entries now, "." and ".." first, the others by name.
+func (d *Dir) listing() []fuse.DirEntry {
 	children := d.Children()
 	entries := make([]fuse.DirEntry, 0, len(children)+2)
 	d.fs.nsMu.Lock()
@@ -172,10 +185,18 @@ func (d *Dir) Readdir(ctx context.Context) (fusefs.DirStream, syscall.Errno) {
 			entries = append(entries, fuse.DirEntry{Name: name, Mode: ch.Mode(), Ino: ch.StableAttr().Ino})
 		}
 	}
+	for name := range d.whiteouts {
+		if ch := children[name]; ch != nil && ch == d.whiteouts[name].EmbeddedInode() {
+			continue // listed above
+		}
+		if w := d.whiteoutLocked(name); w != nil {
+			entries = append(entries, fuse.DirEntry{Name: name, Mode: syscall.S_IFCHR, Ino: w.EmbeddedInode().StableAttr().Ino})
+		}
+	}
 	d.fs.nsMu.Unlock()
 	slices.SortFunc(entries[2:], func(a, b fuse.DirEntry) int { return strings.Compare(a.Name, b.Name) })
-	d.attrs.touchAccessed()
-	return fusefs.NewListDirStream(entries), 0
+	d.fs.atime.accessed(&d.attrs)
+	return entries
 }
 
 // Statfs reports the caps: blocks are the RAM cap plus the disk space (the disk cap, or the store's filesystem).

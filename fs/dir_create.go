@@ -64,6 +64,9 @@ func (d *Dir) claimNameLocked(name string, tmpl naming.Template, isTmpl bool, pi
 	if d.removed {
 		return "", "", syscall.ENOENT
 	}
+	if errno := d.createDenied(); errno != 0 {
+		return "", "", errno
+	}
 	if !isTmpl {
 		if d.liveChildLocked(name) != nil {
 			return "", "", syscall.EEXIST
@@ -320,6 +323,9 @@ func (d *Dir) Link(ctx context.Context, target fusefs.InodeEmbedder, name string
 	if !ok {
 		return nil, syscall.EPERM
 	}
+	if errno := n.base().protectedErrno(); errno != 0 {
+		return nil, errno
+	}
 	// An O_TMPFILE file's owner is the process that gives it its first name; other links keep the owner.
 	creator, errno := d.fs.creatorOwner(ctx)
 	if errno != 0 {
@@ -336,7 +342,7 @@ func (d *Dir) Link(ctx context.Context, target fusefs.InodeEmbedder, name string
 		// A node without names gets one only if it is a linkable O_TMPFILE file, and only once, as the
 		// kernel's I_LINKABLE rule says; the kernel does not always know (its link count can be stale).
 		f, ok := n.(*File)
-		if !ok || !f.linkable || f.freed {
+		if !ok || !f.linkable || f.freed || f.unpinned {
 			d.fs.nsMu.Unlock()
 			return nil, syscall.ENOENT
 		}

@@ -8,6 +8,7 @@ import (
 	fusefs "github.com/hanwen/go-fuse/v2/fs"
 	"golang.org/x/sys/unix"
 
+	"github.com/tempfs/tempfs/fs/owner"
 	"github.com/tempfs/tempfs/naming"
 )
 
@@ -35,13 +36,27 @@ func (d *Dir) lookupRealLocked(name string) (node, syscall.Errno) {
 func (d *Dir) liveChildLocked(name string) node {
 	ch := d.GetChild(name)
 	if ch == nil {
-		return nil
+		return d.whiteoutLocked(name)
 	}
 	n, ok := ch.Operations().(node)
 	if !ok || !d.namesLocked(n, name) {
-		return nil
+		return d.whiteoutLocked(name)
 	}
 	return n
+}
+
+// whiteoutLocked is the whiteout a RENAME_WHITEOUT left at name that go-fuse's tree does not hold yet, or nil;
+// one that lost its name meanwhile is forgotten. The caller holds FS.nsMu.
+func (d *Dir) whiteoutLocked(name string) node {
+	w, ok := d.whiteouts[name]
+	if !ok {
+		return nil
+	}
+	if !d.namesLocked(w, name) {
+		delete(d.whiteouts, name)
+		return nil
+	}
+	return w
 }
 
 // namesLocked reports whether (d, name) is one of n's names in tempfs's namespace. The caller holds FS.nsMu.
@@ -103,6 +118,10 @@ func (d *Dir) Unlink(ctx context.Context, name string) syscall.Errno {
 		d.fs.nsMu.Unlock()
 		return syscall.EISDIR
 	}
+	if errno := removeDenied(d, n); errno != 0 {
+		d.fs.nsMu.Unlock()
+		return errno
+	}
 	unused := d.unlinkLeafLocked(l, name)
 	d.fs.nsMu.Unlock()
 	d.fs.noteRemoved(removedUnlink, 1)
@@ -142,6 +161,10 @@ func (d *Dir) Rmdir(ctx context.Context, name string) syscall.Errno {
 		d.fs.nsMu.Unlock()
 		return syscall.ENOTEMPTY
 	}
+	if errno := removeDenied(d, sub); errno != 0 {
+		d.fs.nsMu.Unlock()
+		return errno
+	}
 	d.removeSubdirLocked(sub)
 	alias := sub.alias
 	sub.alias = ""
@@ -163,7 +186,7 @@ func (d *Dir) removeSubdirLocked(sub *Dir) {
 	d.subdirs--
 }
 
-// Rename moves an entry, with RENAME_NOREPLACE and RENAME_EXCHANGE. A file made from a template becomes
+// Rename moves an entry, with RENAME_NOREPLACE, RENAME_EXCHANGE and RENAME_WHITEOUT. A file made from a template becomes
 // ordinary when its generated name is renamed (contract section 3: rename persists it).
 func (d *Dir) Rename(ctx context.Context, name string, newParent fusefs.InodeEmbedder, newName string, flags uint32) syscall.Errno {
 	nd, ok := newParent.(*Dir)
@@ -173,10 +196,25 @@ func (d *Dir) Rename(ctx context.Context, name string, newParent fusefs.InodeEmb
 	if errno := nd.checkPlainName(newName); errno != 0 {
 		return errno
 	}
-	if flags&unix.RENAME_WHITEOUT != 0 {
-		return syscall.EINVAL
-	}
 	fsys := d.fs
+	// RENAME_WHITEOUT leaves a whiteout, a 0:0 character device, at the old name (the kernel checked
+	// CAP_MKNOD and refused it with RENAME_EXCHANGE).
+	var whiteout *Special
+	var creator *owner.Owner
+	if flags&unix.RENAME_WHITEOUT != 0 {
+		var errno syscall.Errno
+		if creator, errno = fsys.creatorOwner(ctx); errno != 0 {
+			return errno
+		}
+		uid, gid, _ := caller(ctx)
+		whiteout = &Special{leaf: leaf{attrs: newAttrs(syscall.S_IFCHR, uid, gid)}, fs: fsys}
+		d.NewPersistentInode(ctx, whiteout, fusefs.StableAttr{Mode: syscall.S_IFCHR})
+		defer func() {
+			if whiteout != nil { // not used: the rename failed
+				whiteout.ForgetPersistent()
+			}
+		}()
+	}
 	fsys.nsMu.Lock()
 	src, errno := d.lookupRealLocked(name)
 	if errno != 0 {
@@ -188,6 +226,10 @@ func (d *Dir) Rename(ctx context.Context, name string, newParent fusefs.InodeEmb
 		return syscall.ENOENT
 	}
 	dst := nd.liveChildLocked(newName)
+	if errno := renameDenied(d, src, nd, dst); errno != 0 {
+		fsys.nsMu.Unlock()
+		return errno
+	}
 	switch {
 	case flags&unix.RENAME_EXCHANGE != 0:
 		if dst == nil {
@@ -234,7 +276,21 @@ func (d *Dir) Rename(ctx context.Context, name string, newParent fusefs.InodeEmb
 		}
 	}
 	d.moveLocked(src, name, nd, newName)
+	var ended *owner.Owner
+	if whiteout != nil {
+		whiteout.links = []link{{d, name}}
+		d.entries++
+		if d.whiteouts == nil {
+			d.whiteouts = make(map[string]*Special)
+		}
+		d.whiteouts[name] = whiteout
+		ended = fsys.tagLocked(whiteout, creator)
+		whiteout = nil
+		fsys.counts.others.Add(1)
+		fsys.counts.created.Add(1)
+	}
 	fsys.nsMu.Unlock()
+	fsys.requeue(ended)
 
 	src.base().touchChanged()
 	if replaced != nil || freeDir != nil {
@@ -279,4 +335,16 @@ func (d *Dir) moveLocked(n node, name string, nd *Dir, newName string) {
 	}
 	d.entries--
 	nd.entries++
+}
+
+// renameDenied is EPERM when file flags forbid the rename: the source's entry cannot go, the one it replaces
+// cannot go, or nothing may be made in the target directory. The caller holds FS.nsMu.
+func renameDenied(d *Dir, src node, nd *Dir, dst node) syscall.Errno {
+	if errno := removeDenied(d, src); errno != 0 {
+		return errno
+	}
+	if dst != nil && dst != src {
+		return removeDenied(nd, dst)
+	}
+	return nd.createDenied()
 }

@@ -28,6 +28,13 @@ type File struct {
 	// ephemeral: links[0] is the generated name, removed at last close; false once persisted.
 	ephemeral bool
 	ptWritten bool // a writable passthrough handle was handed out: the data changed behind the page cache
+	// A file's bytes go when the last of its names, its open handles and the kernel's lookups goes. The
+	// kernel keeps a node it looked up usable after its last name went (a rename over it, an unlink): it
+	// may still OPEN, SETATTR or exec it by node ID until it sends FORGET. unpinned: names and handles are
+	// gone and go-fuse was told the node is no longer persistent, so that it calls OnForget once the kernel
+	// holds no lookup; forgotten: OnForget came; freed: the bytes are released.
+	unpinned  bool
+	forgotten bool
 	freed     bool
 	// linkable: made by O_TMPFILE without O_EXCL and not linked yet, so linkat may give it its first name
 	// (the kernel's I_LINKABLE). Any other file without names cannot get one back.
@@ -59,6 +66,7 @@ var (
 	_ = (fusefs.NodeSetxattrer)((*File)(nil))
 	_ = (fusefs.NodeListxattrer)((*File)(nil))
 	_ = (fusefs.NodeRemovexattrer)((*File)(nil))
+	_ = (fusefs.NodeOnForgetter)((*File)(nil))
 	_ = (leafNode)((*File)(nil))
 )
 
@@ -96,21 +104,62 @@ func (f *File) lastUse() int64 {
 	return max(f.leaf.lastUse(), f.opened.Load())
 }
 
+// takeUnusedLocked reports true when free must run: once when the file has lost its last name and its last
+// handle (free then unpins it: it is no longer an entry, and its bytes go at OnForget), and once more if the
+// kernel, which may still open the node by ID after that, forgot it before the RELEASE of such a later
+// handle came (the kernel's FORGET may overtake a RELEASE): free then releases the bytes.
 func (f *File) takeUnusedLocked() bool {
 	if len(f.links) > 0 || f.opens > 0 || f.freed {
 		return false
 	}
-	f.freed = true // from now on Link and Open refuse the node
-	return true
+	if !f.unpinned {
+		f.unpinned = true
+		return true
+	}
+	if f.forgotten {
+		f.freed = true
+		return true
+	}
+	return false
 }
 
+// free releases the bytes when the kernel forgot the node already. Otherwise the file stops being counted as
+// an entry and go-fuse is told the node is no longer persistent, so that it calls OnForget when the kernel
+// holds no lookup of it: at once if it holds none. It runs without FS.nsMu, which OnForget takes.
 func (f *File) free() {
+	f.fs.nsMu.Lock()
+	release := f.freed
+	f.fs.nsMu.Unlock()
+	if release {
+		f.releaseData()
+		return
+	}
 	f.fs.uncharge(f)
+	f.fs.counts.files.Add(-1)
+	f.ForgetPersistent()
+}
+
+// OnForget is go-fuse's word that the kernel holds no lookup of the node and it is not persistent (it was
+// unpinned): no request can name it any more. Its bytes go now unless a handle is still open (the kernel's
+// FORGET may arrive before the RELEASE of the last handle: release frees them then).
+func (f *File) OnForget() {
+	f.fs.nsMu.Lock()
+	f.forgotten = true
+	release := f.unpinned && len(f.links) == 0 && f.opens == 0 && !f.freed
+	if release {
+		f.freed = true
+	}
+	f.fs.nsMu.Unlock()
+	if release {
+		f.releaseData()
+	}
+}
+
+// releaseData gives the file's bytes back; it runs once, after freed was set.
+func (f *File) releaseData() {
 	if err := f.data.Close(); err != nil {
 		f.fs.log.Warn("closing spool file", "err", err)
 	}
-	f.fs.counts.files.Add(-1)
-	f.ForgetPersistent()
 }
 
 // ephemeralLocked reports whether the file still goes away at its last close.
@@ -136,6 +185,9 @@ func (f *File) Getattr(ctx context.Context, fh fusefs.FileHandle, out *fuse.Attr
 }
 
 func (f *File) Setattr(ctx context.Context, fh fusefs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
+	if errno := f.attrs.setattrDenied(in); errno != 0 {
+		return errno
+	}
 	if size, ok := in.GetSize(); ok {
 		if size > uint64(spool.MaxFileSize) {
 			return syscall.EFBIG
@@ -153,7 +205,7 @@ func (f *File) Setattr(ctx context.Context, fh fusefs.FileHandle, in *fuse.SetAt
 	if st := f.data.Stat(); st.External {
 		f.adoptBackingMtime(st.ModTime) // so that the new times below win over older writes
 	}
-	f.attrs.setattr(in)
+	f.attrs.setattr(ctx, in)
 	f.getattr(&out.Attr)
 	out.SetTimeout(f.fs.opts.AttrTimeout)
 	return 0
@@ -164,13 +216,18 @@ func (f *File) Setattr(ctx context.Context, fh fusefs.FileHandle, in *fuse.SetAt
 // handle is open, and RAM-resident files are always daemon-served (the daemon must see their writes to roll
 // them over and keep the memory cap).
 func (f *File) Open(ctx context.Context, flags uint32) (fusefs.FileHandle, uint32, syscall.Errno) {
+	if errno := f.attrs.openDenied(flags); errno != 0 {
+		return nil, 0, errno
+	}
 	if flags&syscall.O_TRUNC != 0 && flags&syscall.O_ACCMODE != syscall.O_RDONLY {
 		err := f.data.Truncate(0)
 		f.fs.settle(f)
 		if err != nil {
 			return nil, 0, toErrno(f.fs.log, "open O_TRUNC", err)
 		}
-		f.attrs.wrote(ctx)
+		if f.attrs.wrote(ctx) {
+			f.privDropped()
+		}
 	}
 	f.fs.nsMu.Lock()
 	if f.freed {
@@ -182,9 +239,21 @@ func (f *File) Open(ctx context.Context, flags uint32) (fusefs.FileHandle, uint3
 	if h.passthrough && flags&syscall.O_ACCMODE != syscall.O_RDONLY {
 		// Passthrough writes never reach the daemon, which must drop set-user-ID and set-group-ID for an
 		// unprivileged writer (FUSE_HANDLE_KILLPRIV_V2): drop them when such a writer opens the file.
-		f.attrs.killPrivForWrite(ctx)
+		if f.attrs.killPrivForWrite(ctx) {
+			f.privDropped()
+		}
 	}
 	return h, h.openFlags(), 0
+}
+
+// privDropped tells the kernel that the daemon dropped set-user-ID or set-group-ID in answer to a request whose
+// reply carries no attributes (WRITE, OPEN with O_TRUNC, FALLOCATE): the kernel may have cached the old mode
+// for the attribute timeout, and stat and execve would see the bits until then. Only attributes are
+// invalidated (offset -1), which takes no lock the request in progress holds.
+func (f *File) privDropped() {
+	if errno := f.NotifyContent(-1, 0); errno != 0 && errno != syscall.ENOENT {
+		f.fs.log.Debug("notify attributes after dropping set-ID bits", "errno", errno)
+	}
 }
 
 // openLocked counts a new handle and decides how the kernel serves it. The caller holds FS.nsMu.

@@ -93,6 +93,8 @@ type FS struct {
 	quota *quota
 	// memorySource replaces Options.MemorySource once the cap moved while mounted (SetMemoryCap); nil before.
 	memorySource atomic.Pointer[string]
+	// atime is when reads and listings move atime (the mount's atime options); set before serving.
+	atime atimePolicy
 }
 
 // SetMemoryCap moves the pool's memory cap while mounted (the daemon's memory limit moved), spilling RAM files

@@ -85,7 +85,7 @@ func (h *handle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadRes
 	if err != nil {
 		return nil, toErrno(h.file.fs.log, "read", err)
 	}
-	h.file.attrs.touchAccessed()
+	h.file.fs.atime.accessed(&h.file.attrs)
 	if !ok {
 		return fuse.ReadResultData(nil), 0
 	}
@@ -100,6 +100,11 @@ func (h *handle) Write(ctx context.Context, data []byte, off int64) (uint32, sys
 	if h.templateDentry.Load() != nil {
 		h.dropTemplateDentry(true)
 	}
+	// An append-only file only grows at its end. The kernel cannot refuse fcntl(F_SETFL) clearing O_APPEND
+	// on a FUSE inode (it keeps no flags for it), so a write before the end is refused here.
+	if h.file.attrs.hasFlag(flagAppend) && off < h.file.data.Size() {
+		return 0, syscall.EPERM
+	}
 	// Under --owner-quota a write that would take the file's owner past its cap writes nothing (EDQUOT).
 	if errno := h.file.fs.reserve(h.file, off+int64(len(data))); errno != 0 {
 		return 0, errno
@@ -107,7 +112,9 @@ func (h *handle) Write(ctx context.Context, data []byte, off int64) (uint32, sys
 	n, err := h.file.data.WriteAt(data, off)
 	h.file.fs.settle(h.file)
 	if n > 0 {
-		h.file.attrs.wrote(ctx)
+		if h.file.attrs.wrote(ctx) {
+			h.file.privDropped()
+		}
 		h.file.fs.counts.bytesWritten.Add(int64(n))
 	}
 	if err != nil {
@@ -139,6 +146,9 @@ func (h *handle) Release(ctx context.Context) syscall.Errno {
 }
 
 func (h *handle) Allocate(ctx context.Context, off uint64, size uint64, mode uint32) syscall.Errno {
+	if errno := h.file.attrs.allocateDenied(mode); errno != 0 {
+		return errno
+	}
 	if mode == 0 { // only plain fallocate moves the end of the file
 		if errno := h.file.fs.reserve(h.file, int64(off+size)); errno != 0 {
 			return errno
@@ -150,6 +160,10 @@ func (h *handle) Allocate(ctx context.Context, off uint64, size uint64, mode uin
 		return toErrno(h.file.fs.log, "fallocate", err)
 	}
 	h.file.attrs.touchModified()
+	// fallocate drops the privilege bits as a write does (the VFS's file_modified).
+	if h.file.attrs.killPrivForWrite(ctx) {
+		h.file.privDropped()
+	}
 	return 0
 }
 

@@ -24,9 +24,10 @@ type leafNode interface {
 	node
 	leafPart() *leaf
 	// takeUnusedLocked reports whether the node has neither names nor open handles left, so that its
-	// resources can go; it answers true only once. The caller holds FS.nsMu.
+	// resources can go once the kernel forgets it too. The caller holds FS.nsMu.
 	takeUnusedLocked() bool
-	// free releases the node's resources. It is called once, after takeUnusedLocked said so, without nsMu.
+	// free lets the node's resources go, at once or when the kernel forgets the node (File.OnForget). It is
+	// called after takeUnusedLocked said so, without nsMu.
 	free()
 	// lastUse is when the node was last used, on the Mono clock in nanoseconds, for --max-age.
 	lastUse() int64

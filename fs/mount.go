@@ -24,7 +24,8 @@ type MountConfig struct {
 	// DefaultPermissions makes the kernel check permissions against the modes tempfs answers. The daemon does
 	// not check them itself, so it must be on whenever anyone but a fully privileged root can reach the mount.
 	DefaultPermissions bool
-	// Options are extra -o options, passed to the kernel as they are.
+	// Options are extra -o options for the kernel; the mount flags among them (ro, noatime, ...) and fsname=
+	// are read as mountopts.go says.
 	Options []string
 	// Debug logs every FUSE request.
 	Debug bool
@@ -37,8 +38,8 @@ type Mount struct {
 	mountpoint string
 }
 
-// fsName is the mount's source and subtype: the kernel lists every tempfs mount as type fuse.tempfs, which is
-// how `tempfs unmount` tells tempfs mounts from others (MountInfo.IsTempfs).
+// fsName is the mount's subtype, and its source unless fsname= gives one: the kernel lists every tempfs mount
+// as type fuse.tempfs, which is how `tempfs unmount` tells tempfs mounts from others (MountInfo.IsTempfs).
 const fsName = "tempfs"
 
 // maxWrite is the largest request the kernel sends: 1 MiB requests halve the round trips of bulk I/O
@@ -47,19 +48,26 @@ const maxWrite = 1 << 20
 
 // MountFS serves fsys at mountpoint and returns once the kernel has answered INIT, so that the mount is ready.
 func MountFS(mountpoint string, fsys *FS, cfg MountConfig) (*Mount, error) {
-	opts := cfg.Options
+	flags, opts, source, atime := mountOptions(cfg.Options)
 	if cfg.DefaultPermissions {
 		opts = append([]string{"default_permissions"}, opts...)
 	}
+	if source == "" {
+		source = fsName
+	}
+	fsys.atime = atime
 	stdLog := log.New(slogWriter{fsys.log}, "", 0)
 	nodeOpts := &fusefs.Options{
 		MountOptions: fuse.MountOptions{
 			AllowOther:  cfg.AllowOther,
 			Options:     opts,
-			FsName:      fsName,
+			FsName:      source,
 			Name:        fsName,
 			MaxWrite:    maxWrite,
 			DirectMount: os.Geteuid() == 0,
+
+			// The flags of a root mount (a user mount passes them to fusermount3 as options).
+			DirectMountFlags: flags,
 			// KILLPRIV_V2: the kernel stops asking GETXATTR security.capability before every write (tempfs
 			// drops suid/sgid itself, see attrs.killPrivLocked). ATOMIC_O_TRUNC: open(O_TRUNC) truncates
 			// in OPEN instead of a separate SETATTR round trip. READDIRPLUS_AUTO: the kernel asks for

@@ -51,7 +51,7 @@ func (s *Special) Setattr(ctx context.Context, f fusefs.FileHandle, in *fuse.Set
 	if _, ok := in.GetSize(); ok {
 		return syscall.EINVAL
 	}
-	s.attrs.setattr(in)
+	s.attrs.setattr(ctx, in)
 	s.getattr(&out.Attr)
 	out.SetTimeout(s.fs.opts.AttrTimeout)
 	return 0

@@ -45,7 +45,7 @@ func (s *Symlink) free() {
 }
 
 func (s *Symlink) Readlink(ctx context.Context) ([]byte, syscall.Errno) {
-	s.attrs.touchAccessed()
+	s.fs.atime.accessed(&s.attrs)
 	return s.target, 0
 }
 
@@ -59,7 +59,7 @@ func (s *Symlink) Setattr(ctx context.Context, f fusefs.FileHandle, in *fuse.Set
 	if _, ok := in.GetSize(); ok {
 		return syscall.EINVAL
 	}
-	s.attrs.setattr(in)
+	s.attrs.setattr(ctx, in)
 	s.getattr(&out.Attr)
 	out.SetTimeout(s.fs.opts.AttrTimeout)
 	return 0

@@ -167,6 +167,9 @@ func setxattr(ctx context.Context, n node, attr string, data []byte, flags uint3
 	if !storableNamespace(attr) {
 		return syscall.EOPNOTSUPP
 	}
+	if errno := n.base().protectedErrno(); errno != 0 {
+		return errno
+	}
 	a := n.base()
 	a.mu.Lock()
 	_, exists := a.xattrs[attr]
@@ -238,6 +241,9 @@ func setVirtualXattr(ctx context.Context, n node, attr string, data []byte) sysc
 func removexattr(ctx context.Context, n node, attr string) syscall.Errno {
 	if strings.HasPrefix(attr, xattrPrefix) {
 		return syscall.ENODATA // nothing stored under these names: they are answered, not kept
+	}
+	if errno := n.base().protectedErrno(); errno != 0 {
+		return errno
 	}
 	a := n.base()
 	a.mu.Lock()

@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"math/bits"
 	"sync"
+	"sync/atomic"
 
 	"golang.org/x/sys/unix"
 )
@@ -33,6 +34,12 @@ type File struct {
 	// slot smaller than a page): a memfd shows such pages neither to SEEK_DATA nor to mincore, and
 	// st_blocks must count them as tmpfs does.
 	fallocPages uint16
+	// slotPages is, for an arena file, the pages of its slot that st_blocks counts (what _slotPagesNow
+	// finds with SEEK_DATA/SEEK_HOLE or a pread), or -1 while unknown. Every LOOKUP, GETATTR and
+	// READDIRPLUS entry asks for st_blocks, and asking the memfd each time cost ~35 µs per entry: writes
+	// keep it current instead, and the operations that change pages otherwise make it unknown, to be
+	// found once again. Changed with mu held for writing; a reader holding mu for reading may fill it in.
+	slotPages atomic.Int32
 	// size is the logical size; not used once external is set (fstat is then the truth). An arena
 	// file's fd says nothing of its size.
 	size     int64
@@ -177,8 +184,28 @@ func (f *File) WriteAt(p []byte, off int64) (int, error) {
 	if f.tier == Disk && !f.external { // an external file's growth is counted when it is seen
 		f.pool.addDiskWritten(int64(n))
 	}
+	f._noteSlotWrite(p[:n], off)
 	f._commitSize(newSize)
 	return n, nil
+}
+
+// _noteSlotWrite keeps slotPages current after p was written at off in an arena slot: a write allocates
+// the pages it touches; in a slot smaller than a page, whose page is shared, the file has a page once it
+// holds a nonzero byte.
+func (f *File) _noteSlotWrite(p []byte, off int64) {
+	if f.slot == nil || len(p) == 0 {
+		return
+	}
+	pages := f.slotPages.Load()
+	switch {
+	case pages < 0:
+	case f.slot.size < pageSize:
+		if pages == 0 && !allZero(p) {
+			f.slotPages.Store(1)
+		}
+	default:
+		f.slotPages.Store(pages | int32(pageBits(off/pageSize, roundUpPage(off+int64(len(p)))/pageSize)))
+	}
 }
 
 // Truncate sets the size like ftruncate(2). Growing past MaxSize, or past what the memory budget
@@ -213,6 +240,7 @@ func (f *File) Truncate(size int64) error {
 			}
 		}
 	case size < oldSize:
+		f.slotPages.Store(-1)
 		if err := f._cut(size, oldSize); err != nil {
 			f._refreshAllocation()
 			return mapIOError("truncate", err)
@@ -275,6 +303,7 @@ func (f *File) Allocate(off, length int64, mode uint32) error {
 	if err != nil {
 		return err
 	}
+	defer f.slotPages.Store(-1) // after any move to a new slot: fallocate changes which pages count
 	end := off + length
 	if mode != 0 { // keep size, or punch a hole: nothing past the end matters
 		end = min(end, oldSize)
@@ -425,15 +454,26 @@ func (f *File) Blocks() int64 {
 
 // _slotBlocks is what tmpfs would report as st_blocks for an arena file, so that du and ls -s read the
 // same on tempfs as on tmpfs: the pages of its slot that hold data, or one page for a file with data in
-// a slot smaller than a page. (The memory cap counts the whole slot, which the file holds.) f.mu may be
-// held for reading.
+// a slot smaller than a page. (The memory cap counts the whole slot, which the file holds.) It costs no
+// syscall while slotPages is known. f.mu may be held for reading.
 func (f *File) _slotBlocks() int64 {
 	const pageBlocks = pageSize / 512
+	pages := f.slotPages.Load()
+	if pages < 0 {
+		pages = int32(f._slotPagesNow())
+		f.slotPages.Store(pages)
+	}
+	return int64(bits.OnesCount16(uint16(pages))) * pageBlocks
+}
+
+// _slotPagesNow asks the memfd which pages of the slot _slotBlocks counts: bit 0 alone for a slot smaller
+// than a page. f.mu may be held for reading.
+func (f *File) _slotPagesNow() uint16 {
 	if f.slot.size < pageSize {
 		var buf [pageSize / 2]byte
 		b := buf[:f.size]
 		if n, err := preadFull(f.fd, b, f.base); err != nil || !allZero(b[:n]) || f.fallocPages != 0 {
-			return pageBlocks
+			return 1
 		}
 		return 0
 	}
@@ -448,13 +488,13 @@ func (f *File) _slotBlocks() int64 {
 		}
 		h, err := unix.Seek(f.fd, d, unix.SEEK_HOLE)
 		if err != nil {
-			return roundUpPage(f.size) / 512
+			return pageBits(0, roundUpPage(f.size)/pageSize)
 		}
 		h = min(h, end)
 		pages |= pageBits((d-f.base)/pageSize, (h-f.base+pageSize-1)/pageSize)
 		pos = h
 	}
-	return int64(bits.OnesCount16(pages)) * pageBlocks
+	return pages
 }
 
 // Stat is what stat(2) needs of a File, read with at most one fstat.
@@ -728,8 +768,10 @@ func (f *File) _place(oldSize, newSize int64) error {
 				return mapIOError("moving a file to a bigger arena slot", err)
 			}
 			p.arena.release(f.slot)
+			f.slotPages.Store(-1) // the copy's pages, found at the next stat
 		} else {
 			p.noteArenaFiles(1)
+			f.slotPages.Store(0) // a free slot is a hole: released slots are punched
 		}
 		f.slot, f.fd, f.base = s, s.chunk.fd, s.off
 		return nil
@@ -1027,6 +1069,7 @@ func (f *File) _releaseSlot() {
 	f.pool.arena.release(f.slot)
 	f.pool.noteArenaFiles(-1)
 	f.slot, f.fallocPages = nil, 0
+	f.slotPages.Store(-1)
 	f.fd, f.base = -1, 0
 }
 

@@ -5,11 +5,13 @@ import (
 
 	"github.com/spf13/cobra"
 
+	tempfs "github.com/tempfs/tempfs/fs"
 	"github.com/tempfs/tempfs/fs/owner"
 )
 
-// mountOptionNames are the -o options tempfs takes, for completion.
-var mountOptionNames = []string{"allow_other", "default_permissions", "noexec", "noatime", "nonempty", "nosuid", "nodev"}
+// mountOptionNames are the -o options tempfs takes, for completion: its own, then the kernel's mount flags it
+// passes on (package fs keeps that list).
+var mountOptionNames = append([]string{"allow_other", "default_permissions", "nonempty", "fsname="}, tempfs.MountFlagOptionNames()...)
 
 // registerMountCompletions completes the values of --owner and of -o (each item of the comma-separated list) on
 // a command with the mount flags.

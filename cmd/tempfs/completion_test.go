@@ -30,9 +30,10 @@ func TestCompletionValues(t *testing.T) {
 	}{
 		{[]string{"mount", "--owner", ""}, "none process group session cgroup"},
 		{[]string{"run", "--owner", "s"}, "session"},
-		{[]string{"mount", "-o", "no"}, "noexec noatime nonempty nosuid nodev"},
+		{[]string{"mount", "-o", "no"}, "nonempty noatime nodev nodiratime noexec nolazytime norelatime nostrictatime nosuid nosymfollow"},
 		{[]string{"mount", "-o", "allow_other,default"}, "allow_other,default_permissions"},
-		{[]string{"mount", "-o", "allow_other,"}, "allow_other,default_permissions allow_other,noexec allow_other,noatime allow_other,nonempty allow_other,nosuid allow_other,nodev"},
+		{[]string{"mount", "-o", "allow_other,stri"}, "allow_other,strictatime"},
+		{[]string{"mount", "-o", "ro,fs"}, "ro,fsname="},
 		{[]string{"run", "--options", "noa"}, "noatime"},
 	} {
 		if got := strings.Join(complete(t, tc.args...), " "); got != tc.want {

@@ -15,6 +15,9 @@ import (
 func main() {
 	args := os.Args[1:]
 	if helper, ok := mountHelperArgs(os.Args[0], args, isCommand); ok {
+		if dir, opts, ok := remountRequest(helper); ok {
+			os.Exit(remount(dir, opts, os.Stderr))
+		}
 		args = helper
 	}
 	os.Exit(execute(context.Background(), args, os.Stdout, os.Stderr))

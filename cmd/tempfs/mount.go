@@ -60,7 +60,7 @@ func (o *mountOptions) AddFlags(fs *pflag.FlagSet) {
 	fs.Var(&o.disk, "disk", "cap on the bytes allocated in the disk store (holes are free); writes past it fail with ENOSPC; turns passthrough off (default: no cap but free space)")
 	fs.StringVar(&o.store, "store", "", "parent directory of the private disk store (default: the first usable of $TMPDIR, $TEMP, $TMP, /tmp, /var/tmp, /usr/tmp, . that is neither on a FUSE filesystem nor under the mountpoint)")
 	fs.Var(&o.mode, "mode", "permission bits of the mount's root (0 means 0000)")
-	fs.StringSliceVarP(&o.options, "options", "o", nil, "mount options, comma-separated: allow_other, default_permissions, noexec, noatime, nonempty (mount over a non-empty directory or another filesystem's mountpoint, never over a live tempfs mount); nosuid and nodev are always on")
+	fs.StringSliceVarP(&o.options, "options", "o", nil, "mount options, comma-separated: allow_other, default_permissions, nonempty (mount over a non-empty directory or another filesystem's mountpoint, never over a live tempfs mount), fsname=SOURCE, and the standard ro, noexec, sync, dirsync, lazytime, noatime, nodiratime, relatime, strictatime, nosymfollow; nosuid and nodev are always on")
 	fs.Var(&o.owner, "owner", "bind each new entry to the process, group, session or cgroup that made it, and remove it when that owner is gone: "+owner.ScopeList())
 	fs.Var(&o.ownerQuota, "owner-quota", "cap on the file data of each owner (by file size); a write, truncate or fallocate past it fails with EDQUOT (needs --owner; default: no cap)")
 	fs.Var(&o.maxAge, "max-age", "remove ordinary and kept entries neither opened, read nor modified for this long, unless open, counted as the daemon lived it: wall-clock steps do not count (e.g. 24h or 10d; 0: never)")
@@ -220,18 +220,22 @@ func (p *prepared) parseOptions(options []string) (nonempty bool, err error) {
 			p.defaultPermissions = true
 		case "nonempty":
 			nonempty = true
-		case "noexec", "noatime":
-			p.kernelOpts = append(p.kernelOpts, opt)
-		case "", "rw", "nosuid", "nodev", "exec", "relatime", "auto", "noauto", "user", "nouser", "_netdev":
-			// nosuid and nodev: every FUSE mount has them. The rest are the defaults, or mean something to
-			// mount(8) alone.
+		case "", "nosuid", "nodev", "defaults", "auto", "noauto", "user", "nouser", "users", "_netdev", "nofail",
+			"silent", "loud", "iversion", "noiversion", "nomand":
+			// nosuid and nodev: every tempfs mount has them. The rest mean something to mount(8) alone, or
+			// nothing to a filesystem without on-disk state, as on tmpfs.
 		case "suid", "dev":
 			return false, usageErrorf("-o %s is not supported: tempfs mounts are always nosuid and nodev", opt)
 		default:
 			if strings.HasPrefix(opt, "x-") {
 				continue // userspace-only options of mount(8) and systemd
 			}
-			return false, usageErrorf("unknown mount option %q (tempfs takes allow_other, default_permissions, noexec, noatime, nonempty)", opt)
+			// The kernel's flags (ro, sync, noatime, ...) and the source shown for the mount (fsname=).
+			if tempfs.IsMountFlagOption(opt) || strings.HasPrefix(opt, "fsname=") {
+				p.kernelOpts = append(p.kernelOpts, opt)
+				continue
+			}
+			return false, usageErrorf("unknown mount option %q (tempfs takes allow_other, default_permissions, nonempty, fsname=SOURCE and the standard ro, rw, noexec, sync, dirsync, lazytime, noatime, nodiratime, relatime, strictatime, nosymfollow)", opt)
 		}
 	}
 	return nonempty, nil
