@@ -10,7 +10,7 @@ import (
 	"github.com/tempfs/tempfs/fs/reqstats"
 )
 
-// Activity is what the daemon has done since it mounted (issue 13): bytes read, names removed by cause, and FUSE
+// Activity is what the daemon has done since it mounted: bytes read, names removed by cause, and FUSE
 // requests by opcode. It is part of Stats (user.tempfs.stats, `tempfs status --json`), and the Prometheus
 // metrics of `tempfs mount --metrics` are read from it at each scrape.
 type Activity struct {

@@ -71,7 +71,7 @@ func newAttrs(mode, uid, gid uint32) attrs {
 // fill copies the metadata and the inode number into out; the caller fills size, blocks and nlink, which depend
 // on the node type. Every attribute reply must carry the inode number: the kernel copies it from each LOOKUP,
 // CREATE, GETATTR and SETATTR reply into its inode, and go-fuse fills it in for GETATTR only, so a SETATTR
-// answered without it renumbered the entry to 0 until the next lookup (kernel-notes.md).
+// answered without it renumbered the entry to 0 until the next lookup (docs/kernel.md, Attributes and inode numbers).
 func (a *attrs) fill(out *fuse.Attr, ino uint64) {
 	out.Ino = ino
 	a.mu.Lock()

@@ -132,7 +132,7 @@ func (d *Dir) Setattr(ctx context.Context, f fusefs.FileHandle, in *fuse.SetAttr
 	return 0
 }
 
-// Lookup finds a real entry. A template name never matches anything (contract section 2), so a template can
+// Lookup finds a real entry. A template name never matches anything (docs/guarantees.md, Names and templates), so a template can
 // never be shadowed and open without O_CREAT on it fails with ENOENT.
 func (d *Dir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fusefs.Inode, syscall.Errno) {
 	if len(name) > naming.MaxNameLen {

@@ -11,8 +11,8 @@ import (
 	"github.com/tempfs/tempfs/naming"
 )
 
-// This file holds the operations that add entries to a directory, and the template rules of contract
-// section 2: a last component with a run of at least six X makes a fresh, private entry under a generated name.
+// This file holds the operations that add entries to a directory, and the template rules of
+// docs/guarantees.md, Names and templates: a last component with a run of at least six X makes a fresh, private entry under a generated name.
 
 // parseNewName checks a name for a new entry and says whether it is a template.
 func (d *Dir) parseNewName(name string) (naming.Template, bool, syscall.Errno) {
@@ -114,7 +114,7 @@ func (d *Dir) creatorProcess(ctx context.Context, isTmpl bool) uint32 {
 }
 
 // newEntryOut answers a new entry: for a template with entry timeout 0, so the kernel never keeps the template
-// name bound to the new entry (kernel-notes.md). The attribute timeout belongs to the inode, not the name, so
+// name bound to the new entry (docs/kernel.md, Templates). The attribute timeout belongs to the inode, not the name, so
 // it is the usual one: with 0 the kernel asked GETATTR right after every template CREATE.
 func (d *Dir) newEntryOut(n node, isTmpl bool, out *fuse.EntryOut) {
 	n.getattr(&out.Attr)

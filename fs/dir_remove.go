@@ -187,7 +187,7 @@ func (d *Dir) removeSubdirLocked(sub *Dir) {
 }
 
 // Rename moves an entry, with RENAME_NOREPLACE, RENAME_EXCHANGE and RENAME_WHITEOUT. A file made from a template becomes
-// ordinary when its generated name is renamed (contract section 3: rename persists it).
+// ordinary when its generated name is renamed (a rename persists it: docs/guarantees.md, Lifetimes).
 func (d *Dir) Rename(ctx context.Context, name string, newParent fusefs.InodeEmbedder, newName string, flags uint32) syscall.Errno {
 	nd, ok := newParent.(*Dir)
 	if !ok {

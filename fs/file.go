@@ -12,7 +12,7 @@ import (
 )
 
 // File is a regular file. Its bytes live in a spool.File; this node keeps names, open counts and the lifetime
-// rule of contract section 3: a file made from a template loses its generated name when its last handle is
+// rule of docs/guarantees.md, Lifetimes: a file made from a template loses its generated name when its last handle is
 // released, unless it was persisted (rename, or user.tempfs.lifetime=keep).
 //
 // Lock order: FS.nsMu, then attrs.mu, then the spool file's lock.
@@ -283,14 +283,14 @@ func (f *File) openLocked(flags uint32) *handle {
 // the write-only ones. What they write is kept once, in the spool, until a reader's READs bring it into the
 // page cache. Read-write handles, the ones that create a file included (a database, mkstemp's scratch file, a
 // test's store), stay cached: a program that writes a file and keeps working in it reads it back, and each of
-// those reads would otherwise be a round trip (issue 13). Their cost is one GETXATTR security.capability per
+// those reads would otherwise be a round trip. Their cost is one GETXATTR security.capability per
 // new file at its first write, which the kernel asks before a cached write and then remembers for the inode.
 func bypassesPageCache(flags uint32) bool {
 	return flags&syscall.O_ACCMODE == syscall.O_WRONLY
 }
 
 // release is the end of one handle; at the last one an ephemeral file loses its generated name and a file
-// without names frees its data. RELEASE is the only reliable last-close signal (kernel-notes.md). It arrives
+// without names frees its data. RELEASE is the only reliable last-close signal (docs/kernel.md, Last close). It arrives
 // asynchronously, so a rename, link or setxattr of the generated name can race with it: the name leaves
 // tempfs's namespace and go-fuse's tree in one step under nsMu (Dir.dropLeafNameLocked), and those operations
 // either find it whole or answer ENOENT.

@@ -1,13 +1,13 @@
 // Package fs serves tempfs's node tree over FUSE. It is the only package that speaks FUSE or returns
-// syscall.Errno: names come from package naming, file bytes from package spool, and the lifetimes of contract
-// section 3 (open counts, removal at last close, persisting) live here.
+// syscall.Errno: names come from package naming, file bytes from package spool, and the lifetimes of
+// docs/guarantees.md (open counts, removal at last close, persisting) live here.
 //
 // The go-fuse Inode tree is the directory structure. tempfs keeps, beside it, what go-fuse does not know:
 // the links of each node (for st_nlink and user.tempfs.path), entry counts (for rmdir and st_size), open counts
 // and the template rules. All of that is guarded by FS.nsMu, a namespace lock held for microseconds.
 //
 // Template aliases: when Create or Mkdir answers for a template name, go-fuse's bridge links the new node under
-// the template name too (kernel-notes.md). tempfs links the generated name itself and treats every child whose
+// the template name too (docs/kernel.md, Templates). tempfs links the generated name itself and treats every child whose
 // name is a template as such an alias: Lookup never finds it, Readdir hides it, and it is dropped on the next
 // template create in that directory or when its node goes away. Real entries never have template names.
 package fs
@@ -46,7 +46,7 @@ type Options struct {
 	// disk cap, which status tells from the cap itself).
 	PassthroughOff string
 	// EntryTimeout and AttrTimeout are how long the kernel may cache ordinary names and attributes. Entries
-	// made from templates are always answered with 0 (kernel-notes.md).
+	// made from templates are always answered with 0 (docs/kernel.md, Templates).
 	EntryTimeout, AttrTimeout time.Duration
 	// MemorySource says where the pool's memory cap came from (--memory, host RAM, a cgroup limit), for
 	// status.

@@ -110,7 +110,7 @@ func (tt *testTree) names(t *testing.T) []string {
 func TestTemplateCreate(t *testing.T) {
 	tt := newTestTree(t)
 	out := tt.create(t, "jobXXXXXX.txt", 0o666)
-	// Entry timeout 0, or the kernel keeps the template name bound to this file (kernel-notes.md).
+	// Entry timeout 0, or the kernel keeps the template name bound to this file (docs/kernel.md, Templates).
 	if out.EntryTimeout() != 0 {
 		t.Errorf("template entry timeout = %v, want 0", out.EntryTimeout())
 	}

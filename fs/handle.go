@@ -124,7 +124,7 @@ func (h *handle) Write(ctx context.Context, data []byte, off int64) (uint32, sys
 }
 
 // Flush answers ENOSYS: nothing needs it, and the kernel then stops sending FLUSH on every close(2), which
-// saves a round trip per close (kernel-notes.md).
+// saves a round trip per close (docs/kernel.md, Round trips).
 func (h *handle) Flush(ctx context.Context) syscall.Errno { return syscall.ENOSYS }
 
 // Fsync promises no durability (nothing outlives the mount) but hides no loss: for a file whose bytes are in

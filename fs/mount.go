@@ -43,7 +43,7 @@ type Mount struct {
 const fsName = "tempfs"
 
 // maxWrite is the largest request the kernel sends: 1 MiB requests halve the round trips of bulk I/O
-// compared to go-fuse's 128 KiB default (kernel-notes.md: 644 against 369 MiB/s).
+// compared to go-fuse's 128 KiB default (docs/kernel.md, Data path: 644 against 369 MiB/s).
 const maxWrite = 1 << 20
 
 // MountFS serves fsys at mountpoint and returns once the kernel has answered INIT, so that the mount is ready.
@@ -89,7 +89,7 @@ func MountFS(mountpoint string, fsys *FS, cfg MountConfig) (*Mount, error) {
 			},
 		},
 		// Timeouts stay nil: go-fuse's global timeouts would override the 0 that template entries need
-		// (kernel-notes.md); every answer sets its own.
+		// (docs/kernel.md, Templates); every answer sets its own.
 		NullPermissions: true,
 		Logger:          stdLog,
 		// Small inode numbers, as tmpfs hands out: go-fuse's default starts at 2^63, which breaks programs

@@ -16,7 +16,7 @@ import (
 	"github.com/tempfs/tempfs/spool"
 )
 
-// Entries bound to an owner (contract section 3a, --owner). Package owner says who made an entry and when
+// Entries bound to an owner (--owner; docs/guarantees.md, Owners). Package owner says who made an entry and when
 // that owner is gone; this file tags each entry made by name with its owner (the tag belongs to the node, so
 // renames and hard links keep it), and removes a gone owner's entries the way the daemon removes others:
 // names go at once and the kernel is told, open files live until their last close. A gone owner's directory

@@ -5,7 +5,7 @@ import (
 	"syscall"
 )
 
-// --owner-quota (contract section 3a): the file data of one owner stays under a cap. A file is charged to its
+// --owner-quota (docs/guarantees.md, Owners): the file data of one owner stays under a cap. A file is charged to its
 // owner, whoever writes it, by its size: a write, truncate or fallocate that would take the owner past the cap
 // fails with EDQUOT before anything changes; other owners are not affected. Unowned and kept files are charged
 // to nobody. An O_TMPFILE file has no owner until linkat names it, but its bytes are charged to its

@@ -11,7 +11,7 @@ import (
 )
 
 // Request accounting: every FUSE request that reaches the filesystem is counted by opcode, with the time its
-// handler took and the errno it answered (issue 13). go-fuse v2.12.1 has no request hook (RecordLatencies does
+// handler took and the errno it answered. go-fuse v2.12.1 has no request hook (RecordLatencies does
 // nothing), so recordingFS wraps the fuse.RawFileSystem that fusefs.NewNodeFS returns and forwards every method.
 // Requests go-fuse answers by itself (INIT, DESTROY, INTERRUPT, NOTIFY_REPLY, and opcodes it does not implement)
 // never reach it and are not counted. The handler time ends when the answer is ready: the reply's write to

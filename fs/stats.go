@@ -11,7 +11,7 @@ import (
 	"github.com/tempfs/tempfs/spool"
 )
 
-// Stats is what `tempfs status` shows; the JSON names are part of the contract (section 5).
+// Stats is what `tempfs status` shows; the JSON names are part of what users rely on (docs/guarantees.md, The command line).
 type Stats struct {
 	Entries         int64 `json:"entries"`
 	Files           int64 `json:"files"`
@@ -42,7 +42,7 @@ type Stats struct {
 	MaxSize          int64   `json:"max_size"`
 	Store            string  `json:"store"`
 	UptimeSeconds    float64 `json:"uptime_seconds"`
-	// Activity adds bytes read, names removed by cause and FUSE requests by opcode (issue 13).
+	// Activity adds bytes read, names removed by cause and FUSE requests by opcode.
 	Activity
 	// Owners (--owner): the scope, the owners alive now, those gone since the start, the entries removed
 	// with their owner (files, directories and other nodes, each once however many hard links it had), and
@@ -52,7 +52,7 @@ type Stats struct {
 	OwnersGone              int64  `json:"owners_gone"`
 	EntriesRemovedWithOwner int64  `json:"entries_removed_with_owner"`
 	NamesRemovedWithOwner   int64  `json:"names_removed_with_owner"`
-	// Capacity (issue 15). PeakDiskBytes is the most disk_bytes has been; DiskWrittenBytes every byte that
+	// Capacity. PeakDiskBytes is the most disk_bytes has been; DiskWrittenBytes every byte that
 	// went to disk (rollover copies, later writes, passthrough growth): what --disk can be sized from.
 	PeakDiskBytes    int64 `json:"peak_disk_bytes"`
 	DiskWrittenBytes int64 `json:"disk_written_bytes"`

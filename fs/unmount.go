@@ -113,7 +113,7 @@ func IsTempfsMount(path string) bool {
 }
 
 // AbortConnection aborts the FUSE connection of a mountpoint through /sys/fs/fuse/connections, for a daemon
-// that hangs (kernel-notes.md: a daemon killed mid-request can hang at exit until this).
+// that hangs (docs/kernel.md, Hangs: a daemon killed mid-request can hang at exit until this).
 func AbortConnection(mountpoint string) error {
 	dev, err := mountDevice(mountpoint)
 	if err != nil {

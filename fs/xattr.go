@@ -12,7 +12,7 @@ import (
 )
 
 // Extended attributes. Stored ones (user.*, trusted.*, security.*) live in memory with the node. The
-// user.tempfs.* names are answered by tempfs itself (contract sections 2-4):
+// user.tempfs.* names are answered by tempfs itself (docs/guarantees.md: names, lifetimes, owners, the spool):
 //
 //	user.tempfs.path      every entry: its absolute path in the mount
 //	user.tempfs.lifetime  "close" for a file that goes at its last close, else "keep"; set "keep" to persist
@@ -21,7 +21,7 @@ import (
 //	user.tempfs.created   directories: the last name the calling process made here from a template
 //	user.tempfs.stats     the root: the daemon's status as JSON (tempfs status reads it)
 //	user.tempfs.owner     every entry: its owner in words, "kept" or "none"; set "parent" to hand it to the
-//	                      owner of the caller's parent process (section 3a)
+//	                      owner of the caller's parent process (see owners.go)
 //	user.tempfs.owners    the root: the live owners with their entries and bytes, as JSON (status --owners)
 const (
 	xattrPrefix   = "user.tempfs."

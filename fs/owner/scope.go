@@ -1,4 +1,4 @@
-// Package owner tells who made an entry and when that owner is gone (contract section 3a). It maps the pid of
+// Package owner tells who made an entry and when that owner is gone (--owner; docs/guarantees.md, Owners). It maps the pid of
 // a FUSE request (a thread id) to its process, process group, session or cgroup v2, tells a live process from
 // a new one that reuses its pid (pidfds and start times), and watches owners end: pidfds of their processes
 // in one epoll loop, a rescan of /proc for another member when the watched member of a group or session exits,
