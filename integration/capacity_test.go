@@ -156,7 +156,7 @@ func TestDescriptorLimitAnswersENOSPC(t *testing.T) {
 	if s.DescriptorLimitHits < 4 {
 		t.Errorf("descriptor_limit_hits = %d after 4 refusals", s.DescriptorLimitHits)
 	}
-	if got := strings.Count(m.Log(), "out of descriptors"); got != 1 {
+	if got := strings.Count(m.LogWith("out of descriptors"), "out of descriptors"); got != 1 {
 		t.Errorf("the log says %d times that the daemon is out of descriptors, want once:\n%s", got, m.Log())
 	}
 	for _, name := range append(made, m.Path("big-again")) {
@@ -286,7 +286,7 @@ func TestStoreDeletedWhileMounted(t *testing.T) {
 	if s := spoolGetStats(t, m); s.StoreError == "" {
 		t.Errorf("status says nothing of an unusable store: %+v", s)
 	}
-	if got := strings.Count(m.Log(), "disk store is unusable"); got != 1 {
+	if got := strings.Count(m.LogWith("disk store is unusable"), "disk store is unusable"); got != 1 {
 		t.Errorf("logged %d times that the store is unusable, want once:\n%s", got, m.Log())
 	}
 	// Files on disk before keep working, and small files fit in RAM.

@@ -175,7 +175,7 @@ func TestFsyncReportsStoreWritebackError(t *testing.T) {
 	if err := pt.Sync(); !errors.Is(err, syscall.EIO) && !errors.Is(err, syscall.ENOSPC) {
 		t.Errorf("fsync after 16 MiB more were lost, through a handle opened alone on the disk file: %v, want EIO or ENOSPC", err)
 	}
-	if !strings.Contains(m.Log(), "failed to write a file back") {
+	if !strings.Contains(m.LogWith("failed to write a file back"), "failed to write a file back") {
 		t.Errorf("the daemon's log does not name the store's writeback failure:\n%s", m.Log())
 	}
 }
@@ -429,7 +429,7 @@ func TestMemoryCapUnderCgroupLimit(t *testing.T) {
 	if st.RAMCap != 288*MiB || !strings.Contains(st.RAMCapSource, "cgroup") {
 		t.Errorf("ram_cap %d from %q under a 384 MiB limit with --memory 1GiB; want 288 MiB from the cgroup limit", st.RAMCap, st.RAMCapSource)
 	}
-	if log := m.Log(); !strings.Contains(log, "--memory 1 GiB does not fit") || !strings.Contains(log, "limit 384 MiB") || !strings.Contains(log, "under 288 MiB") {
+	if log := m.LogWith("--memory 1 GiB does not fit"); !strings.Contains(log, "--memory 1 GiB does not fit") || !strings.Contains(log, "limit 384 MiB") || !strings.Contains(log, "under 288 MiB") {
 		t.Errorf("no warning naming --memory 1 GiB, the 384 MiB limit and the 288 MiB kept; log:\n%s", log)
 	}
 	// 400 files of 1 MiB, each small enough for RAM by --max-size: more than the whole limit.

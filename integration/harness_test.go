@@ -192,6 +192,17 @@ func (m *mount) Pid() int { return m.cmd.Process.Pid }
 // Log is what the daemon wrote on stderr so far.
 func (m *mount) Log() string { return m.log.String() }
 
+// LogWith waits until the daemon's log holds text (its stderr reaches Log through a pipe this process copies
+// from, so a line written before the ready signal or before a request's answer may arrive a moment later) and
+// returns the log; after 10 s it returns the log as it is.
+func (m *mount) LogWith(text string) string {
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(m.Log(), text) && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	return m.Log()
+}
+
 // crash kills the daemon with SIGKILL and waits for it to die, leaving a dead FUSE mount at Dir and the
 // daemon's store directory behind; cleanup then only detaches the dead mount.
 func (m *mount) crash(t testing.TB) {

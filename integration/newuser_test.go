@@ -56,7 +56,7 @@ func TestNewUserStoreNotOnFUSE(t *testing.T) {
 
 	// Asked for by name: allowed, one warning at start that says what it costs.
 	m := startMountAt(t, t.TempDir(), outer.Dir)
-	if got := strings.Count(m.Log(), "level=WARN"); got != 1 || !strings.Contains(m.Log(), "FUSE") {
+	if got := strings.Count(m.LogWith("level=WARN"), "level=WARN"); got != 1 || !strings.Contains(m.Log(), "FUSE") {
 		t.Errorf("--store on a FUSE filesystem: %d warnings in the log, want one that says FUSE:\n%s", got, m.Log())
 	}
 	// Under --daemon the daemon's log goes where the caller does not look: the warning reaches its stderr too.

@@ -288,10 +288,10 @@ func TestOwnerCgroupDaemonSeeingOnlyItsNamespace(t *testing.T) {
 	if err != nil || strings.TrimSpace(string(out)) != "none" {
 		t.Errorf("a creator outside the daemon's cgroup namespace: %v, owner %q; want its creates to succeed, unowned", err, out)
 	}
-	if n := strings.Count(m.Log(), "sees no cgroup outside it"); n != 1 {
+	if n := strings.Count(m.LogWith("sees no cgroup outside it"), "sees no cgroup outside it"); n != 1 {
 		t.Errorf("the daemon said %d times at start that it sees no cgroup outside its namespace, want once; log:\n%s", n, m.Log())
 	}
-	if n := strings.Count(m.Log(), "cgroup outside the daemon's view"); n != 1 {
+	if n := strings.Count(m.LogWith("cgroup outside the daemon's view"), "cgroup outside the daemon's view"); n != 1 {
 		t.Errorf("the daemon logged the unowned creator %d times, want once; log:\n%s", n, m.Log())
 	}
 }

@@ -648,7 +648,7 @@ time.sleep(300)
 	if ok == 0 || nospc == 0 {
 		t.Errorf("creates: %q; want some to succeed and the rest to answer ENOSPC", line)
 	}
-	if n := strings.Count(m.Log(), "no descriptor left"); n != 1 {
+	if n := strings.Count(m.LogWith("no descriptor left"), "no descriptor left"); n != 1 {
 		t.Errorf("the daemon logged the full descriptor table %d times, want once", n)
 	}
 }
