@@ -53,7 +53,8 @@ func newMountOptions() *mountOptions {
 	return o
 }
 
-// AddFlags registers the mount flags on fs.
+// AddFlags registers the mount flags on fs. They are also the fstab -o options and the CSI volume attributes
+// (mountflags.go), in this order.
 func (o *mountOptions) AddFlags(fs *pflag.FlagSet) {
 	fs.Var(&o.maxSize, "max-size", "roll a file over from RAM to the disk store once it is larger than this (0: never by size)")
 	fs.Var(&o.memory, "memory", "cap on the RAM allocated to file data (holes are free); files past it roll over to disk; kept under three quarters of the daemon's memory cgroup limit, also when it moves (default: a quarter of the smaller of host RAM and the cgroup memory limit)")
@@ -61,9 +62,9 @@ func (o *mountOptions) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.store, "store", "", "parent directory of the private disk store (default: the first usable of $TMPDIR, $TEMP, $TMP, /tmp, /var/tmp, /usr/tmp, . that is neither on a FUSE filesystem nor under the mountpoint)")
 	fs.Var(&o.mode, "mode", "permission bits of the mount's root (0 means 0000)")
 	fs.StringSliceVarP(&o.options, "options", "o", nil, "mount options, comma-separated: allow_other, default_permissions, nonempty (mount over a non-empty directory or another filesystem's mountpoint, never over a live tempfs mount), fsname=SOURCE, and the standard ro, noexec, sync, dirsync, lazytime, noatime, nodiratime, relatime, strictatime, nosymfollow; nosuid and nodev are always on")
+	fs.Var(&o.maxAge, "max-age", "remove ordinary and kept entries neither opened, read nor modified for this long, unless open, counted as the daemon lived it: wall-clock steps do not count (e.g. 24h or 10d; 0: never)")
 	fs.Var(&o.owner, "owner", "bind each new entry to the process, group, session or cgroup that made it, and remove it when that owner is gone: "+owner.ScopeList())
 	fs.Var(&o.ownerQuota, "owner-quota", "cap on the file data of each owner (by file size); a write, truncate or fallocate past it fails with EDQUOT (needs --owner; default: no cap)")
-	fs.Var(&o.maxAge, "max-age", "remove ordinary and kept entries neither opened, read nor modified for this long, unless open, counted as the daemon lived it: wall-clock steps do not count (e.g. 24h or 10d; 0: never)")
 	fs.Var(&o.metrics, "metrics", "serve Prometheus metrics at http://ADDR/metrics; a bare PORT or :PORT listens on 127.0.0.1 only, HOST:PORT where named (default: off)")
 	fs.StringVar(&o.logFile, "log", "", "append the log to `FILE` (default: stderr; with --daemon the system log, see README)")
 	fs.BoolVar(&o.debug, "debug", false, "log at debug level")
