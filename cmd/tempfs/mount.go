@@ -412,7 +412,6 @@ func (o *mountOptions) serve(p *prepared, log *slog.Logger) (*served, error) {
 		tempfs.UseClock(tempfs.TestClockFile(path))
 		log.Warn("TEMPFS_TEST_CLOCK: the clock is a test's", "file", path)
 	}
-	passthroughOff := p.passthroughOff()
 	if p.storeOnFUSE {
 		log.Warn(storeOnFUSEWarning, "store", p.storeParent)
 	}
@@ -422,9 +421,9 @@ func (o *mountOptions) serve(p *prepared, log *slog.Logger) (*served, error) {
 		RootMode:   uint32(o.mode),
 		RootUID:    uint32(os.Getuid()),
 		RootGID:    uint32(os.Getgid()),
-		// The daemon must see every write to keep --disk and --owner-quota.
-		Passthrough:    o.disk.bytes == 0 && o.ownerQuota.bytes == 0 && passthroughOff == "",
-		PassthroughOff: passthroughOff,
+		// With the pool's disk cap, these decide whether passthrough is on (the fs package's rule).
+		OwnerQuota:  o.ownerQuota.bytes,
+		StoreOnFUSE: p.storeOnFUSE,
 		// Every change of a name or an attribute goes through this kernel or is notified to it (files made
 		// from templates leaving at last close, --max-age reaping), so the kernel may keep what it was told
 		// for long: a stat of a name looked up minutes ago costs no round trip. Template names keep 0.
@@ -437,7 +436,6 @@ func (o *mountOptions) serve(p *prepared, log *slog.Logger) (*served, error) {
 		// The address bound: the port the kernel chose when the user asked for 0.
 		MetricsAddress: listenerAddress(metricsLn),
 	})
-	fsys.SetOwnerQuota(o.ownerQuota.bytes)
 	if err := fsys.WatchOwners(o.owner.scope); err != nil {
 		store.Close()
 		closeMetrics()
@@ -465,9 +463,6 @@ func (o *mountOptions) serve(p *prepared, log *slog.Logger) (*served, error) {
 		"memory_from", p.memorySource, "disk", diskCapString(o.disk.bytes), "owner", o.owner.scope, "descriptors", nofile.Cur)
 	if p.memoryWarning != "" {
 		log.Warn(p.memoryWarning)
-	}
-	if o.disk.set {
-		log.Info("passthrough off: with --disk the daemon must see every write to keep the cap")
 	}
 	s := &served{mount: m, store: store, log: log, stopReaper: func() {}, stopOwners: fsys.StopOwners,
 		nofileBefore: nofileBefore}
@@ -624,16 +619,4 @@ func runMount(ctx context.Context, o *mountOptions, flags *pflag.FlagSet, arg st
 	notifyStopping()
 	log.Info("unmounted", "mountpoint", p.mountpoint)
 	return nil
-}
-
-// passthroughOff says why passthrough cannot work on this mount, "" when it can: the kernel registers a
-// backing file only for a daemon with CAP_SYS_ADMIN, and never one on a FUSE filesystem.
-func (p *prepared) passthroughOff() string {
-	switch {
-	case p.storeOnFUSE:
-		return "the store is on a FUSE filesystem"
-	case unix.Geteuid() != 0:
-		return "a user's mount: the kernel grants passthrough only to a daemon with CAP_SYS_ADMIN"
-	}
-	return ""
 }
