@@ -22,6 +22,7 @@ import (
 	"github.com/tempfs/tempfs/cmd/tempfs/limits"
 	"github.com/tempfs/tempfs/cmd/tempfs/metrics"
 	tempfs "github.com/tempfs/tempfs/fs"
+	"github.com/tempfs/tempfs/fs/mountinfo"
 	"github.com/tempfs/tempfs/fs/owner"
 	"github.com/tempfs/tempfs/naming"
 	"github.com/tempfs/tempfs/spool"
@@ -245,7 +246,7 @@ func (p *prepared) parseOptions(options []string) (nonempty bool, err error) {
 // checkMountpointFree refuses a mountpoint that holds entries or another mount: tempfs would hide them (an
 // unset variable in `tempfs mount "$DIR"` once hid a whole /tmp). -o nonempty skips this check.
 func checkMountpointFree(mp string) error {
-	if mi, mounted := tempfs.FindMount(mp); mounted {
+	if mi, mounted := mountinfo.Find(mp); mounted {
 		return usageErrorf("%s is already a mountpoint (%s): tempfs would hide it; give -o nonempty to mount over it anyway", mp, mi.FSType)
 	}
 	d, err := os.Open(mp)
