@@ -133,8 +133,11 @@ func New(opts Options) *FS {
 	on, off := passthroughRule(opts.Pool.Config().DiskCap, opts.OwnerQuota, opts.StoreOnFUSE, syscall.Geteuid() == 0)
 	fsys.passthrough.Store(on)
 	fsys.passthroughOff = off
-	if opts.Pool.Config().DiskCap > 0 {
+	switch {
+	case opts.Pool.Config().DiskCap > 0:
 		fsys.log.Info("passthrough off: with --disk the daemon must see every write to keep the cap")
+	case off == ownerQuotaOff:
+		fsys.log.Info("passthrough off: " + off)
 	}
 	fsys.setOwnerQuota(opts.OwnerQuota)
 	fsys.root = &Dir{attrs: newAttrs(syscall.S_IFDIR|opts.RootMode&07777, opts.RootUID, opts.RootGID)}

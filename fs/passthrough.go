@@ -15,8 +15,13 @@ func passthroughRule(diskCap, ownerQuota int64, storeOnFUSE, privileged bool) (o
 		return false, "the store is on a FUSE filesystem"
 	case !privileged:
 		return false, "a user's mount: the kernel grants passthrough only to a daemon with CAP_SYS_ADMIN"
-	case diskCap > 0, ownerQuota > 0:
+	case diskCap > 0:
 		return false, ""
+	case ownerQuota > 0:
+		return false, ownerQuotaOff
 	}
 	return true, ""
 }
+
+// ownerQuotaOff is why a mount with --owner-quota (and no --disk) has no passthrough.
+const ownerQuotaOff = "--owner-quota is set: the daemon must see every write to keep the cap"

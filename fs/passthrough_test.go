@@ -14,7 +14,8 @@ func TestPassthroughRule(t *testing.T) {
 	}{
 		{name: "root, no cap", priv: true, on: true},
 		{name: "disk cap", diskCap: 1 << 30, priv: true},
-		{name: "owner quota", ownerQuota: 1 << 20, priv: true},
+		{name: "owner quota", ownerQuota: 1 << 20, priv: true, off: ownerQuotaOff},
+		{name: "owner quota and disk cap", ownerQuota: 1 << 20, diskCap: 1 << 30, priv: true},
 		{name: "user's mount", off: "a user's mount: the kernel grants passthrough only to a daemon with CAP_SYS_ADMIN"},
 		{name: "user's mount with a disk cap", diskCap: 1 << 30, off: "a user's mount: the kernel grants passthrough only to a daemon with CAP_SYS_ADMIN"},
 		{name: "store on FUSE", storeOnFUSE: true, priv: true, off: "the store is on a FUSE filesystem"},
