@@ -39,12 +39,11 @@ type Options struct {
 	RootMode uint32
 	// RootUID and RootGID own the root directory: the user who mounted.
 	RootUID, RootGID uint32
-	// Passthrough lets the kernel read and write disk-resident files directly. It must be off when the disk
-	// cap is set: the daemon must see every write to enforce it.
-	Passthrough bool
-	// PassthroughOff says why the caller left Passthrough off, for status ("" when it is on, or for the
-	// disk cap, which status tells from the cap itself).
-	PassthroughOff string
+	// OwnerQuota caps each owner's file data in bytes (--owner-quota; 0: no cap).
+	OwnerQuota int64
+	// StoreOnFUSE: the pool's store is on a FUSE filesystem. With the pool's disk cap, OwnerQuota and the
+	// daemon's privilege, it decides whether disk-resident files are served by passthrough (passthrough.go).
+	StoreOnFUSE bool
 	// EntryTimeout and AttrTimeout are how long the kernel may cache ordinary names and attributes. Entries
 	// made from templates are always answered with 0 (docs/kernel.md, Templates).
 	EntryTimeout, AttrTimeout time.Duration
@@ -76,6 +75,8 @@ type FS struct {
 
 	passthrough       atomic.Bool
 	passthroughLogged atomic.Bool
+	// passthroughOff says why passthrough was off from the start, for status (passthroughRule).
+	passthroughOff string
 	// directWrites: write-only handles bypass the FUSE page cache (FOPEN_DIRECT_IO, see bypassesPageCache).
 	// Set at mount when the kernel can still mmap such files (FUSE_DIRECT_IO_ALLOW_MMAP, Linux 6.6).
 	directWrites atomic.Bool
@@ -129,7 +130,16 @@ func New(opts Options) *FS {
 		opts.Logger = slog.Default()
 	}
 	fsys := &FS{opts: opts, log: opts.Logger, pool: opts.Pool, started: time.Now(), requests: newRequestRecorder()}
-	fsys.passthrough.Store(opts.Passthrough)
+	on, off := passthroughRule(opts.Pool.Config().DiskCap, opts.OwnerQuota, opts.StoreOnFUSE, syscall.Geteuid() == 0)
+	fsys.passthrough.Store(on)
+	fsys.passthroughOff = off
+	switch {
+	case opts.Pool.Config().DiskCap > 0:
+		fsys.log.Info("passthrough off: with --disk the daemon must see every write to keep the cap")
+	case off == ownerQuotaOff:
+		fsys.log.Info("passthrough off: " + off)
+	}
+	fsys.setOwnerQuota(opts.OwnerQuota)
 	fsys.root = &Dir{attrs: newAttrs(syscall.S_IFDIR|opts.RootMode&07777, opts.RootUID, opts.RootGID)}
 	fsys.root.fs = fsys
 	fsys.counts.dirs.Add(1)

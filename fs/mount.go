@@ -39,7 +39,7 @@ type Mount struct {
 }
 
 // fsName is the mount's subtype, and its source unless fsname= gives one: the kernel lists every tempfs mount
-// as type fuse.tempfs, which is how `tempfs unmount` tells tempfs mounts from others (MountInfo.IsTempfs).
+// as type fuse.tempfs, which is how `tempfs unmount` tells tempfs mounts from others (IsTempfs).
 const fsName = "tempfs"
 
 // maxWrite is the largest request the kernel sends: 1 MiB requests halve the round trips of bulk I/O

@@ -27,8 +27,8 @@ type fileCharge struct {
 	bytes   int64
 }
 
-// SetOwnerQuota caps each owner's file data at limit bytes (0: no cap). Call it before mounting.
-func (fsys *FS) SetOwnerQuota(limit int64) {
+// setOwnerQuota caps each owner's file data at limit bytes (0: no cap), from Options.OwnerQuota.
+func (fsys *FS) setOwnerQuota(limit int64) {
 	if limit > 0 {
 		fsys.quota = &quota{limit: limit}
 	}

@@ -107,7 +107,7 @@ func (fsys *FS) Stats() Stats {
 		BytesWritten:        fsys.counts.bytesWritten.Load(),
 		Passthrough:         fsys.passthrough.Load(),
 		PassthroughOpens:    fsys.counts.passthroughOpens.Load(),
-		PassthroughOff:      fsys.opts.PassthroughOff,
+		PassthroughOff:      fsys.passthroughOff,
 		Log:                 fsys.opts.LogWhere,
 		DirectWrites:        fsys.directWrites.Load(),
 		MaxSize:             cfg.MaxSize,

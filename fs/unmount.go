@@ -54,50 +54,15 @@ func Unmount(mountpoint string, lazy bool) error {
 	return err
 }
 
-// MountInfo is one line of /proc/self/mountinfo, as far as tempfs needs it.
-type MountInfo struct {
-	// Device is "major:minor"; FUSE names its connection directories after the minor number.
-	Device string
-	// FSType is the filesystem type with its subtype: "fuse.tempfs" for tempfs, "tmpfs", "ext4", ...
-	FSType string
-}
-
-// IsTempfs reports whether the mount is a tempfs mount: every tempfs mount, made directly or through
-// fusermount3, has the type fuse.tempfs (MountFS names the subtype).
-func (mi MountInfo) IsTempfs() bool { return mi.FSType == "fuse."+fsName }
-
-// FindMount returns the topmost mount whose mountpoint is path (already absolute and clean, symlinks
-// resolved), from /proc/self/mountinfo. It never touches path itself, so it works on a dead mount.
-func FindMount(path string) (MountInfo, bool) {
-	data, err := os.ReadFile("/proc/self/mountinfo")
-	if err != nil {
-		return MountInfo{}, false
-	}
-	clean := filepath.Clean(path)
-	var found MountInfo
-	ok := false
-	for line := range strings.Lines(string(data)) {
-		fields := strings.Fields(line)
-		if len(fields) < 5 || mountinfo.Unescape(fields[4]) != clean {
-			continue
-		}
-		// The fields after " - " are the filesystem type, the source and the super block's options.
-		_, rest, _ := strings.Cut(line, " - ")
-		mi := MountInfo{Device: fields[2]}
-		if tail := strings.Fields(rest); len(tail) > 0 {
-			mi.FSType = tail[0]
-		}
-		// Later lines are mounted on top of earlier ones: the last match is the one path shows.
-		found, ok = mi, true
-	}
-	return found, ok
-}
+// IsTempfs reports whether m is a tempfs mount: every tempfs mount, made directly or through fusermount3, has
+// the type fuse.tempfs (MountFS names the subtype).
+func IsTempfs(m mountinfo.Mount) bool { return m.FSType == "fuse."+fsName }
 
 // IsStale reports whether path is the mountpoint of a FUSE mount whose daemon is gone. The answer must not
 // come from the kernel's caches (entries and attributes are cached for an hour): statfs is never cached and
 // always reaches the daemon, so on a dead connection it fails with ENOTCONN whatever the mount's options.
 func IsStale(path string) bool {
-	mi, ok := FindMount(path)
+	mi, ok := mountinfo.Find(path)
 	if !ok || !strings.HasPrefix(mi.FSType, "fuse") {
 		return false
 	}
@@ -108,8 +73,8 @@ func IsStale(path string) bool {
 
 // IsTempfsMount reports whether path is the mountpoint of a tempfs mount, live or dead.
 func IsTempfsMount(path string) bool {
-	mi, ok := FindMount(path)
-	return ok && mi.IsTempfs()
+	mi, ok := mountinfo.Find(path)
+	return ok && IsTempfs(mi)
 }
 
 // AbortConnection aborts the FUSE connection of a mountpoint through /sys/fs/fuse/connections, for a daemon
@@ -139,7 +104,7 @@ func ensureFusectl() {
 // names its connection directories after the minor number (the major is 0), and its backing device info
 // (/sys/class/bdi) after both.
 func mountDevice(mountpoint string) (string, error) {
-	mi, ok := FindMount(mountpoint)
+	mi, ok := mountinfo.Find(mountpoint)
 	if !ok || !strings.Contains(mi.Device, ":") {
 		return "", fmt.Errorf("%s is not a mountpoint", mountpoint)
 	}

@@ -23,18 +23,24 @@ import (
 //	user.tempfs.owner     every entry: its owner in words, "kept" or "none"; set "parent" to hand it to the
 //	                      owner of the caller's parent process (see owners.go)
 //	user.tempfs.owners    the root: the live owners with their entries and bytes, as JSON (status --owners)
+//
+// These names are the one list: the commands (mktemp, status) use the exported ones.
 const (
-	xattrPrefix   = "user.tempfs."
-	xattrPath     = "user.tempfs.path"
-	xattrLifetime = "user.tempfs.lifetime"
-	xattrSpool    = "user.tempfs.spool"
-	xattrRollover = "user.tempfs.rollover"
-	xattrCreated  = "user.tempfs.created"
-	xattrStats    = "user.tempfs.stats"
-	xattrOwner    = "user.tempfs.owner"
-	xattrOwners   = "user.tempfs.owners"
+	XattrPath     = "user.tempfs.path"
+	XattrLifetime = "user.tempfs.lifetime"
+	XattrSpool    = "user.tempfs.spool"
+	XattrRollover = "user.tempfs.rollover"
+	XattrCreated  = "user.tempfs.created"
+	XattrStats    = "user.tempfs.stats"
+	XattrOwner    = "user.tempfs.owner"
+	XattrOwners   = "user.tempfs.owners"
 
+	xattrPrefix     = "user.tempfs."
 	xattrPanicProbe = "user.tempfs.test.panic" // see Options.PanicProbe
+
+	// The short names this file uses.
+	xattrPath, xattrLifetime, xattrSpool, xattrRollover = XattrPath, XattrLifetime, XattrSpool, XattrRollover
+	xattrCreated, xattrStats, xattrOwner, xattrOwners   = XattrCreated, XattrStats, XattrOwner, XattrOwners
 )
 
 // storableNamespace reports whether attr may be stored. system.* (ACLs) is not supported, as on a tmpfs

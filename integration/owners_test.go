@@ -462,6 +462,10 @@ func TestOwnerQuota(t *testing.T) {
 	if err := os.WriteFile(m.Path("canary"), make([]byte, 60<<10), 0o644); err != nil {
 		t.Errorf("another owner's write under its own quota: %v", err)
 	}
+	// The quota needs every write, so passthrough is off, and status says it is the quota, not the kernel.
+	if st := statusJSON(t, m.Dir); st["passthrough"] != false || !strings.Contains(fmt.Sprint(st["passthrough_off"]), "--owner-quota") {
+		t.Errorf("--owner-quota: passthrough %v, passthrough_off %v; want off, saying the owner quota needs every write", st["passthrough"], st["passthrough_off"])
+	}
 }
 
 // TestOwnerBadFlags: a wrong scope, or a quota without owners, is one line on stderr and exit status 2, with

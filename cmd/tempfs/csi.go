@@ -149,21 +149,22 @@ func (o *csiOptions) csiConfig() (csinode.Config, string, error) {
 	limit, where, limited := limits.CgroupMemoryLimit()
 	budget, warning := fitNodeBudget(budget, limit, where, limited)
 	return csinode.Config{
-		BudgetWarning: warning,
-		KubeletDir:    filepath.Clean(o.kubeletDir),
-		MemoryBudget:  budget,
-		DefaultMemory: defaultMemory,
-		ParseSize:     naming.ParseSize,
-		DriverName:    o.driverName,
-		NodeID:        o.nodeID,
-		Version:       versionString(),
-		StateDir:      filepath.Join(stateDir, "volumes"),
-		StoreRoot:     store,
-		Executable:    exe,
-		DaemonLog:     os.Stderr,
-		CheckFlag:     checkMountFlag,
-		VolumeUsage:   volumeUsage,
-		Mounts:        fsMounts{},
+		BudgetWarning:  warning,
+		KubeletDir:     filepath.Clean(o.kubeletDir),
+		MemoryBudget:   budget,
+		DefaultMemory:  defaultMemory,
+		ParseSize:      naming.ParseSize,
+		DriverName:     o.driverName,
+		NodeID:         o.nodeID,
+		Version:        versionString(),
+		StateDir:       filepath.Join(stateDir, "volumes"),
+		StoreRoot:      store,
+		Executable:     exe,
+		DaemonLog:      os.Stderr,
+		AttributeFlags: attributeFlags(),
+		CheckFlag:      checkMountFlag,
+		VolumeUsage:    volumeUsage,
+		Mounts:         fsMounts{},
 	}, socket, nil
 }
 
@@ -225,9 +226,7 @@ func runCSI(ctx context.Context, o *csiOptions) error {
 
 // checkMountFlag checks a volume attribute with the parser of the `tempfs mount` flag it becomes.
 func checkMountFlag(name, value string) error {
-	flags := pflag.NewFlagSet("mount", pflag.ContinueOnError)
-	newMountOptions().AddFlags(flags)
-	flag := flags.Lookup(name)
+	flag := mountFlagSet().Lookup(name)
 	if flag == nil {
 		return fmt.Errorf("tempfs mount has no --%s flag", name)
 	}

@@ -25,7 +25,7 @@ func TestCheckMountFlag(t *testing.T) {
 		{"owner", "everyone", false},
 		{"owner-quota", "1Gi", true},
 		{"owner-quota", "1.5M", false},
-		{"debug", "true", true}, // a mount flag, but no attribute maps to it (csinode's table decides)
+		{"debug", "true", true}, // a mount flag, but no attribute maps to it (notAttributes)
 		{"no-such-flag", "x", false},
 	}
 	for _, tc := range cases {

@@ -13,6 +13,7 @@ import (
 	"github.com/spf13/pflag"
 	"golang.org/x/sys/unix"
 
+	tempfs "github.com/tempfs/tempfs/fs"
 	"github.com/tempfs/tempfs/naming"
 )
 
@@ -27,16 +28,6 @@ const (
 	fuseSuperMagic = 0x65735546
 	// tmpdirDefault is what --tmpdir holds when given without =DIR. A NUL cannot come from the command line.
 	tmpdirDefault = "\x00"
-)
-
-// The xattrs mktemp uses on a tempfs mount (docs/guarantees.md, Names and templates, Lifetimes, Owners).
-const (
-	xattrPath     = "user.tempfs.path"
-	xattrLifetime = "user.tempfs.lifetime"
-	xattrCreated  = "user.tempfs.created"
-	xattrStats    = "user.tempfs.stats"
-	xattrOwner    = "user.tempfs.owner"
-	xattrOwners   = "user.tempfs.owners"
 )
 
 // mktempOptions are coreutils mktemp's flags.
@@ -389,7 +380,7 @@ func onTempfs(dir string) bool {
 	if err := unix.Statfs(dir, &st); err != nil || st.Type != fuseSuperMagic {
 		return false
 	}
-	_, err := unix.Getxattr(dir, xattrPath, nil)
+	_, err := unix.Getxattr(dir, tempfs.XattrPath, nil)
 	return err == nil
 }
 
@@ -402,7 +393,7 @@ func createOnTempfs(prefix, tmpl string) (string, error) {
 		return "", err
 	}
 	defer unix.Close(fd)
-	path, err := fgetxattrString(fd, xattrPath)
+	path, err := fgetxattrString(fd, tempfs.XattrPath)
 	if err != nil {
 		return "", fmt.Errorf("reading the new file's name: %w", err)
 	}
@@ -416,10 +407,10 @@ func createOnTempfs(prefix, tmpl string) (string, error) {
 // the owner of mktemp's parent, the shell that called it, which also ends a template file's close lifetime;
 // elsewhere (no owners, or the entry has none) it is kept until removed.
 func keepForParent(set func(attr, value string) error) error {
-	if set(xattrOwner, "parent") == nil {
+	if set(tempfs.XattrOwner, "parent") == nil {
 		return nil
 	}
-	return set(xattrLifetime, "keep")
+	return set(tempfs.XattrLifetime, "keep")
 }
 
 // mkdirOnTempfs makes the directory from the template and asks its parent for the name this process got.
@@ -427,7 +418,7 @@ func mkdirOnTempfs(prefix, tmpl string) (string, error) {
 	if err := unix.Mkdir(tmpl, 0o700); err != nil {
 		return "", err
 	}
-	name, err := getxattrString(dirOf(prefix), xattrCreated)
+	name, err := getxattrString(dirOf(prefix), tempfs.XattrCreated)
 	if err != nil {
 		return "", fmt.Errorf("reading the new directory's name: %w", err)
 	}

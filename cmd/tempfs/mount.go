@@ -22,6 +22,7 @@ import (
 	"github.com/tempfs/tempfs/cmd/tempfs/limits"
 	"github.com/tempfs/tempfs/cmd/tempfs/metrics"
 	tempfs "github.com/tempfs/tempfs/fs"
+	"github.com/tempfs/tempfs/fs/mountinfo"
 	"github.com/tempfs/tempfs/fs/owner"
 	"github.com/tempfs/tempfs/naming"
 	"github.com/tempfs/tempfs/spool"
@@ -53,7 +54,8 @@ func newMountOptions() *mountOptions {
 	return o
 }
 
-// AddFlags registers the mount flags on fs.
+// AddFlags registers the mount flags on fs. They are also the fstab -o options and the CSI volume attributes
+// (mountflags.go), in this order.
 func (o *mountOptions) AddFlags(fs *pflag.FlagSet) {
 	fs.Var(&o.maxSize, "max-size", "roll a file over from RAM to the disk store once it is larger than this (0: never by size)")
 	fs.Var(&o.memory, "memory", "cap on the RAM allocated to file data (holes are free); files past it roll over to disk; kept under three quarters of the daemon's memory cgroup limit, also when it moves (default: a quarter of the smaller of host RAM and the cgroup memory limit)")
@@ -61,9 +63,9 @@ func (o *mountOptions) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.store, "store", "", "parent directory of the private disk store (default: the first usable of $TMPDIR, $TEMP, $TMP, /tmp, /var/tmp, /usr/tmp, . that is neither on a FUSE filesystem nor under the mountpoint)")
 	fs.Var(&o.mode, "mode", "permission bits of the mount's root (0 means 0000)")
 	fs.StringSliceVarP(&o.options, "options", "o", nil, "mount options, comma-separated: allow_other, default_permissions, nonempty (mount over a non-empty directory or another filesystem's mountpoint, never over a live tempfs mount), fsname=SOURCE, and the standard ro, noexec, sync, dirsync, lazytime, noatime, nodiratime, relatime, strictatime, nosymfollow; nosuid and nodev are always on")
+	fs.Var(&o.maxAge, "max-age", "remove ordinary and kept entries neither opened, read nor modified for this long, unless open, counted as the daemon lived it: wall-clock steps do not count (e.g. 24h or 10d; 0: never)")
 	fs.Var(&o.owner, "owner", "bind each new entry to the process, group, session or cgroup that made it, and remove it when that owner is gone: "+owner.ScopeList())
 	fs.Var(&o.ownerQuota, "owner-quota", "cap on the file data of each owner (by file size); a write, truncate or fallocate past it fails with EDQUOT (needs --owner; default: no cap)")
-	fs.Var(&o.maxAge, "max-age", "remove ordinary and kept entries neither opened, read nor modified for this long, unless open, counted as the daemon lived it: wall-clock steps do not count (e.g. 24h or 10d; 0: never)")
 	fs.Var(&o.metrics, "metrics", "serve Prometheus metrics at http://ADDR/metrics; a bare PORT or :PORT listens on 127.0.0.1 only, HOST:PORT where named (default: off)")
 	fs.StringVar(&o.logFile, "log", "", "append the log to `FILE` (default: stderr; with --daemon the system log, see README)")
 	fs.BoolVar(&o.debug, "debug", false, "log at debug level")
@@ -244,7 +246,7 @@ func (p *prepared) parseOptions(options []string) (nonempty bool, err error) {
 // checkMountpointFree refuses a mountpoint that holds entries or another mount: tempfs would hide them (an
 // unset variable in `tempfs mount "$DIR"` once hid a whole /tmp). -o nonempty skips this check.
 func checkMountpointFree(mp string) error {
-	if mi, mounted := tempfs.FindMount(mp); mounted {
+	if mi, mounted := mountinfo.Find(mp); mounted {
 		return usageErrorf("%s is already a mountpoint (%s): tempfs would hide it; give -o nonempty to mount over it anyway", mp, mi.FSType)
 	}
 	d, err := os.Open(mp)
@@ -411,7 +413,6 @@ func (o *mountOptions) serve(p *prepared, log *slog.Logger) (*served, error) {
 		tempfs.UseClock(tempfs.TestClockFile(path))
 		log.Warn("TEMPFS_TEST_CLOCK: the clock is a test's", "file", path)
 	}
-	passthroughOff := p.passthroughOff()
 	if p.storeOnFUSE {
 		log.Warn(storeOnFUSEWarning, "store", p.storeParent)
 	}
@@ -421,9 +422,9 @@ func (o *mountOptions) serve(p *prepared, log *slog.Logger) (*served, error) {
 		RootMode:   uint32(o.mode),
 		RootUID:    uint32(os.Getuid()),
 		RootGID:    uint32(os.Getgid()),
-		// The daemon must see every write to keep --disk and --owner-quota.
-		Passthrough:    o.disk.bytes == 0 && o.ownerQuota.bytes == 0 && passthroughOff == "",
-		PassthroughOff: passthroughOff,
+		// With the pool's disk cap, these decide whether passthrough is on (the fs package's rule).
+		OwnerQuota:  o.ownerQuota.bytes,
+		StoreOnFUSE: p.storeOnFUSE,
 		// Every change of a name or an attribute goes through this kernel or is notified to it (files made
 		// from templates leaving at last close, --max-age reaping), so the kernel may keep what it was told
 		// for long: a stat of a name looked up minutes ago costs no round trip. Template names keep 0.
@@ -436,7 +437,6 @@ func (o *mountOptions) serve(p *prepared, log *slog.Logger) (*served, error) {
 		// The address bound: the port the kernel chose when the user asked for 0.
 		MetricsAddress: listenerAddress(metricsLn),
 	})
-	fsys.SetOwnerQuota(o.ownerQuota.bytes)
 	if err := fsys.WatchOwners(o.owner.scope); err != nil {
 		store.Close()
 		closeMetrics()
@@ -464,9 +464,6 @@ func (o *mountOptions) serve(p *prepared, log *slog.Logger) (*served, error) {
 		"memory_from", p.memorySource, "disk", diskCapString(o.disk.bytes), "owner", o.owner.scope, "descriptors", nofile.Cur)
 	if p.memoryWarning != "" {
 		log.Warn(p.memoryWarning)
-	}
-	if o.disk.set {
-		log.Info("passthrough off: with --disk the daemon must see every write to keep the cap")
 	}
 	s := &served{mount: m, store: store, log: log, stopReaper: func() {}, stopOwners: fsys.StopOwners,
 		nofileBefore: nofileBefore}
@@ -623,16 +620,4 @@ func runMount(ctx context.Context, o *mountOptions, flags *pflag.FlagSet, arg st
 	notifyStopping()
 	log.Info("unmounted", "mountpoint", p.mountpoint)
 	return nil
-}
-
-// passthroughOff says why passthrough cannot work on this mount, "" when it can: the kernel registers a
-// backing file only for a daemon with CAP_SYS_ADMIN, and never one on a FUSE filesystem.
-func (p *prepared) passthroughOff() string {
-	switch {
-	case p.storeOnFUSE:
-		return "the store is on a FUSE filesystem"
-	case unix.Geteuid() != 0:
-		return "a user's mount: the kernel grants passthrough only to a daemon with CAP_SYS_ADMIN"
-	}
-	return ""
 }

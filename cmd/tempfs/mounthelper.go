@@ -21,19 +21,9 @@ import (
 // OPTIONS". Both become "tempfs mount --daemon [flags] MOUNTPOINT": the helper must return once the mount is
 // ready, with a non-zero status if it is not.
 
-// helperFlags maps -o options with a value to `tempfs mount` flags; both spellings are accepted.
-var helperFlags = map[string]string{
-	"max_size": "--max-size", "max-size": "--max-size",
-	"memory":  "--memory",
-	"disk":    "--disk",
-	"store":   "--store",
-	"mode":    "--mode",
-	"max_age": "--max-age", "max-age": "--max-age",
-	"metrics":     "--metrics",
-	"owner":       "--owner",
-	"owner_quota": "--owner-quota", "owner-quota": "--owner-quota",
-	"log": "--log",
-}
+// helperFlags maps the -o names of an fstab line to `tempfs mount` flags (mountflags.go derives them from the
+// mount command's own flags).
+var helperFlags = fstabOptions()
 
 // helperIgnored are options of mount(8) and fstab that mean nothing to tempfs. suid and dev are among them:
 // mount.fuse3 adds both to every mount by root that does not say nosuid or nodev, and every tempfs mount stays
@@ -75,10 +65,10 @@ func mountHelperArgs(argv0 string, args []string, isCommand func(string) bool) (
 		name, value, hasValue := strings.Cut(o, "=")
 		switch {
 		case o == "" || helperIgnored[o] || strings.HasPrefix(o, "x-") || strings.HasPrefix(o, "comment="):
-		case hasValue && helperFlags[name] != "":
-			out = append(out, helperFlags[name]+"="+value)
-		case o == "debug":
-			out = append(out, "--debug")
+		case hasValue && helperFlags[name].value:
+			out = append(out, "--"+helperFlags[name].flag+"="+value)
+		case !hasValue && helperFlags[name].flag != "" && !helperFlags[name].value:
+			out = append(out, "--"+helperFlags[name].flag)
 		default:
 			kernel = append(kernel, o)
 		}

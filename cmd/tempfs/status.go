@@ -111,18 +111,18 @@ func readStats(mp string) ([]byte, error) {
 	if sfs.Type != fuseSuperMagic {
 		return nil, usageErrorf("%s is not a tempfs mount", mp)
 	}
-	raw, err := getxattrString(mp, xattrStats)
+	raw, err := getxattrString(mp, tempfs.XattrStats)
 	if err == nil {
 		var probe map[string]any
 		if json.Unmarshal([]byte(raw), &probe) != nil {
 			if tempfs.IsTempfsMount(mp) {
 				return nil, failure(fmt.Errorf("%s answered a status that is not JSON", mp))
 			}
-			return nil, usageErrorf("%s is not a tempfs mount (its %s is not JSON)", mp, xattrStats)
+			return nil, usageErrorf("%s is not a tempfs mount (its %s is not JSON)", mp, tempfs.XattrStats)
 		}
 		return []byte(raw), nil
 	}
-	if _, pathErr := getxattrString(mp, xattrPath); pathErr == nil {
+	if _, pathErr := getxattrString(mp, tempfs.XattrPath); pathErr == nil {
 		// Only the root answers the stats: say where to look instead.
 		return nil, usageErrorf("%s is inside a tempfs mount, not its mountpoint: give the mountpoint", mp)
 	}
@@ -232,7 +232,7 @@ func directWritesString(on bool) string {
 
 // printOwners prints user.tempfs.owners: as it is with --json, else as a table.
 func printOwners(o *statusOptions, mp string, stdout io.Writer) error {
-	raw, err := getxattrString(mp, xattrOwners)
+	raw, err := getxattrString(mp, tempfs.XattrOwners)
 	if err != nil {
 		return failure(fmt.Errorf("%s does not list its owners (a tempfs from before --owner?): %w", mp, err))
 	}

@@ -4,6 +4,7 @@ import (
 	"github.com/spf13/cobra"
 
 	tempfs "github.com/tempfs/tempfs/fs"
+	"github.com/tempfs/tempfs/fs/mountinfo"
 )
 
 type unmountOptions struct {
@@ -38,11 +39,11 @@ func runUnmount(o *unmountOptions, arg string) error {
 	}
 	// Only mountinfo decides: it names every mount, live or dead, without asking the filesystem, which a dead
 	// mount cannot answer. Anything but a tempfs mount (a tmpfs at /tmp, a disk) is left alone.
-	mi, mounted := tempfs.FindMount(mp)
+	mi, mounted := mountinfo.Find(mp)
 	switch {
 	case !mounted:
 		return usageErrorf("%s is not a mountpoint", mp)
-	case !mi.IsTempfs():
+	case !tempfs.IsTempfs(mi):
 		return usageErrorf("%s is not a tempfs mount (it is %s): refusing to unmount it", mp, mi.FSType)
 	}
 	lazy := o.lazy || tempfs.IsStale(mp)

@@ -101,16 +101,10 @@ type cgroupMount struct {
 // cgroup2Mounts lists the cgroup2 mounts of a mountinfo table, in its order.
 func cgroup2Mounts(table []byte) []cgroupMount {
 	var mounts []cgroupMount
-	for line := range strings.Lines(string(table)) {
-		pre, post, ok := strings.Cut(line, " - ")
-		if !ok {
-			continue
+	for _, m := range mountinfo.Parse(table) {
+		if m.FSType == "cgroup2" {
+			mounts = append(mounts, cgroupMount{point: m.Point, root: m.Root})
 		}
-		fields := strings.Fields(pre)
-		if len(fields) < 5 || !strings.HasPrefix(post, "cgroup2 ") {
-			continue
-		}
-		mounts = append(mounts, cgroupMount{point: mountinfo.Unescape(fields[4]), root: mountinfo.Unescape(fields[3])})
 	}
 	return mounts
 }
@@ -139,12 +133,12 @@ func visibleCgroup2Mounts(table []byte) []cgroupMount {
 		cgroup2 *cgroupMount
 	}
 	var entries []entry
-	for line := range strings.Lines(string(table)) {
-		if m := cgroup2Mounts([]byte(line)); len(m) == 1 {
-			entries = append(entries, entry{m[0].point, &m[0]})
-		} else if fields := strings.Fields(line); len(fields) > 4 {
-			entries = append(entries, entry{point: mountinfo.Unescape(fields[4])})
+	for _, m := range mountinfo.Parse(table) {
+		e := entry{point: m.Point}
+		if m.FSType == "cgroup2" {
+			e.cgroup2 = &cgroupMount{point: m.Point, root: m.Root}
 		}
+		entries = append(entries, e)
 	}
 	var visible []cgroupMount
 	for i, e := range entries {

@@ -8,16 +8,16 @@ import (
 	"unicode/utf8"
 )
 
-// attributes are the volume attributes a pod may set, in the order their flags are passed: the flags of
-// `tempfs mount` in camelCase (docs/guarantees.md, Kubernetes).
-var attributes = []struct{ name, flag string }{
-	{"maxSize", "max-size"},
-	{"memory", "memory"},
-	{"disk", "disk"},
-	{"mode", "mode"},
-	{"maxAge", "max-age"},
-	{"owner", "owner"},
-	{"ownerQuota", "owner-quota"},
+// AttributeName is the volume attribute that sets the `tempfs mount` flag: the flag's name in camelCase
+// (max-size: maxSize), as Kubernetes writes its own fields.
+func AttributeName(flag string) string {
+	words := strings.Split(flag, "-")
+	for i := 1; i < len(words); i++ {
+		if words[i] != "" {
+			words[i] = strings.ToUpper(words[i][:1]) + words[i][1:]
+		}
+	}
+	return strings.Join(words, "")
 }
 
 // kubernetesPrefix marks the attributes the kubelet adds on its own (pod name, namespace, uid, service account,
@@ -28,13 +28,14 @@ const kubernetesPrefix = "csi.storage.k8s.io/"
 // attribute is refused with the same message before any daemon starts.
 type FlagChecker func(flag, value string) error
 
-// mountFlags turns a volume's attributes into `tempfs mount` flags. It returns the flags and the tempfs
-// attributes alone (the kubelet's own left out), which is what tells one publication of a volume from another.
-// An unknown attribute or a bad value is an error of one line naming the attribute.
-func mountFlags(context map[string]string, check FlagChecker) ([]string, map[string]string, error) {
-	known := make(map[string]string, len(attributes))
-	for _, a := range attributes {
-		known[a.name] = a.flag
+// mountFlags turns a volume's attributes into `tempfs mount` flags. attributeFlags are the flags a pod may set
+// (Config.AttributeFlags), in the order they are passed. It returns the flags and the tempfs attributes alone
+// (the kubelet's own left out), which is what tells one publication of a volume from another. An unknown
+// attribute or a bad value is an error of one line naming the attribute.
+func mountFlags(context map[string]string, attributeFlags []string, check FlagChecker) ([]string, map[string]string, error) {
+	known := make(map[string]string, len(attributeFlags))
+	for _, f := range attributeFlags {
+		known[AttributeName(f)] = f
 	}
 	keys := make([]string, 0, len(context))
 	for k := range context {
@@ -48,7 +49,7 @@ func mountFlags(context map[string]string, check FlagChecker) ([]string, map[str
 		}
 		flag, ok := known[k]
 		if !ok {
-			return nil, nil, fmt.Errorf("unknown volume attribute %s: tempfs takes %s", quote(k), attributeNames())
+			return nil, nil, fmt.Errorf("unknown volume attribute %s: tempfs takes %s", quote(k), attributeNames(attributeFlags))
 		}
 		if err := check(flag, context[k]); err != nil {
 			// The parser's message quotes the value too: a pod may set a megabyte, and the kubelet shows the message.
@@ -57,18 +58,18 @@ func mountFlags(context map[string]string, check FlagChecker) ([]string, map[str
 		own[k] = context[k]
 	}
 	var flags []string
-	for _, a := range attributes {
-		if v, ok := own[a.name]; ok {
-			flags = append(flags, "--"+a.flag+"="+v)
+	for _, f := range attributeFlags {
+		if v, ok := own[AttributeName(f)]; ok {
+			flags = append(flags, "--"+f+"="+v)
 		}
 	}
 	return flags, own, nil
 }
 
-func attributeNames() string {
-	names := make([]string, len(attributes))
-	for i, a := range attributes {
-		names[i] = a.name
+func attributeNames(attributeFlags []string) string {
+	names := make([]string, len(attributeFlags))
+	for i, f := range attributeFlags {
+		names[i] = AttributeName(f)
 	}
 	return strings.Join(names, ", ")
 }

@@ -17,6 +17,10 @@ func checkAll(flag, value string) error {
 	return nil
 }
 
+// testAttributeFlags are the attribute flags `tempfs csi` derives from `tempfs mount` (the main package's
+// TestMountFlagsDerived checks that list).
+var testAttributeFlags = []string{"max-size", "memory", "disk", "mode", "max-age", "owner", "owner-quota"}
+
 func TestMountFlags(t *testing.T) {
 	cases := []struct {
 		name      string
@@ -46,7 +50,7 @@ func TestMountFlags(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			flags, attrs, err := mountFlags(tc.context, checkAll)
+			flags, attrs, err := mountFlags(tc.context, testAttributeFlags, checkAll)
 			if tc.wantErr != "" {
 				if err == nil || !strings.HasPrefix(err.Error(), tc.wantErr) {
 					t.Fatalf("err = %v, want %q", err, tc.wantErr)
@@ -82,7 +86,7 @@ func TestQuote(t *testing.T) {
 	if got := shorten(quoted, long); len(got) > 300 || strings.Contains(got, strings.Repeat("z", 10)) {
 		t.Errorf("shorten left %d bytes: %.300s", len(got), got)
 	}
-	if _, _, err := mountFlags(map[string]string{"maxSize": long}, func(string, string) error { return errors.New("bad " + long) }); err == nil || len(err.Error()) > 300 {
+	if _, _, err := mountFlags(map[string]string{"maxSize": long}, testAttributeFlags, func(string, string) error { return errors.New("bad " + long) }); err == nil || len(err.Error()) > 300 {
 		t.Errorf("a megabyte value: err of %d bytes", len(err.Error()))
 	}
 }

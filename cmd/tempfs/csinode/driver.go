@@ -65,11 +65,14 @@ type Config struct {
 	DefaultMemory int64
 	ParseSize     func(string) (int64, error)
 	// DaemonLog receives the daemons' logs (the plugin's own stderr).
-	DaemonLog   *os.File
-	CheckFlag   FlagChecker
-	VolumeUsage func(mountpoint string) (Usage, error)
-	Mounts      Mounts
-	Logger      *slog.Logger
+	DaemonLog *os.File
+	// AttributeFlags are the `tempfs mount` flags a pod may set, each by the volume attribute AttributeName
+	// names, in the order they are passed; CheckFlag checks a value with the flag's own parser.
+	AttributeFlags []string
+	CheckFlag      FlagChecker
+	VolumeUsage    func(mountpoint string) (Usage, error)
+	Mounts         Mounts
+	Logger         *slog.Logger
 }
 
 // How long a daemon may take to go once its mount is gone (it exits at once unless files are still open on a

@@ -37,7 +37,7 @@ func (d *Driver) NodePublishVolume(ctx context.Context, req *csi.NodePublishVolu
 	if err != nil {
 		return nil, err
 	}
-	flags, attrs, err := mountFlags(req.GetVolumeContext(), d.cfg.CheckFlag)
+	flags, attrs, err := mountFlags(req.GetVolumeContext(), d.cfg.AttributeFlags, d.cfg.CheckFlag)
 	if err != nil {
 		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}

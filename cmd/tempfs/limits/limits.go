@@ -4,8 +4,6 @@
 package limits
 
 import (
-	"bufio"
-	"bytes"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -149,26 +147,12 @@ func (m cgroupMount) dirOf(path string) (string, bool) {
 // parseCgroupMounts picks the cgroup2 and v1 memory mounts out of /proc/self/mountinfo.
 func parseCgroupMounts(table []byte) []cgroupMount {
 	var mounts []cgroupMount
-	sc := bufio.NewScanner(bytes.NewReader(table))
-	for sc.Scan() {
-		// id parent major:minor root mountpoint options [optional fields...] - fstype source superoptions
-		fields := strings.Fields(sc.Text())
-		sep := -1
-		for i, f := range fields {
-			if f == "-" {
-				sep = i
-				break
-			}
-		}
-		if sep < 6 || len(fields) < sep+2 {
-			continue
-		}
-		fstype := fields[sep+1]
-		m := cgroupMount{root: mountinfo.Unescape(fields[3]), mountpoint: mountinfo.Unescape(fields[4])}
+	for _, mi := range mountinfo.Parse(table) {
+		m := cgroupMount{root: mi.Root, mountpoint: mi.Point}
 		switch {
-		case fstype == "cgroup2":
+		case mi.FSType == "cgroup2":
 			m.key = "cgroup2"
-		case fstype == "cgroup" && len(fields) > sep+3 && hasController(fields[sep+3], "memory"):
+		case mi.FSType == "cgroup" && hasController(mi.SuperOptions, "memory"):
 			m.key = "memory"
 		default:
 			continue
