@@ -164,7 +164,8 @@ func setxattr(ctx context.Context, n node, attr string, data []byte, flags uint3
 	if strings.HasPrefix(attr, xattrPrefix) {
 		return setVirtualXattr(ctx, n, attr, data)
 	}
-	if !storableNamespace(attr) {
+	acl := attr == xattrACLAccess || attr == xattrACLDefault
+	if acl && !fsOf(n).acl.Load() || !acl && !storableNamespace(attr) {
 		return syscall.EOPNOTSUPP
 	}
 	if errno := n.base().protectedErrno(); errno != 0 {
@@ -172,6 +173,14 @@ func setxattr(ctx context.Context, n node, attr string, data []byte, flags uint3
 	}
 	a := n.base()
 	a.mu.Lock()
+	if attr == xattrACLAccess {
+		errno := a.setAccessACLLocked(ctx, data)
+		a.mu.Unlock()
+		if errno == 0 {
+			a.touchChanged()
+		}
+		return errno
+	}
 	_, exists := a.xattrs[attr]
 	switch {
 	case flags&unix.XATTR_CREATE != 0 && exists:
