@@ -9,7 +9,8 @@ import (
 
 // TestPosixACLs: setfacl and getfacl work on access and default ACLs as on a tmpfs; new files, directories,
 // fifos and O_TMPFILE files take their directory's default ACL (and the umask does not apply under one);
-// chmod and the ACL's mask move together; an ACL that the mode can say is not kept; and the kernel enforces
+// chmod and the ACL's mask move together; an ACL that the mode can say is not kept; setting one drops
+// set-group-ID for a caller outside the file's group; and the kernel enforces
 // the ACLs for other users, also right after a chmod or setfacl changed them. Each step runs beside a kernel
 // tmpfs and the two outputs are compared.
 func TestPosixACLs(t *testing.T) {
@@ -83,6 +84,11 @@ stat -c '%n %a' shared/bobfile shared/bobdir`)
 try ls shared; try cat shared/f; try touch shared/carol`)
 		as(alice, try+`
 try ls shared; try cat shared/f`)
+		// Setting an access ACL drops set-group-ID when the caller is outside the file's group.
+		root(`
+echo data > sgid; chown 60001:60003 sgid; chmod 2775 sgid
+`)
+		as(alice, `setfacl -m u:60002:rx sgid && stat -c '%n %a' sgid`)
 		root(`
 echo "--- chmod sets the mask"
 chmod 0640 shared/f; getfacl -pn shared/f; stat -c '%n %a' shared/f
