@@ -70,6 +70,14 @@ stat -c '%n %a' shared/f shared/sub shared/fifo shared/tmp
 getfacl -pn shared/f shared/sub shared/fifo shared/tmp
 echo "--- outside a default ACL the umask applies"
 touch plain; mkdir plaindir; stat -c '%n %a' plain plaindir
+(umask 027; touch plain2; mkdir plaindir2; mknod plainfifo p; python3 -c '
+import ctypes, os
+fd = os.open(".", os.O_TMPFILE | os.O_WRONLY, 0o666)
+AT_FDCWD, AT_SYMLINK_FOLLOW = -100, 0x400
+if ctypes.CDLL(None).linkat(AT_FDCWD, b"/proc/self/fd/%d" % fd, AT_FDCWD, b"plaintmp", AT_SYMLINK_FOLLOW):
+    raise OSError("linkat")
+')
+stat -c '%n %a' plain2 plaindir2 plainfifo plaintmp
 echo "--- an ACL the mode can say is not kept"
 setfacl -m u::rw,g::r,o::- plain; stat -c '%n %a' plain
 getfattr -n system.posix_acl_access plain 2>&1 | grep -c 'No such attribute' || true
