@@ -37,8 +37,8 @@ const (
 	xattrPanicProbe = "user.tempfs.test.panic" // see Options.PanicProbe
 )
 
-// storableNamespace reports whether attr may be stored. system.* (ACLs) is not supported, as on a tmpfs
-// mounted without ACLs.
+// storableNamespace reports whether attr may be stored as given. Of system.*, only the POSIX ACL names are
+// kept, with ACLs on, by setxattr (see acl.go).
 func storableNamespace(attr string) bool {
 	return strings.HasPrefix(attr, "user.") || strings.HasPrefix(attr, "trusted.") || strings.HasPrefix(attr, "security.")
 }
