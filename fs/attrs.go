@@ -129,6 +129,7 @@ func (a *attrs) setattr(ctx context.Context, in *fuse.SetAttrIn) {
 	}
 	if mode, ok := in.GetMode(); ok {
 		a.mode = a.mode&syscall.S_IFMT | mode&07777
+		a.chmodACLLocked(mode) // chmod sets an access ACL's owner, mask and other entries, as on tmpfs
 		changed = true
 	}
 	if uid, ok := in.GetUID(); ok {

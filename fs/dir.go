@@ -154,6 +154,9 @@ func (d *Dir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fus
 	}
 	n.getattr(&out.Attr)
 	d.fs.entryTimeouts(out)
+	if f, isFile := n.(*File); isFile {
+		out.SetAttrTimeout(f.attrTimeout()) // 0 while passthrough may write it unseen
+	}
 	return n.EmbeddedInode(), 0
 }
 

@@ -133,6 +133,7 @@ func (d *Dir) Create(ctx context.Context, name string, flags uint32, mode uint32
 	if isTmpl {
 		perm = 0o600
 	}
+	perm, inh := d.inheritACL(ctx, perm, false, !isTmpl)
 	uid, gid, perm := d.owner(ctx, perm, false)
 	pid := d.creatorProcess(ctx, isTmpl)
 	creator, errno := d.fs.creatorOwner(ctx)
@@ -140,6 +141,7 @@ func (d *Dir) Create(ctx context.Context, name string, flags uint32, mode uint32
 		return nil, nil, 0, errno
 	}
 	f := &File{leaf: leaf{attrs: newAttrs(syscall.S_IFREG|perm, uid, gid)}, fs: d.fs, data: d.fs.pool.NewFile()}
+	inh.apply(&f.attrs)
 	ch := d.NewPersistentInode(ctx, f, fusefs.StableAttr{Mode: syscall.S_IFREG})
 
 	d.fs.nsMu.Lock()
@@ -183,6 +185,7 @@ func (d *Dir) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.Ent
 	if isTmpl {
 		perm = 0o700
 	}
+	perm, inh := d.inheritACL(ctx, perm, true, !isTmpl)
 	uid, gid, perm := d.owner(ctx, perm, !isTmpl)
 	pid := d.creatorProcess(ctx, isTmpl)
 	creator, errno := d.fs.creatorOwner(ctx)
@@ -190,6 +193,7 @@ func (d *Dir) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.Ent
 		return nil, errno
 	}
 	sub := &Dir{attrs: newAttrs(syscall.S_IFDIR|perm, uid, gid), fs: d.fs, fromTmpl: isTmpl}
+	inh.apply(&sub.attrs)
 	ch := d.NewPersistentInode(ctx, sub, fusefs.StableAttr{Mode: syscall.S_IFDIR})
 
 	d.fs.nsMu.Lock()
@@ -218,7 +222,8 @@ func (d *Dir) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.Ent
 
 // Tmpfile answers open(dir, O_TMPFILE): a file with no name, freed at its last close unless linkat gives it one.
 func (d *Dir) Tmpfile(ctx context.Context, flags uint32, mode uint32, out *fuse.EntryOut) (*fusefs.Inode, fusefs.FileHandle, uint32, syscall.Errno) {
-	uid, gid, perm := d.owner(ctx, mode&07777, false)
+	perm, inh := d.inheritACL(ctx, mode&07777, false, true)
+	uid, gid, perm := d.owner(ctx, perm, false)
 	// The file has no owner until linkat names it, but its bytes count against its creator's --owner-quota.
 	var creator *owner.Owner
 	if d.fs.quota != nil {
@@ -228,6 +233,7 @@ func (d *Dir) Tmpfile(ctx context.Context, flags uint32, mode uint32, out *fuse.
 		}
 	}
 	f := &File{leaf: leaf{attrs: newAttrs(syscall.S_IFREG|perm, uid, gid)}, fs: d.fs, data: d.fs.pool.NewFile()}
+	inh.apply(&f.attrs)
 	ch := d.NewPersistentInode(ctx, f, fusefs.StableAttr{Mode: syscall.S_IFREG})
 	d.fs.nsMu.Lock()
 	if d.removed {
@@ -255,7 +261,8 @@ func (d *Dir) Mknod(ctx context.Context, name string, mode uint32, dev uint32, o
 	if errno := d.checkPlainName(name); errno != 0 {
 		return nil, errno
 	}
-	uid, gid, perm := d.owner(ctx, mode&07777, false)
+	perm, inh := d.inheritACL(ctx, mode&07777, false, true)
+	uid, gid, perm := d.owner(ctx, perm, false)
 	var n leafNode
 	switch mode & syscall.S_IFMT {
 	case syscall.S_IFREG, 0:
@@ -267,6 +274,7 @@ func (d *Dir) Mknod(ctx context.Context, name string, mode uint32, dev uint32, o
 	default:
 		return nil, syscall.EINVAL
 	}
+	inh.apply(n.base())
 	return d.addLeaf(ctx, name, n, out)
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"sync/atomic"
 	"syscall"
+	"time"
 
 	fusefs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
@@ -48,6 +49,13 @@ type File struct {
 	// opened is when the file was last opened or closed (Mono clock, nanoseconds), for lastUse: a file is in use
 	// while it is open, and passthrough writes and reads from the page cache never reach the daemon.
 	opened atomic.Int64
+
+	// ptWriters counts the open writable passthrough handles (a shared mapping keeps its handle open until
+	// munmap). While there is one, the kernel may write the backing file behind the daemon, through write(2)
+	// (after which the kernel itself asks GETATTR again) or through a shared mapping (after which it does
+	// not): attributes are then answered with timeout 0, so that each stat asks, and GETATTR takes the
+	// backing file's mtime with one fstat, as a stat on tmpfs sees a write through a mapping at once.
+	ptWriters atomic.Int32
 
 	// backingSeen is the backing file's mtime (nanoseconds) when tempfs last took it over into attrs.mtime
 	// (guarded by attrs.mu). Passthrough writes move only the backing file's mtime; a later one means new
@@ -180,8 +188,17 @@ func (f *File) persistLocked() {
 
 func (f *File) Getattr(ctx context.Context, fh fusefs.FileHandle, out *fuse.AttrOut) syscall.Errno {
 	f.getattr(&out.Attr)
-	out.SetTimeout(f.fs.opts.AttrTimeout)
+	out.SetTimeout(f.attrTimeout())
 	return 0
+}
+
+// attrTimeout is how long the kernel may keep the file's attributes: 0 while passthrough may write it
+// unseen (see ptWriters).
+func (f *File) attrTimeout() time.Duration {
+	if f.ptWriters.Load() > 0 {
+		return 0
+	}
+	return f.fs.opts.AttrTimeout
 }
 
 func (f *File) Setattr(ctx context.Context, fh fusefs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
@@ -207,7 +224,7 @@ func (f *File) Setattr(ctx context.Context, fh fusefs.FileHandle, in *fuse.SetAt
 	}
 	f.attrs.setattr(ctx, in)
 	f.getattr(&out.Attr)
-	out.SetTimeout(f.fs.opts.AttrTimeout)
+	out.SetTimeout(f.attrTimeout())
 	return 0
 }
 
@@ -239,9 +256,10 @@ func (f *File) Open(ctx context.Context, flags uint32) (fusefs.FileHandle, uint3
 	if h.passthrough && flags&syscall.O_ACCMODE != syscall.O_RDONLY {
 		// Passthrough writes never reach the daemon, which must drop set-user-ID and set-group-ID for an
 		// unprivileged writer (FUSE_HANDLE_KILLPRIV_V2): drop them when such a writer opens the file.
-		if f.attrs.killPrivForWrite(ctx) {
-			f.privDropped()
-		}
+		// The kernel may hold attributes with the usual timeout from before: drop them, so that the next
+		// stat asks (see ptWriters). The same notification tells it of dropped set-ID bits.
+		f.attrs.killPrivForWrite(ctx)
+		f.privDropped()
 	}
 	return h, h.openFlags(), 0
 }
@@ -264,7 +282,16 @@ func (f *File) openLocked(flags uint32) *handle {
 		h.passthrough = true
 		if flags&syscall.O_ACCMODE != syscall.O_RDONLY {
 			f.data.NoteExternalWrite()
+			if !f.ptWritten {
+				// The backing file's mtime so far is the daemon's own writes (and the rollover), which
+				// attrs.mtime already tells, or a utimens overruled: only later moves are the kernel's.
+				st := f.data.Stat()
+				f.attrs.mu.Lock()
+				f.backingSeen = max(f.backingSeen, st.ModTime)
+				f.attrs.mu.Unlock()
+			}
 			f.ptWritten = true
+			f.ptWriters.Add(1)
 		}
 		f.fs.counts.passthroughOpens.Add(1)
 	} else {
@@ -301,6 +328,8 @@ func (f *File) release(h *handle) {
 	f.opens--
 	if !h.passthrough {
 		f.cachedOpens--
+	} else if h.flags&syscall.O_ACCMODE != syscall.O_RDONLY {
+		f.ptWriters.Add(-1)
 	}
 	var gone link
 	if f.opens == 0 && f.ephemeral {

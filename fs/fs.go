@@ -96,6 +96,8 @@ type FS struct {
 	memorySource atomic.Pointer[string]
 	// atime is when reads and listings move atime (the mount's atime options); set before serving.
 	atime atimePolicy
+	// acl is whether POSIX ACLs are on: the kernel negotiated FUSE_POSIX_ACL and FUSE_DONT_MASK (see acl.go).
+	acl atomic.Bool
 }
 
 // SetMemoryCap moves the pool's memory cap while mounted (the daemon's memory limit moved), spilling RAM files

@@ -76,7 +76,11 @@ func MountFS(mountpoint string, fsys *FS, cfg MountConfig) (*Mount, error) {
 			// DIRECT_IO_ALLOW_MMAP: files stay mmap-able through handles opened with FOPEN_DIRECT_IO
 			// (see handle.directIO); without it tempfs opens no handle so.
 			ExtraCapabilities: fuse.CAP_HANDLE_KILLPRIV_V2 | fuse.CAP_ATOMIC_O_TRUNC | fuse.CAP_READDIRPLUS_AUTO |
-				fuse.CAP_DIRECT_IO_ALLOW_MMAP,
+				fuse.CAP_DIRECT_IO_ALLOW_MMAP | aclCapabilities(cfg.DefaultPermissions),
+			// POSIX ACLs (acl.go) where the kernel checks permissions anyway: FUSE_POSIX_ACL turns
+			// default_permissions on, which a root mount without allow_other leaves off to save a GETATTR
+			// before lookups (cmd/tempfs, prepare); such a mount, reachable by root alone, has no ACLs.
+			EnableAcl: cfg.DefaultPermissions,
 			// No automatic page-cache invalidation on mtime changes: every change of file data goes through
 			// this kernel (writes, truncates, fallocate, mmap), so cached pages stay right, and files opened
 			// with FOPEN_KEEP_CACHE keep them across opens (a file read again sends no READ).
@@ -97,7 +101,12 @@ func MountFS(mountpoint string, fsys *FS, cfg MountConfig) (*Mount, error) {
 		// stay unique for the mount's life.
 		FirstAutomaticIno: 2,
 	}
-	raw := &recordingFS{fs: fusefs.NewNodeFS(fsys.root, nodeOpts), rec: fsys.requests}
+	var nodeFS fuse.RawFileSystem = fusefs.NewNodeFS(fsys.root, nodeOpts)
+	if cfg.DefaultPermissions {
+		nodeFS = umaskFS{nodeFS}
+		fsys.acl.Store(true) // before the first request; taken back below if the kernel does not agree
+	}
+	raw := &recordingFS{fs: nodeFS, rec: fsys.requests}
 	server, helperSaid, err := newServerTellingCause(raw, mountpoint, &nodeOpts.MountOptions)
 	if err != nil {
 		return nil, err
@@ -111,9 +120,22 @@ func MountFS(mountpoint string, fsys *FS, cfg MountConfig) (*Mount, error) {
 		return nil, err
 	}
 	fsys.directWrites.Store(server.KernelSettings().Flags64()&fuse.CAP_DIRECT_IO_ALLOW_MMAP != 0)
+	if want := uint64(fuse.CAP_POSIX_ACL | fuse.CAP_DONT_MASK); cfg.DefaultPermissions && server.KernelSettings().Flags64()&want != want {
+		fsys.acl.Store(false)
+		fsys.log.Warn("the kernel offers no POSIX ACLs to FUSE; setfacl answers EOPNOTSUPP", "init_flags", fmt.Sprintf("%#x", server.KernelSettings().Flags64()))
+	}
 	raiseReadAhead(mountpoint, fsys.log)
 	CloseOnExec()
 	return &Mount{server: server, fs: fsys, mountpoint: mountpoint}, nil
+}
+
+// aclCapabilities is FUSE_DONT_MASK when ACLs are on: the kernel then leaves the umask to the filesystem,
+// which must not apply it under a default ACL (acl.go, inheritACL).
+func aclCapabilities(on bool) uint64 {
+	if on {
+		return fuse.CAP_DONT_MASK
+	}
+	return 0
 }
 
 // CloseOnExec marks every descriptor of the process close-on-exec. go-fuse opens the FUSE device (and

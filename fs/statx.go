@@ -57,6 +57,10 @@ func (fsys *FS) statx(n node, out *fuse.StatxOut) syscall.Errno {
 	sx.Ctime = fuse.SxTime{Sec: attr.Ctime, Nsec: attr.Ctimensec}
 	sx.Btime = fuse.SxTime{Sec: uint64(btime.sec), Nsec: btime.nsec}
 	sx.RdevMajor, sx.RdevMinor = unix.Major(uint64(attr.Rdev)), unix.Minor(uint64(attr.Rdev))
-	out.SetTimeout(fsys.opts.AttrTimeout)
+	if f, isFile := n.(*File); isFile {
+		out.SetTimeout(f.attrTimeout())
+	} else {
+		out.SetTimeout(fsys.opts.AttrTimeout)
+	}
 	return 0
 }

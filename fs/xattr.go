@@ -43,8 +43,8 @@ const (
 	xattrCreated, xattrStats, xattrOwner, xattrOwners   = XattrCreated, XattrStats, XattrOwner, XattrOwners
 )
 
-// storableNamespace reports whether attr may be stored. system.* (ACLs) is not supported, as on a tmpfs
-// mounted without ACLs.
+// storableNamespace reports whether attr may be stored as given. Of system.*, only the POSIX ACL names are
+// kept, with ACLs on, by setxattr (see acl.go).
 func storableNamespace(attr string) bool {
 	return strings.HasPrefix(attr, "user.") || strings.HasPrefix(attr, "trusted.") || strings.HasPrefix(attr, "security.")
 }
@@ -170,7 +170,8 @@ func setxattr(ctx context.Context, n node, attr string, data []byte, flags uint3
 	if strings.HasPrefix(attr, xattrPrefix) {
 		return setVirtualXattr(ctx, n, attr, data)
 	}
-	if !storableNamespace(attr) {
+	acl := attr == xattrACLAccess || attr == xattrACLDefault
+	if acl && !fsOf(n).acl.Load() || !acl && !storableNamespace(attr) {
 		return syscall.EOPNOTSUPP
 	}
 	if errno := n.base().protectedErrno(); errno != 0 {
@@ -178,6 +179,14 @@ func setxattr(ctx context.Context, n node, attr string, data []byte, flags uint3
 	}
 	a := n.base()
 	a.mu.Lock()
+	if attr == xattrACLAccess {
+		errno := a.setAccessACLLocked(ctx, data)
+		a.mu.Unlock()
+		if errno == 0 {
+			a.touchChanged()
+		}
+		return errno
+	}
 	_, exists := a.xattrs[attr]
 	switch {
 	case flags&unix.XATTR_CREATE != 0 && exists:
