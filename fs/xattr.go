@@ -37,10 +37,6 @@ const (
 
 	xattrPrefix     = "user.tempfs."
 	xattrPanicProbe = "user.tempfs.test.panic" // see Options.PanicProbe
-
-	// The short names this file uses.
-	xattrPath, xattrLifetime, xattrSpool, xattrRollover = XattrPath, XattrLifetime, XattrSpool, XattrRollover
-	xattrCreated, xattrStats, xattrOwner, xattrOwners   = XattrCreated, XattrStats, XattrOwner, XattrOwners
 )
 
 // storableNamespace reports whether attr may be stored as given. Of system.*, only the POSIX ACL names are
@@ -53,7 +49,7 @@ func storableNamespace(attr string) bool {
 func virtualXattr(ctx context.Context, n node, attr string) (value []byte, ok bool, errno syscall.Errno) {
 	fsys := fsOf(n)
 	switch attr {
-	case xattrPath:
+	case XattrPath:
 		fsys.nsMu.Lock()
 		p := pathLocked(n)
 		fsys.nsMu.Unlock()
@@ -61,7 +57,7 @@ func virtualXattr(ctx context.Context, n node, attr string) (value []byte, ok bo
 			return nil, false, 0
 		}
 		return []byte(p), true, 0
-	case xattrLifetime:
+	case XattrLifetime:
 		lifetime := "keep"
 		if f, isFile := n.(*File); isFile {
 			fsys.nsMu.Lock()
@@ -71,19 +67,19 @@ func virtualXattr(ctx context.Context, n node, attr string) (value []byte, ok bo
 			fsys.nsMu.Unlock()
 		}
 		return []byte(lifetime), true, 0
-	case xattrOwner:
+	case XattrOwner:
 		return []byte(fsys.ownerXattr(n)), true, 0
-	case xattrSpool:
+	case XattrSpool:
 		if f, isFile := n.(*File); isFile {
 			return []byte(f.data.Tier().String()), true, 0
 		}
-	case xattrCreated:
+	case XattrCreated:
 		if d, isDir := n.(*Dir); isDir {
 			if name := d.createdFor(ctx); name != "" {
 				return []byte(name), true, 0
 			}
 		}
-	case xattrOwners:
+	case XattrOwners:
 		if d, isDir := n.(*Dir); isDir && d == fsys.root {
 			js, err := json.Marshal(fsys.OwnersReport())
 			if err != nil {
@@ -91,7 +87,7 @@ func virtualXattr(ctx context.Context, n node, attr string) (value []byte, ok bo
 			}
 			return js, true, 0
 		}
-	case xattrStats:
+	case XattrStats:
 		if d, isDir := n.(*Dir); isDir && d == fsys.root {
 			js, err := fsys.StatsJSON()
 			if err != nil {
@@ -211,11 +207,11 @@ func setVirtualXattr(ctx context.Context, n node, attr string, data []byte) sysc
 	fsys := fsOf(n)
 	value := strings.TrimRight(string(data), "\x00\n")
 	switch {
-	case attr == xattrOwner && value == "parent":
+	case attr == XattrOwner && value == "parent":
 		return fsys.handToParent(ctx, n)
-	case attr == xattrOwner:
+	case attr == XattrOwner:
 		return syscall.EINVAL // "parent" is the one owner a caller may name
-	case attr == xattrLifetime && isFile:
+	case attr == XattrLifetime && isFile:
 		switch value {
 		case "keep":
 			// A file whose last name went (its last close removed the generated name while this request
@@ -238,13 +234,13 @@ func setVirtualXattr(ctx context.Context, n node, attr string, data []byte) sysc
 			}
 		}
 		return syscall.EINVAL
-	case attr == xattrLifetime && value == "keep":
+	case attr == XattrLifetime && value == "keep":
 		// Directories and other entries have no last close: keep only takes them from their owner.
 		fsys.nsMu.Lock()
 		fsys.keepLocked(n)
 		fsys.nsMu.Unlock()
 		return 0
-	case attr == xattrRollover && isFile:
+	case attr == XattrRollover && isFile:
 		if err := f.data.Rollover(); err != nil {
 			return toErrno(f.fs.log, "rollover", err)
 		}
