@@ -278,7 +278,7 @@ func (f *File) privDropped() {
 func (f *File) openLocked(flags uint32) *handle {
 	h := &handle{file: f, flags: flags, synced: f.data.SyncMark()}
 	f.opened.Store(monoNow())
-	if f.fs.passthrough.Load() && f.cachedOpens == 0 && f.data.Tier() == spool.Disk {
+	if f.fs.passthrough.Load() && f.cachedOpens == 0 && f.data.Where().OnDisk() {
 		h.passthrough = true
 		if flags&syscall.O_ACCMODE != syscall.O_RDONLY {
 			f.data.NoteExternalWrite()

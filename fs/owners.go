@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/tempfs/tempfs/fs/owner"
-	"github.com/tempfs/tempfs/spool"
 )
 
 // Entries bound to an owner (--owner; docs/guarantees.md, Owners). Package owner says who made an entry and when
@@ -528,7 +527,7 @@ func (fsys *FS) OwnersReport() OwnersReport {
 	for i := range all {
 		for _, f := range all[i].files {
 			bytes := f.data.Stat().Blocks * 512
-			if f.data.Tier() == spool.Disk {
+			if f.data.Where().OnDisk() {
 				all[i].usage.DiskBytes += bytes
 			} else {
 				all[i].usage.RAMBytes += bytes

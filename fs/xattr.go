@@ -71,7 +71,7 @@ func virtualXattr(ctx context.Context, n node, attr string) (value []byte, ok bo
 		return []byte(fsys.ownerXattr(n)), true, 0
 	case XattrSpool:
 		if f, isFile := n.(*File); isFile {
-			return []byte(f.data.Tier().String()), true, 0
+			return []byte(f.data.Where().Tier().String()), true, 0
 		}
 	case XattrCreated:
 		if d, isDir := n.(*Dir); isDir {

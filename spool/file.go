@@ -9,9 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/bits"
 	"sync"
-	"sync/atomic"
 
 	"golang.org/x/sys/unix"
 )
@@ -24,30 +22,13 @@ type File struct {
 
 	mu sync.RWMutex
 	// Guarded by mu.
-	// fd holds the bytes: an arena memfd shared with other small files (Memory, slot set), a memfd of
-	// the file's own (Memory), or an unlinked store file (Disk); -1 while a Memory file is empty.
-	fd int
-	// base is where the file's byte 0 is in fd: its slot's offset in the arena, else 0.
-	base int64
-	slot *arenaSlot // the file's place in the arena, nil outside it
-	// fallocPages has a bit for each page of an arena slot that fallocate allocated (bit 0 alone for a
-	// slot smaller than a page): a memfd shows such pages neither to SEEK_DATA nor to mincore, and
-	// st_blocks must count them as tmpfs does.
-	fallocPages uint16
-	// slotPages is, for an arena file, the pages of its slot that st_blocks counts (what _slotPagesNow
-	// finds with SEEK_DATA/SEEK_HOLE or a pread), or -1 while unknown. Every LOOKUP, GETATTR and
-	// READDIRPLUS entry asks for st_blocks, and asking the memfd each time cost ~35 µs per entry: writes
-	// keep it current instead, and the operations that change pages otherwise make it unknown, to be
-	// found once again. Changed with mu held for writing; a reader holding mu for reading may fill it in.
-	slotPages atomic.Int32
-	// size is the logical size; not used once external is set (fstat is then the truth). An arena
+	// place is where the bytes live, with what depends on it; noBytes while a RAM file is empty.
+	place placement
+	// size is the logical size; not used by a passthroughFile (fstat is then the truth). An arena
 	// file's fd says nothing of its size.
-	size     int64
-	tier     Tier // written under mu and pool.mu both, so either lock suffices to read it
-	closed   bool
-	external bool // the kernel may write the backing fd directly (passthrough)
-	// change is what _beginDiskChange recorded for the operation in progress on a Disk file.
-	change diskChange
+	size   int64
+	tier   Tier // place.where().Tier() outside a move, written under mu and pool.mu both, so either lock suffices to read it
+	closed bool
 
 	// syncMu guards the writeback errors Sync collected (a leaf, taken with f.mu held for reading): syncSeq
 	// counts them, syncErr is the last.
@@ -60,14 +41,6 @@ type File struct {
 	heapIndex int   // position in pool.ramFiles, -1 when absent
 }
 
-// diskChange is the range of a Disk file's pages an operation may change, with the file's share of the
-// disk counter and the data it had in that range before the operation.
-type diskChange struct {
-	set            bool
-	from, to       int64
-	base, dataWere int64
-}
-
 // ReadAt reads like pread(2): a short count at end of file and 0, nil past it (never io.EOF,
 // since the FUSE layer answers with plain counts). Holes read as zeros.
 func (f *File) ReadAt(p []byte, off int64) (int, error) {
@@ -78,20 +51,13 @@ func (f *File) ReadAt(p []byte, off int64) (int, error) {
 		return 0, ErrClosed
 	case off < 0:
 		return 0, fmt.Errorf("spool: read at negative offset %d: %w", off, errInvalid)
-	case len(p) == 0 || f.fd < 0 || off >= MaxFileSize:
+	case len(p) == 0 || off >= MaxFileSize:
 		return 0, nil
 	}
 	if int64(len(p)) > MaxFileSize-off {
 		p = p[:MaxFileSize-off]
 	}
-	if f.slot != nil {
-		// The slot's bytes past the size are zeros, but they are not the file's.
-		if off >= f.size {
-			return 0, nil
-		}
-		p = p[:min(int64(len(p)), f.size-off)]
-	}
-	n, err := preadFull(f.fd, p, f.base+off)
+	n, err := f.place.readAt(f, p, off)
 	if err != nil {
 		return n, mapIOError("read", err)
 	}
@@ -140,14 +106,15 @@ func (f *File) ReadExtent(off int64, n int) (e Extent, ok bool, err error) {
 		return Extent{}, false, fmt.Errorf("spool: read at negative offset %d: %w", off, errInvalid)
 	}
 	size, err := f._currentSize()
-	if err != nil || n <= 0 || f.fd < 0 || off >= size {
+	fd, base := f.place.at()
+	if err != nil || n <= 0 || fd < 0 || off >= size {
 		f.mu.RUnlock()
 		return Extent{}, false, err
 	}
 	if avail := size - off; int64(n) > avail {
 		n = int(avail)
 	}
-	return Extent{Fd: f.fd, Off: f.base + off, Len: n, f: f}, true, nil
+	return Extent{Fd: fd, Off: base + off, Len: n, f: f}, true, nil
 }
 
 // WriteAt writes like pwrite(2), extending the file if needed and leaving any gap before off as a
@@ -176,36 +143,13 @@ func (f *File) WriteAt(p []byte, off int64) (int, error) {
 	if err := f._prepare(oldSize, newSize, off, int64(len(p)), "write"); err != nil {
 		return 0, err
 	}
-	n, err := pwriteFull(f.fd, p, f.base+off)
+	n, err := f.place.writeAt(f, p, off)
 	if err != nil {
 		f._undoGrowth(oldSize)
 		return int(min(int64(n), max(0, oldSize-off))), mapIOError("write", err)
 	}
-	if f.tier == Disk && !f.external { // an external file's growth is counted when it is seen
-		f.pool.addDiskWritten(int64(n))
-	}
-	f._noteSlotWrite(p[:n], off)
 	f._commitSize(newSize)
 	return n, nil
-}
-
-// _noteSlotWrite keeps slotPages current after p was written at off in an arena slot: a write allocates
-// the pages it touches; in a slot smaller than a page, whose page is shared, the file has a page once it
-// holds a nonzero byte.
-func (f *File) _noteSlotWrite(p []byte, off int64) {
-	if f.slot == nil || len(p) == 0 {
-		return
-	}
-	pages := f.slotPages.Load()
-	switch {
-	case pages < 0:
-	case f.slot.size < pageSize:
-		if pages == 0 && !allZero(p) {
-			f.slotPages.Store(1)
-		}
-	default:
-		f.slotPages.Store(pages | int32(pageBits(off/pageSize, roundUpPage(off+int64(len(p)))/pageSize)))
-	}
 }
 
 // Truncate sets the size like ftruncate(2). Growing past MaxSize, or past what the memory budget
@@ -233,15 +177,12 @@ func (f *File) Truncate(size int64) error {
 		if err := f._prepare(oldSize, size, 0, 0, "truncate"); err != nil {
 			return err
 		}
-		if f.slot == nil { // an arena slot reads as zeros past the size already
-			if err := ftruncate(f.fd, size); err != nil {
-				f._undoGrowth(oldSize)
-				return mapIOError("truncate", err)
-			}
+		if err := f.place.grow(size); err != nil {
+			f._undoGrowth(oldSize)
+			return mapIOError("truncate", err)
 		}
 	case size < oldSize:
-		f.slotPages.Store(-1)
-		if err := f._cut(size, oldSize); err != nil {
+		if err := f.place.cut(size, oldSize); err != nil {
 			f._refreshAllocation()
 			return mapIOError("truncate", err)
 		}
@@ -251,26 +192,6 @@ func (f *File) Truncate(size int64) error {
 	}
 	f._commitSize(size)
 	return nil
-}
-
-// _cut drops the bytes from size to oldSize: ftruncate for a file with an fd of its own, a punched
-// hole for an arena file, so that its slot reads as zeros past the size again.
-func (f *File) _cut(size, oldSize int64) error {
-	if f.slot != nil {
-		// To the slot's end: pages fallocate allocated past the old size go too, as on tmpfs.
-		if f.slot.size < pageSize {
-			if size == 0 {
-				f.fallocPages = 0
-			}
-		} else {
-			f.fallocPages &^= pageBits((size+pageSize-1)/pageSize, f.slot.size/pageSize)
-		}
-		return fallocate(f.fd, allocPunchHole, f.base+size, f.slot.size-size)
-	}
-	if f.fd < 0 {
-		return nil
-	}
-	return ftruncate(f.fd, size)
 }
 
 // The fallocate(2) modes Allocate serves: the ones a memfd supports too, so that a file behaves
@@ -303,11 +224,10 @@ func (f *File) Allocate(off, length int64, mode uint32) error {
 	if err != nil {
 		return err
 	}
-	defer f.slotPages.Store(-1) // after any move to a new slot: fallocate changes which pages count
 	end := off + length
 	if mode != 0 { // keep size, or punch a hole: nothing past the end matters
 		end = min(end, oldSize)
-		if f.fd < 0 || off >= end {
+		if off >= end { // an empty RAM file, which has no place, ends here too
 			return nil
 		}
 		f._beginDiskChange(off, end-off, oldSize, oldSize)
@@ -317,11 +237,10 @@ func (f *File) Allocate(off, length int64, mode uint32) error {
 				return err
 			}
 		}
-		if err := fallocate(f.fd, mode, f.base+off, end-off); err != nil {
+		if err := f.place.allocate(off, end-off, mode); err != nil {
 			f._refreshAllocation()
 			return mapIOError("fallocate", err)
 		}
-		f._noteFallocate(off, end, mode)
 		f._commitSize(oldSize)
 		return nil
 	}
@@ -330,32 +249,12 @@ func (f *File) Allocate(off, length int64, mode uint32) error {
 	if err := f._prepare(oldSize, newSize, off, length, "fallocate"); err != nil {
 		return err
 	}
-	if err := fallocate(f.fd, 0, f.base+off, length); err != nil {
+	if err := f.place.allocate(off, length, 0); err != nil {
 		f._undoGrowth(oldSize)
 		return mapIOError("fallocate", err)
 	}
-	f._noteFallocate(off, end, 0)
 	f._commitSize(newSize)
 	return nil
-}
-
-// _noteFallocate keeps fallocPages up to date after fallocate of [off, end) of an arena file: allocated
-// pages are marked, pages a hole punch freed whole are not any more.
-func (f *File) _noteFallocate(off, end int64, mode uint32) {
-	if f.slot == nil {
-		return
-	}
-	if f.slot.size < pageSize {
-		if mode != allocPunchHole {
-			f.fallocPages = 1
-		}
-		return
-	}
-	if mode == allocPunchHole {
-		f.fallocPages &^= pageBits((off+pageSize-1)/pageSize, end/pageSize)
-		return
-	}
-	f.fallocPages |= pageBits(off/pageSize, (end+pageSize-1)/pageSize)
 }
 
 // pageBits has the bits of pages [first, last) set.
@@ -379,42 +278,10 @@ func (f *File) Seek(off int64, whence int) (int64, error) {
 	if f.closed {
 		return 0, ErrClosed
 	}
-	if f.fd < 0 || off < 0 {
+	if off < 0 {
 		return 0, errNoData
 	}
-	if f.slot != nil {
-		return f._seekInSlot(off, whence)
-	}
-	// The fd's own offset is never used for I/O (only pread/pwrite), so moving it is harmless.
-	pos, err := unix.Seek(f.fd, off, whence)
-	switch {
-	case errors.Is(err, unix.ENXIO):
-		return 0, errNoData
-	case err != nil:
-		return 0, mapIOError("seek", err)
-	}
-	return pos, nil
-}
-
-// _seekInSlot answers SEEK_DATA and SEEK_HOLE for an arena file: the shared memfd is asked at the slot's
-// offset and the answer is clipped to the file (the end of the file is a hole, as everywhere). Pages
-// shared with other small files count as data. f.mu may be held for reading.
-func (f *File) _seekInSlot(off int64, whence int) (int64, error) {
-	if off >= f.size {
-		return 0, errNoData
-	}
-	pos, err := unix.Seek(f.fd, f.base+off, whence)
-	switch {
-	case errors.Is(err, unix.ENXIO):
-		pos = f.base + f.size // no data after off in the whole memfd
-	case err != nil:
-		return 0, mapIOError("seek", err)
-	}
-	pos = min(pos-f.base, f.size)
-	if whence == unix.SEEK_DATA && pos >= f.size {
-		return 0, errNoData
-	}
-	return pos, nil
+	return f.place.seek(f, off, whence)
 }
 
 // Size is the logical size. After NoteExternalWrite it comes from fstat, and the pool's DiskBytes
@@ -438,63 +305,10 @@ func (f *File) Size() int64 {
 func (f *File) Blocks() int64 {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
-	if f.closed || f.fd < 0 {
+	if f.closed {
 		return 0
 	}
-	if f.slot != nil {
-		return f._slotBlocks()
-	}
-	var st unix.Stat_t
-	if err := fstat(f.fd, &st); err != nil {
-		f.pool.log.Warn("spool: fstat failed", "err", err)
-		return 0
-	}
-	return st.Blocks
-}
-
-// _slotBlocks is what tmpfs would report as st_blocks for an arena file, so that du and ls -s read the
-// same on tempfs as on tmpfs: the pages of its slot that hold data, or one page for a file with data in
-// a slot smaller than a page. (The memory cap counts the whole slot, which the file holds.) It costs no
-// syscall while slotPages is known. f.mu may be held for reading.
-func (f *File) _slotBlocks() int64 {
-	const pageBlocks = pageSize / 512
-	pages := f.slotPages.Load()
-	if pages < 0 {
-		pages = int32(f._slotPagesNow())
-		f.slotPages.Store(pages)
-	}
-	return int64(bits.OnesCount16(uint16(pages))) * pageBlocks
-}
-
-// _slotPagesNow asks the memfd which pages of the slot _slotBlocks counts: bit 0 alone for a slot smaller
-// than a page. f.mu may be held for reading.
-func (f *File) _slotPagesNow() uint16 {
-	if f.slot.size < pageSize {
-		var buf [pageSize / 2]byte
-		b := buf[:f.size]
-		if n, err := preadFull(f.fd, b, f.base); err != nil || !allZero(b[:n]) || f.fallocPages != 0 {
-			return 1
-		}
-		return 0
-	}
-	// Written pages are data to SEEK_DATA; pages that fallocate allocated are not (nor resident to
-	// mincore), so fallocPages keeps them.
-	pages := f.fallocPages
-	end := f.base + roundUpPage(f.size)
-	for pos := f.base; pos < end; {
-		d, err := unix.Seek(f.fd, pos, unix.SEEK_DATA)
-		if err != nil || d >= end {
-			break
-		}
-		h, err := unix.Seek(f.fd, d, unix.SEEK_HOLE)
-		if err != nil {
-			return pageBits(0, roundUpPage(f.size)/pageSize)
-		}
-		h = min(h, end)
-		pages |= pageBits((d-f.base)/pageSize, (h-f.base+pageSize-1)/pageSize)
-		pos = h
-	}
-	return pages
+	return f.place.blocks(f)
 }
 
 // Stat is what stat(2) needs of a File, read with at most one fstat.
@@ -511,24 +325,10 @@ type Stat struct {
 func (f *File) Stat() Stat {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
-	if f.closed || f.fd < 0 {
+	if f.closed {
 		return Stat{Size: f.size}
 	}
-	if f.slot != nil {
-		return Stat{Size: f.size, Blocks: f._slotBlocks()}
-	}
-	var st unix.Stat_t
-	if err := fstat(f.fd, &st); err != nil {
-		f.pool.log.Warn("spool: fstat failed", "err", err)
-		return Stat{Size: f.size}
-	}
-	out := Stat{Size: f.size, Blocks: st.Blocks, External: f.external}
-	if f.external {
-		out.Size = st.Size
-		out.ModTime = st.Mtim.Nano()
-		f.pool.accountExternal(f, st.Blocks*512)
-	}
-	return out
+	return f.place.stat(f)
 }
 
 // Refresh brings the pool's counters up to date with what a passthrough file's backing file allocates
@@ -537,7 +337,7 @@ func (f *File) Stat() Stat {
 func (f *File) Refresh() {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
-	if !f.closed && f.external {
+	if !f.closed {
 		if _, err := f._currentSize(); err != nil {
 			f.pool.log.Warn("spool: fstat of a passthrough file failed", "err", err)
 		}
@@ -595,7 +395,8 @@ func (f *File) Sync(mark *WritebackMark) error {
 	case f.tier == Memory:
 		return nil
 	}
-	err := syncRange(f.fd)
+	fd, _ := f.place.at()
+	err := syncRange(fd)
 	f.syncMu.Lock()
 	defer f.syncMu.Unlock()
 	if err != nil {
@@ -620,7 +421,8 @@ func (f *File) PassthroughFd() (fd int, ok bool) {
 	if f.closed || f.tier != Disk {
 		return -1, false
 	}
-	return f.fd, true
+	fd, _ = f.place.at()
+	return fd, true
 }
 
 // NoteExternalWrite tells the File that the kernel may now write its backing fd directly
@@ -630,8 +432,8 @@ func (f *File) PassthroughFd() (fd int, ok bool) {
 func (f *File) NoteExternalWrite() {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if !f.closed && f.tier == Disk && !f.external {
-		f.external = true
+	if d, ok := f.place.(*diskFile); ok && !f.closed {
+		f.place = &passthroughFile{d.ownFd}
 		f.pool.noteExternal(f, true)
 	}
 }
@@ -646,17 +448,13 @@ func (f *File) Close() error {
 	}
 	f.closed = true
 	var err error
-	switch {
-	case f.tier == Memory:
+	if f.tier == Memory {
 		f._dropData()
-	case f.fd >= 0:
-		err = unix.Close(f.fd)
-		f.fd = -1
+	} else {
+		err = f.place.release(f)
+		f.place = noBytes
 	}
 	p := f.pool
-	if f.external {
-		p.noteExternal(f, false)
-	}
 	p.mu.Lock()
 	p.setAccounted(f, 0)
 	p.files--
@@ -666,25 +464,12 @@ func (f *File) Close() error {
 		p.diskFiles--
 	}
 	p.mu.Unlock()
-	if err != nil {
-		return fmt.Errorf("spool: close: %w", err)
-	}
-	return nil
+	return err
 }
 
 // _currentSize is the logical size. f.mu may be held for reading only: for a passthrough file it
 // fstats and refreshes the pool's DiskBytes, which pool.mu guards.
-func (f *File) _currentSize() (int64, error) {
-	if !f.external {
-		return f.size, nil
-	}
-	var st unix.Stat_t
-	if err := fstat(f.fd, &st); err != nil {
-		return 0, mapIOError("fstat", err)
-	}
-	f.pool.accountExternal(f, st.Blocks*512)
-	return st.Size, nil
-}
+func (f *File) _currentSize() (int64, error) { return f.place.sizeNow(f) }
 
 // pagesTouched is the bytes of the whole pages that [off, off+n) touches: the most that writing or
 // allocating that range can add to a file's allocation.
@@ -711,32 +496,42 @@ func (f *File) _prepare(oldSize, newSize, off, n int64, op string) error {
 	if f.tier == Disk {
 		// The pages touched are an upper bound, exact for appends; near the cap, the holes among them
 		// are counted instead, so that overwriting data in place never fails for lack of space.
-		if !p.reserveDisk(f, f.accounted+touched) && !p.reserveDisk(f, f.accounted+f._holeBytes(off, n)) {
-			f.change = diskChange{} // nothing changed
+		if !p.reserveDisk(f, f.accounted+touched) && !p.reserveDisk(f, f.accounted+f.place.holeBytes(off, n)) {
+			if d, ok := f.place.(*diskFile); ok {
+				d.change = diskChange{} // nothing changed
+			}
 			return fmt.Errorf("spool: %s to size %d: disk cap %d reached: %w", op, newSize, p.cfg.DiskCap, ErrNoSpace)
 		}
 		return nil
 	}
 	if p.cfg.MaxSize > 0 && newSize > p.cfg.MaxSize {
-		return f._rollover(f._ramDataBound()+f._holeBytes(off, n), "max-size")
-	}
-	if f.slot != nil && newSize <= f.slot.size {
-		return nil // the slot holds it and is counted already
+		return f._rollover(f._ramDataBound()+f.place.holeBytes(off, n), "max-size")
 	}
 	var need int64
-	switch {
-	case newSize <= ArenaMaxFileSize && (f.fd < 0 || f.slot != nil):
-		need = arenaSlotSize(newSize) // into the arena, or a bigger slot
-	case f.slot == nil && f.fd >= 0:
-		need = f.accounted + touched // a memfd of its own (files never move back into the arena)
-		if need > p.memoryCap.Load()-p.ramBytesNow() {
-			need = f.accounted + f._holeBytes(off, n)
+	switch place := f.place.(type) {
+	case *arenaFile:
+		if newSize <= place.slot.size {
+			return nil // the slot holds it and is counted already
 		}
-	default:
-		need = roundUpPage(oldSize) + touched // out of the arena into a memfd of its own
+		if newSize <= ArenaMaxFileSize {
+			need = arenaSlotSize(newSize) // a bigger slot
+		} else {
+			need = roundUpPage(oldSize) + touched // out of the arena into a memfd of its own
+		}
+	case *memfdFile:
+		need = f.accounted + touched // files never move back into the arena
+		if need > p.memoryCap.Load()-p.ramBytesNow() {
+			need = f.accounted + place.holeBytes(off, n)
+		}
+	default: // empty
+		if newSize <= ArenaMaxFileSize {
+			need = arenaSlotSize(newSize) // into the arena
+		} else {
+			need = roundUpPage(oldSize) + touched // a memfd of its own
+		}
 	}
 	if need > p.memoryCap.Load() || !f._reserveRAM(need) {
-		return f._rollover(f._ramDataBound()+f._holeBytes(off, n), "memory-cap")
+		return f._rollover(f._ramDataBound()+f.place.holeBytes(off, n), "memory-cap")
 	}
 	if err := f._place(oldSize, newSize); err != nil {
 		f._refreshAllocation() // gives the reservation back
@@ -745,48 +540,51 @@ func (f *File) _prepare(oldSize, newSize, off, n int64, op string) error {
 	return nil
 }
 
-// _place gives a Memory file a place that holds newSize bytes, keeping its first oldSize bytes: a slot
+// _place gives a RAM file a place that holds newSize bytes, keeping its first oldSize bytes: a slot
 // of the arena up to ArenaMaxFileSize, else a memfd of its own.
 func (f *File) _place(oldSize, newSize int64) error {
 	p := f.pool
+	old, inArena := f.place.(*arenaFile)
 	switch {
-	case f.slot != nil && newSize <= f.slot.size:
+	case inArena && newSize <= old.slot.size:
 		return nil
-	case f.slot == nil && f.fd >= 0:
+	case f.place.where() == Memfd:
 		return nil
 	case newSize <= ArenaMaxFileSize:
 		s, err := p.arena.alloc(newSize)
 		if err != nil {
 			return err
 		}
-		if f.slot != nil {
-			if _, err := p.copyFromSlot(f.slot, oldSize, s.chunk.fd, s.off); err == nil {
-				err = f._refallocate(s.chunk.fd, s.off, s.size)
+		a := &arenaFile{slot: s}
+		if inArena {
+			if _, err := old.copyTo(f, oldSize, s.chunk.fd, s.off); err == nil {
+				err = old.refallocate(s.chunk.fd, s.off, s.size)
 			}
 			if err != nil {
 				p.arena.release(s)
 				return mapIOError("moving a file to a bigger arena slot", err)
 			}
-			p.arena.release(f.slot)
-			f.slotPages.Store(-1) // the copy's pages, found at the next stat
+			p.arena.release(old.slot)
+			a.fallocPages = old.fallocPages
+			a.pages.Store(-1) // the copy's pages, found at the next stat
 		} else {
 			p.noteArenaFiles(1)
-			f.slotPages.Store(0) // a free slot is a hole: released slots are punched
+			a.pages.Store(0) // a free slot is a hole: released slots are punched
 		}
-		f.slot, f.fd, f.base = s, s.chunk.fd, s.off
+		f.place = a
 		return nil
 	}
 	fd, err := unix.MemfdCreate("tempfs", unix.MFD_CLOEXEC)
 	if err != nil {
 		return p.descriptorError("memfd_create", err)
 	}
-	if f.slot != nil {
+	if inArena {
 		err := ftruncate(fd, oldSize)
 		if err == nil {
-			_, err = p.copyFromSlot(f.slot, oldSize, fd, 0)
+			_, err = old.copyTo(f, oldSize, fd, 0)
 		}
 		if err == nil {
-			err = f._refallocate(fd, 0, oldSize)
+			err = old.refallocate(fd, 0, oldSize)
 		}
 		if err != nil {
 			unix.Close(fd)
@@ -794,60 +592,16 @@ func (f *File) _place(oldSize, newSize int64) error {
 		}
 		// Not _dropData: that also gives back the file's share of the RAM counter, which _prepare has just
 		// reserved for the new memfd. Given back, other files could take it before this write is counted.
-		f._releaseSlot()
+		old.release(f)
 	}
-	f.fd, f.base = fd, 0
+	f.place = &memfdFile{ownFd{fd}}
 	p.noteOwnMemfds(1)
 	return nil
 }
 
-// _holeBytes is how many bytes of the pages of [off, off+n) the file does not allocate yet: what an
-// operation on that range can add. It asks the fd with SEEK_DATA/SEEK_HOLE, and errs on the high side.
-// An arena file's slot is allocated already, except for a move to a bigger place, which counts apart.
-func (f *File) _holeBytes(off, n int64) int64 {
-	touched := pagesTouched(off, n)
-	if touched == 0 || f.fd < 0 || f.slot != nil {
-		return touched
-	}
-	start := off &^ (pageSize - 1)
-	end := start + touched
-	var data int64
-	for pos := start; pos < end; {
-		d, err := unix.Seek(f.fd, pos, unix.SEEK_DATA)
-		if err != nil || d >= end {
-			break // ENXIO: no data after pos
-		}
-		h, err := unix.Seek(f.fd, d, unix.SEEK_HOLE)
-		if err != nil {
-			return touched
-		}
-		h = min(h, end)
-		data += h - d
-		pos = h
-	}
-	return max(touched-data, 0)
-}
-
-// _refallocate allocates again, at dstOff of dst (a new place of the file, at most limit bytes), the
-// pages fallocate allocated in the file's slot: the copy left them out as zeros.
-func (f *File) _refallocate(dst int, dstOff, limit int64) error {
-	if f.slot.size < pageSize || f.fallocPages == 0 {
-		return nil
-	}
-	for page := int64(0); page < 16; page++ {
-		if f.fallocPages&(1<<page) == 0 || page*pageSize >= limit {
-			continue
-		}
-		if err := fallocate(dst, allocKeepSize, dstOff+page*pageSize, min(pageSize, limit-page*pageSize)); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-// _ramDataBound is at most how many bytes a rollover of this Memory file writes to disk.
+// _ramDataBound is at most how many bytes a rollover of this RAM file writes to disk.
 func (f *File) _ramDataBound() int64 {
-	if f.slot != nil {
+	if _, inArena := f.place.(*arenaFile); inArena {
 		return roundUpPage(f.size)
 	}
 	return f.accounted
@@ -855,84 +609,22 @@ func (f *File) _ramDataBound() int64 {
 
 // _refreshAllocation sets the file's share of its tier's counter to what it really allocates (holes are
 // free): its arena slot, its own memfd's st_blocks × 512, or its backing file's data blocks
-// (Pool.diskAllocation). f.mu may be held for reading only for an external file.
+// (Pool.diskAllocation). f.mu may be held for reading only for a passthrough file.
 func (f *File) _refreshAllocation() {
-	var allocated int64
-	switch {
-	case f.slot != nil:
-		if f.accounted == f.slot.size {
-			return // the common case of a small file's write: no pool lock (accounted changes only under f.mu)
-		}
-		allocated = f.slot.size
-	case f.external:
-		if _, err := f._currentSize(); err != nil { // accounts, if anything changed
-			f.pool.log.Warn("spool: fstat of a passthrough file failed; allocation not updated", "err", err)
-		}
-		return
-	case f.tier == Disk:
-		var err error
-		if allocated, err = f._diskAllocationNow(); err != nil {
-			f.pool.log.Warn("spool: fstat failed; allocation not updated", "err", err)
-			return
-		}
-	case f.fd >= 0:
-		var st unix.Stat_t
-		if err := fstat(f.fd, &st); err != nil {
-			f.pool.log.Warn("spool: fstat failed; allocation not updated", "err", err)
-			return
-		}
-		allocated = st.Blocks * 512 // a memfd's pages: tmpfs has no metadata blocks
+	if allocated, ok := f.place.allocated(f); ok {
+		f.pool.account(f, allocated)
 	}
-	f.pool.account(f, allocated)
 }
 
-// _beginDiskChange records, before an operation on a Disk file that may change the data blocks of
-// [off, off+n) and the size from oldSize to newSize, the file's share of the disk counter and the data it
-// has in those pages now; _refreshAllocation then measures only them again (_diskAllocationNow). The
-// whole file would cost FIEMAP time per extent at every write, and a file written at random places has
-// thousands. Nothing is recorded for a Memory file (a rollover during the operation measures the whole
-// new backing file), a passthrough file (counted by st_blocks), or without FIEMAP.
+// _beginDiskChange tells a disk file, before an operation that may change the data blocks of
+// [off, off+n) and the size from oldSize to newSize, to record what it has there now, so that
+// _refreshAllocation measures only that range again (diskFile.beginChange). Nothing is recorded for a
+// RAM file (a rollover during the operation measures the whole new backing file) or a passthrough file
+// (counted by st_blocks).
 func (f *File) _beginDiskChange(off, n, oldSize, newSize int64) {
-	f.change = diskChange{}
-	if f.tier != Disk || f.external || f.fd < 0 || f.pool.fiemapUnsupported.Load() {
-		return
+	if d, ok := f.place.(*diskFile); ok {
+		d.beginChange(f, off, n, oldSize, newSize)
 	}
-	// The pages written or allocated, and those the size passes over: a write or truncate past the end
-	// brings in whatever the filesystem preallocated there, which counted nothing while past the size.
-	from, to := off, off+n
-	if n == 0 {
-		from, to = newSize, newSize
-	}
-	if oldSize != newSize {
-		from, to = min(from, oldSize, newSize), max(to, oldSize, newSize)
-	}
-	from, to = from&^(pageSize-1), roundUpPage(to)
-	var were int64
-	if end := min(to, roundUpPage(oldSize)); end > from {
-		var ok bool
-		if were, ok = f.pool.diskDataIn(f.fd, from, end); !ok {
-			return
-		}
-	}
-	f.change = diskChange{set: true, from: from, to: to, base: f.accounted, dataWere: were}
-}
-
-// _diskAllocationNow is what a Disk file's data blocks take now (Pool.diskAllocation): the share recorded
-// by _beginDiskChange with its range measured again, or else the whole file measured.
-func (f *File) _diskAllocationNow() (int64, error) {
-	change := f.change
-	f.change = diskChange{}
-	if change.set {
-		var now int64
-		ok := true
-		if end := min(change.to, roundUpPage(f.size)); end > change.from {
-			now, ok = f.pool.diskDataIn(f.fd, change.from, end)
-		}
-		if ok {
-			return change.base - change.dataWere + now, nil
-		}
-	}
-	return f.pool.diskAllocation(f.fd, f.size, nil)
 }
 
 // _reserveRAM grows the file's share of the memory budget to size, first moving other RAM files
@@ -1004,12 +696,12 @@ func (f *File) _rollover(reserve int64, reason string) error {
 	p.diskWrittenBytes += copied
 	p.mu.Unlock()
 
-	f.fd, f.base = backing, 0
+	f.place = &diskFile{ownFd: ownFd{backing}}
 	p.log.Debug("spool: rolled over to disk", "reason", reason, "size", f.size, "copied", copied)
 	return nil
 }
 
-// _copyToBacking makes a backing file of the same size with the same data ranges as f's memfd,
+// _copyToBacking makes a backing file of the same size with the same data ranges as f's place in RAM,
 // and returns it with the number of data bytes copied.
 func (f *File) _copyToBacking() (backing int, copied int64, err error) {
 	backing, err = f.pool.cfg.Store.createBackingFd()
@@ -1018,12 +710,8 @@ func (f *File) _copyToBacking() (backing int, copied int64, err error) {
 	}
 	if f.size > 0 {
 		err = ftruncate(backing, f.size)
-		switch {
-		case err != nil:
-		case f.slot != nil:
-			copied, err = f.pool.copyFromSlot(f.slot, f.size, backing, 0)
-		default:
-			copied, err = f.pool.copyDataRanges(f.fd, backing, f.size)
+		if err == nil {
+			copied, err = f.place.(ramPlacement).copyTo(f, f.size, backing, 0)
 		}
 		if err != nil {
 			unix.Close(backing)
@@ -1036,14 +724,8 @@ func (f *File) _copyToBacking() (backing int, copied int64, err error) {
 // _undoGrowth puts the size back after _prepare succeeded but the I/O failed: the file is cut back
 // to oldSize (a partial write may have extended it) and its reservation shrinks to what it allocates.
 func (f *File) _undoGrowth(oldSize int64) {
-	end := oldSize
-	if f.slot != nil {
-		end = f.slot.size // whatever a partial write left past the size
-	}
-	if end > oldSize || f.slot == nil {
-		if err := f._cut(oldSize, end); err != nil {
-			f.pool.log.Warn("spool: cutting back after a failed write failed", "size", oldSize, "err", err)
-		}
+	if err := f.place.cutBack(oldSize); err != nil {
+		f.pool.log.Warn("spool: cutting back after a failed write failed", "size", oldSize, "err", err)
 	}
 	if f.tier == Memory && oldSize == 0 {
 		f._dropData()
@@ -1054,36 +736,15 @@ func (f *File) _undoGrowth(oldSize int64) {
 // _commitSize records the size after a successful operation and sets the file's share of its tier's
 // counter from the reservation _prepare made to what the file really allocates now.
 func (f *File) _commitSize(size int64) {
-	if f.external {
-		if _, err := f._currentSize(); err != nil {
-			f.pool.log.Warn("spool: fstat of a passthrough file failed", "err", err)
-		}
-		return
+	if _, live := f.place.(*passthroughFile); !live { // its size is the backing file's
+		f.size = size
 	}
-	f.size = size
 	f._refreshAllocation()
 }
 
-// _releaseSlot gives back a Memory file's arena slot, leaving its share of the RAM counter as it is.
-func (f *File) _releaseSlot() {
-	f.pool.arena.release(f.slot)
-	f.pool.noteArenaFiles(-1)
-	f.slot, f.fallocPages = nil, 0
-	f.slotPages.Store(-1)
-	f.fd, f.base = -1, 0
-}
-
-// _dropData gives back a Memory file's arena slot or memfd, and its share of the RAM counter.
+// _dropData gives back a RAM file's arena slot or memfd, and its share of the RAM counter.
 func (f *File) _dropData() {
-	switch {
-	case f.slot != nil:
-		f._releaseSlot()
-	case f.fd >= 0:
-		if err := unix.Close(f.fd); err != nil {
-			f.pool.log.Warn("spool: closing a memfd failed", "err", err)
-		}
-		f.pool.noteOwnMemfds(-1)
-	}
-	f.fd, f.base = -1, 0
+	f.place.release(f)
+	f.place = noBytes
 	f.pool.account(f, 0)
 }

@@ -77,7 +77,8 @@ func checkAccounting(t testing.TB, pool *Pool, files []*File) {
 			want.MemoryFiles++
 			want.RAMBytes += allocated(t, f)
 			f.mu.RLock()
-			hasFd := f.fd >= 0
+			fd, _ := f.place.at()
+			hasFd := fd >= 0
 			f.mu.RUnlock()
 			if hasFd != (size > 0) {
 				t.Errorf("RAM file of size %d: holds an fd = %v, want %v", size, hasFd, size > 0)
@@ -108,20 +109,21 @@ func allocated(t testing.TB, f *File) int64 {
 	t.Helper()
 	f.mu.RLock()
 	defer f.mu.RUnlock()
-	if f.slot != nil {
-		return f.slot.size
+	if a, ok := f.place.(*arenaFile); ok {
+		return a.slot.size
 	}
-	if f.closed || f.fd < 0 {
+	fd, _ := f.place.at()
+	if f.closed || fd < 0 {
 		return 0
 	}
 	var st unix.Stat_t
-	if err := fstat(f.fd, &st); err != nil {
+	if err := fstat(fd, &st); err != nil {
 		t.Fatalf("fstat: %v", err)
 	}
-	if f.tier == Memory || f.external {
+	if w := f.place.where(); w == Memfd || w == DiskPassthrough {
 		return st.Blocks * 512
 	}
-	n, err := f.pool.diskAllocation(f.fd, st.Size, &st)
+	n, err := f.pool.diskAllocation(fd, st.Size, &st)
 	if err != nil {
 		t.Fatalf("diskAllocation: %v", err)
 	}

@@ -29,11 +29,14 @@ const (
 	opRollover
 	opSeek
 	opReplace // close the file and put a new empty one in its place
+	// opPassthrough plays the kernel writing a disk file's backing fd directly: NoteExternalWrite, then
+	// a pwrite of the PassthroughFd. A no-op on a RAM file, which is never handed out.
+	opPassthrough
 	numOpKinds
 )
 
 func (k opKind) String() string {
-	return [...]string{"write", "read", "truncate", "allocate", "allocate-keep-size", "punch-hole", "rollover", "seek", "replace"}[k]
+	return [...]string{"write", "read", "truncate", "allocate", "allocate-keep-size", "punch-hole", "rollover", "seek", "replace", "passthrough"}[k]
 }
 
 // fileOp is one operation of a model run. off and n are its offset and length (the new size for
@@ -128,6 +131,17 @@ func (r *modelRun) apply(t testing.TB, op fileOp) {
 			t.Fatalf("%v: %v", op, err)
 		}
 		m.f, m.want = r.pool.NewFile(), nil
+	case opPassthrough:
+		fd, ok := f.PassthroughFd()
+		if !ok {
+			break
+		}
+		f.NoteExternalWrite()
+		data := pattern(int(op.n), op.fill)
+		if _, werr := unix.Pwrite(fd, data, op.off); werr != nil {
+			t.Fatalf("%v: pwrite of the passthrough fd: %v", op, werr)
+		}
+		m.want = modelWrite(m.want, data, op.off)
 	}
 	if err != nil {
 		if !r.diskCapped || !errors.Is(err, ErrNoSpace) {
@@ -229,14 +243,19 @@ var opWeights = [numOpKinds]int{
 // randomOp draws an operation. Offsets are mostly below maxSize/2 and sometimes up to twice
 // maxSize, so files cross MaxSize now and then rather than at once.
 func randomOp(rng *rand.Rand, nfiles int, maxSize int64) fileOp {
+	return randomOpWeighted(rng, &opWeights, nfiles, maxSize)
+}
+
+// randomOpWeighted is randomOp with other weights.
+func randomOpWeighted(rng *rand.Rand, weights *[numOpKinds]int, nfiles int, maxSize int64) fileOp {
 	total := 0
-	for _, w := range opWeights {
+	for _, w := range weights {
 		total += w
 	}
 	pick := rng.IntN(total)
 	kind := opKind(0)
-	for pick >= opWeights[kind] {
-		pick -= opWeights[kind]
+	for pick >= weights[kind] {
+		pick -= weights[kind]
 		kind++
 	}
 	offset := func() int64 {
@@ -485,6 +504,11 @@ func TestRolloverIsAtomicForReaders(t *testing.T) {
 	checkAccounting(t, pool, files)
 }
 
+// numFuzzOpKinds is the operations FuzzFileOps draws: those before opPassthrough, so that the corpus keeps
+// its meaning, and because the kernel's passthrough writes are not held to the disk cap that the fuzz
+// runs check.
+const numFuzzOpKinds = opPassthrough
+
 // FuzzFileOps decodes the input into a small configuration and operation sequence over two files
 // and checks it against the model, like TestModel.
 func FuzzFileOps(f *testing.F) {
@@ -508,8 +532,8 @@ func FuzzFileOps(f *testing.F) {
 		ops := input[2:]
 		for i := 0; len(ops) >= 5 && i < 64; i++ {
 			op := fileOp{
-				kind: opKind(ops[0] % uint8(numOpKinds)),
-				file: int(ops[0]/uint8(numOpKinds)) % 2,
+				kind: opKind(ops[0] % uint8(numFuzzOpKinds)),
+				file: int(ops[0]/uint8(numFuzzOpKinds)) % 2,
 				off:  int64(binary.BigEndian.Uint16(ops[1:3])) % (3 * maxSize),
 				n:    1 + int64(ops[3])*int64(ops[4]%16+1)*8,
 				fill: ops[4],

@@ -254,7 +254,7 @@ func (p *Pool) Config() Config { return p.cfg }
 // NewFile returns an empty Memory-tier file. It holds no descriptor until it first grows, so a
 // million empty files cost only their structs.
 func (p *Pool) NewFile() *File {
-	f := &File{pool: p, fd: -1, heapIndex: -1}
+	f := &File{pool: p, place: noBytes, heapIndex: -1}
 	p.mu.Lock()
 	p.files++
 	p.memoryFiles++

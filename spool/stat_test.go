@@ -38,7 +38,7 @@ func TestStat(t *testing.T) {
 	}
 }
 
-// TestSlotBlocksKeptCurrent checks that the st_blocks an arena file's writes keep current (slotPages) is
+// TestSlotBlocksKeptCurrent checks that the st_blocks an arena file's writes keep current (arenaFile.pages) is
 // always what asking the memfd finds, through random writes, truncates and fallocates in slots of every
 // size, so that a stat needs no syscall and says what it said before.
 func TestSlotBlocksKeptCurrent(t *testing.T) {
@@ -78,12 +78,12 @@ func TestSlotBlocksKeptCurrent(t *testing.T) {
 				f.Stat() // fills the cache between changes
 			}
 			f.mu.RLock()
-			if f.slot != nil {
-				kept := f._slotBlocks()
-				now := int64(bits.OnesCount16(f._slotPagesNow())) * (pageSize / 512)
+			if a, ok := f.place.(*arenaFile); ok {
+				kept := a.blocks(f)
+				now := int64(bits.OnesCount16(a.pagesNow(f))) * (pageSize / 512)
 				if kept != now {
 					t.Fatalf("round %d step %d op %d off %d n %d: st_blocks kept %d, the memfd says %d (size %d, slot %d)",
-						round, step, op, off, n, kept, now, f.size, f.slot.size)
+						round, step, op, off, n, kept, now, f.size, a.slot.size)
 				}
 			}
 			f.mu.RUnlock()
