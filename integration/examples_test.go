@@ -794,7 +794,7 @@ func TestNewUserSetupSplit(t *testing.T) {
 		want string
 	}{
 		{nil, "install -y -qq fuse3"},
-		{[]string{"--tests"}, "install -y -qq fuse3 rsync python3 git attr acl jq stress-ng autoconf automake build-essential perl e2fsprogs mount"},
+		{[]string{"--tests"}, "install -y -qq fuse3 rsync python3 git attr acl jq stress-ng autoconf automake build-essential perl e2fsprogs mount openssh-client tmux"},
 	} {
 		os.Remove(record)
 		cmd := exec.Command("/usr/bin/env", append([]string{"PATH=" + stubs, "bash", setup}, tc.args...)...)
