@@ -17,7 +17,8 @@ import (
 
 // Lock order: Tracker.mu is a leaf. It is never held across a read of /proc or a call of OnGone; it is held
 // across the few syscalls that must not race with the event loop closing a descriptor (poll of a pidfd,
-// epoll_ctl, inotify_add_watch).
+// epoll_ctl, inotify_add_watch): the loop closes a pidfd under it and marks the process (pidfd -1), so a
+// pidfd polled under it is the process's own, never a number reused by another descriptor.
 
 // ErrCallerGone is returned when the process behind a request has already exited (killed mid-request): it
 // cannot own anything.
@@ -153,8 +154,9 @@ func (t *Tracker) Close() {
 	_, _ = unix.Write(t.wakeFd, one[:])
 	<-t.done
 	t.mu.Lock()
-	for fd := range t.byFd {
+	for fd, p := range t.byFd {
 		unix.Close(int(fd))
+		p.pidfd = -1
 	}
 	clear(t.byFd)
 	clear(t.procs)
@@ -191,13 +193,12 @@ func (t *Tracker) Of(tid uint32) (*Owner, error) {
 	// The common case of --owner process in one lock round and one poll: a known process's main thread.
 	if t.scope == Process {
 		t.mu.Lock()
-		p := t.procs[tid]
 		var o *Owner
-		if p != nil {
+		if p := t.procs[tid]; p != nil && p.owner != nil && !p.owner.Gone() && !p.exitedLocked() {
 			o = p.owner
 		}
 		t.mu.Unlock()
-		if o != nil && !o.Gone() && !pidfdExited(p.pidfd) {
+		if o != nil {
 			return o, nil
 		}
 	}
@@ -211,7 +212,7 @@ func (t *Tracker) Of(tid uint32) (*Owner, error) {
 			return nil, err
 		}
 		if t.scope == Process {
-			if o := t.ownerIfCurrent(p, p.key(Process)); o != nil {
+			if o, _ := t.ownerIfCurrent(p, p.key(Process)); o != nil {
 				return o, nil
 			}
 		}
@@ -219,17 +220,18 @@ func (t *Tracker) Of(tid uint32) (*Owner, error) {
 		if err != nil {
 			return nil, err
 		}
-		if pidfdExited(p.pidfd) {
-			// It exited while its scope was read, and its pid may name another process by now.
+		// Asked after the scope was read: if the process had exited meanwhile, its pid may name another
+		// process by now, and what was read is that one's.
+		o, exited := t.ownerIfCurrent(p, where.key)
+		switch {
+		case exited:
 			return nil, ErrCallerGone
-		}
-		if where.unowned {
+		case where.unowned:
 			return nil, nil
-		}
-		if o := t.ownerIfCurrent(p, where.key); o != nil {
+		case o != nil:
 			return o, nil
 		}
-		o, err := t.join(p, where)
+		o, err = t.join(p, where)
 		if errors.Is(err, errMovedMeanwhile) && round < maxJoinRounds {
 			continue
 		}
@@ -249,15 +251,24 @@ func (p *process) key(scope Scope) ownerKey {
 	return ownerKey{scope: scope, id: p.tgid, start: p.start}
 }
 
-// ownerIfCurrent returns p's owner if it is still the one of key and has not ended: the common case of a
-// known process that did not move, in one lock round.
-func (t *Tracker) ownerIfCurrent(p *process, key ownerKey) *Owner {
+// ownerIfCurrent returns p's owner if it is still the one of key and has not ended (the common case of a
+// known process that did not move), and whether p has exited, in one lock round.
+func (t *Tracker) ownerIfCurrent(p *process, key ownerKey) (o *Owner, exited bool) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if o := p.owner; o != nil && o.key == key && !o.Gone() {
-		return o
+	if p.exitedLocked() {
+		return nil, true
 	}
-	return nil
+	if o := p.owner; o != nil && o.key == key && !o.Gone() {
+		return o, false
+	}
+	return nil, false
+}
+
+// exitedLocked reports whether p has exited: its pidfd is readable, or the event loop saw that and closed it.
+// The caller holds t.mu, which the loop holds to close a pidfd, so the descriptor polled is p's own.
+func (p *process) exitedLocked() bool {
+	return p.pidfd < 0 || pidfdExited(p.pidfd)
 }
 
 // where is what owns a process's new entries now.
@@ -316,7 +327,7 @@ func (t *Tracker) logUnowned(reason string, args ...any) {
 // the process now behind the pid, read from /proc (its start time names it for good).
 func (t *Tracker) process(tgid uint32) (*process, error) {
 	t.mu.Lock()
-	if p := t.procs[tgid]; p != nil && !pidfdExited(p.pidfd) {
+	if p := t.procs[tgid]; p != nil && !p.exitedLocked() {
 		t.mu.Unlock()
 		return p, nil
 	}
@@ -348,7 +359,7 @@ func (t *Tracker) process(tgid uint32) (*process, error) {
 		unix.Close(pidfd)
 		return nil, errors.New("owner tracker closed")
 	}
-	if old := t.procs[tgid]; old != nil && old.start == p.start && !pidfdExited(old.pidfd) {
+	if old := t.procs[tgid]; old != nil && old.start == p.start && !old.exitedLocked() {
 		unix.Close(pidfd) // another thread of the process read it meanwhile
 		return old, nil
 	}
@@ -444,8 +455,9 @@ func (t *Tracker) ParentOf(tid uint32) (*Owner, error) {
 func (t *Tracker) threadGroup(tid uint32) (uint32, error) {
 	t.mu.Lock()
 	p := t.procs[tid]
+	live := p != nil && !p.exitedLocked()
 	t.mu.Unlock()
-	if p != nil && !pidfdExited(p.pidfd) {
+	if live {
 		return tid, nil // a live process's id is its main thread's id
 	}
 	return t.threads.Of(tid)
@@ -596,7 +608,7 @@ func (t *Tracker) checkMembers() {
 	}
 	t.mu.Unlock()
 	for _, m := range checks {
-		if id, err := groupOrSession(t.scope, m.p.tgid); (err == nil && id == m.o.id) || pidfdExited(m.p.pidfd) {
+		if id, err := groupOrSession(t.scope, m.p.tgid); (err == nil && id == m.o.id) || m.p.pidfd < 0 || pidfdExited(m.p.pidfd) {
 			continue
 		}
 		t.mu.Lock()
@@ -626,6 +638,7 @@ func (t *Tracker) processExited(fd int32) {
 	delete(t.byFd, fd)
 	_ = unix.EpollCtl(t.epfd, unix.EPOLL_CTL_DEL, int(fd), nil)
 	unix.Close(int(fd))
+	p.pidfd = -1 // closed: the number may name another descriptor from now on
 	if t.procs[p.tgid] == p {
 		delete(t.procs, p.tgid)
 	}
