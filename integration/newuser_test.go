@@ -46,9 +46,16 @@ func TestNewUserStoreNotOnFUSE(t *testing.T) {
 	if r.code != 0 || r.stderr != "" {
 		t.Fatalf("tempfs mount --daemon with TMPDIR on a tempfs: exit %d, stderr %q", r.code, r.stderr)
 	}
+	// Without a system log the daemon logs to a file beside its store, which is /tmp here: the test removes it
+	// after the unmount (status names it: "PATH (rotated to .1 past 1 MiB)").
+	logFile, _, _ := strings.Cut(fmt.Sprint(statusJSON(t, mp)["log"]), " ")
 	t.Cleanup(func() {
 		if r := cliRun(t, cliQuickExit(), t.TempDir(), "", tempfsBin, "unmount", mp); r.code != 0 {
 			t.Errorf("unmount %s: exit %d, %s", mp, r.code, r.stderr)
+		}
+		if strings.HasSuffix(logFile, ".log") {
+			_ = os.Remove(logFile)
+			_ = os.Remove(logFile + ".1")
 		}
 	})
 	store, _ = statusJSON(t, mp)["store"].(string)
