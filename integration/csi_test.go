@@ -709,9 +709,7 @@ func TestCSIOwnerAttributes(t *testing.T) {
 // owner: cgroup and owner: session. Its creates succeed, its entries are owned by its cgroup as the node
 // names it and by its session, and they go when the pod's process does.
 func TestCSIOwnersInThePluginsContainer(t *testing.T) {
-	base := fmt.Sprintf("tempfs-it-csi-%d", os.Getpid())
-	owCgroup(t, base)
-	plugin, pod := owCgroup(t, base, "plugin"), owCgroup(t, base, "pod")
+	base, plugin, pod := owPluginAndPod(t, "csi")
 	cgfd, err := unix.Open(plugin, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		t.Fatal(err)

@@ -254,9 +254,7 @@ func TestOwnerCgroupFollowsAMove(t *testing.T) {
 // still has a cgroup2 mount showing more than its namespace sees a creator's cgroup outside its namespace as
 // that mount names it: the create succeeds, and the entry goes when that cgroup empties.
 func TestOwnerCgroupDaemonInItsOwnNamespace(t *testing.T) {
-	base := fmt.Sprintf("tempfs-it-ns-%d", os.Getpid())
-	owCgroup(t, base)
-	plugin, pod := owCgroup(t, base, "plugin"), owCgroup(t, base, "pod")
+	base, plugin, pod := owPluginAndPod(t, "ns")
 	m := owMountInCgroupNamespace(t, plugin, nil)
 	job, _ := owStart(t, nil, "sh", "-c", `echo $$ > "$2"/cgroup.procs && echo x > "$1"/from-pod && echo ready && exec sleep 300`, "sh", m.Dir, pod)
 	if got, want := owOwner(t, m.Path("from-pod")), "cgroup /"+base+"/pod"; got != want {
@@ -271,9 +269,7 @@ func TestOwnerCgroupDaemonInItsOwnNamespace(t *testing.T) {
 // cgroup2 mount shows its namespace (a container's usual view) says so at start; a creator outside its
 // namespace is not refused, its entry is unowned, and the log says why once.
 func TestOwnerCgroupDaemonSeeingOnlyItsNamespace(t *testing.T) {
-	base := fmt.Sprintf("tempfs-it-nsonly-%d", os.Getpid())
-	owCgroup(t, base)
-	plugin, pod := owCgroup(t, base, "plugin"), owCgroup(t, base, "pod")
+	_, plugin, pod := owPluginAndPod(t, "nsonly")
 	cgroupMount := owCgroupRoot(t)
 	// The container's own cgroup2 mount, where the copied one was (a tmpfs over its parent hides that: the
 	// kernel refuses one cgroup2 over another at the same point): it shows only the plugin's cgroup and below.
@@ -294,6 +290,15 @@ func TestOwnerCgroupDaemonSeeingOnlyItsNamespace(t *testing.T) {
 	if n := strings.Count(m.LogWith("cgroup outside the daemon's view"), "cgroup outside the daemon's view"); n != 1 {
 		t.Errorf("the daemon logged the unowned creator %d times, want once; log:\n%s", n, m.Log())
 	}
+}
+
+// owPluginAndPod makes the cgroups tempfs-it-WHAT-PID (base), base/plugin and base/pod, removed at cleanup,
+// for a daemon in one and a creator in the other.
+func owPluginAndPod(t *testing.T, what string) (base, plugin, pod string) {
+	t.Helper()
+	base = fmt.Sprintf("tempfs-it-%s-%d", what, os.Getpid())
+	owCgroup(t, base)
+	return base, owCgroup(t, base, "plugin"), owCgroup(t, base, "pod")
 }
 
 // owMountInCgroupNamespace starts `tempfs mount --owner cgroup` in cgroup dir, in a cgroup namespace of its

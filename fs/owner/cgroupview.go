@@ -109,18 +109,17 @@ func cgroup2Mounts(table []byte) []cgroupMount {
 	return mounts
 }
 
-// cgroup2Mount finds where the cgroup v2 hierarchy is mounted, from mountinfo: /sys/fs/cgroup on a unified
-// layout, /sys/fs/cgroup/unified on a hybrid one. It is never assumed. A mount of the whole tree (root "/")
-// is preferred to one of a subtree.
-func cgroup2Mount(table []byte) (cgroupMount, error) {
-	mounts := cgroup2Mounts(table)
-	for _, m := range mounts {
+// cgroup2Mount picks, of the cgroup2 mounts a path reaches, where the daemon finds the hierarchy:
+// /sys/fs/cgroup on a unified layout, /sys/fs/cgroup/unified on a hybrid one, never assumed. A mount of the
+// whole tree (root "/") is preferred to one of a subtree.
+func cgroup2Mount(visible []cgroupMount) (cgroupMount, error) {
+	for _, m := range visible {
 		if m.root == "/" {
 			return m, nil
 		}
 	}
-	if len(mounts) > 0 {
-		return mounts[0], nil
+	if len(visible) > 0 {
+		return visible[0], nil
 	}
 	return cgroupMount{}, errors.New("no cgroup v2 hierarchy is mounted (--owner cgroup needs one; see /proc/self/mountinfo)")
 }
@@ -163,14 +162,8 @@ func visibleCgroup2Mounts(table []byte) []cgroupMount {
 // still serves; callers outside its namespace make unowned entries, and the log says so.
 func newCgroupView(selfMountinfo []byte, log *slog.Logger) (cgroupView, error) {
 	mounts := visibleCgroup2Mounts(selfMountinfo)
-	var own *cgroupMount
-	for i, m := range mounts {
-		if m.root == "/" {
-			own = &mounts[i]
-			break
-		}
-	}
-	if own != nil && isTreeRoot(own.point) {
+	own, ownErr := cgroup2Mount(mounts)
+	if ownErr == nil && own.root == "/" && isTreeRoot(own.point) {
 		return cgroupView{root: own.point, mountRoot: "/", nsRoot: "/"}, nil
 	}
 	var why []string
@@ -189,11 +182,8 @@ func newCgroupView(selfMountinfo []byte, log *slog.Logger) (cgroupView, error) {
 		}
 		why = append(why, err.Error())
 	}
-	if own == nil {
-		if len(mounts) == 0 {
-			return cgroupView{}, errors.New("no cgroup v2 hierarchy is mounted (--owner cgroup needs one; see /proc/self/mountinfo)")
-		}
-		own = &mounts[0]
+	if ownErr != nil {
+		return cgroupView{}, ownErr
 	}
 	log.Warn("--owner cgroup: this daemon runs in a cgroup namespace of its own (as in a container) and sees "+
 		"no cgroup outside it, so entries made by callers outside it will be unowned (kept as with --owner "+

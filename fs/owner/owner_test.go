@@ -55,7 +55,7 @@ func TestCgroup2Mount(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, err := cgroup2Mount([]byte(tt.info))
+			got, err := cgroup2Mount(visibleCgroup2Mounts([]byte(tt.info)))
 			if (err != nil) != tt.bad || got.point != tt.want {
 				t.Errorf("got %q, %v; want %q (bad=%v)", got, err, tt.want, tt.bad)
 			}
@@ -320,7 +320,7 @@ func TestCgroupOwnerEndsWhenEmpty(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	mnt, err := cgroup2Mount(info)
+	mnt, err := cgroup2Mount(visibleCgroup2Mounts(info))
 	if err != nil {
 		t.Skip(err)
 	}
@@ -615,7 +615,7 @@ func TestCgroupOwnerFollowsAMove(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	mnt, err := cgroup2Mount(info)
+	mnt, err := cgroup2Mount(visibleCgroup2Mounts(info))
 	if err != nil {
 		t.Skip(err)
 	}
