@@ -235,6 +235,39 @@ func TestThreadMapsToItsProcess(t *testing.T) {
 	}
 }
 
+func TestIsThreadOf(t *testing.T) {
+	tids := make(chan int)
+	release := make(chan struct{})
+	go func() {
+		runtime.LockOSThread()
+		tids <- unix.Gettid()
+		<-release
+	}()
+	thread := <-tids
+	defer close(release)
+	other := start(t, nil, "sleep", "300")
+	ended := start(t, nil, "true")
+	if err := ended.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	self := os.Getpid()
+	for _, c := range []struct {
+		name      string
+		tgid, tid int
+		want      bool
+	}{
+		{"a thread of this process", self, thread, true},
+		{"the main thread", self, self, true},
+		{"a thread of another process", other.Process.Pid, thread, false},
+		{"another process as a thread of this one", self, other.Process.Pid, false},
+		{"an ended process", ended.Process.Pid, ended.Process.Pid, false},
+	} {
+		if got := isThreadOf(uint32(c.tgid), uint32(c.tid)); got != c.want {
+			t.Errorf("%s: isThreadOf(%d, %d) = %v, want %v", c.name, c.tgid, c.tid, got, c.want)
+		}
+	}
+}
+
 func TestGroupOwnerLivesUntilItsLastMember(t *testing.T) {
 	tr, rec := newTracker(t, Group)
 	first := start(t, &syscall.SysProcAttr{Setpgid: true}, "sleep", "300")

@@ -4,11 +4,14 @@ import (
 	"bufio"
 	"os"
 	"os/exec"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // sessionsScript forks argv[1] children, each leading a session of its own with one more member (a child of
@@ -34,6 +37,47 @@ sys.stdin.read()
 for pid in pids:
     os.killpg(pid, 9)
 `
+
+// BenchmarkOfThread measures Of for a thread that is not its process's main thread, as FUSE names the
+// callers of a multi-threaded program: the thread-to-process cache and its check come first.
+func BenchmarkOfThread(b *testing.B) {
+	for _, scope := range []Scope{Process, Session} {
+		b.Run(scope.String(), func(b *testing.B) {
+			tr, err := New(Config{Scope: scope})
+			if err != nil {
+				b.Skip(err)
+			}
+			defer tr.Close()
+			tid := uint32(otherThread(b))
+			if o, err := tr.Of(tid); err != nil || o == nil {
+				b.Fatalf("Of = %v, %v", o, err)
+			}
+			for b.Loop() {
+				if _, err := tr.Of(tid); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+// otherThread returns the id of a thread of this process other than its main thread, kept alive (and idle)
+// until the test ends.
+func otherThread(tb testing.TB) int {
+	release := make(chan struct{})
+	tb.Cleanup(func() { close(release) })
+	for {
+		tids := make(chan int)
+		go func() {
+			runtime.LockOSThread() // held until release: a thread on the main thread keeps it from the next try
+			tids <- unix.Gettid()
+			<-release
+		}()
+		if tid := <-tids; tid != os.Getpid() {
+			return tid
+		}
+	}
+}
 
 // BenchmarkIdleSessionOwners measures what watching many live session owners costs while nothing happens:
 // the tracker's CPU per second (the member check every memberCheckEvery), and one rescan of /proc (how long

@@ -4,9 +4,9 @@ import "sync"
 
 // FUSE requests carry the calling thread's id, but owners and user.tempfs.created speak of processes: a thread
 // id is mapped to its process id (the Tgid line of /proc/TID/status). Reading that file costs ~30 µs here, too
-// much for every create, so the mapping is cached, and a cached answer is checked with a stat of
-// /proc/TGID/task/TID (~2.5 µs): that path exists only while TID is a thread of TGID, so a thread id reused by
-// another process after its thread ended is never mapped to the old process.
+// much for every create, so the mapping is cached, and a cached answer is checked with one syscall
+// (isThreadOf), so a thread id reused by another process after its thread ended is never mapped to the old
+// process.
 
 // threadCacheSize bounds the cache; when full it is emptied, which only costs the slow path again.
 const threadCacheSize = 4096

@@ -202,9 +202,21 @@ func (t *Tracker) Of(tid uint32) (*Owner, error) {
 			return o, nil
 		}
 	}
+	// The common case of --owner group or session: a known process still in the group or session it was in.
+	groupOrSession := t.scope == Group || t.scope == Session
+	if groupOrSession {
+		if o := t.ownerOfKnownMember(tid); o != nil {
+			return o, nil
+		}
+	}
 	tgid, err := t.threadGroup(tid)
 	if err != nil {
 		return nil, err
+	}
+	if groupOrSession && tgid != tid {
+		if o := t.ownerOfKnownMember(tgid); o != nil {
+			return o, nil
+		}
 	}
 	for round := 0; ; round++ {
 		p, err := t.process(tgid)
@@ -237,6 +249,29 @@ func (t *Tracker) Of(tid uint32) (*Owner, error) {
 		}
 		return o, err
 	}
+}
+
+// ownerOfKnownMember returns the owner of a process seen before if the process lives and is still in that
+// owner's group or session, in two lock rounds, one getpgid or getsid and one poll; nil sends the caller the
+// long way. pid may be a thread's id: a live process's id is its main thread's alone. The poll comes after
+// the id was read: if the process had exited meanwhile, its pid may name another process by now.
+func (t *Tracker) ownerOfKnownMember(pid uint32) *Owner {
+	t.mu.Lock()
+	p := t.procs[pid]
+	t.mu.Unlock()
+	if p == nil {
+		return nil
+	}
+	id, err := groupOrSession(t.scope, pid)
+	if err != nil || id == 0 {
+		return nil
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if o := p.owner; o != nil && o.key.id == id && !o.Gone() && !p.exitedLocked() {
+		return o
+	}
+	return nil
 }
 
 // maxJoinRounds bounds Of's retries against a process that keeps moving between cgroups while it is joined.
