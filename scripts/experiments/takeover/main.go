@@ -1,0 +1,44 @@
+// Command takeover measures what the running kernel does when a FUSE connection changes hands: whether a
+// second process can serve a mounted connection it received over SCM_RIGHTS without seeing INIT, what
+// becomes of requests the first server read but did not answer, what FUSE_NOTIFY_RESEND re-delivers and with
+// which unique ids (including a CREATE that was applied but not answered), what a kill -9 of the server does
+// while another process holds a duplicate of the /dev/fuse descriptor, and what the last close does.
+//
+// It speaks the FUSE protocol itself on /dev/fuse (go-fuse's fuse package supplies only the wire structs),
+// because go-fuse's Server cannot start on a connection whose INIT another process answered.
+//
+// Run it as root (it mounts with mount(2) and fd=N):
+//
+//	go run ./scripts/experiments/takeover run [-dir DIR] [-json]
+//
+// The run prints one line per event (requests each server read, replies, client results) and ends with a
+// summary of the findings; -json prints the summary as JSON as well. Its test (main_test.go) runs it and
+// checks the findings that the take-over design relies on.
+package main
+
+import (
+	"fmt"
+	"os"
+)
+
+func main() {
+	if len(os.Args) < 2 {
+		fmt.Fprintln(os.Stderr, "usage: takeover run [-dir DIR] [-json] | server ... | client OP PATH [ARG]")
+		os.Exit(2)
+	}
+	var err error
+	switch os.Args[1] {
+	case "run":
+		err = runMain(os.Args[2:])
+	case "server":
+		err = serverMain(os.Args[2:])
+	case "client":
+		os.Exit(clientMain(os.Args[2:]))
+	default:
+		err = fmt.Errorf("unknown role %q", os.Args[1])
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "takeover:", err)
+		os.Exit(1)
+	}
+}
