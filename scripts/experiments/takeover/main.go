@@ -4,8 +4,9 @@
 // which unique ids (including a CREATE that was applied but not answered), what a kill -9 of the server does
 // while another process holds a duplicate of the /dev/fuse descriptor, and what the last close does.
 //
-// It speaks the FUSE protocol itself on /dev/fuse (go-fuse's fuse package supplies only the wire structs),
-// because go-fuse's Server cannot start on a connection whose INIT another process answered.
+// Parts (a) to (c) speak the FUSE protocol on /dev/fuse directly (go-fuse's fuse package supplies the wire
+// structs), to hold requests unanswered at will. Part (d) checks that an unmodified go-fuse fuse.Server, which
+// insists on reading INIT first, can serve a taken-over connection when the recorded INIT is replayed to it.
 //
 // Run it as root (it mounts with mount(2) and fd=N):
 //
@@ -23,7 +24,7 @@ import (
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: takeover run [-dir DIR] [-json] | server ... | client OP PATH [ARG]")
+		fmt.Fprintln(os.Stderr, "usage: takeover run [-dir DIR] [-json] | server ... | gofuse ... | client OP PATH [ARG]")
 		os.Exit(2)
 	}
 	var err error
@@ -32,6 +33,8 @@ func main() {
 		err = runMain(os.Args[2:])
 	case "server":
 		err = serverMain(os.Args[2:])
+	case "gofuse":
+		err = goServerMain(os.Args[2:])
 	case "client":
 		os.Exit(clientMain(os.Args[2:]))
 	default:

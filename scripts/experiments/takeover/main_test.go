@@ -14,7 +14,8 @@ import (
 // TestExperiment runs the experiment against the running kernel and checks the findings the take-over design
 // relies on: a second process serves a connection without INIT, requests read and not answered stay
 // pending, FUSE_NOTIFY_RESEND re-delivers them with the resend bit set in their unique id (where the kernel
-// offers HAS_RESEND), a held descriptor keeps the connection through a kill -9, and the last close ends it.
+// offers HAS_RESEND), a held descriptor keeps the connection through a kill -9, the last close ends it, and
+// an unmodified go-fuse fuse.Server serves a taken-over connection after a replayed INIT.
 func TestExperiment(t *testing.T) {
 	if reason := cannotMount(); reason != "" {
 		if os.Getenv("CI") == "true" {
@@ -61,6 +62,10 @@ func TestExperiment(t *testing.T) {
 	check("new request queued meanwhile", s.QueuedWhileHolderHolds, true)
 	check("in-flight request at the last close", s.LastCloseInFlight, "ECONNABORTED")
 	check("new request after the last close", s.LastCloseNew, "ENOTCONN")
+	check("go-fuse before the hand-over", s.GoFuseBefore, `ok "hello"`)
+	check("go-fuse successor", strings.HasPrefix(s.GoFuseTakeover, "serving:"), true)
+	check("go-fuse after the hand-over", s.GoFuseAfter, `ok "hello"`)
+	check("go-fuse successor served the READ", s.GoFuseSecondServed, true)
 	if !s.InitOffersHasResend {
 		// Before Linux 6.9 the kernel rejects the notification and the held requests stay pending.
 		check("resend without kernel support", s.ResendWrite, "EINVAL")

@@ -42,6 +42,10 @@ type summary struct {
 	CrashResent            []resentReq       `json:"crash_resent"`
 	LastCloseInFlight      string            `json:"last_close_in_flight"`
 	LastCloseNew           string            `json:"last_close_new"`
+	GoFuseBefore           string            `json:"gofuse_before"`
+	GoFuseTakeover         string            `json:"gofuse_takeover"`
+	GoFuseAfter            string            `json:"gofuse_after"`
+	GoFuseSecondServed     bool              `json:"gofuse_second_served"`
 }
 
 type resentReq struct {
@@ -68,11 +72,11 @@ type recvd struct {
 }
 
 type driver struct {
-	self, mnt string
-	out       *bufio.Writer
-	mu        sync.Mutex
-	procs     []*proc
-	held      map[uint64]string // unique → name, for the resent table
+	self, mnt, mnt2 string
+	out             *bufio.Writer
+	mu              sync.Mutex
+	procs           []*proc
+	held            map[uint64]string // unique → name, for the resent table
 }
 
 func (d *driver) logf(format string, args ...any) {
@@ -100,9 +104,11 @@ func runMain(args []string) error {
 	if err != nil {
 		return err
 	}
-	d := &driver{self: self, mnt: filepath.Join(*dir, "mnt"), out: bufio.NewWriter(os.Stdout), held: map[uint64]string{}}
-	if err := os.MkdirAll(d.mnt, 0o755); err != nil {
-		return err
+	d := &driver{self: self, mnt: filepath.Join(*dir, "mnt"), mnt2: filepath.Join(*dir, "mnt2"), out: bufio.NewWriter(os.Stdout), held: map[uint64]string{}}
+	for _, m := range []string{d.mnt, d.mnt2} {
+		if err := os.MkdirAll(m, 0o755); err != nil {
+			return err
+		}
 	}
 	defer d.cleanup()
 	sum, err := d.run()
@@ -131,15 +137,21 @@ func (d *driver) printSummary(s *summary) {
 	}
 	d.logf("  (c) client results after the restarted server's resend: %v", s.AfterCrashResend)
 	d.logf("  (c) last descriptor closed: in-flight request got %s, a new request got %s", s.LastCloseInFlight, s.LastCloseNew)
+	d.logf("  (d) go-fuse Server: cat before %s; successor: %s; cat after %s; served by the successor: %v",
+		s.GoFuseBefore, s.GoFuseTakeover, s.GoFuseAfter, s.GoFuseSecondServed)
 }
 
 // start runs a server process; peer, if not -1, becomes its fd 4.
 func (d *driver) start(name string, peer int, args ...string) (*proc, error) {
+	return d.startRole("server", name, peer, args...)
+}
+
+func (d *driver) startRole(role, name string, peer int, args ...string) (*proc, error) {
 	pair, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return nil, err
 	}
-	cmd := exec.Command(d.self, append([]string{"server", "-name", name}, args...)...)
+	cmd := exec.Command(d.self, append([]string{role, "-name", name}, args...)...)
 	cmd.Stderr = os.Stderr
 	cmd.ExtraFiles = []*os.File{os.NewFile(uintptr(pair[1]), "ctl")}
 	if peer >= 0 {
@@ -256,13 +268,15 @@ func (c *client) blocked() bool {
 	}
 }
 
-func (d *driver) mounted() bool {
+func (d *driver) mounted() bool { return mountedAt(d.mnt) }
+
+func mountedAt(dir string) bool {
 	b, err := os.ReadFile("/proc/self/mounts")
 	if err != nil {
 		return false
 	}
 	for _, l := range strings.Split(string(b), "\n") {
-		if f := strings.Fields(l); len(f) > 2 && f[1] == d.mnt {
+		if f := strings.Fields(l); len(f) > 2 && f[1] == dir {
 			return true
 		}
 	}
@@ -278,9 +292,11 @@ func (d *driver) cleanup() {
 			<-p.exited
 		}
 	}
-	if d.mounted() {
-		if err := unix.Unmount(d.mnt, unix.MNT_DETACH); err != nil {
-			d.logf("[driver] unmount %s: %v", d.mnt, err)
+	for _, m := range []string{d.mnt, d.mnt2} {
+		if mountedAt(m) {
+			if err := unix.Unmount(m, unix.MNT_DETACH); err != nil {
+				d.logf("[driver] unmount %s: %v", m, err)
+			}
 		}
 	}
 }
@@ -468,7 +484,62 @@ func (d *driver) run() (*summary, error) {
 	}
 	s.LastCloseInFlight = l9.result()
 	s.LastCloseNew = d.client("stat", "f0").result()
-	return s, nil
+	return s, d.goFuse(s)
+}
+
+// goFuse hands a connection served by go-fuse's fuse.Server to a second go-fuse Server (part d).
+func (d *driver) goFuse(s *summary) error {
+	d.logf("\n== (d) go-fuse: G1 mounts %s with fuse.NewServer, hands over to G2, which replays INIT into its own NewServer", d.mnt2)
+	peer, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	g1, err := d.startRole("gofuse", "G1", peer[0], "-mount", d.mnt2)
+	if err != nil {
+		return err
+	}
+	unix.Close(peer[0])
+	if _, err := d.waitEv(g1, isEv("serving")); err != nil {
+		return err
+	}
+	cat := func() string {
+		c := &client{label: "cat mnt2/f0", done: make(chan string, 1)}
+		go func() {
+			out, _ := exec.Command(d.self, "client", "cat", filepath.Join(d.mnt2, "f0")).Output()
+			r := strings.TrimSpace(string(out))
+			d.logf("[client] %s -> %s", c.label, r)
+			c.done <- r
+		}()
+		return c.result()
+	}
+	s.GoFuseBefore = cat()
+	g2, err := d.startRole("gofuse", "G2", peer[1])
+	if err != nil {
+		return err
+	}
+	unix.Close(peer[1])
+	if err := d.cmd(g1, ctlMsg{Cmd: "handover", Via: "peer", Exit: true}); err != nil {
+		return err
+	}
+	if err := waitClosed(g1.exited); err != nil {
+		return err
+	}
+	e, err := d.waitEv(g2, func(e event) bool { return e.Ev == "serving" || e.Ev == "refused" })
+	if err != nil {
+		return err
+	}
+	s.GoFuseTakeover = e.Ev + ": " + e.Detail
+	s.GoFuseAfter = cat()
+	evs, err := d.events(g2)
+	if err != nil {
+		return err
+	}
+	for _, e := range evs {
+		if e.Ev == "req" && e.Op == "READ" {
+			s.GoFuseSecondServed = true
+		}
+	}
+	return nil
 }
 
 func waitClosed(ch chan struct{}) error {
