@@ -72,10 +72,12 @@ func TestExperiment(t *testing.T) {
 		return
 	}
 	check("resend", s.ResendWrite, "OK")
-	check("results after resend", s.AfterResend, map[string]string{"c1": "EEXIST", "c2": "ok", "l1": "ENOENT"})
+	check("results after resend", s.AfterResend, map[string]string{"c1": "EEXIST", "c2": "ok", "l1": "ENOENT", "l2": "ENOENT"})
+	check("the resending server's own request re-delivered", s.OwnInFlightResent, true)
+	check("reply by the first unique id after a resend", s.LateReplyWrite, "ENOENT")
 	check("results after the crash resend", s.AfterCrashResend, map[string]string{"c4": "ok", "cat f0 (queued)": `ok "hello"`})
-	if len(s.Resent) != 3 || len(s.CrashResent) != 1 {
-		t.Errorf("re-delivered %d and %d requests, want 3 and 1", len(s.Resent), len(s.CrashResent))
+	if len(s.Resent) != 4 || len(s.CrashResent) != 1 {
+		t.Errorf("re-delivered %d and %d requests, want 4 and 1", len(s.Resent), len(s.CrashResent))
 	}
 	for _, r := range append(s.Resent, s.CrashResent...) {
 		var orig, resent uint64

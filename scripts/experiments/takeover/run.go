@@ -34,6 +34,8 @@ type summary struct {
 	AnswerHeldWrite        string            `json:"answer_held_write"`
 	AnswerHeldClient       string            `json:"answer_held_client"`
 	ResendWrite            string            `json:"resend_write"`
+	OwnInFlightResent      bool              `json:"own_in_flight_resent"`
+	LateReplyWrite         string            `json:"late_reply_write"`
 	Resent                 []resentReq       `json:"resent"`
 	AfterResend            map[string]string `json:"after_resend"`
 	MountedAfterKill9      bool              `json:"mounted_after_kill9"`
@@ -131,6 +133,8 @@ func (d *driver) printSummary(s *summary) {
 		d.logf("  (b) re-delivered to %s: %s %s original %s as %s", r.Srv, r.Op, r.Name, r.Original, r.Resent)
 	}
 	d.logf("  (b) client results after resend: %v", s.AfterResend)
+	d.logf("  (b) a request the live resending server itself held (l2) was re-delivered too: %v; its reply by the first unique id: %s",
+		s.OwnInFlightResent, s.LateReplyWrite)
 	d.logf("  (c) mount still listed after kill -9 while a holder keeps the fd: %v; a new request queues (blocked): %v", s.MountedAfterKill9, s.QueuedWhileHolderHolds)
 	for _, r := range s.CrashResent {
 		d.logf("  (c) re-delivered to %s: %s %s original %s as %s", r.Srv, r.Op, r.Name, r.Original, r.Resent)
@@ -402,7 +406,19 @@ func (d *driver) run() (*summary, error) {
 	s.AnswerHeldWrite = e.Errno
 	s.AnswerHeldClient = clients["c3"].result()
 
-	d.logf("\n== (b) B sends FUSE_NOTIFY_RESEND; B is naive for c1 (no journal), journaled for c2")
+	d.logf("\n== (b) B holds a LOOKUP l2 of its own, then sends FUSE_NOTIFY_RESEND; B is naive for c1 (no journal), journaled for c2")
+	if err := d.cmd(b, ctlMsg{Cmd: "hold", Op: "LOOKUP", Name: "l2"}); err != nil {
+		return s, err
+	}
+	if _, err := d.waitEv(b, isEv("ack")); err != nil {
+		return s, err
+	}
+	clients["l2"] = d.client("stat", "l2")
+	e, err = d.waitEv(b, isEv("held"))
+	if err != nil {
+		return s, err
+	}
+	l2Unique := e.Unique
 	if err := d.cmd(b, ctlMsg{Cmd: "resend"}); err != nil {
 		return s, err
 	}
@@ -411,14 +427,26 @@ func (d *driver) run() (*summary, error) {
 		return s, err
 	}
 	s.ResendWrite = e.Errno
-	for _, n := range []string{"c1", "c2", "l1"} {
+	for _, n := range []string{"c1", "c2", "l1", "l2"} {
 		s.AfterResend[n] = clients[n].result()
 	}
+	if err := d.cmd(b, ctlMsg{Cmd: "late-reply", Unique: l2Unique}); err != nil {
+		return s, err
+	}
+	if e, err = d.waitEv(b, isEv("late-reply")); err != nil {
+		return s, err
+	}
+	s.LateReplyWrite = e.Errno
 	evs, err := d.events(b)
 	if err != nil {
 		return s, err
 	}
 	s.Resent = d.resentTable(evs)
+	for _, r := range s.Resent {
+		if r.Name == "l2" {
+			s.OwnInFlightResent = true
+		}
+	}
 
 	d.logf("\n== (c) B hands a duplicate of the fd to the driver (the holder), holds CREATE c4, and is killed with SIGKILL")
 	if err := d.cmd(b, ctlMsg{Cmd: "handover", Via: "ctl"}); err != nil {

@@ -202,6 +202,10 @@ func (s *server) commands() {
 				s.forgetHeld(h.Unique)
 				s.emit(event{Ev: "answered-held", Unique: h.Unique, Name: h.Name, Errno: errnoName(err)})
 			}
+		case "late-reply":
+			// A reply to a request by its unique id as first read, after a resend re-queued it.
+			err := s.reply(m.Unique, syscall.ENOENT, nil)
+			s.emit(event{Ev: "late-reply", Unique: m.Unique, Errno: errnoName(err)})
 		case "ping":
 			s.emit(event{Ev: "pong"})
 		case "exit":

@@ -12,13 +12,14 @@ import (
 
 // ctlMsg is a command from the driver to a server.
 type ctlMsg struct {
-	Cmd     string `json:"cmd"`            // hold, handover, resend, answer-held, ping, exit
+	Cmd     string `json:"cmd"`            // hold, handover, resend, answer-held, late-reply, ping, exit
 	Op      string `json:"op,omitempty"`   // hold: the opcode name to hold
 	Name    string `json:"name,omitempty"` // hold, answer-held: the entry name
 	Apply   bool   `json:"apply,omitempty"`
 	Journal bool   `json:"journal,omitempty"`
 	Via     string `json:"via,omitempty"` // handover: "peer" (the successor) or "ctl" (the driver, as fd holder)
 	Exit    bool   `json:"exit,omitempty"`
+	Unique  uint64 `json:"unique,omitempty"` // late-reply: the unique id to answer (with ENOENT)
 }
 
 // event is a report from a server to the driver.
