@@ -2,7 +2,9 @@ package main
 
 import (
 	"fmt"
+	"io"
 	"os"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -15,6 +17,9 @@ func clientMain(args []string) int {
 		return 2
 	}
 	op, path := args[0], args[1]
+	if op == "loop" {
+		return loop(path)
+	}
 	var detail string
 	var err error
 	switch op {
@@ -60,4 +65,35 @@ func clientMain(args []string) int {
 	}
 	fmt.Println("ok", detail)
 	return 0
+}
+
+// loop reads path over and over until its standard input closes, then prints how many reads it made,
+// how many failed or read other bytes than "hello", and the slowest.
+func loop(path string) int {
+	stop := make(chan struct{})
+	go func() {
+		io.Copy(io.Discard, os.Stdin)
+		close(stop)
+	}()
+	var ops, errs int
+	var slowest time.Duration
+	var first string
+	for {
+		select {
+		case <-stop:
+			fmt.Printf("ok ops=%d errors=%d slowest=%s first_error=%q\n", ops, errs, slowest, first)
+			return 0
+		default:
+		}
+		start := time.Now()
+		b, err := os.ReadFile(path)
+		slowest = max(slowest, time.Since(start))
+		ops++
+		if err != nil || string(b) != "hello" {
+			errs++
+			if first == "" {
+				first = fmt.Sprintf("%q %v", b, err)
+			}
+		}
+	}
 }

@@ -5,7 +5,10 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"sync"
+	"sync/atomic"
 	"syscall"
+	"time"
 	"unsafe"
 
 	"github.com/hanwen/go-fuse/v2/fuse"
@@ -19,26 +22,88 @@ import (
 // the first server gave (same negotiation, so the same request layouts), and then dup2s the real /dev/fuse
 // over N before calling Serve: go-fuse reads and writes the descriptor by number.
 
-// goState is what the first go-fuse server hands over beside the descriptor.
+// goState is what a go-fuse server hands over beside the descriptor.
 type goState struct {
 	InitIn    []byte `json:"init_in"`    // the INIT request the kernel sent, as go-fuse kept it
 	InitReply []byte `json:"init_reply"` // go-fuse's reply to it
+	Pid       int    `json:"pid"`        // the sender, whose exit the successor waits for
+	FrozenNs  int64  `json:"frozen_ns"`  // CLOCK_MONOTONIC when the sender stopped serving
 }
 
-// tinyFS serves one file, /f0 (node 2), holding "hello".
+// tinyFS serves one file, /f0 (node 2), holding "hello", behind a gate: once frozen, a request that
+// arrives is parked for good, unanswered and unapplied, for the successor's resend to recover.
 type tinyFS struct {
 	fuse.RawFileSystem
-	s *server
+	s     *server
+	quiet bool // count requests instead of reporting each
+
+	mu     sync.RWMutex // held shared by every request inside, exclusively by freeze
+	frozen atomic.Bool
+	parked chan struct{} // never closed
+
+	parkedN, resentN atomic.Int64 // requests parked; re-delivered requests (bit 63) let in
+}
+
+func (t *tinyFS) counts() string {
+	return fmt.Sprintf("parked=%d resent_served=%d", t.parkedN.Load(), t.resentN.Load())
 }
 
 var tinyData = []byte("hello")
 
+// note lets a request in, or parks it if the gate is closed; the caller runs t.mu.RUnlock when done.
 func (t *tinyFS) note(op string, h *fuse.InHeader, name string) {
-	t.s.emit(event{Ev: "req", Op: op, Unique: h.Unique, Node: h.NodeId, Name: name, Detail: "(go-fuse)"})
+	t.mu.RLock()
+	if t.frozen.Load() {
+		t.mu.RUnlock()
+		t.parkedN.Add(1)
+		<-t.parked
+	}
+	if h.Unique&uniqueResend != 0 {
+		t.resentN.Add(1)
+	}
+	if !t.quiet {
+		t.s.emit(event{Ev: "req", Op: op, Unique: h.Unique, Node: h.NodeId, Name: name, Detail: "(go-fuse)"})
+	}
+}
+
+// freeze closes the gate and waits for the requests inside to return.
+func (t *tinyFS) freeze() {
+	t.frozen.Store(true)
+	t.mu.Lock()
+	t.mu.Unlock()
+}
+
+func newTinyFS(s *server, quiet bool) *tinyFS {
+	return &tinyFS{RawFileSystem: fuse.NewDefaultRawFileSystem(), s: s, quiet: quiet, parked: make(chan struct{})}
+}
+
+func monoNs() int64 {
+	var ts unix.Timespec
+	unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
+	return ts.Nano()
+}
+
+// waitExit returns once process pid has exited.
+func waitExit(pid int) error {
+	fd, err := unix.PidfdOpen(pid, 0)
+	if err == unix.ESRCH {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	for {
+		_, err := unix.Poll([]unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}, -1)
+		if err != unix.EINTR {
+			return err
+		}
+	}
 }
 
 func (t *tinyFS) Lookup(cancel <-chan struct{}, h *fuse.InHeader, name string, out *fuse.EntryOut) fuse.Status {
 	t.note("LOOKUP", h, name)
+	defer t.mu.RUnlock()
 	if h.NodeId != 1 || name != "f0" {
 		return fuse.ENOENT
 	}
@@ -49,6 +114,7 @@ func (t *tinyFS) Lookup(cancel <-chan struct{}, h *fuse.InHeader, name string, o
 
 func (t *tinyFS) GetAttr(cancel <-chan struct{}, in *fuse.GetAttrIn, out *fuse.AttrOut) fuse.Status {
 	t.note("GETATTR", &in.InHeader, "")
+	defer t.mu.RUnlock()
 	switch in.NodeId {
 	case 1:
 		out.Attr = fuse.Attr{Ino: 1, Mode: syscall.S_IFDIR | 0o755, Nlink: 2}
@@ -62,11 +128,13 @@ func (t *tinyFS) GetAttr(cancel <-chan struct{}, in *fuse.GetAttrIn, out *fuse.A
 
 func (t *tinyFS) Open(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut) fuse.Status {
 	t.note("OPEN", &in.InHeader, "")
+	defer t.mu.RUnlock()
 	return fuse.OK
 }
 
 func (t *tinyFS) Read(cancel <-chan struct{}, in *fuse.ReadIn, buf []byte) (fuse.ReadResult, fuse.Status) {
 	t.note("READ", &in.InHeader, "")
+	defer t.mu.RUnlock()
 	if int(in.Offset) >= len(tinyData) {
 		return fuse.ReadResultData(nil), fuse.OK
 	}
@@ -105,11 +173,12 @@ func goServerMain(args []string) error {
 	fl := flag.NewFlagSet("gofuse", flag.ContinueOnError)
 	name := fl.String("name", "G1", "name in events")
 	mnt := fl.String("mount", "", "mount a new connection here")
+	quiet := fl.Bool("quiet", false, "do not report each request")
 	if err := fl.Parse(args); err != nil {
 		return err
 	}
 	s := &server{name: *name, ctl: 3}
-	fsys := &tinyFS{RawFileSystem: fuse.NewDefaultRawFileSystem(), s: s}
+	fsys := newTinyFS(s, *quiet)
 	var st goState
 	if *mnt != "" {
 		// The daemon opens and mounts the device itself, so that it owns the descriptor go-fuse reads
@@ -129,7 +198,7 @@ func goServerMain(args []string) error {
 		in := srv.KernelSettings()
 		st.InitIn = bytes.Clone(structBytes(in))
 		// The reply go-fuse gave is not kept anywhere; replaying the INIT into a throwaway server gives it.
-		if _, _, st.InitReply, err = replayInit(&tinyFS{RawFileSystem: fuse.NewDefaultRawFileSystem(), s: s}, st.InitIn); err != nil {
+		if _, _, st.InitReply, err = replayInit(newTinyFS(s, true), st.InitIn); err != nil {
 			return err
 		}
 		s.fuse = fd
@@ -161,21 +230,42 @@ func goServerMain(args []string) error {
 		}
 		unix.Close(fds[0])
 		s.fuse = n
+		// The predecessor's readers can take requests until it exits; then one resend re-queues what it
+		// read and did not answer, before this server reads anything (a resend would also re-queue
+		// requests of its own in flight).
+		if err := waitExit(st.Pid); err != nil {
+			return fmt.Errorf("wait for the predecessor: %w", err)
+		}
+		h := fuse.OutHeader{Length: 16, Status: -int32(fuse.NOTIFY_RESEND)}
+		if _, err := unix.Write(n, structBytes(&h)); err != nil {
+			return fmt.Errorf("resend: %w", err)
+		}
 		go srv.Serve()
-		s.emit(event{Ev: "serving", Detail: fmt.Sprintf("go-fuse on the taken-over connection; replayed INIT reply identical to the first server's: %v", same)})
+		pause := monoNs() - st.FrozenNs
+		s.emit(event{Ev: "serving", Pause: pause, Detail: fmt.Sprintf(
+			"go-fuse on the taken-over connection; replayed INIT reply identical to the first server's: %v; resent; pause %s",
+			same, time.Duration(pause))})
 	}
 	for {
 		var m ctlMsg
-		if _, err := recvMsg(s.ctl, &m); err != nil {
+		fds, err := recvMsg(s.ctl, &m)
+		if err != nil {
 			return err
 		}
 		switch m.Cmd {
 		case "handover":
-			err := sendMsg(4, st, s.fuse)
-			s.emit(event{Ev: "handed-over", Errno: errnoName(err), Detail: "via peer"})
+			peer := 4
+			if len(fds) == 1 {
+				peer = fds[0] // the successor's socket, from the driver
+			}
+			st.FrozenNs = monoNs()
+			fsys.freeze()
+			st.Pid = os.Getpid()
+			err := sendMsg(peer, st, s.fuse)
+			s.emit(event{Ev: "handed-over", Errno: errnoName(err), Detail: "via peer; " + fsys.counts()})
 			os.Exit(0)
 		case "ping":
-			s.emit(event{Ev: "pong"})
+			s.emit(event{Ev: "pong", Detail: fsys.counts()})
 		}
 	}
 }

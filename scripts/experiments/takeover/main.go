@@ -7,10 +7,14 @@
 // Parts (a) to (c) speak the FUSE protocol on /dev/fuse directly (go-fuse's fuse package supplies the wire
 // structs), to hold requests unanswered at will. Part (d) checks that an unmodified go-fuse fuse.Server, which
 // insists on reading INIT first, can serve a taken-over connection when the recorded INIT is replayed to it.
+// Part (e) hands a go-fuse mount over ten times in a row under a reading loop (planned: freeze, hand over,
+// exit; the successor waits for the exit, resends, serves) and reports the pauses. Part (f), run with
+// -crash-only N, kills a raw server N times under a reading loop, once reading into a buffer faulted in long
+// before and once into fresh pages, and reports the reads that failed.
 //
 // Run it as root (it mounts with mount(2) and fd=N):
 //
-//	go run ./scripts/experiments/takeover run [-dir DIR] [-json]
+//	go run ./scripts/experiments/takeover run [-dir DIR] [-json] [-chain-only N | -crash-only N]
 //
 // The run prints one line per event (requests each server read, replies, client results) and ends with a
 // summary of the findings; -json prints the summary as JSON as well. Its test (main_test.go) runs it and

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -48,6 +49,12 @@ type summary struct {
 	GoFuseTakeover         string            `json:"gofuse_takeover"`
 	GoFuseAfter            string            `json:"gofuse_after"`
 	GoFuseSecondServed     bool              `json:"gofuse_second_served"`
+	ChainHandovers         int               `json:"chain_handovers"`
+	ChainPausesNs          []int64           `json:"chain_pauses_ns"`
+	ChainClient            string            `json:"chain_client"`
+	ChainParked            int               `json:"chain_parked"`
+	ChainResentServed      int               `json:"chain_resent_served"`
+	CrashLoop              map[string]string `json:"crash_loop,omitempty"`
 }
 
 type resentReq struct {
@@ -74,11 +81,11 @@ type recvd struct {
 }
 
 type driver struct {
-	self, mnt, mnt2 string
-	out             *bufio.Writer
-	mu              sync.Mutex
-	procs           []*proc
-	held            map[uint64]string // unique → name, for the resent table
+	self, mnt, mnt2, mnt3 string
+	out                   *bufio.Writer
+	mu                    sync.Mutex
+	procs                 []*proc
+	held                  map[uint64]string // unique → name, for the resent table
 }
 
 func (d *driver) logf(format string, args ...any) {
@@ -92,6 +99,8 @@ func runMain(args []string) error {
 	fl := flag.NewFlagSet("run", flag.ContinueOnError)
 	dir := fl.String("dir", "", "scratch directory (default: a new one under $TMPDIR)")
 	asJSON := fl.Bool("json", false, "print the summary as JSON too")
+	chainOnly := fl.Int("chain-only", 0, "run only part (e), with this many hand-overs")
+	crashOnly := fl.Int("crash-only", 0, "run only part (f), with this many kills per buffer kind")
 	if err := fl.Parse(args); err != nil {
 		return err
 	}
@@ -106,14 +115,24 @@ func runMain(args []string) error {
 	if err != nil {
 		return err
 	}
-	d := &driver{self: self, mnt: filepath.Join(*dir, "mnt"), mnt2: filepath.Join(*dir, "mnt2"), out: bufio.NewWriter(os.Stdout), held: map[uint64]string{}}
-	for _, m := range []string{d.mnt, d.mnt2} {
+	d := &driver{self: self, mnt: filepath.Join(*dir, "mnt"), mnt2: filepath.Join(*dir, "mnt2"),
+		mnt3: filepath.Join(*dir, "mnt3"), out: bufio.NewWriter(os.Stdout), held: map[uint64]string{}}
+	for _, m := range []string{d.mnt, d.mnt2, d.mnt3} {
 		if err := os.MkdirAll(m, 0o755); err != nil {
 			return err
 		}
 	}
 	defer d.cleanup()
-	sum, err := d.run()
+	var sum *summary
+	if *chainOnly > 0 {
+		sum = &summary{}
+		err = d.chain(sum, *chainOnly)
+	} else if *crashOnly > 0 {
+		sum = &summary{}
+		err = d.crashLoop(sum, *crashOnly)
+	} else {
+		sum, err = d.run()
+	}
 	d.logf("\nsummary:")
 	d.printSummary(sum)
 	if *asJSON {
@@ -143,6 +162,17 @@ func (d *driver) printSummary(s *summary) {
 	d.logf("  (c) last descriptor closed: in-flight request got %s, a new request got %s", s.LastCloseInFlight, s.LastCloseNew)
 	d.logf("  (d) go-fuse Server: cat before %s; successor: %s; cat after %s; served by the successor: %v",
 		s.GoFuseBefore, s.GoFuseTakeover, s.GoFuseAfter, s.GoFuseSecondServed)
+	if len(s.ChainPausesNs) > 0 {
+		p := slices.Clone(s.ChainPausesNs)
+		slices.Sort(p)
+		d.logf("  (e) %d planned go-fuse hand-overs under a reading loop: pause median %s, worst %s; client: %s; requests parked by a frozen server %d, re-delivered ones served %d",
+			s.ChainHandovers, time.Duration(p[len(p)/2]), time.Duration(p[len(p)-1]), s.ChainClient, s.ChainParked, s.ChainResentServed)
+	}
+	for _, k := range []string{"pooled buffer", "fresh buffers"} {
+		if r, ok := s.CrashLoop[k]; ok {
+			d.logf("  (f) kill -9 of a raw server reading into %s, successor resends: client %s", k, r)
+		}
+	}
 }
 
 // start runs a server process; peer, if not -1, becomes its fd 4.
@@ -296,7 +326,7 @@ func (d *driver) cleanup() {
 			<-p.exited
 		}
 	}
-	for _, m := range []string{d.mnt, d.mnt2} {
+	for _, m := range []string{d.mnt, d.mnt2, d.mnt3} {
 		if mountedAt(m) {
 			if err := unix.Unmount(m, unix.MNT_DETACH); err != nil {
 				d.logf("[driver] unmount %s: %v", m, err)
@@ -474,8 +504,9 @@ func (d *driver) run() (*summary, error) {
 	queued := d.client("cat", "f0")
 	s.QueuedWhileHolderHolds = queued.blocked()
 
-	d.logf("\n== (c) C receives the holder's descriptor and state record, then sends FUSE_NOTIFY_RESEND")
-	c, err := d.start("C", -1, "-recv", "ctl")
+	d.logf("\n== (c) C receives the holder's descriptor and state record, and sends FUSE_NOTIFY_RESEND before reading")
+	// C resends before it reads anything: a resend while it serves would re-queue its own requests too.
+	c, err := d.start("C", -1, "-recv", "ctl", "-resend-first")
 	if err != nil {
 		return s, err
 	}
@@ -483,9 +514,6 @@ func (d *driver) run() (*summary, error) {
 		return s, err
 	}
 	if _, err := d.waitEv(c, isEv("received")); err != nil {
-		return s, err
-	}
-	if err := d.cmd(c, ctlMsg{Cmd: "resend"}); err != nil {
 		return s, err
 	}
 	s.AfterCrashResend["c4"] = c4.result()
@@ -512,7 +540,85 @@ func (d *driver) run() (*summary, error) {
 	}
 	s.LastCloseInFlight = l9.result()
 	s.LastCloseNew = d.client("stat", "f0").result()
-	return s, d.goFuse(s)
+	if err := d.goFuse(s); err != nil {
+		return s, err
+	}
+	return s, d.chain(s, chainLength)
+}
+
+// chainLength is how many planned hand-overs part (e) makes.
+const chainLength = 10
+
+// chain hands a go-fuse mount over n times in a row, each server freezing its gate, handing over and
+// exiting, each successor waiting for that exit, resending and serving, while a client reads a file in a
+// loop (part e).
+func (d *driver) chain(s *summary, n int) error {
+	d.logf("\n== (e) %d planned go-fuse hand-overs of %s while a client reads /f0 in a loop", n, d.mnt3)
+	prev, err := d.startRole("gofuse", "E0", -1, "-quiet", "-mount", d.mnt3)
+	if err != nil {
+		return err
+	}
+	if _, err := d.waitEv(prev, isEv("serving")); err != nil {
+		return err
+	}
+	loop := exec.Command(d.self, "client", "loop", filepath.Join(d.mnt3, "f0"))
+	stdin, err := loop.StdinPipe()
+	if err != nil {
+		return err
+	}
+	var out strings.Builder
+	loop.Stdout = &out
+	if err := loop.Start(); err != nil {
+		return err
+	}
+	defer func() {
+		if loop.ProcessState == nil {
+			loop.Process.Kill()
+			loop.Wait()
+		}
+	}()
+	for k := 1; k <= n; k++ {
+		pair, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			return err
+		}
+		next, err := d.startRole("gofuse", fmt.Sprintf("E%d", k), pair[1], "-quiet")
+		unix.Close(pair[1])
+		if err != nil {
+			unix.Close(pair[0])
+			return err
+		}
+		err = sendMsg(prev.ctl, ctlMsg{Cmd: "handover", Via: "peer", Exit: true}, pair[0])
+		unix.Close(pair[0])
+		if err != nil {
+			return err
+		}
+		if err := waitClosed(prev.exited); err != nil {
+			return err
+		}
+		d.addCounts(s, prev)
+		e, err := d.waitEv(next, func(e event) bool { return e.Ev == "serving" || e.Ev == "refused" })
+		if err != nil {
+			return err
+		}
+		if e.Ev != "serving" {
+			return fmt.Errorf("hand-over %d: %s", k, e.Detail)
+		}
+		s.ChainHandovers++
+		s.ChainPausesNs = append(s.ChainPausesNs, e.Pause)
+		prev = next
+	}
+	stdin.Close()
+	if err := loop.Wait(); err != nil {
+		return fmt.Errorf("client loop: %v", err)
+	}
+	if _, err := d.events(prev); err != nil {
+		return err
+	}
+	d.addCounts(s, prev)
+	s.ChainClient = strings.TrimSpace(out.String())
+	d.logf("[client] loop -> %s", s.ChainClient)
+	return nil
 }
 
 // goFuse hands a connection served by go-fuse's fuse.Server to a second go-fuse Server (part d).
@@ -568,6 +674,98 @@ func (d *driver) goFuse(s *summary) error {
 		}
 	}
 	return nil
+}
+
+// crashLoop kills a raw server with SIGKILL n times while a client reads a file in a loop; the driver
+// holds a duplicate of the descriptor, and each successor resends before reading (part f). It runs once
+// with servers that read into one buffer, faulted in long before, and once with servers that read each
+// request into a newly mapped buffer, to tell whether a reader killed while the kernel copies a request
+// to it fails that request.
+func (d *driver) crashLoop(s *summary, n int) error {
+	s.CrashLoop = map[string]string{}
+	for _, kind := range []string{"pooled buffer", "fresh buffers"} {
+		var extra []string
+		if kind == "fresh buffers" {
+			extra = []string{"-fresh"}
+		}
+		d.logf("\n== (f) %d kills of a raw server reading into %s, under a reading loop on %s", n, kind, d.mnt3)
+		srv, err := d.start("K0", -1, append([]string{"-quiet", "-seed", "-mount", d.mnt3}, extra...)...)
+		if err != nil {
+			return err
+		}
+		if _, err := d.waitEv(srv, isEv("init")); err != nil {
+			return err
+		}
+		if err := d.cmd(srv, ctlMsg{Cmd: "handover", Via: "ctl"}); err != nil {
+			return err
+		}
+		var rec recvd
+		select {
+		case rec = <-srv.fds:
+		case <-time.After(waitLimit):
+			return errors.New("no descriptor from K0")
+		}
+		loop := exec.Command(d.self, "client", "loop", filepath.Join(d.mnt3, "f0"))
+		stdin, err := loop.StdinPipe()
+		if err != nil {
+			return err
+		}
+		var out strings.Builder
+		loop.Stdout = &out
+		if err := loop.Start(); err != nil {
+			return err
+		}
+		for k := 1; k <= n; k++ {
+			// Let the loop run into the server for a moment: the kill is the stimulus, not a
+			// synchronization.
+			time.Sleep(time.Duration(5+k%20) * time.Millisecond)
+			srv.cmd.Process.Signal(syscall.SIGKILL)
+			if err := waitClosed(srv.exited); err != nil {
+				return err
+			}
+			if srv, err = d.start(fmt.Sprintf("K%d", k), -1, append([]string{"-quiet", "-recv", "ctl", "-resend-first"}, extra...)...); err != nil {
+				return err
+			}
+			if err := unix.Sendmsg(srv.ctl, rec.st, unix.UnixRights(rec.fds[0]), nil, 0); err != nil {
+				return err
+			}
+			if _, err := d.waitEv(srv, isEv("received")); err != nil {
+				return err
+			}
+		}
+		stdin.Close()
+		if err := loop.Wait(); err != nil {
+			return fmt.Errorf("client loop: %v", err)
+		}
+		s.CrashLoop[kind] = strings.TrimSpace(out.String())
+		d.logf("[client] loop -> %s", s.CrashLoop[kind])
+		srv.cmd.Process.Signal(syscall.SIGKILL)
+		waitClosed(srv.exited)
+		unix.Close(rec.fds[0])
+		if err := unix.Unmount(d.mnt3, unix.MNT_DETACH); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// addCounts adds the parked and re-delivered counts p reported last (at its hand-over, or to a ping).
+func (d *driver) addCounts(s *summary, p *proc) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for i := len(p.all) - 1; i >= 0; i-- {
+		e := p.all[i]
+		if e.Ev != "handed-over" && e.Ev != "pong" {
+			continue
+		}
+		var parked, resent int
+		if i := strings.Index(e.Detail, "parked="); i >= 0 {
+			fmt.Sscanf(e.Detail[i:], "parked=%d resent_served=%d", &parked, &resent)
+		}
+		s.ChainParked += parked
+		s.ChainResentServed += resent
+		return
+	}
 }
 
 func waitClosed(ch chan struct{}) error {

@@ -63,6 +63,9 @@ type server struct {
 	fuse int // the /dev/fuse descriptor
 	ctl  int
 
+	fresh bool // read into a newly mapped buffer each time
+	quiet bool // no req and reply events
+
 	mu    sync.Mutex
 	st    fsState
 	holds map[string]holdRule // op + "/" + name
@@ -73,14 +76,22 @@ func serverMain(args []string) error {
 	name := fl.String("name", "A", "name in events")
 	mnt := fl.String("mount", "", "mount a new connection here")
 	recv := fl.String("recv", "", "receive the connection and state over: peer (fd 4) or ctl (fd 3)")
+	fresh := fl.Bool("fresh", false, "read each request into a newly mapped buffer, whose pages the kernel must fault in")
+	seed := fl.Bool("seed", false, "with -mount: start with /f0 holding \"hello\"")
+	resendFirst := fl.Bool("resend-first", false, "with -recv: send FUSE_NOTIFY_RESEND before reading")
+	quiet := fl.Bool("quiet", false, "do not report each request and reply")
 	if err := fl.Parse(args); err != nil {
 		return err
 	}
-	s := &server{name: *name, ctl: 3, holds: map[string]holdRule{}}
+	s := &server{name: *name, ctl: 3, holds: map[string]holdRule{}, fresh: *fresh, quiet: *quiet}
 	switch {
 	case *mnt != "":
 		if err := s.mount(*mnt); err != nil {
 			return err
+		}
+		if *seed {
+			s.st.Nodes["f0"] = &node{ID: s.st.NextID, Parent: 1, Mode: syscall.S_IFREG | 0o644, Data: []byte("hello")}
+			s.st.NextID++
 		}
 	case *recv != "":
 		sock := 3
@@ -96,6 +107,12 @@ func serverMain(args []string) error {
 			return fmt.Errorf("received %d descriptors, want 1", len(fds))
 		}
 		s.fuse, s.st = fds[0], st
+		if *resendFirst {
+			h := fuse.OutHeader{Length: 16, Status: -int32(fuse.NOTIFY_RESEND)}
+			if _, err := unix.Write(s.fuse, structBytes(&h)); err != nil {
+				return fmt.Errorf("resend: %w", err)
+			}
+		}
 		s.emit(event{Ev: "received", Detail: fmt.Sprintf("fd=%d nodes=%d held=%d journal=%d; serving without INIT",
 			s.fuse, len(st.Nodes), len(st.Held), len(st.Journal))})
 	default:
@@ -216,9 +233,20 @@ func (s *server) commands() {
 }
 
 func (s *server) serve() {
-	buf := make([]byte, 1<<20+4096)
+	const size = 1<<20 + 4096
+	buf := make([]byte, size)
 	for {
+		if s.fresh {
+			var err error
+			if buf, err = unix.Mmap(-1, 0, size, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS); err != nil {
+				s.emit(event{Ev: "read-error", Errno: errnoName(err)})
+				return
+			}
+		}
 		n, err := unix.Read(s.fuse, buf)
+		if s.fresh && err != nil {
+			unix.Munmap(buf)
+		}
 		if err == unix.EINTR || err == unix.ENOENT || err == unix.EAGAIN {
 			continue
 		}
@@ -229,6 +257,9 @@ func (s *server) serve() {
 		s.mu.Lock()
 		s.handle(buf[:n])
 		s.mu.Unlock()
+		if s.fresh {
+			unix.Munmap(buf)
+		}
 	}
 }
 
@@ -289,7 +320,9 @@ func (s *server) handle(b []byte) {
 		name = cstring(b[unsafe.Sizeof(fuse.CreateIn{}):])
 	}
 	ev.Name, ev.Flags = name, flags
-	s.emit(ev)
+	if !s.quiet {
+		s.emit(ev)
+	}
 
 	if rule, ok := s.holds[op+"/"+name]; ok {
 		delete(s.holds, op+"/"+name)
@@ -386,6 +419,9 @@ func (s *server) handle(b []byte) {
 	}
 	err := s.reply(h.Unique, errno, body)
 	s.forgetHeld(h.Unique &^ uniqueResend)
+	if s.quiet {
+		return
+	}
 	if errno == 0 {
 		s.emit(event{Ev: "reply", Op: op, Unique: h.Unique, Errno: "OK", Detail: detail + writeNote(err)})
 	} else {

@@ -34,6 +34,7 @@ type event struct {
 	Errno  string `json:"errno,omitempty"`
 	Detail string `json:"detail,omitempty"`
 	Resent bool   `json:"resent,omitempty"`
+	Pause  int64  `json:"pause_ns,omitempty"` // a successor's serving: ns since its predecessor froze
 }
 
 func (e event) String() string {
