@@ -297,3 +297,54 @@ func TestKernelLimits(t *testing.T) {
 	}
 	t.Logf("with room for 10 descriptors, %d of 30 arrived and MSG_CTRUNC was set", len(got))
 }
+
+// BenchmarkSendReceive is the cost of handing over n descriptors (a mount's spool files), for the pause
+// of a take-over: go test -run - -bench SendReceive ./fs/handover.
+func BenchmarkSendReceive(b *testing.B) {
+	for _, n := range []int{100, 1000, 5000} {
+		b.Run(fmt.Sprintf("%d descriptors", n), func(b *testing.B) {
+			fds := make([]NamedFD, n)
+			for i := range fds {
+				fd, err := unix.MemfdCreate("bench", unix.MFD_CLOEXEC)
+				if err != nil {
+					b.Fatal(err)
+				}
+				fds[i] = NamedFD{Name: fmt.Sprintf("file/%d", i), FD: fd}
+			}
+			defer func() {
+				for _, f := range fds {
+					unix.Close(f.FD)
+				}
+			}()
+			sp, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
+			if err != nil {
+				b.Fatal(err)
+			}
+			var conns [2]*net.UnixConn
+			for i, fd := range sp {
+				f := os.NewFile(uintptr(fd), "handover")
+				c, err := net.FileConn(f)
+				f.Close()
+				if err != nil {
+					b.Fatal(err)
+				}
+				defer c.Close()
+				conns[i] = c.(*net.UnixConn)
+			}
+			state := stateV1{Nodes: make([]uint64, n)}
+			b.ResetTimer()
+			for range b.N {
+				sent := make(chan error, 1)
+				go func() { sent <- Send(conns[0], Message{Version: 1, FDs: fds, State: state}) }()
+				r, err := Receive(conns[1], ReceiveOptions{Versions: []int{1}})
+				if err != nil {
+					b.Fatal(err)
+				}
+				if err := <-sent; err != nil {
+					b.Fatal(err)
+				}
+				r.Close()
+			}
+		})
+	}
+}
