@@ -437,6 +437,31 @@ time.sleep(300)
 	}
 }
 
+// TestOwnerQuotaCountsAllocatedBytes: the quota counts what files allocate, so each 1-byte file costs the
+// smallest unit of RAM that holds it (a 512-byte arena slot), and an owner of a 64 KiB quota holds 128 of them.
+func TestOwnerQuotaCountsAllocatedBytes(t *testing.T) {
+	_, line := owUnderQuota(t, `
+import errno, os, sys, time
+m = sys.argv[1]
+n, failed = 0, "none"
+while n < 1000:
+    fd = os.open(m + "/f%d" % n, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        os.write(fd, b"x")
+    except OSError as e:
+        failed = errno.errorcode[e.errno]
+        break
+    finally:
+        os.close(fd)
+    n += 1
+print("files=%d failed=%s" % (n, failed), flush=True)
+time.sleep(300)
+`)
+	if want := "files=128 failed=EDQUOT"; line != want { // 64 KiB / 512 B
+		t.Errorf("1-byte files under a 64 KiB quota: got %s, want %s", line, want)
+	}
+}
+
 // owUnderQuota mounts with --owner process --owner-quota 64KiB and runs a Python owner script on it; it returns
 // the mount and the first line the script prints.
 func owUnderQuota(t *testing.T, script string) (*mount, string) {
