@@ -1,16 +1,16 @@
 package main
 
 import (
-	"bufio"
 	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/tempfs/tempfs/scripts/internal/procmem"
 )
 
 // fdCounts classifies the daemon's open descriptors by what they point at.
@@ -60,43 +60,8 @@ type mem struct {
 }
 
 func readMem(pid int) (mem, error) {
-	var m mem
-	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return m, err
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		k, v, ok := strings.Cut(sc.Text(), ":")
-		if !ok {
-			continue
-		}
-		fields := strings.Fields(v)
-		if len(fields) == 0 {
-			continue
-		}
-		kb, err := strconv.ParseInt(fields[0], 10, 64)
-		if err != nil {
-			continue
-		}
-		switch k {
-		case "VmRSS":
-			m.rss = kb << 10
-		case "VmHWM":
-			m.hwm = kb << 10
-		case "RssAnon":
-			m.anon = kb << 10
-		case "RssFile":
-			m.file = kb << 10
-		case "RssShmem":
-			m.shmem = kb << 10
-		}
-	}
-	if m.rss == 0 {
-		return m, fmt.Errorf("no VmRSS in /proc/%d/status", pid)
-	}
-	return m, nil
+	m, err := procmem.Read(pid)
+	return mem{rss: m.RSS, hwm: m.HWM, anon: m.Anon, file: m.File, shmem: m.Shmem}, err
 }
 
 // stats is what the mount's root answers for user.tempfs.stats (the fields of `tempfs status --json`).
