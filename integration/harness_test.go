@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -338,6 +339,29 @@ func eventually(t testing.TB, d time.Duration, what string, cond func() bool) {
 		time.Sleep(pause)
 		pause = min(2*pause, 20*time.Millisecond)
 	}
+}
+
+// startReading starts cmd with its stdout piped back for the test to read; the test fails if it cannot.
+func startReading(t testing.TB, cmd *exec.Cmd) io.ReadCloser {
+	t.Helper()
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// startTalking is startReading with cmd's stdin piped from the test too.
+func startTalking(t testing.TB, cmd *exec.Cmd) (stdin io.WriteCloser, stdout io.ReadCloser) {
+	t.Helper()
+	in, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return in, startReading(t, cmd)
 }
 
 // sh runs a shell command line in dir from a separate process and returns its combined output.

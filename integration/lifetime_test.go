@@ -487,21 +487,6 @@ func tlTmpfileLink(t testing.TB, dir string, flags int) error {
 	return unix.Linkat(unix.AT_FDCWD, fmt.Sprintf("/proc/self/fd/%d", fd), unix.AT_FDCWD, filepath.Join(dir, "plainlink"), flags)
 }
 
-// tlMountTmpfs mounts a real tmpfs in a temp dir, for the kernel's own answers.
-func tlMountTmpfs(t testing.TB) string {
-	t.Helper()
-	dir := t.TempDir()
-	if err := unix.Mount("tmpfs", dir, "tmpfs", 0, "size=16m"); err != nil {
-		t.Skipf("cannot mount a tmpfs to compare with: %v", err)
-	}
-	t.Cleanup(func() {
-		if err := unix.Unmount(dir, 0); err != nil {
-			t.Errorf("unmounting tmpfs: %v", err)
-		}
-	})
-	return dir
-}
-
 // TestLifetimeTmpfile: O_TMPFILE makes an anonymous file, freed at its last close; linkat with
 // AT_SYMLINK_FOLLOW or AT_EMPTY_PATH names it; plain link(2) on /proc/self/fd/N fails as on tmpfs (EXDEV).
 func TestLifetimeTmpfile(t *testing.T) {
@@ -541,7 +526,7 @@ func TestLifetimeTmpfile(t *testing.T) {
 	})
 
 	t.Run("PlainLinkLikeTmpfs", func(t *testing.T) {
-		tmpfsErr := tlTmpfileLink(t, tlMountTmpfs(t), 0)
+		tmpfsErr := tlTmpfileLink(t, coreTmpfs(t), 0)
 		dir := tlFreshDir(t, m, "plainlink")
 		tempfsErr := tlTmpfileLink(t, dir, 0)
 		if !errors.Is(tmpfsErr, unix.EXDEV) {
