@@ -130,10 +130,8 @@ func TestLifetimeHolders(t *testing.T) {
 
 	t.Run("ForkedChild", func(t *testing.T) {
 		dir := fresh(t)
-		fd, name := tlOpenTemplate(t, dir, "jobXXXXXX", unix.O_RDWR)
-		ino := tlInode(t, fd)
-		f := os.NewFile(uintptr(fd), name)
-		t.Cleanup(func() { f.Close() })
+		f, name := tlOpenTemplateFile(t, dir)
+		ino := tlInode(t, int(f.Fd()))
 		// The child inherits the open file description (fork, then exec) as its fd 3.
 		child := tlShHolder(t, dir, `stat -L -c %i /proc/$$/fd/3; read x || true`, f)
 		if got := child.line(t); got != strconv.FormatUint(ino, 10) {
@@ -155,9 +153,7 @@ func TestLifetimeHolders(t *testing.T) {
 
 	t.Run("ForkedChildExitsFirst", func(t *testing.T) {
 		dir := fresh(t)
-		fd, name := tlOpenTemplate(t, dir, "jobXXXXXX", unix.O_RDWR)
-		f := os.NewFile(uintptr(fd), name)
-		t.Cleanup(func() { f.Close() })
+		f, name := tlOpenTemplateFile(t, dir)
 		child := tlShHolder(t, dir, `echo started`, f)
 		child.expectLine(t, "started")
 		if err := child.wait(t); err != nil {
@@ -208,18 +204,13 @@ func TestLifetimeHolders(t *testing.T) {
 			t.Fatalf("the child sees %q", name)
 		}
 		tlRequirePresent(t, dir, name, "while the child holds it")
-		if err := child.cmd.Process.Kill(); err != nil {
-			t.Fatal(err)
-		}
-		_ = child.wait(t)
+		child.kill(t)
 		tlWaitGone(t, dir, name, "after its only holder was killed with SIGKILL")
 	})
 
 	t.Run("SIGKILLInherited", func(t *testing.T) {
 		dir := fresh(t)
-		fd, name := tlOpenTemplate(t, dir, "jobXXXXXX", unix.O_RDWR)
-		f := os.NewFile(uintptr(fd), name)
-		t.Cleanup(func() { f.Close() })
+		f, name := tlOpenTemplateFile(t, dir)
 		child := tlShHolder(t, dir, `echo ready; read x || true`, f)
 		child.expectLine(t, "ready")
 		if err := f.Close(); err != nil {
@@ -227,10 +218,7 @@ func TestLifetimeHolders(t *testing.T) {
 		}
 		tlStaysPresent(t, dir, name, "after the parent closed while a child holds it")
 		tlRequirePresent(t, dir, name, "right before the kill")
-		if err := child.cmd.Process.Kill(); err != nil {
-			t.Fatal(err)
-		}
-		_ = child.wait(t)
+		child.kill(t)
 		tlWaitGone(t, dir, name, "after the last holder was killed with SIGKILL")
 	})
 
@@ -345,10 +333,7 @@ read x || true`)
 		b := tlStartProc(t, cmd)
 		name := b.line(t)
 		tlRequirePresent(t, dir, name, "while bash holds fd 3")
-		if err := b.cmd.Process.Kill(); err != nil {
-			t.Fatal(err)
-		}
-		_ = b.wait(t)
+		b.kill(t)
 		tlWaitGone(t, dir, name, "after bash was killed")
 	})
 }
@@ -720,4 +705,14 @@ func TestLifetimeDirectoryAttributes(t *testing.T) {
 	if after.Mtim == holding.Mtim {
 		t.Errorf("directory mtime %v did not move when its file left", time.Unix(after.Mtim.Unix()))
 	}
+}
+
+// tlOpenTemplateFile makes a file from jobXXXXXX in dir, open for reading and writing as an *os.File to hand
+// to a child process; it is closed at cleanup if the test has not closed it.
+func tlOpenTemplateFile(t testing.TB, dir string) (*os.File, string) {
+	t.Helper()
+	fd, name := tlOpenTemplate(t, dir, "jobXXXXXX", unix.O_RDWR)
+	f := os.NewFile(uintptr(fd), name)
+	t.Cleanup(func() { f.Close() })
+	return f, name
 }

@@ -44,10 +44,7 @@ time.sleep(300)
 // session, which no process is left in.
 func TestOwnerDaemonizerKeepsItsPidfile(t *testing.T) {
 	m := startMount(t, "--owner", "session")
-	python, err := corePython()
-	if err != nil {
-		t.Fatal(err)
-	}
+	python := requirePython(t)
 	_, line := owStart(t, &syscall.SysProcAttr{Setsid: true}, python, "-c", owDaemonizer, m.Dir)
 	fields := strings.Fields(line)
 	if len(fields) != 3 || fields[0] != "daemon" {
@@ -95,10 +92,7 @@ time.sleep(300)
 // and goes with it, while the old one lives on in its other member; and an old owner whose last member left
 // without making anything more ends within the contract's second, though that member lives on.
 func TestOwnerFollowsSetsidAndSetpgid(t *testing.T) {
-	python, err := corePython()
-	if err != nil {
-		t.Fatal(err)
-	}
+	python := requirePython(t)
 	for _, tc := range []struct{ scope, how string }{{"session", "setsid"}, {"group", "setpgid"}} {
 		t.Run(tc.how+" then create", func(t *testing.T) {
 			m := startMount(t, "--owner", tc.scope)
@@ -150,13 +144,7 @@ func TestOwnerFollowsSetsidAndSetpgid(t *testing.T) {
 func owLines(t *testing.T, cmd *exec.Cmd) <-chan string {
 	t.Helper()
 	cmd.Stderr = os.Stderr
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
+	out := startReading(t, cmd)
 	lines := make(chan string, 8)
 	pids := make(chan int, 8)
 	go func() {
@@ -467,10 +455,7 @@ time.sleep(300)
 func owUnderQuota(t *testing.T, script string) (*mount, string) {
 	t.Helper()
 	m := startMount(t, "--owner", "process", "--owner-quota", "64KiB")
-	python, err := corePython()
-	if err != nil {
-		t.Fatal(err)
-	}
+	python := requirePython(t)
 	_, line := owStart(t, nil, python, "-c", script, m.Dir)
 	return m, line
 }

@@ -28,13 +28,7 @@ func owStart(t testing.TB, attr *syscall.SysProcAttr, name string, args ...strin
 	cmd := exec.Command(name, args...)
 	cmd.SysProcAttr = attr
 	cmd.Stderr = os.Stderr
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
+	out := startReading(t, cmd)
 	t.Cleanup(func() {
 		if attr != nil && (attr.Setsid || attr.Setpgid && attr.Pgid == 0) {
 			_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
@@ -104,10 +98,7 @@ time.sleep(300)
 
 func TestOwnerProcessEntriesGoWithTheirProcess(t *testing.T) {
 	m := startMount(t, "--owner", "process")
-	python, err := corePython()
-	if err != nil {
-		t.Skip(err)
-	}
+	python := requirePython(t)
 	owner, _ := owStart(t, nil, python, "-c", owPython, m.Dir)
 	canary, _ := owStart(t, nil, "sh", "-c", `echo live > "$1"/canary && echo ready && exec sleep 300`, "sh", m.Dir)
 	for _, name := range []string{"tree/a/b/f", "pyfile", "pylink", "pyfifo", "pynull", "pytmp"} {
@@ -151,10 +142,7 @@ func TestOwnerProcessEntriesGoWithTheirProcess(t *testing.T) {
 // owner's entry stays, and goes once that entry is removed.
 func TestOwnerDirectoryOfGoneOwnerStaysWhileItHoldsLiveEntries(t *testing.T) {
 	m := startMount(t, "--owner", "process")
-	python, err := corePython()
-	if err != nil {
-		t.Skip(err)
-	}
+	python := requirePython(t)
 	owner, _ := owStart(t, nil, python, "-c", `import os, sys, time
 os.makedirs(sys.argv[1] + "/shared/inner"); os.mkdir(sys.argv[1] + "/kept")
 print("ready", flush=True); time.sleep(300)`, m.Dir)
@@ -439,10 +427,7 @@ time.sleep(300)
 // writes; another owner is not affected.
 func TestOwnerQuota(t *testing.T) {
 	m := startMount(t, "--owner", "process", "--owner-quota", "64KiB")
-	python, err := corePython()
-	if err != nil {
-		t.Skip(err)
-	}
+	python := requirePython(t)
 	_, line := owStart(t, nil, python, "-c", owQuotaScript, m.Dir)
 	want := "a40k=ok b20k=ok b10k=EDQUOT trunc-small=EDQUOT trunc-sparse=ok falloc=EDQUOT sizes=102400,20480 after-unlink=ok"
 	if line != want {
@@ -617,10 +602,7 @@ func TestOwnerOutOfDescriptors(t *testing.T) {
 	if err := unix.Prlimit(m.Pid(), unix.RLIMIT_NOFILE, &low, nil); err != nil {
 		t.Skipf("cannot lower the daemon's descriptor limit: %v", err)
 	}
-	python, err := corePython()
-	if err != nil {
-		t.Skip(err)
-	}
+	python := requirePython(t)
 	_, line := owStart(t, nil, python, "-c", `
 import collections, errno, os, sys, time
 m, r, w, res = sys.argv[1], *os.pipe(), collections.Counter()
@@ -665,10 +647,7 @@ time.sleep(300)
 // until the process is killed.
 func TestOwnerProcessWhoseMainThreadEnded(t *testing.T) {
 	m := startMount(t, "--owner", "process")
-	python, err := corePython()
-	if err != nil {
-		t.Skip(err)
-	}
+	python := requirePython(t)
 	owner, line := owStart(t, nil, python, "-c", `
 import ctypes, os, sys, threading, time
 m = sys.argv[1]

@@ -217,6 +217,15 @@ func (p *tlProc) wait(t testing.TB) error {
 	}
 }
 
+// kill sends the process SIGKILL and waits until it is gone.
+func (p *tlProc) kill(t testing.TB) {
+	t.Helper()
+	if err := p.cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	_ = p.wait(t)
+}
+
 // running reports whether the process has not exited yet.
 func (p *tlProc) running() bool {
 	select {
