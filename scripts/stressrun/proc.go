@@ -10,6 +10,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	tempfs "github.com/tempfs/tempfs/fs"
 	"github.com/tempfs/tempfs/scripts/internal/procmem"
 )
 
@@ -65,30 +66,12 @@ func readMem(pid int) (mem, error) {
 }
 
 // stats is what the mount's root answers for user.tempfs.stats (the fields of `tempfs status --json`).
-type stats struct {
-	Entries        int64 `json:"entries"`
-	Files          int64 `json:"files"`
-	Dirs           int64 `json:"dirs"`
-	Others         int64 `json:"others"`
-	EntriesCreated int64 `json:"entries_created"`
-	OpenHandles    int64 `json:"open_handles"`
-	RAMBytes       int64 `json:"ram_bytes"`
-	RAMCap         int64 `json:"ram_cap"`
-	PeakRAMBytes   int64 `json:"peak_ram_bytes"`
-	DiskBytes      int64 `json:"disk_bytes"`
-	MemoryFiles    int64 `json:"memory_files"`
-	DiskFiles      int64 `json:"disk_files"`
-	Rollovers      int64 `json:"rollovers"`
-	SpilledBytes   int64 `json:"spilled_bytes"`
-	BytesWritten   int64 `json:"bytes_written"`
-	Passthrough    bool  `json:"passthrough"`
-	MaxSize        int64 `json:"max_size"`
-}
+type stats = tempfs.Stats
 
 func readStats(mnt string) (stats, error) {
 	var s stats
 	buf := make([]byte, 64<<10)
-	n, err := unix.Getxattr(mnt, "user.tempfs.stats", buf)
+	n, err := unix.Getxattr(mnt, tempfs.XattrStats, buf)
 	if err != nil {
 		return s, fmt.Errorf("getxattr user.tempfs.stats: %w", err)
 	}
