@@ -267,7 +267,7 @@ wait $p`
 			cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 			var stderr syncBuffer
 			cmd.Stderr = &stderr
-			stdout := startReading(t, cmd)
+			stdout := startReading(t, cmd, cmd.StdoutPipe)
 			exited := make(chan struct{})
 			defer func() {
 				select {

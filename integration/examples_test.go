@@ -523,13 +523,7 @@ tempfs status --json "$tdir" > "$0.status" 2>&1
 // process logs once it serves); Cleanup stops it with SIGTERM and wants exit status 0.
 func startUntilLogged(t *testing.T, cmd *exec.Cmd, ready string) string {
 	t.Helper()
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
+	stderr := startReading(t, cmd, cmd.StderrPipe)
 	lines := make(chan string)
 	rest := &syncBuffer{}
 	go func() {

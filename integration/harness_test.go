@@ -341,10 +341,11 @@ func eventually(t testing.TB, d time.Duration, what string, cond func() bool) {
 	}
 }
 
-// startReading starts cmd with its stdout piped back for the test to read; the test fails if it cannot.
-func startReading(t testing.TB, cmd *exec.Cmd) io.ReadCloser {
+// startReading starts cmd with one of its outputs piped back for the test to read (pipe is cmd.StdoutPipe or
+// cmd.StderrPipe); the test fails if it cannot.
+func startReading(t testing.TB, cmd *exec.Cmd, pipe func() (io.ReadCloser, error)) io.ReadCloser {
 	t.Helper()
-	out, err := cmd.StdoutPipe()
+	out, err := pipe()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -354,14 +355,14 @@ func startReading(t testing.TB, cmd *exec.Cmd) io.ReadCloser {
 	return out
 }
 
-// startTalking is startReading with cmd's stdin piped from the test too.
+// startTalking starts cmd with its stdin piped from the test and its stdout back to it.
 func startTalking(t testing.TB, cmd *exec.Cmd) (stdin io.WriteCloser, stdout io.ReadCloser) {
 	t.Helper()
 	in, err := cmd.StdinPipe()
 	if err != nil {
 		t.Fatal(err)
 	}
-	return in, startReading(t, cmd)
+	return in, startReading(t, cmd, cmd.StdoutPipe)
 }
 
 // sh runs a shell command line in dir from a separate process and returns its combined output.

@@ -674,7 +674,7 @@ while :; do wait $p; done`
 	cmd.Stdin = slave
 	var stderr syncBuffer
 	cmd.Stderr = &stderr
-	stdout := startReading(t, cmd)
+	stdout := startReading(t, cmd, cmd.StdoutPipe)
 	exited := make(chan struct{})
 	var waitErr error
 	go func() {

@@ -144,7 +144,7 @@ func TestOwnerFollowsSetsidAndSetpgid(t *testing.T) {
 func owLines(t *testing.T, cmd *exec.Cmd) <-chan string {
 	t.Helper()
 	cmd.Stderr = os.Stderr
-	out := startReading(t, cmd)
+	out := startReading(t, cmd, cmd.StdoutPipe)
 	lines := make(chan string, 8)
 	pids := make(chan int, 8)
 	go func() {

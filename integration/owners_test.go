@@ -28,7 +28,7 @@ func owStart(t testing.TB, attr *syscall.SysProcAttr, name string, args ...strin
 	cmd := exec.Command(name, args...)
 	cmd.SysProcAttr = attr
 	cmd.Stderr = os.Stderr
-	out := startReading(t, cmd)
+	out := startReading(t, cmd, cmd.StdoutPipe)
 	t.Cleanup(func() {
 		if attr != nil && (attr.Setsid || attr.Setpgid && attr.Pgid == 0) {
 			_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
