@@ -70,10 +70,8 @@ func TestAccount(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			pool := newTestPool(t, Config{MaxSize: tc.maxSize, MemoryCap: 64 * mib})
+			pool, f := newTestFile(t, Config{MaxSize: tc.maxSize, MemoryCap: 64 * mib})
 			a := pool.NewAccount(tc.limit)
-			f := pool.NewFile()
-			defer f.Close()
 			if err := f.ChargeTo(a); err != nil {
 				t.Fatalf("ChargeTo: %v", err)
 			}

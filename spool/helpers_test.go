@@ -61,6 +61,15 @@ func newTestPool(t testing.TB, cfg Config) *Pool {
 	return pool
 }
 
+// newTestFile is an empty file of a new test pool (newTestPool), closed at cleanup.
+func newTestFile(t testing.TB, cfg Config) (*Pool, *File) {
+	t.Helper()
+	pool := newTestPool(t, cfg)
+	f := pool.NewFile()
+	t.Cleanup(func() { f.Close() })
+	return pool, f
+}
+
 // checkAccounting asserts the pool's counters against the files themselves: RAMBytes is exactly
 // the sum of the allocated bytes (arena slots, Blocks × 512 of memfds) of Memory-tier files, DiskBytes
 // that of the data blocks of Disk-tier ones (Pool.diskAllocation), the file counts agree,
