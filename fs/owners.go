@@ -60,7 +60,7 @@ type ownedEntries struct {
 	few     []node
 	many    map[node]struct{} // instead of few, once it would hold more than maxFewEntries
 	pruneAt int
-	quota   *spool.Account // the owner's --owner-quota account, made on first use (quota.accountLocked)
+	quota   *spool.Account // the owner's --owner-quota account, made on first use (quota.spoolAccountLocked)
 }
 
 const maxFewEntries = 8

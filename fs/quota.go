@@ -30,9 +30,9 @@ func (fsys *FS) setOwnerQuota(limit int64) {
 	}
 }
 
-// accountLocked is the spool account of an owner's entries (nil: nobody's), made on first use. The caller
+// spoolAccountLocked is the spool account of an owner's entries (nil: nobody's), made on first use. The caller
 // holds nsMu.
-func (q *quota) accountLocked(set *ownedEntries) *spool.Account {
+func (q *quota) spoolAccountLocked(set *ownedEntries) *spool.Account {
 	if set == nil {
 		return nil
 	}
@@ -46,7 +46,7 @@ func (q *quota) accountLocked(set *ownedEntries) *spool.Account {
 // or kept. The new owner may end up past its cap: handing over never fails for that. The caller holds nsMu.
 func (fsys *FS) chargeToLocked(n node, set *ownedEntries) {
 	if f, ok := n.(*File); ok && fsys.quota != nil {
-		f.data.HandTo(fsys.quota.accountLocked(set))
+		f.data.HandTo(fsys.quota.spoolAccountLocked(set))
 	}
 }
 
@@ -57,7 +57,7 @@ func (fsys *FS) moveChargeLocked(f *File, set *ownedEntries) syscall.Errno {
 	if fsys.quota == nil {
 		return 0
 	}
-	return toErrno(fsys.log, "linkat", f.data.ChargeTo(fsys.quota.accountLocked(set)))
+	return toErrno(fsys.log, "linkat", f.data.ChargeTo(fsys.quota.spoolAccountLocked(set)))
 }
 
 // uncharge drops the charge of a file that is gone for good.

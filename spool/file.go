@@ -527,7 +527,7 @@ func (f *File) _prepare(oldSize, newSize, off, n int64, op string) error {
 		}
 	case *memfdFile:
 		need = f.accounted + touched // files never move back into the arena
-		if need > p.memoryCap.Load()-p.ramBytesNow() || !p.accountHasRoom(f, need) {
+		if !p.roomFor(f, need) {
 			need = f.accounted + place.holeBytes(off, n)
 		}
 	default: // empty

@@ -406,11 +406,12 @@ func (p *Pool) diskDataIn(fd int, from, to int64) (int64, bool) {
 	return 0, false
 }
 
-// ramBytesNow is RAMBytes without the rest of Stats.
-func (p *Pool) ramBytesNow() int64 {
+// roomFor reports whether f's RAM share can grow to need bytes as they are now: RAM has that many bytes
+// free (counting f's own share as taken) and f's account has room for the growth.
+func (p *Pool) roomFor(f *File, need int64) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return p.ramBytes
+	return need <= p.memoryCap.Load()-p.ramBytes && f.account.hasRoomLocked(need-f.accounted)
 }
 
 // addDiskWritten counts bytes written to disk through the daemon.
@@ -484,13 +485,6 @@ func (p *Pool) accountRoomLocked(f *File, size int64) error {
 		return fmt.Errorf("spool: %d bytes more in an account of %d of %d: %w", size-f.accounted, a.used, a.limit, ErrOverQuota)
 	}
 	return nil
-}
-
-// accountHasRoom reports whether f's account has room for f to allocate size bytes.
-func (p *Pool) accountHasRoom(f *File, size int64) bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return f.account.hasRoomLocked(size - f.accounted)
 }
 
 // maxVictimTries bounds how many busy files the budget skips before it gives up on others and
