@@ -72,14 +72,18 @@ func newTestFile(t testing.TB, cfg Config) (*Pool, *File) {
 
 // checkAccounting asserts the pool's counters against the files themselves: RAMBytes is exactly
 // the sum of the allocated bytes (arena slots, Blocks × 512 of memfds) of Memory-tier files, DiskBytes
-// that of the data blocks of Disk-tier ones (Pool.diskAllocation), the file counts agree,
-// RAM never passed its cap, and empty RAM files hold no descriptor. files must be all the live
-// files of the pool.
+// that of the data blocks of Disk-tier ones (Pool.diskAllocation), each Account's used bytes that of its
+// files, the file counts agree, RAM never passed its cap, and empty RAM files hold no descriptor. files
+// must be all the live files of the pool.
 func checkAccounting(t testing.TB, pool *Pool, files []*File) {
 	t.Helper()
 	var want Stats
+	accounts := map[*Account]int64{}
 	for _, f := range files {
 		size := f.Size()
+		if a := f.Account(); a != nil {
+			accounts[a] += allocated(t, f)
+		}
 		want.Files++
 		switch f.Tier() {
 		case Memory:
@@ -109,6 +113,11 @@ func checkAccounting(t testing.TB, pool *Pool, files []*File) {
 	}
 	if got.DiskCap > 0 && got.DiskBytes > got.DiskCap {
 		t.Errorf("disk %d passed the cap %d", got.DiskBytes, got.DiskCap)
+	}
+	for a, sum := range accounts {
+		if used := a.Used(); used != sum {
+			t.Errorf("an account's used bytes are %d; its files allocate %d", used, sum)
+		}
 	}
 }
 
