@@ -412,7 +412,7 @@ out = [step("a40k", lambda: write(m + "/a", 40 << 10)),
        step("b20k", lambda: write(m + "/b", 20 << 10)),
        step("b10k", lambda: write(m + "/b", 10 << 10)),
        step("trunc-small", lambda: os.truncate(m + "/b", 40 << 10)),
-       step("trunc-sparse", lambda: os.truncate(m + "/a", 100 << 10)),
+       step("trunc", lambda: os.truncate(m + "/a", 100 << 10)),
        step("falloc", lambda: os.posix_fallocate(os.open(m + "/b", os.O_RDWR), 0, 200 << 10)),
        "sizes=%d,%d" % (os.stat(m + "/a").st_size, os.stat(m + "/b").st_size)]
 os.unlink(m + "/a")
@@ -423,13 +423,13 @@ time.sleep(300)
 
 // TestOwnerQuota: a write, truncate or fallocate past an owner's --owner-quota fails with EDQUOT and changes
 // nothing; the quota counts allocated bytes, so a small file is charged the RAM it holds (b truncated up to
-// 40 KiB) while a sparse file's hole is free (a truncated up to 100 KiB); the file's owner is charged whoever
-// writes; another owner is not affected.
+// 40 KiB), and a truncate to more than the quota has room for fails though it allocates nothing (a to 100
+// KiB); the file's owner is charged whoever writes; another owner is not affected.
 func TestOwnerQuota(t *testing.T) {
 	m := startMount(t, "--owner", "process", "--owner-quota", "64KiB")
 	python := requirePython(t)
 	_, line := owStart(t, nil, python, "-c", owQuotaScript, m.Dir)
-	want := "a40k=ok b20k=ok b10k=EDQUOT trunc-small=EDQUOT trunc-sparse=ok falloc=EDQUOT sizes=102400,20480 after-unlink=ok"
+	want := "a40k=ok b20k=ok b10k=EDQUOT trunc-small=EDQUOT trunc=EDQUOT falloc=EDQUOT sizes=40960,20480 after-unlink=ok"
 	if line != want {
 		t.Errorf("owner's steps:\n got %s\nwant %s", line, want)
 	}

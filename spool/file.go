@@ -175,7 +175,11 @@ func (f *File) Truncate(size int64) error {
 	f._beginDiskChange(0, 0, oldSize, size)
 	switch {
 	case size > oldSize:
-		// Growth allocates nothing (the new range is a hole), but it may move the file.
+		// Growth allocates nothing (the new range is a hole), but it may move the file. A file grown past
+		// what its account has room for could never be written full: that truncate fails like a write.
+		if err := f.pool.sizeFitsAccount(f, size); err != nil {
+			return err
+		}
 		if err := f._prepare(oldSize, size, 0, 0, "truncate"); err != nil {
 			return err
 		}

@@ -487,6 +487,18 @@ func (p *Pool) accountRoomLocked(f *File, size int64) error {
 	return nil
 }
 
+// sizeFitsAccount answers ErrOverQuota when f's account has no room for f grown to size bytes, all of them
+// allocated: a truncate up allocates nothing, but a file its owner's quota could never hold full is refused
+// when it is made that large, not at some later write. f.mu is held by the caller.
+func (p *Pool) sizeFitsAccount(f *File, size int64) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if !f.account.hasRoomLocked(size - f.accounted) {
+		return fmt.Errorf("spool: a file of %d bytes in an account of %d of %d: %w", size, f.account.used, f.account.limit, ErrOverQuota)
+	}
+	return nil
+}
+
 // maxVictimTries bounds how many busy files the budget skips before it gives up on others and
 // moves the writing file itself, so a pool whose large files are all in use cannot stall a write.
 const maxVictimTries = 64
