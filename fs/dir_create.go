@@ -354,14 +354,17 @@ func (d *Dir) Link(ctx context.Context, target fusefs.InodeEmbedder, name string
 			d.fs.nsMu.Unlock()
 			return nil, syscall.ENOENT
 		}
-		if creator != nil && !d.fs.fitsLocked(f, d.fs.owners.accountLocked(creator)) {
+		// Its bytes move to the owner the name gives it (nobody, for an unowned name), or EDQUOT when they
+		// would take that owner past its quota.
+		var set *ownedEntries
+		if creator != nil {
+			set = d.fs.owners.accountLocked(creator)
+		}
+		if errno := d.fs.moveChargeLocked(f, set); errno != 0 {
 			d.fs.nsMu.Unlock()
-			return nil, syscall.EDQUOT // its bytes would take the owner the name gives it past its quota
+			return nil, errno
 		}
 		f.linkable = false
-		if creator == nil {
-			d.fs.chargeToLocked(f, nil) // an unowned name: its bytes are charged to nobody from now on
-		}
 		ended = d.fs.tagLocked(n, creator)
 	} else if o := n.ownerTag().owner; o != nil && o.Gone() {
 		// A new name for an entry whose owner ended while it was being removed: it goes too.

@@ -7,7 +7,8 @@ import (
 )
 
 // toErrno is the one place where Go errors become FUSE answers. The core packages return sentinel errors that
-// wrap an errno (spool.ErrNoSpace wraps ENOSPC, naming.ErrExhausted wraps EEXIST, ...), so errors.As finds it.
+// wrap an errno (spool.ErrNoSpace wraps ENOSPC, spool.ErrOverQuota EDQUOT, naming.ErrExhausted EEXIST, ...), so
+// errors.As finds it.
 // Anything else is a bug or an unexpected I/O failure: it is logged with its cause before it collapses to EIO,
 // so that an EIO seen by a user can always be traced in the daemon's log.
 func toErrno(log *slog.Logger, op string, err error) syscall.Errno {

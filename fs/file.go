@@ -61,9 +61,6 @@ type File struct {
 	// (guarded by attrs.mu). Passthrough writes move only the backing file's mtime; a later one means new
 	// writes.
 	backingSeen int64
-
-	// charge is what the file counts against its owner's --owner-quota (see quota.go).
-	charge fileCharge
 }
 
 var (
@@ -209,12 +206,7 @@ func (f *File) Setattr(ctx context.Context, fh fusefs.FileHandle, in *fuse.SetAt
 		if size > uint64(spool.MaxFileSize) {
 			return syscall.EFBIG
 		}
-		if errno := f.fs.reserve(f, int64(size)); errno != 0 {
-			return errno
-		}
-		err := f.data.Truncate(int64(size))
-		f.fs.settle(f)
-		if err != nil {
+		if err := f.data.Truncate(int64(size)); err != nil {
 			return toErrno(f.fs.log, "truncate", err)
 		}
 		f.attrs.touchModified()
@@ -237,9 +229,7 @@ func (f *File) Open(ctx context.Context, flags uint32) (fusefs.FileHandle, uint3
 		return nil, 0, errno
 	}
 	if flags&syscall.O_TRUNC != 0 && flags&syscall.O_ACCMODE != syscall.O_RDONLY {
-		err := f.data.Truncate(0)
-		f.fs.settle(f)
-		if err != nil {
+		if err := f.data.Truncate(0); err != nil {
 			return nil, 0, toErrno(f.fs.log, "open O_TRUNC", err)
 		}
 		if f.attrs.wrote(ctx) {

@@ -105,12 +105,9 @@ func (h *handle) Write(ctx context.Context, data []byte, off int64) (uint32, sys
 	if h.file.attrs.hasFlag(flagAppend) && off < h.file.data.Size() {
 		return 0, syscall.EPERM
 	}
-	// Under --owner-quota a write that would take the file's owner past its cap writes nothing (EDQUOT).
-	if errno := h.file.fs.reserve(h.file, off+int64(len(data))); errno != 0 {
-		return 0, errno
-	}
+	// Under --owner-quota a write that would take the file's owner past its cap writes nothing (the spool
+	// answers EDQUOT).
 	n, err := h.file.data.WriteAt(data, off)
-	h.file.fs.settle(h.file)
 	if n > 0 {
 		if h.file.attrs.wrote(ctx) {
 			h.file.privDropped()
@@ -149,14 +146,7 @@ func (h *handle) Allocate(ctx context.Context, off uint64, size uint64, mode uin
 	if errno := h.file.attrs.allocateDenied(mode); errno != 0 {
 		return errno
 	}
-	if mode == 0 { // only plain fallocate moves the end of the file
-		if errno := h.file.fs.reserve(h.file, int64(off+size)); errno != 0 {
-			return errno
-		}
-	}
-	err := h.file.data.Allocate(int64(off), int64(size), mode)
-	h.file.fs.settle(h.file)
-	if err != nil {
+	if err := h.file.data.Allocate(int64(off), int64(size), mode); err != nil {
 		return toErrno(h.file.fs.log, "fallocate", err)
 	}
 	h.file.attrs.touchModified()

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/tempfs/tempfs/fs/owner"
+	"github.com/tempfs/tempfs/spool"
 )
 
 // Entries bound to an owner (--owner; docs/guarantees.md, Owners). Package owner says who made an entry and when
@@ -59,7 +60,7 @@ type ownedEntries struct {
 	few     []node
 	many    map[node]struct{} // instead of few, once it would hold more than maxFewEntries
 	pruneAt int
-	charged int64 // file data charged to the owner under --owner-quota; guarded by quota.mu
+	quota   *spool.Account // the owner's --owner-quota account, made on first use (quota.spoolAccountLocked)
 }
 
 const maxFewEntries = 8
@@ -227,7 +228,7 @@ func (fsys *FS) tagLocked(n node, o *owner.Owner) (ended *owner.Owner) {
 	return nil
 }
 
-// accountLocked is an owner's set of entries, which also holds its --owner-quota charge; made on first use.
+// accountLocked is an owner's set of entries, which also holds its --owner-quota account; made on first use.
 // The caller holds nsMu.
 func (own *ownership) accountLocked(o *owner.Owner) *ownedEntries {
 	set := own.entries[o]

@@ -267,13 +267,7 @@ wait $p`
 			cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 			var stderr syncBuffer
 			cmd.Stderr = &stderr
-			stdout, err := cmd.StdoutPipe()
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := cmd.Start(); err != nil {
-				t.Fatal(err)
-			}
+			stdout := startReading(t, cmd, cmd.StdoutPipe)
 			exited := make(chan struct{})
 			defer func() {
 				select {

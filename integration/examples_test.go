@@ -138,24 +138,13 @@ func (e *exampleEnv) start(t *testing.T, example string) *exec.Cmd {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	t.Cleanup(func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case err := <-exited:
-			if err != nil {
-				t.Errorf("%s: exited with %v after SIGTERM; stderr:\n%s", example, err, stderr)
-			}
-		case <-time.After(30 * time.Second):
-			_ = cmd.Process.Kill()
-			t.Errorf("%s: still running 30 s after SIGTERM", example)
-		}
+	t.Cleanup(func() { // after stopAtCleanup's, which runs first
 		if isMounted(e.scratch) {
 			_ = syscall.Unmount(e.scratch, syscall.MNT_DETACH)
 			t.Errorf("%s: %s still mounted after it exited", example, e.scratch)
 		}
 	})
+	stopAtCleanup(t, cmd, example, stderr.String)
 	_ = sock.SetReadDeadline(time.Now().Add(60 * time.Second))
 	buf := make([]byte, 256)
 	for {
@@ -534,13 +523,7 @@ tempfs status --json "$tdir" > "$0.status" 2>&1
 // process logs once it serves); Cleanup stops it with SIGTERM and wants exit status 0.
 func startUntilLogged(t *testing.T, cmd *exec.Cmd, ready string) string {
 	t.Helper()
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
+	stderr := startReading(t, cmd, cmd.StderrPipe)
 	lines := make(chan string)
 	rest := &syncBuffer{}
 	go func() {
@@ -554,7 +537,6 @@ func startUntilLogged(t *testing.T, cmd *exec.Cmd, ready string) string {
 		close(lines)
 		_, _ = io.Copy(rest, stderr)
 	}()
-	exited := make(chan error, 1)
 	var log strings.Builder
 	deadline := time.After(60 * time.Second)
 	for found := false; !found; {
@@ -571,20 +553,28 @@ func startUntilLogged(t *testing.T, cmd *exec.Cmd, ready string) string {
 			t.Fatalf("%v did not log %q within 60 s:\n%s", cmd.Args, ready, log.String())
 		}
 	}
+	stopAtCleanup(t, cmd, fmt.Sprint(cmd.Args), func() string { return log.String() + rest.String() })
+	return log.String()
+}
+
+// stopAtCleanup waits for a started cmd in the background and, when the test ends, stops it with SIGTERM and
+// wants exit status 0 within 30 s (then kills it); output is what it printed, for the error.
+func stopAtCleanup(t *testing.T, cmd *exec.Cmd, name string, output func() string) {
+	t.Helper()
+	exited := make(chan error, 1)
 	go func() { exited <- cmd.Wait() }()
 	t.Cleanup(func() {
 		_ = cmd.Process.Signal(syscall.SIGTERM)
 		select {
 		case err := <-exited:
 			if err != nil {
-				t.Errorf("%v: exited with %v after SIGTERM:\n%s%s", cmd.Args, err, log.String(), rest)
+				t.Errorf("%s: exited with %v after SIGTERM; output:\n%s", name, err, output())
 			}
 		case <-time.After(30 * time.Second):
 			_ = cmd.Process.Kill()
-			t.Errorf("%v: still running 30 s after SIGTERM", cmd.Args)
+			t.Errorf("%s: still running 30 s after SIGTERM", name)
 		}
 	})
-	return log.String()
 }
 
 // TestNewUserHelpExamples runs every example of every --help text as printed (with tempfs on PATH, stand-in

@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -338,6 +339,30 @@ func eventually(t testing.TB, d time.Duration, what string, cond func() bool) {
 		time.Sleep(pause)
 		pause = min(2*pause, 20*time.Millisecond)
 	}
+}
+
+// startReading starts cmd with one of its outputs piped back for the test to read (pipe is cmd.StdoutPipe or
+// cmd.StderrPipe); the test fails if it cannot.
+func startReading(t testing.TB, cmd *exec.Cmd, pipe func() (io.ReadCloser, error)) io.ReadCloser {
+	t.Helper()
+	out, err := pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// startTalking starts cmd with its stdin piped from the test and its stdout back to it.
+func startTalking(t testing.TB, cmd *exec.Cmd) (stdin io.WriteCloser, stdout io.ReadCloser) {
+	t.Helper()
+	in, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return in, startReading(t, cmd, cmd.StdoutPipe)
 }
 
 // sh runs a shell command line in dir from a separate process and returns its combined output.

@@ -130,10 +130,8 @@ func TestLifetimeHolders(t *testing.T) {
 
 	t.Run("ForkedChild", func(t *testing.T) {
 		dir := fresh(t)
-		fd, name := tlOpenTemplate(t, dir, "jobXXXXXX", unix.O_RDWR)
-		ino := tlInode(t, fd)
-		f := os.NewFile(uintptr(fd), name)
-		t.Cleanup(func() { f.Close() })
+		f, name := tlOpenTemplateFile(t, dir)
+		ino := tlInode(t, int(f.Fd()))
 		// The child inherits the open file description (fork, then exec) as its fd 3.
 		child := tlShHolder(t, dir, `stat -L -c %i /proc/$$/fd/3; read x || true`, f)
 		if got := child.line(t); got != strconv.FormatUint(ino, 10) {
@@ -155,9 +153,7 @@ func TestLifetimeHolders(t *testing.T) {
 
 	t.Run("ForkedChildExitsFirst", func(t *testing.T) {
 		dir := fresh(t)
-		fd, name := tlOpenTemplate(t, dir, "jobXXXXXX", unix.O_RDWR)
-		f := os.NewFile(uintptr(fd), name)
-		t.Cleanup(func() { f.Close() })
+		f, name := tlOpenTemplateFile(t, dir)
 		child := tlShHolder(t, dir, `echo started`, f)
 		child.expectLine(t, "started")
 		if err := child.wait(t); err != nil {
@@ -208,18 +204,13 @@ func TestLifetimeHolders(t *testing.T) {
 			t.Fatalf("the child sees %q", name)
 		}
 		tlRequirePresent(t, dir, name, "while the child holds it")
-		if err := child.cmd.Process.Kill(); err != nil {
-			t.Fatal(err)
-		}
-		_ = child.wait(t)
+		child.kill(t)
 		tlWaitGone(t, dir, name, "after its only holder was killed with SIGKILL")
 	})
 
 	t.Run("SIGKILLInherited", func(t *testing.T) {
 		dir := fresh(t)
-		fd, name := tlOpenTemplate(t, dir, "jobXXXXXX", unix.O_RDWR)
-		f := os.NewFile(uintptr(fd), name)
-		t.Cleanup(func() { f.Close() })
+		f, name := tlOpenTemplateFile(t, dir)
 		child := tlShHolder(t, dir, `echo ready; read x || true`, f)
 		child.expectLine(t, "ready")
 		if err := f.Close(); err != nil {
@@ -227,10 +218,7 @@ func TestLifetimeHolders(t *testing.T) {
 		}
 		tlStaysPresent(t, dir, name, "after the parent closed while a child holds it")
 		tlRequirePresent(t, dir, name, "right before the kill")
-		if err := child.cmd.Process.Kill(); err != nil {
-			t.Fatal(err)
-		}
-		_ = child.wait(t)
+		child.kill(t)
 		tlWaitGone(t, dir, name, "after the last holder was killed with SIGKILL")
 	})
 
@@ -345,10 +333,7 @@ read x || true`)
 		b := tlStartProc(t, cmd)
 		name := b.line(t)
 		tlRequirePresent(t, dir, name, "while bash holds fd 3")
-		if err := b.cmd.Process.Kill(); err != nil {
-			t.Fatal(err)
-		}
-		_ = b.wait(t)
+		b.kill(t)
 		tlWaitGone(t, dir, name, "after bash was killed")
 	})
 }
@@ -487,21 +472,6 @@ func tlTmpfileLink(t testing.TB, dir string, flags int) error {
 	return unix.Linkat(unix.AT_FDCWD, fmt.Sprintf("/proc/self/fd/%d", fd), unix.AT_FDCWD, filepath.Join(dir, "plainlink"), flags)
 }
 
-// tlMountTmpfs mounts a real tmpfs in a temp dir, for the kernel's own answers.
-func tlMountTmpfs(t testing.TB) string {
-	t.Helper()
-	dir := t.TempDir()
-	if err := unix.Mount("tmpfs", dir, "tmpfs", 0, "size=16m"); err != nil {
-		t.Skipf("cannot mount a tmpfs to compare with: %v", err)
-	}
-	t.Cleanup(func() {
-		if err := unix.Unmount(dir, 0); err != nil {
-			t.Errorf("unmounting tmpfs: %v", err)
-		}
-	})
-	return dir
-}
-
 // TestLifetimeTmpfile: O_TMPFILE makes an anonymous file, freed at its last close; linkat with
 // AT_SYMLINK_FOLLOW or AT_EMPTY_PATH names it; plain link(2) on /proc/self/fd/N fails as on tmpfs (EXDEV).
 func TestLifetimeTmpfile(t *testing.T) {
@@ -541,7 +511,7 @@ func TestLifetimeTmpfile(t *testing.T) {
 	})
 
 	t.Run("PlainLinkLikeTmpfs", func(t *testing.T) {
-		tmpfsErr := tlTmpfileLink(t, tlMountTmpfs(t), 0)
+		tmpfsErr := tlTmpfileLink(t, coreTmpfs(t), 0)
 		dir := tlFreshDir(t, m, "plainlink")
 		tempfsErr := tlTmpfileLink(t, dir, 0)
 		if !errors.Is(tmpfsErr, unix.EXDEV) {
@@ -735,4 +705,14 @@ func TestLifetimeDirectoryAttributes(t *testing.T) {
 	if after.Mtim == holding.Mtim {
 		t.Errorf("directory mtime %v did not move when its file left", time.Unix(after.Mtim.Unix()))
 	}
+}
+
+// tlOpenTemplateFile makes a file from jobXXXXXX in dir, open for reading and writing as an *os.File to hand
+// to a child process; it is closed at cleanup if the test has not closed it.
+func tlOpenTemplateFile(t testing.TB, dir string) (*os.File, string) {
+	t.Helper()
+	fd, name := tlOpenTemplate(t, dir, "jobXXXXXX", unix.O_RDWR)
+	f := os.NewFile(uintptr(fd), name)
+	t.Cleanup(func() { f.Close() })
+	return f, name
 }

@@ -674,13 +674,7 @@ while :; do wait $p; done`
 	cmd.Stdin = slave
 	var stderr syncBuffer
 	cmd.Stderr = &stderr
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
+	stdout := startReading(t, cmd, cmd.StdoutPipe)
 	exited := make(chan struct{})
 	var waitErr error
 	go func() {

@@ -44,10 +44,7 @@ time.sleep(300)
 // session, which no process is left in.
 func TestOwnerDaemonizerKeepsItsPidfile(t *testing.T) {
 	m := startMount(t, "--owner", "session")
-	python, err := corePython()
-	if err != nil {
-		t.Fatal(err)
-	}
+	python := requirePython(t)
 	_, line := owStart(t, &syscall.SysProcAttr{Setsid: true}, python, "-c", owDaemonizer, m.Dir)
 	fields := strings.Fields(line)
 	if len(fields) != 3 || fields[0] != "daemon" {
@@ -95,10 +92,7 @@ time.sleep(300)
 // and goes with it, while the old one lives on in its other member; and an old owner whose last member left
 // without making anything more ends within the contract's second, though that member lives on.
 func TestOwnerFollowsSetsidAndSetpgid(t *testing.T) {
-	python, err := corePython()
-	if err != nil {
-		t.Fatal(err)
-	}
+	python := requirePython(t)
 	for _, tc := range []struct{ scope, how string }{{"session", "setsid"}, {"group", "setpgid"}} {
 		t.Run(tc.how+" then create", func(t *testing.T) {
 			m := startMount(t, "--owner", tc.scope)
@@ -150,13 +144,7 @@ func TestOwnerFollowsSetsidAndSetpgid(t *testing.T) {
 func owLines(t *testing.T, cmd *exec.Cmd) <-chan string {
 	t.Helper()
 	cmd.Stderr = os.Stderr
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
+	out := startReading(t, cmd, cmd.StdoutPipe)
 	lines := make(chan string, 8)
 	pids := make(chan int, 8)
 	go func() {
@@ -437,15 +425,37 @@ time.sleep(300)
 	}
 }
 
+// TestOwnerQuotaCountsAllocatedBytes: the quota counts what files allocate, so each 1-byte file costs the
+// smallest unit of RAM that holds it (a 512-byte arena slot), and an owner of a 64 KiB quota holds 128 of them.
+func TestOwnerQuotaCountsAllocatedBytes(t *testing.T) {
+	_, line := owUnderQuota(t, `
+import errno, os, sys, time
+m = sys.argv[1]
+n, failed = 0, "none"
+while n < 1000:
+    fd = os.open(m + "/f%d" % n, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        os.write(fd, b"x")
+    except OSError as e:
+        failed = errno.errorcode[e.errno]
+        break
+    finally:
+        os.close(fd)
+    n += 1
+print("files=%d failed=%s" % (n, failed), flush=True)
+time.sleep(300)
+`)
+	if want := "files=128 failed=EDQUOT"; line != want { // 64 KiB / 512 B
+		t.Errorf("1-byte files under a 64 KiB quota: got %s, want %s", line, want)
+	}
+}
+
 // owUnderQuota mounts with --owner process --owner-quota 64KiB and runs a Python owner script on it; it returns
 // the mount and the first line the script prints.
 func owUnderQuota(t *testing.T, script string) (*mount, string) {
 	t.Helper()
 	m := startMount(t, "--owner", "process", "--owner-quota", "64KiB")
-	python, err := corePython()
-	if err != nil {
-		t.Fatal(err)
-	}
+	python := requirePython(t)
 	_, line := owStart(t, nil, python, "-c", script, m.Dir)
 	return m, line
 }

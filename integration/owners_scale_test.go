@@ -72,10 +72,7 @@ func TestOwnerManyShortLivedOwners(t *testing.T) {
 	if testing.Short() {
 		t.Skip("10,000 processes")
 	}
-	python, err := corePython()
-	if err != nil {
-		t.Skip(err)
-	}
+	python := requirePython(t)
 	m := startMount(t, "--owner", "process")
 	baseline := len(daemonFdTargets(t, m))
 	const n = 10000
@@ -103,10 +100,7 @@ func TestOwnerMemoryPerLiveOwner(t *testing.T) {
 	if testing.Short() {
 		t.Skip("2,000 processes")
 	}
-	python, err := corePython()
-	if err != nil {
-		t.Skip(err)
-	}
+	python := requirePython(t)
 	const n = 1000
 	growth := map[string]int{}
 	for _, scope := range []string{"none", "process"} {

@@ -28,13 +28,7 @@ func owStart(t testing.TB, attr *syscall.SysProcAttr, name string, args ...strin
 	cmd := exec.Command(name, args...)
 	cmd.SysProcAttr = attr
 	cmd.Stderr = os.Stderr
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
+	out := startReading(t, cmd, cmd.StdoutPipe)
 	t.Cleanup(func() {
 		if attr != nil && (attr.Setsid || attr.Setpgid && attr.Pgid == 0) {
 			_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
@@ -104,10 +98,7 @@ time.sleep(300)
 
 func TestOwnerProcessEntriesGoWithTheirProcess(t *testing.T) {
 	m := startMount(t, "--owner", "process")
-	python, err := corePython()
-	if err != nil {
-		t.Skip(err)
-	}
+	python := requirePython(t)
 	owner, _ := owStart(t, nil, python, "-c", owPython, m.Dir)
 	canary, _ := owStart(t, nil, "sh", "-c", `echo live > "$1"/canary && echo ready && exec sleep 300`, "sh", m.Dir)
 	for _, name := range []string{"tree/a/b/f", "pyfile", "pylink", "pyfifo", "pynull", "pytmp"} {
@@ -151,10 +142,7 @@ func TestOwnerProcessEntriesGoWithTheirProcess(t *testing.T) {
 // owner's entry stays, and goes once that entry is removed.
 func TestOwnerDirectoryOfGoneOwnerStaysWhileItHoldsLiveEntries(t *testing.T) {
 	m := startMount(t, "--owner", "process")
-	python, err := corePython()
-	if err != nil {
-		t.Skip(err)
-	}
+	python := requirePython(t)
 	owner, _ := owStart(t, nil, python, "-c", `import os, sys, time
 os.makedirs(sys.argv[1] + "/shared/inner"); os.mkdir(sys.argv[1] + "/kept")
 print("ready", flush=True); time.sleep(300)`, m.Dir)
@@ -423,6 +411,7 @@ def write(path, n, mode="ab"):
 out = [step("a40k", lambda: write(m + "/a", 40 << 10)),
        step("b20k", lambda: write(m + "/b", 20 << 10)),
        step("b10k", lambda: write(m + "/b", 10 << 10)),
+       step("trunc-small", lambda: os.truncate(m + "/b", 40 << 10)),
        step("trunc", lambda: os.truncate(m + "/a", 100 << 10)),
        step("falloc", lambda: os.posix_fallocate(os.open(m + "/b", os.O_RDWR), 0, 200 << 10)),
        "sizes=%d,%d" % (os.stat(m + "/a").st_size, os.stat(m + "/b").st_size)]
@@ -433,15 +422,14 @@ time.sleep(300)
 `
 
 // TestOwnerQuota: a write, truncate or fallocate past an owner's --owner-quota fails with EDQUOT and changes
-// nothing; the file's owner is charged whoever writes; another owner is not affected.
+// nothing; the quota counts allocated bytes, so a small file is charged the RAM it holds (b truncated up to
+// 40 KiB), and a truncate to more than the quota has room for fails though it allocates nothing (a to 100
+// KiB); the file's owner is charged whoever writes; another owner is not affected.
 func TestOwnerQuota(t *testing.T) {
 	m := startMount(t, "--owner", "process", "--owner-quota", "64KiB")
-	python, err := corePython()
-	if err != nil {
-		t.Skip(err)
-	}
+	python := requirePython(t)
 	_, line := owStart(t, nil, python, "-c", owQuotaScript, m.Dir)
-	want := "a40k=ok b20k=ok b10k=EDQUOT trunc=EDQUOT falloc=EDQUOT sizes=40960,20480 after-unlink=ok"
+	want := "a40k=ok b20k=ok b10k=EDQUOT trunc-small=EDQUOT trunc=EDQUOT falloc=EDQUOT sizes=40960,20480 after-unlink=ok"
 	if line != want {
 		t.Errorf("owner's steps:\n got %s\nwant %s", line, want)
 	}
@@ -614,10 +602,7 @@ func TestOwnerOutOfDescriptors(t *testing.T) {
 	if err := unix.Prlimit(m.Pid(), unix.RLIMIT_NOFILE, &low, nil); err != nil {
 		t.Skipf("cannot lower the daemon's descriptor limit: %v", err)
 	}
-	python, err := corePython()
-	if err != nil {
-		t.Skip(err)
-	}
+	python := requirePython(t)
 	_, line := owStart(t, nil, python, "-c", `
 import collections, errno, os, sys, time
 m, r, w, res = sys.argv[1], *os.pipe(), collections.Counter()
@@ -662,10 +647,7 @@ time.sleep(300)
 // until the process is killed.
 func TestOwnerProcessWhoseMainThreadEnded(t *testing.T) {
 	m := startMount(t, "--owner", "process")
-	python, err := corePython()
-	if err != nil {
-		t.Skip(err)
-	}
+	python := requirePython(t)
 	owner, line := owStart(t, nil, python, "-c", `
 import ctypes, os, sys, threading, time
 m = sys.argv[1]

@@ -115,17 +115,7 @@ func runGenWriter(t *testing.T, path, mode string, first, last, size0, step, pau
 	cmd := exec.Command("python3", "-c", genWriter, path, mode,
 		strconv.Itoa(first), strconv.Itoa(last), strconv.Itoa(size0), strconv.Itoa(step), strconv.Itoa(pause))
 	cmd.Stderr = os.Stderr
-	in, err := cmd.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
+	in, out := startTalking(t, cmd)
 	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
 	lines := bufio.NewScanner(out)
 	next = func() (uint64, int, bool) {

@@ -17,20 +17,6 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// tlRequirePython returns python3's path; without it the test is skipped, except in CI (CI=true), where it fails.
-func tlRequirePython(t testing.TB) string {
-	t.Helper()
-	py, err := exec.LookPath("python3")
-	if err == nil {
-		return py
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatalf("python3 not found (%v), and CI=true forbids skipping", err)
-	}
-	t.Skipf("python3 not found: %v", err)
-	return ""
-}
-
 // tlPython runs `python3 -c script args...` with extra environment and returns its stdout; it fails the test
 // with the script's output if the script fails.
 func tlPython(t testing.TB, py, script string, env []string, args ...string) string {
@@ -212,7 +198,7 @@ print("OK", os.path.basename(path))
 
 // TestPythonTempfile runs Python's tempfile functions with dir= the mount.
 func TestPythonTempfile(t *testing.T) {
-	py := tlRequirePython(t)
+	py := requirePython(t)
 	m := startMount(t)
 	n := 0
 	// fresh waits until every earlier handle is released, so that the file count is a stable baseline.
@@ -239,63 +225,57 @@ func TestPythonTempfile(t *testing.T) {
 		}
 	}
 
-	t.Run("NamedTemporaryFile/delete=True", func(t *testing.T) {
+	// leavesNothing runs a script that makes something that goes with it: it prints its name, and the
+	// directory is empty afterwards, with as many files as before.
+	leavesNothing := func(t *testing.T, script, what string) string {
+		t.Helper()
 		dir, before := fresh(t)
-		base := tlOKLine(t, tlPython(t, py, pyNamedDelete, nil, dir))
-		if !strings.HasPrefix(base, "ntf") || !strings.HasSuffix(base, ".dat") {
-			t.Errorf("name %q", base)
-		}
+		base := tlOKLine(t, tlPython(t, py, script, nil, dir))
 		if got := listDir(t, dir); len(got) != 0 {
 			t.Fatalf("left %q", got)
 		}
-		filesBack(t, before, "NamedTemporaryFile")
+		filesBack(t, before, what)
+		return base
+	}
+	// keepsOne runs a script that makes something that stays (with TMPDIR set to the directory when asked):
+	// once its handles are closed, it is all the directory holds.
+	keepsOne := func(t *testing.T, script string, asTMPDIR bool) (dir, base string) {
+		t.Helper()
+		dir, _ = fresh(t)
+		var env []string
+		if asTMPDIR {
+			env = []string{"TMPDIR=" + dir}
+		}
+		base = tlOKLine(t, tlPython(t, py, script, env, dir))
+		tlWaitHandles(t, m, 0)
+		if got := listDir(t, dir); !slices.Equal(got, []string{base}) {
+			t.Fatalf("readdir %q, want [%s]", got, base)
+		}
+		return dir, base
+	}
+
+	t.Run("NamedTemporaryFile/delete=True", func(t *testing.T) {
+		if base := leavesNothing(t, pyNamedDelete, "NamedTemporaryFile"); !strings.HasPrefix(base, "ntf") || !strings.HasSuffix(base, ".dat") {
+			t.Errorf("name %q", base)
+		}
 	})
 
 	t.Run("NamedTemporaryFile/delete=False", func(t *testing.T) {
-		dir, _ := fresh(t)
-		base := tlOKLine(t, tlPython(t, py, pyNamedKeep, nil, dir))
-		tlWaitHandles(t, m, 0)
-		if got := listDir(t, dir); !slices.Equal(got, []string{base}) {
-			t.Fatalf("readdir %q, want [%s]", got, base)
-		}
+		dir, base := keepsOne(t, pyNamedKeep, false)
 		fileIs(t, filepath.Join(dir, base), "persisted by python", 0o600)
 	})
 
-	t.Run("TemporaryFile", func(t *testing.T) {
-		dir, before := fresh(t)
-		tlOKLine(t, tlPython(t, py, pyTemporaryFile, nil, dir))
-		if got := listDir(t, dir); len(got) != 0 {
-			t.Fatalf("left %q", got)
-		}
-		filesBack(t, before, "TemporaryFile")
-	})
+	t.Run("TemporaryFile", func(t *testing.T) { leavesNothing(t, pyTemporaryFile, "TemporaryFile") })
 
-	t.Run("SpooledTemporaryFile", func(t *testing.T) {
-		dir, before := fresh(t)
-		tlOKLine(t, tlPython(t, py, pySpooled, nil, dir))
-		if got := listDir(t, dir); len(got) != 0 {
-			t.Fatalf("left %q", got)
-		}
-		filesBack(t, before, "SpooledTemporaryFile")
-	})
+	t.Run("SpooledTemporaryFile", func(t *testing.T) { leavesNothing(t, pySpooled, "SpooledTemporaryFile") })
 
 	t.Run("mkstemp", func(t *testing.T) {
-		dir, _ := fresh(t)
-		base := tlOKLine(t, tlPython(t, py, pyMkstemp, nil, dir))
-		tlWaitHandles(t, m, 0)
-		if got := listDir(t, dir); !slices.Equal(got, []string{base}) {
-			t.Fatalf("readdir %q, want [%s]", got, base)
-		}
+		dir, base := keepsOne(t, pyMkstemp, false)
 		fileIs(t, filepath.Join(dir, base), "from mkstemp", 0o600)
 	})
 
 	t.Run("mkdtemp", func(t *testing.T) {
-		dir, _ := fresh(t)
-		base := tlOKLine(t, tlPython(t, py, pyMkdtemp, nil, dir))
-		tlWaitHandles(t, m, 0)
-		if got := listDir(t, dir); !slices.Equal(got, []string{base}) {
-			t.Fatalf("readdir %q, want [%s]", got, base)
-		}
+		dir, base := keepsOne(t, pyMkdtemp, false)
 		var st unix.Stat_t
 		if err := unix.Stat(filepath.Join(dir, base), &st); err != nil || st.Mode&unix.S_IFMT != unix.S_IFDIR || st.Mode&0o7777 != 0o700 {
 			t.Fatalf("%s: mode %o, %v; want a 0700 directory", base, st.Mode, err)
@@ -305,22 +285,10 @@ func TestPythonTempfile(t *testing.T) {
 		}
 	})
 
-	t.Run("TemporaryDirectory", func(t *testing.T) {
-		dir, before := fresh(t)
-		tlOKLine(t, tlPython(t, py, pyTemporaryDirectory, nil, dir))
-		if got := listDir(t, dir); len(got) != 0 {
-			t.Fatalf("left %q", got)
-		}
-		filesBack(t, before, "TemporaryDirectory")
-	})
+	t.Run("TemporaryDirectory", func(t *testing.T) { leavesNothing(t, pyTemporaryDirectory, "TemporaryDirectory") })
 
 	t.Run("TMPDIR", func(t *testing.T) {
-		dir, _ := fresh(t)
-		base := tlOKLine(t, tlPython(t, py, pyGettempdir, []string{"TMPDIR=" + dir}, dir))
-		tlWaitHandles(t, m, 0)
-		if got := listDir(t, dir); !slices.Equal(got, []string{base}) {
-			t.Fatalf("readdir %q, want only the mkstemp file %s", got, base)
-		}
+		dir, base := keepsOne(t, pyGettempdir, true)
 		fileIs(t, filepath.Join(dir, base), "default dir", 0o600)
 	})
 }

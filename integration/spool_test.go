@@ -1050,15 +1050,7 @@ func TestSpoolPassthroughKillsSetuid(t *testing.T) {
 		t.Skip("needs root to write as another user")
 	}
 	m := startMount(t, "--max-size", "64KiB", "-o", "allow_other")
-	ref := t.TempDir()
-	if err := unix.Mount("tmpfs", ref, "tmpfs", 0, "size=16m"); err != nil {
-		t.Fatalf("mount tmpfs: %v", err)
-	}
-	t.Cleanup(func() {
-		if err := unix.Unmount(ref, 0); err != nil {
-			t.Errorf("unmount tmpfs: %v", err)
-		}
-	})
+	ref := mountTmpfs(t, syscall.MS_NODEV) // without nosuid: set-user-ID bits are what the test watches
 	for _, dir := range []string{m.Dir, ref} {
 		for p := filepath.Dir(dir); p != "/" && p != os.TempDir(); p = filepath.Dir(p) {
 			if err := os.Chmod(p, 0o711); err != nil {

@@ -148,18 +148,9 @@ type tlProc struct {
 func tlStartProc(t testing.TB, cmd *exec.Cmd) *tlProc {
 	t.Helper()
 	p := &tlProc{cmd: cmd, lines: make(chan string, 4096), stderr: &syncBuffer{}, done: make(chan struct{})}
-	var err error
-	if p.stdin, err = cmd.StdinPipe(); err != nil {
-		t.Fatal(err)
-	}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
 	cmd.Stderr = p.stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
+	var stdout io.ReadCloser
+	p.stdin, stdout = startTalking(t, cmd)
 	go func() {
 		sc := bufio.NewScanner(stdout)
 		for sc.Scan() {
@@ -224,6 +215,15 @@ func (p *tlProc) wait(t testing.TB) error {
 		t.Fatalf("%v still running after 60s; stderr:\n%s", p.cmd.Args, p.stderr.String())
 		return nil
 	}
+}
+
+// kill sends the process SIGKILL and waits until it is gone.
+func (p *tlProc) kill(t testing.TB) {
+	t.Helper()
+	if err := p.cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	_ = p.wait(t)
 }
 
 // running reports whether the process has not exited yet.

@@ -16,24 +16,6 @@ import (
 	"testing"
 )
 
-// parityTmpfs mounts a tmpfs without nosuid (so that execve honours set-user-ID there, as on a tempfs view
-// without nosuid below), unmounted in Cleanup.
-func parityTmpfs(t *testing.T) string {
-	t.Helper()
-	coreRequireRoot(t)
-	dir := t.TempDir()
-	if err := syscall.Mount("tmpfs", dir, "tmpfs", syscall.MS_NODEV, "mode=1777"); err != nil {
-		t.Fatalf("mount tmpfs on %s: %v", dir, err)
-	}
-	t.Cleanup(func() {
-		if err := syscall.Unmount(dir, 0); err != nil {
-			_ = syscall.Unmount(dir, syscall.MNT_DETACH)
-			t.Errorf("unmount tmpfs %s: %v", dir, err)
-		}
-	})
-	return dir
-}
-
 // suidView bind-mounts dir elsewhere and clears nosuid on that view only (a per-mount flag root may change),
 // so that execve there honours set-user-ID as on a filesystem mounted without nosuid.
 func suidView(t *testing.T, dir string) string {
@@ -108,7 +90,8 @@ libc.closedir(dp)
 // set-user-ID and set-group-ID as on tmpfs, and stat (after a stat that filled the kernel's attribute cache)
 // and execve see it at once. Set-group-ID without group execute goes only for a caller outside the group.
 func TestKillPrivSeenAtOnce(t *testing.T) {
-	ref := parityTmpfs(t)
+	// Without nosuid, so that execve honours set-user-ID there, as on a tempfs view without nosuid below.
+	ref := mountTmpfs(t, syscall.MS_NODEV)
 	m := startMount(t, "-o", "allow_other")
 	openPathTo(t, m.Dir)
 	openPathTo(t, ref)

@@ -96,9 +96,7 @@ func TestArenaReusedSlotsReadZeros(t *testing.T) {
 // TestArenaGrowthMovesTheFile: a file that grows moves to bigger slots, then out of the arena to a memfd of
 // its own, keeping its bytes and its holes; one that grows past MaxSize from the arena rolls over.
 func TestArenaGrowthMovesTheFile(t *testing.T) {
-	pool := newTestPool(t, Config{MaxSize: 1 * mib, MemoryCap: 64 * mib})
-	f := pool.NewFile()
-	defer f.Close()
+	pool, f := newTestFile(t, Config{MaxSize: 1 * mib, MemoryCap: 64 * mib})
 	want := layout(0)
 	step := func(data []byte, off int64) {
 		t.Helper()
@@ -145,9 +143,7 @@ func TestArenaGrowthMovesTheFile(t *testing.T) {
 // TestArenaCopyKeepsWrittenZeros: zeros written to a small file are data, as on tmpfs: they are copied
 // when it moves to disk (and counted there), while a hole stays a hole.
 func TestArenaCopyKeepsWrittenZeros(t *testing.T) {
-	pool := newTestPool(t, Config{MemoryCap: 64 * mib})
-	f := pool.NewFile()
-	defer f.Close()
+	pool, f := newTestFile(t, Config{MemoryCap: 64 * mib})
 	mustWrite(t, f, make([]byte, 3*pageSize), 0) // written zeros
 	mustWrite(t, f, []byte("x"), 6*pageSize)     // a hole of three pages before it
 	if err := f.Rollover(); err != nil {

@@ -252,9 +252,7 @@ func TestDiskCapIgnoresStoreMetadata(t *testing.T) {
 		{"write", func(f *File, off int64) error { _, err := f.WriteAt(pattern(int(piece), 7), off); return err }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			pool := newTestPool(t, Config{MaxSize: 16 * kib, MemoryCap: mib, DiskCap: pieces * piece})
-			f := pool.NewFile()
-			defer f.Close()
+			pool, f := newTestFile(t, Config{MaxSize: 16 * kib, MemoryCap: mib, DiskCap: pieces * piece})
 			const size = 2 * (pieces + 1) * piece // room for pieces+1 extents with a hole after each
 			if err := f.Truncate(size); err != nil || f.Tier() != Disk {
 				t.Fatalf("truncate past MaxSize: %v, tier %v; want a rollover", err, f.Tier())
@@ -288,9 +286,7 @@ func TestDiskCapIgnoresStoreMetadata(t *testing.T) {
 // the whole file's data blocks.
 func TestDiskMeasureStaysLocal(t *testing.T) {
 	const piece, pieces = 4 * kib, 1000
-	pool := newTestPool(t, Config{MaxSize: 16 * kib, MemoryCap: mib, DiskCap: 64 * mib})
-	f := pool.NewFile()
-	defer f.Close()
+	pool, f := newTestFile(t, Config{MaxSize: 16 * kib, MemoryCap: mib, DiskCap: 64 * mib})
 	if err := f.Truncate(2 * pieces * piece); err != nil || f.Tier() != Disk {
 		t.Fatalf("truncate past MaxSize: %v, tier %v; want a rollover", err, f.Tier())
 	}

@@ -39,6 +39,8 @@ type File struct {
 	// Guarded by pool.mu.
 	accounted int64 // this file's share of pool.ramBytes or pool.diskBytes, by tier: allocated bytes
 	heapIndex int   // position in pool.ramFiles, -1 when absent
+	// account is charged accounted too; nil for none. Changed under mu and pool.mu both (File.ChargeTo).
+	account *Account
 }
 
 // ReadAt reads like pread(2): a short count at end of file and 0, nil past it (never io.EOF,
@@ -173,7 +175,11 @@ func (f *File) Truncate(size int64) error {
 	f._beginDiskChange(0, 0, oldSize, size)
 	switch {
 	case size > oldSize:
-		// Growth allocates nothing (the new range is a hole), but it may move the file.
+		// Growth allocates nothing (the new range is a hole), but it may move the file. A file grown past
+		// what its account has room for could never be written full: that truncate fails like a write.
+		if err := f.pool.sizeFitsAccount(f, size); err != nil {
+			return err
+		}
 		if err := f._prepare(oldSize, size, 0, 0, "truncate"); err != nil {
 			return err
 		}
@@ -362,7 +368,7 @@ func (f *File) Rollover() error {
 	case f.tier == Disk:
 		return nil
 	}
-	if err := f._rollover(f._ramDataBound(), "explicit"); err != nil {
+	if err := f._rollover(f._ramDataBound(), "explicit", false); err != nil {
 		return err
 	}
 	f._refreshAllocation()
@@ -438,7 +444,7 @@ func (f *File) NoteExternalWrite() {
 	}
 }
 
-// Close frees the file's RAM or disk space and its descriptor. Calls after the first return
+// Close frees the file's RAM or disk space, its account's charge and its descriptor. Calls after the first return
 // ErrClosed and change nothing, as do all other methods.
 func (f *File) Close() error {
 	f.mu.Lock()
@@ -457,6 +463,7 @@ func (f *File) Close() error {
 	p := f.pool
 	p.mu.Lock()
 	p.setAccounted(f, 0)
+	f.account = nil // its charge went with its bytes
 	p.files--
 	if f.tier == Memory {
 		p.memoryFiles--
@@ -494,18 +501,22 @@ func (f *File) _prepare(oldSize, newSize, off, n int64, op string) error {
 	p := f.pool
 	touched := pagesTouched(off, n)
 	if f.tier == Disk {
-		// The pages touched are an upper bound, exact for appends; near the cap, the holes among them
-		// are counted instead, so that overwriting data in place never fails for lack of space.
-		if !p.reserveDisk(f, f.accounted+touched) && !p.reserveDisk(f, f.accounted+f.place.holeBytes(off, n)) {
+		// The pages touched are an upper bound, exact for appends; near the cap or the quota, the holes
+		// among them are counted instead, so that overwriting data in place never fails for lack of space.
+		err := p.reserveDisk(f, f.accounted+touched)
+		if err != nil {
+			err = p.reserveDisk(f, f.accounted+f.place.holeBytes(off, n))
+		}
+		if err != nil {
 			if d, ok := f.place.(*diskFile); ok {
 				d.change = diskChange{} // nothing changed
 			}
-			return fmt.Errorf("spool: %s to size %d: disk cap %d reached: %w", op, newSize, p.cfg.DiskCap, ErrNoSpace)
+			return fmt.Errorf("spool: %s to size %d: %w", op, newSize, err)
 		}
 		return nil
 	}
 	if p.cfg.MaxSize > 0 && newSize > p.cfg.MaxSize {
-		return f._rollover(f._ramDataBound()+f.place.holeBytes(off, n), "max-size")
+		return f._rollover(f._ramDataBound()+f.place.holeBytes(off, n), "max-size", true)
 	}
 	var need int64
 	switch place := f.place.(type) {
@@ -520,7 +531,7 @@ func (f *File) _prepare(oldSize, newSize, off, n int64, op string) error {
 		}
 	case *memfdFile:
 		need = f.accounted + touched // files never move back into the arena
-		if need > p.memoryCap.Load()-p.ramBytesNow() {
+		if !p.roomFor(f, need) {
 			need = f.accounted + place.holeBytes(off, n)
 		}
 	default: // empty
@@ -530,14 +541,20 @@ func (f *File) _prepare(oldSize, newSize, off, n int64, op string) error {
 			need = roundUpPage(oldSize) + touched // a memfd of its own
 		}
 	}
-	if need > p.memoryCap.Load() || !f._reserveRAM(need) {
-		return f._rollover(f._ramDataBound()+f.place.holeBytes(off, n), "memory-cap")
+	if need <= p.memoryCap.Load() {
+		switch err := f._reserveRAM(need); err {
+		case nil:
+			if err := f._place(oldSize, newSize); err != nil {
+				f._refreshAllocation() // gives the reservation back
+				return err
+			}
+			return nil
+		case errRAMFull: // the file moves to disk instead
+		default:
+			return fmt.Errorf("spool: %s to size %d: %w", op, newSize, err)
+		}
 	}
-	if err := f._place(oldSize, newSize); err != nil {
-		f._refreshAllocation() // gives the reservation back
-		return err
-	}
-	return nil
+	return f._rollover(f._ramDataBound()+f.place.holeBytes(off, n), "memory-cap", true)
 }
 
 // _place gives a RAM file a place that holds newSize bytes, keeping its first oldSize bytes: a slot
@@ -627,26 +644,34 @@ func (f *File) _beginDiskChange(off, n, oldSize, newSize int64) {
 	}
 }
 
-// _reserveRAM grows the file's share of the memory budget to size, first moving other RAM files
-// to disk, largest first, while the budget is short. It returns false when it cannot make room
-// (no other RAM file could be locked without waiting, or the disk refused one); the caller then
-// moves this file to disk instead. Victims are locked with TryLock while f.mu is held, which is
-// why this cannot deadlock against a writer of a victim doing the same with f.
-func (f *File) _reserveRAM(size int64) bool {
+// errRAMFull is _reserveRAM's answer when it cannot make room in the memory budget.
+var errRAMFull = errors.New("spool: no room in the memory budget")
+
+// _reserveRAM grows the file's share of the memory budget (and its account's charge) to size, first
+// moving other RAM files to disk, largest first, while the budget is short. It answers ErrOverQuota when
+// the file's account has no room, and errRAMFull when it cannot make room in the budget (no other RAM file
+// could be locked without waiting, or the disk refused one); the caller then moves this file to disk
+// instead. Victims are locked with TryLock while f.mu is held, which is why this cannot deadlock against a
+// writer of a victim doing the same with f.
+func (f *File) _reserveRAM(size int64) error {
 	p := f.pool
 	for {
 		p.mu.Lock()
+		if err := p.accountRoomLocked(f, size); err != nil {
+			p.mu.Unlock()
+			return err
+		}
 		if size-f.accounted <= p.memoryCap.Load()-p.ramBytes {
 			p.setAccounted(f, size)
 			p.mu.Unlock()
-			return true
+			return nil
 		}
 		victim := p.lockLargestVictim(f)
 		p.mu.Unlock()
 		if victim == nil {
-			return false
+			return errRAMFull
 		}
-		err := victim._rollover(victim._ramDataBound(), "memory budget (largest other RAM file)")
+		err := victim._rollover(victim._ramDataBound(), "memory budget (largest other RAM file)", false)
 		if err == nil {
 			victim._refreshAllocation()
 		}
@@ -658,36 +683,61 @@ func (f *File) _reserveRAM(size int64) bool {
 				level = slog.LevelDebug
 			}
 			p.log.Log(context.Background(), level, "spool: could not move a file to disk to make room in RAM", "err", err)
-			return false
+			return errRAMFull
 		}
 	}
 }
 
 // _rollover moves a Memory file to a new backing file in the store, keeping holes, and reserves
 // reserve (>= its size) bytes of disk for it. Under the disk cap and on store errors it fails
-// with the file still in RAM, unchanged.
-func (f *File) _rollover(reserve int64, reason string) error {
+// with the file still in RAM, unchanged. ownGrowth says that the rollover is part of an operation on the
+// file that grows it: then what the reservation adds to the file's allocation must fit its account too
+// (else ErrOverQuota); a file moved for other reasons keeps its charge, whatever the move costs.
+func (f *File) _rollover(reserve int64, reason string, ownGrowth bool) error {
 	p := f.pool
 	p.mu.Lock()
+	if ownGrowth {
+		if err := p.accountRoomLocked(f, reserve); err != nil {
+			p.mu.Unlock()
+			return fmt.Errorf("spool: rollover of %d bytes: %w", reserve, err)
+		}
+	}
 	if p.cfg.DiskCap > 0 && reserve > p.cfg.DiskCap-p.diskBytes {
 		p.mu.Unlock()
 		return fmt.Errorf("spool: rollover of %d bytes: disk cap %d reached: %w", reserve, p.cfg.DiskCap, ErrNoSpace)
 	}
-	p.diskBytes += reserve // held for this file while copying, so concurrent rollovers cannot overbook
+	// Held for this file while copying, so concurrent rollovers cannot overbook the disk, nor other files
+	// of the file's account take the room its growth needs.
+	p.diskBytes += reserve
+	var held int64
+	if ownGrowth && f.account != nil {
+		held = max(0, reserve-f.accounted)
+		f.account.used += held
+	}
 	p.mu.Unlock()
 
 	backing, copied, err := f._copyToBacking()
 	if err != nil {
 		p.mu.Lock()
 		p.diskBytes -= reserve
+		if held > 0 {
+			f.account.used -= held
+		}
 		p.mu.Unlock()
 		return mapIOError("rollover", err)
 	}
 
-	f._dropData() // the arena slot or memfd goes, and the file leaves the RAM counter and the heap
+	// The arena slot or memfd goes, and the file leaves the RAM counter and the heap for the disk counter,
+	// all under one hold of p.mu, so that its account never shows the room it has only for the move.
+	f.place.release(f)
+	f.place = noBytes
 	p.mu.Lock()
+	p.setAccounted(f, 0)
 	f.tier = Disk
 	p.diskBytes -= reserve // the reservation becomes the file's own share
+	if held > 0 {
+		f.account.used -= held
+	}
 	p.setAccounted(f, reserve)
 	p.memoryFiles--
 	p.diskFiles++

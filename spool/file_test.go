@@ -85,9 +85,7 @@ func TestFileOperations(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			pool := newTestPool(t, Config{MemoryCap: 4 * mib})
-			f := pool.NewFile()
-			defer f.Close()
+			pool, f := newTestFile(t, Config{MemoryCap: 4 * mib})
 			for i, s := range tt.steps {
 				if err := s.run(f); err != nil {
 					t.Fatalf("step %d: %v", i, err)
@@ -100,9 +98,7 @@ func TestFileOperations(t *testing.T) {
 }
 
 func TestReadAtBoundaries(t *testing.T) {
-	pool := newTestPool(t, Config{MemoryCap: mib})
-	f := pool.NewFile()
-	defer f.Close()
+	pool, f := newTestFile(t, Config{MemoryCap: mib})
 	mustWrite(t, f, []byte("0123456789"), 0)
 	tests := []struct {
 		name    string
@@ -139,9 +135,7 @@ func TestReadAtBoundaries(t *testing.T) {
 }
 
 func TestInvalidArguments(t *testing.T) {
-	pool := newTestPool(t, Config{MemoryCap: mib})
-	f := pool.NewFile()
-	defer f.Close()
+	pool, f := newTestFile(t, Config{MemoryCap: mib})
 	mustWrite(t, f, []byte("keep"), 0)
 	tests := []struct {
 		name string
@@ -196,9 +190,7 @@ func TestRolloverThreshold(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			pool := newTestPool(t, Config{MaxSize: tt.maxSize, MemoryCap: 4 * mib})
-			f := pool.NewFile()
-			defer f.Close()
+			pool, f := newTestFile(t, Config{MaxSize: tt.maxSize, MemoryCap: 4 * mib})
 			for i, s := range tt.steps {
 				if err := s.run(f); err != nil {
 					t.Fatalf("step %d: %v", i, err)
@@ -226,9 +218,7 @@ func TestRolloverThreshold(t *testing.T) {
 // TestRolloverKeepsHoles checks that a rollover copies only data: the spilled byte count and the
 // disk file's allocated blocks show that the hole was not written.
 func TestRolloverKeepsHoles(t *testing.T) {
-	pool := newTestPool(t, Config{MemoryCap: 8 * mib})
-	f := pool.NewFile()
-	defer f.Close()
+	pool, f := newTestFile(t, Config{MemoryCap: 8 * mib})
 	mustWrite(t, f, []byte("head"), 0)
 	mustWrite(t, f, []byte("tail"), 4*mib)
 	want := layout(4*mib+4, piece{0, []byte("head")}, piece{4 * mib, []byte("tail")})
@@ -284,9 +274,7 @@ func TestSeekDataHole(t *testing.T) {
 	}
 	for _, tier := range []Tier{Memory, Disk} {
 		t.Run(tier.String(), func(t *testing.T) {
-			pool := newTestPool(t, Config{MemoryCap: mib})
-			f := pool.NewFile()
-			defer f.Close()
+			_, f := newTestFile(t, Config{MemoryCap: mib})
 			if _, err := f.Seek(0, unix.SEEK_DATA); !errors.Is(err, syscall.ENXIO) {
 				t.Errorf("SEEK_DATA on an empty file: %v, want ENXIO", err)
 			}
@@ -315,9 +303,7 @@ func TestSeekDataHole(t *testing.T) {
 func TestAllocateBlocks(t *testing.T) {
 	for _, tier := range []Tier{Memory, Disk} {
 		t.Run(tier.String(), func(t *testing.T) {
-			pool := newTestPool(t, Config{MemoryCap: mib})
-			f := pool.NewFile()
-			defer f.Close()
+			pool, f := newTestFile(t, Config{MemoryCap: mib})
 			if tier == Disk {
 				if err := f.Rollover(); err != nil {
 					t.Fatal(err)
@@ -395,9 +381,7 @@ func TestCloseFreesEverything(t *testing.T) {
 }
 
 func TestTruncateToZeroReleasesMemfd(t *testing.T) {
-	pool := newTestPool(t, Config{MemoryCap: mib})
-	f := pool.NewFile()
-	defer f.Close()
+	pool, f := newTestFile(t, Config{MemoryCap: mib})
 	before := openFdCount(t)
 	// Past the arena's largest files, so that the file has a memfd of its own.
 	mustWrite(t, f, []byte("x"), ArenaMaxFileSize)
@@ -462,9 +446,7 @@ func TestClosedFile(t *testing.T) {
 
 // TestNoteExternalWrite plays the kernel writing the backing fd directly (passthrough).
 func TestNoteExternalWrite(t *testing.T) {
-	pool := newTestPool(t, Config{MemoryCap: mib})
-	f := pool.NewFile()
-	defer f.Close()
+	pool, f := newTestFile(t, Config{MemoryCap: mib})
 	mustWrite(t, f, []byte("abc"), 0)
 	f.NoteExternalWrite() // a RAM file is never handed out: no effect
 	if _, ok := f.PassthroughFd(); ok {
@@ -610,9 +592,7 @@ func TestReadExtent(t *testing.T) {
 // and Close take f.mu exclusively, and cannot while the extent is held (go-fuse splices from the descriptor
 // after the READ handler has returned).
 func TestReadExtentHoldsTheFile(t *testing.T) {
-	pool := newTestPool(t, Config{MemoryCap: mib})
-	f := pool.NewFile()
-	defer f.Close()
+	_, f := newTestFile(t, Config{MemoryCap: mib})
 	mustWrite(t, f, []byte("before"), 0)
 	ext, ok, err := f.ReadExtent(0, 6)
 	if err != nil || !ok {

@@ -12,34 +12,27 @@ import (
 // The raw descriptor calls, retried on EINTR. They return bare errno values; the File methods
 // map them with mapIOError.
 
-func preadFull(fd int, p []byte, off int64) (int, error) {
-	done := 0
-	for done < len(p) {
-		n, err := unix.Pread(fd, p[done:], off+int64(done))
-		switch {
-		case err == unix.EINTR:
-			continue
-		case err != nil:
-			return done, err
-		case n == 0:
-			return done, nil
-		}
-		done += n
-	}
-	return done, nil
+// preadFull reads p at off, short only at the end of the file.
+func preadFull(fd int, p []byte, off int64) (int, error) { return ioFull(unix.Pread, fd, p, off, nil) }
+
+// pwriteFull writes all of p at off.
+func pwriteFull(fd int, p []byte, off int64) (int, error) {
+	return ioFull(unix.Pwrite, fd, p, off, io.ErrShortWrite)
 }
 
-func pwriteFull(fd int, p []byte, off int64) (int, error) {
+// ioFull repeats op (pread or pwrite) on the rest of p until all of it is done; a call that does nothing
+// ends it with atZero: nil for a read (the end of the file), io.ErrShortWrite for a write.
+func ioFull(op func(int, []byte, int64) (int, error), fd int, p []byte, off int64, atZero error) (int, error) {
 	done := 0
 	for done < len(p) {
-		n, err := unix.Pwrite(fd, p[done:], off+int64(done))
+		n, err := op(fd, p[done:], off+int64(done))
 		switch {
 		case err == unix.EINTR:
 			continue
 		case err != nil:
 			return done, err
 		case n == 0:
-			return done, io.ErrShortWrite
+			return done, atZero
 		}
 		done += n
 	}

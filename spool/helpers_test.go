@@ -61,16 +61,29 @@ func newTestPool(t testing.TB, cfg Config) *Pool {
 	return pool
 }
 
+// newTestFile is an empty file of a new test pool (newTestPool), closed at cleanup.
+func newTestFile(t testing.TB, cfg Config) (*Pool, *File) {
+	t.Helper()
+	pool := newTestPool(t, cfg)
+	f := pool.NewFile()
+	t.Cleanup(func() { f.Close() })
+	return pool, f
+}
+
 // checkAccounting asserts the pool's counters against the files themselves: RAMBytes is exactly
 // the sum of the allocated bytes (arena slots, Blocks × 512 of memfds) of Memory-tier files, DiskBytes
-// that of the data blocks of Disk-tier ones (Pool.diskAllocation), the file counts agree,
-// RAM never passed its cap, and empty RAM files hold no descriptor. files must be all the live
-// files of the pool.
+// that of the data blocks of Disk-tier ones (Pool.diskAllocation), each Account's used bytes that of its
+// files, the file counts agree, RAM never passed its cap, and empty RAM files hold no descriptor. files
+// must be all the live files of the pool.
 func checkAccounting(t testing.TB, pool *Pool, files []*File) {
 	t.Helper()
 	var want Stats
+	accounts := map[*Account]int64{}
 	for _, f := range files {
 		size := f.Size()
+		if a := f.Account(); a != nil {
+			accounts[a] += allocated(t, f)
+		}
 		want.Files++
 		switch f.Tier() {
 		case Memory:
@@ -100,6 +113,11 @@ func checkAccounting(t testing.TB, pool *Pool, files []*File) {
 	}
 	if got.DiskCap > 0 && got.DiskBytes > got.DiskCap {
 		t.Errorf("disk %d passed the cap %d", got.DiskBytes, got.DiskCap)
+	}
+	for a, sum := range accounts {
+		if used := a.Used(); used != sum {
+			t.Errorf("an account's used bytes are %d; its files allocate %d", used, sum)
+		}
 	}
 }
 

@@ -64,11 +64,30 @@ type modelFile struct {
 type modelRun struct {
 	pool  *Pool
 	files []*modelFile
+	// accounts are charged the files, round robin, so that every move between placements checks that an
+	// account follows its files' allocation; they have no limit, which would refuse operations the model
+	// does not foresee (TestAccount checks limits).
+	accounts [2]*Account
+	made     int
 	// diskCapped: ErrNoSpace is a legal answer (with nothing changed); without a disk cap the
 	// store has room, so the memory budget must never make an operation fail.
 	diskCapped bool
 	// noSpace counts the operations refused for lack of disk, to show that a run reached the cap.
 	noSpace int
+}
+
+func newModelRun(t testing.TB, cfg Config) *modelRun {
+	r := &modelRun{pool: newTestPool(t, cfg), diskCapped: cfg.DiskCap > 0}
+	r.accounts = [2]*Account{r.pool.NewAccount(0), r.pool.NewAccount(0)}
+	return r
+}
+
+// newFile is a new file of the run's pool, charged to one of its accounts.
+func (r *modelRun) newFile() *File {
+	f := r.pool.NewFile()
+	f.HandTo(r.accounts[r.made%len(r.accounts)])
+	r.made++
+	return f
 }
 
 func (r *modelRun) apply(t testing.TB, op fileOp) {
@@ -130,7 +149,7 @@ func (r *modelRun) apply(t testing.TB, op fileOp) {
 		if err := f.Close(); err != nil {
 			t.Fatalf("%v: %v", op, err)
 		}
-		m.f, m.want = r.pool.NewFile(), nil
+		m.f, m.want = r.newFile(), nil
 	case opPassthrough:
 		fd, ok := f.PassthroughFd()
 		if !ok {
@@ -315,9 +334,9 @@ func runModel(t *testing.T, seed uint64, run int) {
 		cfg.DiskCap = 2*maxSize + rng.Int64N(maxSize)
 	}
 	t.Logf("config: MaxSize %d, MemoryCap %d, DiskCap %d", cfg.MaxSize, cfg.MemoryCap, cfg.DiskCap)
-	r := &modelRun{pool: newTestPool(t, cfg), diskCapped: cfg.DiskCap > 0}
+	r := newModelRun(t, cfg)
 	for range 3 {
-		r.files = append(r.files, &modelFile{f: r.pool.NewFile()})
+		r.files = append(r.files, &modelFile{f: r.newFile()})
 	}
 	for range 400 {
 		r.apply(t, randomOp(rng, len(r.files), maxSize))
@@ -525,9 +544,9 @@ func FuzzFileOps(f *testing.F) {
 		if input[1]&0x80 != 0 {
 			cfg.DiskCap = 3 * maxSize
 		}
-		r := &modelRun{pool: newTestPool(t, cfg), diskCapped: cfg.DiskCap > 0}
+		r := newModelRun(t, cfg)
 		for range 2 {
-			r.files = append(r.files, &modelFile{f: r.pool.NewFile()})
+			r.files = append(r.files, &modelFile{f: r.newFile()})
 		}
 		ops := input[2:]
 		for i := 0; len(ops) >= 5 && i < 64; i++ {

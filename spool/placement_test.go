@@ -61,9 +61,9 @@ func (r *modelRun) applyTracked(t *testing.T, op fileOp, seen movesSeen) {
 func TestModelPlacements(t *testing.T) {
 	const maxSize = 256 * kib
 	cfg := Config{MaxSize: maxSize, MemoryCap: 200 * kib}
-	r := &modelRun{pool: newTestPool(t, cfg)}
+	r := newModelRun(t, cfg)
 	for range 3 {
-		r.files = append(r.files, &modelFile{f: r.pool.NewFile()})
+		r.files = append(r.files, &modelFile{f: r.newFile()})
 	}
 	seen := movesSeen{}
 	w := func(file int, off, n int64) fileOp {

@@ -9,6 +9,8 @@
 // of files is then bounded by memory, not by the daemon's descriptors. Larger RAM files have a memfd
 // each, and disk files an unlinked backing file each (at least MaxSize or pushed out by the memory
 // budget, so they are few). Caps count allocated bytes (holes are free, as on tmpfs), MaxSize the size.
+// An Account (account.go) caps the allocated bytes of the files attached to it the same way, inside the
+// same operations: the FUSE layer gives each owner one for its quota.
 //
 // Data is kept in memfds rather than Go slices because file data in the Go heap was measured as
 // the slowest option (page faults on fresh anonymous memory), and because a memfd can be copied
@@ -20,6 +22,8 @@
 //	File.mu  →  arena.mu
 //	File.mu  →  Store.mu
 //	File.mu  →  File.syncMu (a leaf: the writeback errors Sync collected)
+//
+// Pool.mu also guards the Accounts' used bytes.
 //
 // A goroutine takes at most one File.mu by blocking: the File it operates on. While holding it,
 // it may take other Files' locks only with TryLock (memory-budget victims, see
@@ -237,7 +241,7 @@ func (p *Pool) ShrinkToCap() error {
 		if victim == nil {
 			return fmt.Errorf("spool: RAM files hold %d bytes over the memory cap, and none could be moved now", over)
 		}
-		err := victim._rollover(victim._ramDataBound(), "memory cap lowered")
+		err := victim._rollover(victim._ramDataBound(), "memory cap lowered", false)
 		if err == nil {
 			victim._refreshAllocation()
 		}
@@ -308,11 +312,15 @@ func (p *Pool) descriptorError(what string, err error) error {
 	return fmt.Errorf("spool: %s: %v: %w", what, err, ErrNoSpace)
 }
 
-// setAccounted moves f's share of its tier's counter to size, keeping the heap of RAM files in
-// order. It needs p.mu held (and f's tier stable, which f.mu guarantees).
+// setAccounted moves f's share of its tier's counter, and its account's charge, to size, keeping the heap
+// of RAM files in order. It needs p.mu held (and f's tier stable, which f.mu guarantees). It checks no cap:
+// callers that grow a file check them first, under the same hold of p.mu.
 func (p *Pool) setAccounted(f *File, size int64) {
 	delta := size - f.accounted
 	f.accounted = size
+	if f.account != nil {
+		f.account.used += delta
+	}
 	if f.tier == Disk {
 		p.diskBytes += delta
 		if p.diskBytes > p.peakDiskBytes {
@@ -398,11 +406,12 @@ func (p *Pool) diskDataIn(fd int, from, to int64) (int64, bool) {
 	return 0, false
 }
 
-// ramBytesNow is RAMBytes without the rest of Stats.
-func (p *Pool) ramBytesNow() int64 {
+// roomFor reports whether f's RAM share can grow to need bytes as they are now: RAM has that many bytes
+// free (counting f's own share as taken) and f's account has room for the growth.
+func (p *Pool) roomFor(f *File, need int64) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return p.ramBytes
+	return need <= p.memoryCap.Load()-p.ramBytes && f.account.hasRoomLocked(need-f.accounted)
 }
 
 // addDiskWritten counts bytes written to disk through the daemon.
@@ -454,15 +463,40 @@ func (p *Pool) noteArenaFiles(delta int64) {
 	p.mu.Unlock()
 }
 
-// reserveDisk grows f's disk share to size if that fits under DiskCap. f is Disk-tier, f.mu held.
-func (p *Pool) reserveDisk(f *File, size int64) bool {
+// reserveDisk grows f's disk share to size if that fits f's account (else ErrOverQuota) and DiskCap (else
+// ErrNoSpace). f is Disk-tier, f.mu held.
+func (p *Pool) reserveDisk(f *File, size int64) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if err := p.accountRoomLocked(f, size); err != nil {
+		return err
+	}
 	if p.cfg.DiskCap > 0 && size-f.accounted > p.cfg.DiskCap-p.diskBytes {
-		return false
+		return fmt.Errorf("spool: disk cap %d reached: %w", p.cfg.DiskCap, ErrNoSpace)
 	}
 	p.setAccounted(f, size)
-	return true
+	return nil
+}
+
+// accountRoomLocked answers ErrOverQuota when growing f's allocated bytes to size would take its account past
+// the limit. p.mu is held.
+func (p *Pool) accountRoomLocked(f *File, size int64) error {
+	if a := f.account; !a.hasRoomLocked(size - f.accounted) {
+		return fmt.Errorf("spool: %d bytes more in an account of %d of %d: %w", size-f.accounted, a.used, a.limit, ErrOverQuota)
+	}
+	return nil
+}
+
+// sizeFitsAccount answers ErrOverQuota when f's account has no room for f grown to size bytes, all of them
+// allocated: a truncate up allocates nothing, but a file its owner's quota could never hold full is refused
+// when it is made that large, not at some later write. f.mu is held by the caller.
+func (p *Pool) sizeFitsAccount(f *File, size int64) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if !f.account.hasRoomLocked(size - f.accounted) {
+		return fmt.Errorf("spool: a file of %d bytes in an account of %d of %d: %w", size, f.account.used, f.account.limit, ErrOverQuota)
+	}
+	return nil
 }
 
 // maxVictimTries bounds how many busy files the budget skips before it gives up on others and

@@ -9,9 +9,7 @@ import (
 )
 
 func TestStat(t *testing.T) {
-	pool := newTestPool(t, Config{MaxSize: 64 * kib, MemoryCap: mib})
-	f := pool.NewFile()
-	defer f.Close()
+	_, f := newTestFile(t, Config{MaxSize: 64 * kib, MemoryCap: mib})
 	if st := f.Stat(); st != (Stat{}) {
 		t.Fatalf("empty file: %+v, want zero", st)
 	}

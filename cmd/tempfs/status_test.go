@@ -19,10 +19,7 @@ func TestWriteStatus(t *testing.T) {
 		PeakDiskBytes: 9 << 20, DiskWrittenBytes: 11 << 20, RAMCapSource: "a quarter of host RAM 24 GiB",
 		ArenaFiles: 2, ArenaMemfds: 1, Descriptors: 2, DescriptorLimit: 1024, DescriptorLimitHits: 5,
 	}
-	var buf bytes.Buffer
-	writeStatus(&buf, "/scratch", st)
-	out := buf.String()
-	for label, want := range map[string]string{
+	out := wantStatusLines(t, st, map[string]string{
 		"mountpoint":      "/scratch",
 		"entries":         "6 (4 files, 1 directory, 1 other)",
 		"ephemeral files": "2",
@@ -38,32 +35,20 @@ func TestWriteStatus(t *testing.T) {
 		"RAM cap":         "a quarter of host RAM 24 GiB",
 		"small files":     "2 RAM files kept together in 1 shared memfd",
 		"descriptors":     "2 held by files, limit 1024; 5 operations refused",
-	} {
-		line := lineWith(out, label)
-		if !strings.Contains(line, want) {
-			t.Errorf("%s line %q lacks %q:\n%s", label, line, want, out)
-		}
-	}
+	})
 	if strings.Contains(out, "store problem") {
 		t.Errorf("a store problem shown without one:\n%s", out)
 	}
 	st.Passthrough, st.DiskCap = false, 10<<30
 	st.StoreError = "spool: store parent /tmp: no such file or directory"
-	buf.Reset()
-	writeStatus(&buf, "/scratch", st)
-	if out := buf.String(); !strings.Contains(lineWith(out, "store problem"), st.StoreError) {
-		t.Errorf("the store's problem not shown:\n%s", out)
-	}
-	if out := buf.String(); !strings.Contains(lineWith(out, "passthrough"), "off (--disk is set") || !strings.Contains(lineWith(out, "disk"), "7 MiB of 10 GiB (10 GiB free)") {
-		t.Errorf("passthrough off and a disk cap not shown:\n%s", out)
-	}
+	wantStatusLines(t, st, map[string]string{
+		"store problem": st.StoreError,
+		"passthrough":   "off (--disk is set",
+		"disk":          "7 MiB of 10 GiB (10 GiB free)",
+	})
 	// Almost full: the few bytes left must not read as none.
 	st.RAMBytes = st.RAMCap - 8752
-	buf.Reset()
-	writeStatus(&buf, "/scratch", st)
-	if line := lineWith(buf.String(), "RAM"); !strings.Contains(line, "1 GiB of 1 GiB (8.5 KiB free") {
-		t.Errorf("RAM line %q does not show the 8752 bytes still free", line)
-	}
+	wantStatusLines(t, st, map[string]string{"RAM": "1 GiB of 1 GiB (8.5 KiB free"})
 }
 
 func TestStatusJSONNoDiskCap(t *testing.T) {
@@ -107,25 +92,33 @@ func TestWriteStatusActivity(t *testing.T) {
 		ExpectedByErrno: map[string]uint64{"ENOENT": 8, "ENOSYS": 1},
 	}
 	st.MetricsAddress = "127.0.0.1:9123"
-	var buf bytes.Buffer
-	writeStatus(&buf, "/scratch", st)
-	out := buf.String()
-	for label, want := range map[string]string{
+	out := wantStatusLines(t, st, map[string]string{
 		"names removed": "7 at last close, 2 by --max-age, 5 by unlink or rmdir, 0 with their owner",
 		"read":          "3 MiB",
 		"requests":      "115 since mount, 3 failed (ENOENT 2, ENOSYS 1); 9 expected answers (ENOENT 8, ENOSYS 1) (ENOENT to a lookup, ENODATA to a getxattr, a first ENOSYS)",
 		"  LOOKUP":      "50, 2 failed, 8 expected, median 3.2µs, p99 1.5ms, 2ms in all",
 		"metrics":       "http://127.0.0.1:9123/metrics",
-	} {
-		if line := lineWith(out, label); !strings.Contains(line, want) {
-			t.Errorf("%s line %q lacks %q:\n%s", label, line, want, out)
-		}
-	}
+	})
 	// The busiest six, in order; the rest only in --json.
 	lookup, create, read := strings.Index(out, "  LOOKUP"), strings.Index(out, "  CREATE"), strings.Index(out, "  READ ")
 	if lookup < 0 || create < lookup || read < create || strings.Contains(out, "FLUSH") || strings.Contains(out, "STATFS") {
 		t.Errorf("busiest opcodes not listed busiest first, six at most:\n%s", out)
 	}
+}
+
+// wantStatusLines writes the status of st and checks that the line of each label holds what is wanted; it
+// returns the status.
+func wantStatusLines(t *testing.T, st tempfs.Stats, want map[string]string) string {
+	t.Helper()
+	var buf bytes.Buffer
+	writeStatus(&buf, "/scratch", st)
+	out := buf.String()
+	for label, w := range want {
+		if line := lineWith(out, label); !strings.Contains(line, w) {
+			t.Errorf("%s line %q lacks %q:\n%s", label, line, w, out)
+		}
+	}
+	return out
 }
 
 func TestWriteOwners(t *testing.T) {

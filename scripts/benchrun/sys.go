@@ -1,16 +1,15 @@
 package main
 
 import (
-	"bufio"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"os"
-	"strconv"
-	"strings"
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/tempfs/tempfs/scripts/internal/procmem"
 )
 
 const blockSize = 4096
@@ -175,41 +174,11 @@ type memStatus struct {
 }
 
 func readMem(pid int) memStatus {
-	f, err := os.Open("/proc/" + strconv.Itoa(pid) + "/status")
+	m, err := procmem.Read(pid)
 	if err != nil {
 		broken("tempfs daemon %d: %v (did it die?)", pid, err)
 	}
-	defer f.Close()
-	var m memStatus
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		key, val, ok := strings.Cut(sc.Text(), ":")
-		if !ok {
-			continue
-		}
-		fields := strings.Fields(val)
-		if len(fields) == 0 {
-			continue
-		}
-		kb, err := strconv.ParseInt(fields[0], 10, 64)
-		if err != nil {
-			continue
-		}
-		switch key {
-		case "VmRSS":
-			m.rss = kb << 10
-		case "RssAnon":
-			m.anon = kb << 10
-		case "RssFile":
-			m.file = kb << 10
-		case "RssShmem":
-			m.shmem = kb << 10
-		}
-	}
-	if m.rss == 0 {
-		broken("tempfs daemon %d: no VmRSS in /proc/%d/status", pid, pid)
-	}
-	return m
+	return memStatus{rss: m.RSS, anon: m.Anon, file: m.File, shmem: m.Shmem}
 }
 
 // tempfsStats is part of what the mount's root answers for user.tempfs.stats.

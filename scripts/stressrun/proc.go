@@ -1,16 +1,17 @@
 package main
 
 import (
-	"bufio"
 	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	tempfs "github.com/tempfs/tempfs/fs"
+	"github.com/tempfs/tempfs/scripts/internal/procmem"
 )
 
 // fdCounts classifies the daemon's open descriptors by what they point at.
@@ -60,70 +61,17 @@ type mem struct {
 }
 
 func readMem(pid int) (mem, error) {
-	var m mem
-	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return m, err
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		k, v, ok := strings.Cut(sc.Text(), ":")
-		if !ok {
-			continue
-		}
-		fields := strings.Fields(v)
-		if len(fields) == 0 {
-			continue
-		}
-		kb, err := strconv.ParseInt(fields[0], 10, 64)
-		if err != nil {
-			continue
-		}
-		switch k {
-		case "VmRSS":
-			m.rss = kb << 10
-		case "VmHWM":
-			m.hwm = kb << 10
-		case "RssAnon":
-			m.anon = kb << 10
-		case "RssFile":
-			m.file = kb << 10
-		case "RssShmem":
-			m.shmem = kb << 10
-		}
-	}
-	if m.rss == 0 {
-		return m, fmt.Errorf("no VmRSS in /proc/%d/status", pid)
-	}
-	return m, nil
+	m, err := procmem.Read(pid)
+	return mem{rss: m.RSS, hwm: m.HWM, anon: m.Anon, file: m.File, shmem: m.Shmem}, err
 }
 
 // stats is what the mount's root answers for user.tempfs.stats (the fields of `tempfs status --json`).
-type stats struct {
-	Entries        int64 `json:"entries"`
-	Files          int64 `json:"files"`
-	Dirs           int64 `json:"dirs"`
-	Others         int64 `json:"others"`
-	EntriesCreated int64 `json:"entries_created"`
-	OpenHandles    int64 `json:"open_handles"`
-	RAMBytes       int64 `json:"ram_bytes"`
-	RAMCap         int64 `json:"ram_cap"`
-	PeakRAMBytes   int64 `json:"peak_ram_bytes"`
-	DiskBytes      int64 `json:"disk_bytes"`
-	MemoryFiles    int64 `json:"memory_files"`
-	DiskFiles      int64 `json:"disk_files"`
-	Rollovers      int64 `json:"rollovers"`
-	SpilledBytes   int64 `json:"spilled_bytes"`
-	BytesWritten   int64 `json:"bytes_written"`
-	Passthrough    bool  `json:"passthrough"`
-	MaxSize        int64 `json:"max_size"`
-}
+type stats = tempfs.Stats
 
 func readStats(mnt string) (stats, error) {
 	var s stats
 	buf := make([]byte, 64<<10)
-	n, err := unix.Getxattr(mnt, "user.tempfs.stats", buf)
+	n, err := unix.Getxattr(mnt, tempfs.XattrStats, buf)
 	if err != nil {
 		return s, fmt.Errorf("getxattr user.tempfs.stats: %w", err)
 	}
