@@ -13,8 +13,9 @@ import (
 	"github.com/tempfs/tempfs/naming"
 )
 
-// Dir is a directory. Its children are go-fuse's Inode children; the counts below are kept beside them because
-// go-fuse's tree also holds template aliases and is updated only after a node method returns.
+// Dir is a directory. It owns its entries: children is the one record of the names in it, which every
+// namespace operation reads and changes (see fs.go). go-fuse's Inode children are told of each change but
+// never asked.
 //
 // Lock order: FS.nsMu, then attrs.mu (see fs.go).
 type Dir struct {
@@ -23,19 +24,14 @@ type Dir struct {
 	fs *FS
 
 	// Guarded by FS.nsMu.
-	parent   *Dir   // nil for the root and after rmdir
-	name     string // name in parent
-	entries  int    // real entries (aliases excluded): rmdir needs 0, st_size counts them
-	subdirs  int    // child directories, for st_nlink
+	parent   *Dir            // nil for the root and after rmdir
+	name     string          // name in parent
+	children map[string]node // the entries, by name; never a template name; its length is st_size's count
+	subdirs  int             // child directories, for st_nlink
 	removed  bool
-	alias    string                   // last template name go-fuse linked here; dropped on the next template create
 	created  map[uint32]createdRecord // user.tempfs.created, by creating thread id
 	fromTmpl bool                     // made by mkdir of a template
 	ownedBy  ownerTag
-	// whiteouts are the whiteouts RENAME_WHITEOUT left here, by name, until go-fuse's tree holds them: go-fuse
-	// moves whatever its tree has at the old name after RENAME returns, so the rename cannot put them there.
-	// A LOOKUP links one into the tree; until then liveChildLocked and listings find it here.
-	whiteouts map[string]*Special
 
 	// attrsCached: the kernel may hold this directory's attributes (some answer carried them since the
 	// last invalidation). A change the daemon makes behind the kernel's back (a file made from a template
@@ -105,7 +101,7 @@ func (d *Dir) getattr(out *fuse.Attr) {
 	d.attrs.fill(out, d.StableAttr().Ino)
 	d.fs.nsMu.Lock()
 	out.Nlink = uint32(2 + d.subdirs)
-	out.Size = uint64(40 + 20*d.entries) // as tmpfs counts: BOGO_DIRENT_SIZE per entry
+	out.Size = uint64(40 + 20*len(d.children)) // as tmpfs counts: BOGO_DIRENT_SIZE per entry
 	if d.removed {
 		out.Nlink = 0
 	}
@@ -144,7 +140,7 @@ func (d *Dir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fus
 	// Under nsMu, so that a removal by the daemon itself (File.release) either comes first, and the name is
 	// not found, or sees lookedUp and tells the kernel, whose invalidation then waits for this lookup's reply.
 	d.fs.nsMu.Lock()
-	n := d.liveChildLocked(name)
+	n := d.children[name]
 	if f, isFile := n.(*File); isFile && !f.lookedUp.Load() {
 		f.lookedUp.Store(true) // the kernel now has a dentry for a real name: see File.release
 	}
@@ -169,32 +165,19 @@ func (d *Dir) Readdir(ctx context.Context) (fusefs.DirStream, syscall.Errno) {
 
 // listing is the directory's entries now, "." and ".." first, the others by name.
 func (d *Dir) listing() []fuse.DirEntry {
-	children := d.Children()
-	entries := make([]fuse.DirEntry, 0, len(children)+2)
 	d.fs.nsMu.Lock()
 	parent := d.parent
-	d.fs.nsMu.Unlock()
 	if parent == nil {
 		parent = d // the root is its own parent
 	}
+	entries := make([]fuse.DirEntry, 0, len(d.children)+2)
 	// go-fuse leaves "." and ".." to the filesystem; ls -a and programs that count entries expect them.
 	entries = append(entries,
 		fuse.DirEntry{Name: ".", Mode: syscall.S_IFDIR, Ino: d.StableAttr().Ino},
 		fuse.DirEntry{Name: "..", Mode: syscall.S_IFDIR, Ino: parent.StableAttr().Ino})
-	d.fs.nsMu.Lock()
-	for name, ch := range children {
-		// Template aliases and stale children of go-fuse's tree are not entries (see liveChildLocked).
-		if n, ok := ch.Operations().(node); ok && d.namesLocked(n, name) {
-			entries = append(entries, fuse.DirEntry{Name: name, Mode: ch.Mode(), Ino: ch.StableAttr().Ino})
-		}
-	}
-	for name := range d.whiteouts {
-		if ch := children[name]; ch != nil && ch == d.whiteouts[name].EmbeddedInode() {
-			continue // listed above
-		}
-		if w := d.whiteoutLocked(name); w != nil {
-			entries = append(entries, fuse.DirEntry{Name: name, Mode: syscall.S_IFCHR, Ino: w.EmbeddedInode().StableAttr().Ino})
-		}
+	for name, n := range d.children {
+		ino := n.EmbeddedInode().StableAttr()
+		entries = append(entries, fuse.DirEntry{Name: name, Mode: ino.Mode, Ino: ino.Ino})
 	}
 	d.fs.nsMu.Unlock()
 	slices.SortFunc(entries[2:], func(a, b fuse.DirEntry) int { return strings.Compare(a.Name, b.Name) })
@@ -222,12 +205,4 @@ func (d *Dir) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errno
 
 func (d *Dir) Removexattr(ctx context.Context, attr string) syscall.Errno {
 	return removexattr(ctx, d, attr)
-}
-
-// dropAlias removes go-fuse's template alias in d, if any. Aliases are never looked up, so dropping one is
-// always safe, even if it is not the one that was recorded.
-func (d *Dir) dropAlias(name string) {
-	if name != "" {
-		d.RmChild(name)
-	}
 }

@@ -56,33 +56,42 @@ func (d *Dir) owner(ctx context.Context, perm uint32, isDir bool) (uid, gid, mod
 	return uid, gid, perm
 }
 
-// claimNameLocked picks the entry's real name and records the template alias; pid is the calling process
-// (not thread), for user.tempfs.created. For a template it draws a free
-// name under nsMu (the directory's names cannot change meanwhile) and returns the alias to drop; for a plain
-// name it fails with EEXIST if the name is taken. The caller holds FS.nsMu.
-func (d *Dir) claimNameLocked(name string, tmpl naming.Template, isTmpl bool, pid uint32) (realName, oldAlias string, errno syscall.Errno) {
+// claimNameLocked picks the entry's real name and links n under it in d, in one step: two creates of one name
+// cannot both find it free. pid is the calling process (not thread), for user.tempfs.created. For a template
+// it draws a name that is free in d; for a plain name it fails with EEXIST if the name is taken. The caller
+// holds FS.nsMu.
+func (d *Dir) claimNameLocked(name string, tmpl naming.Template, isTmpl bool, pid uint32, n node) (realName string, errno syscall.Errno) {
 	if d.removed {
-		return "", "", syscall.ENOENT
+		return "", syscall.ENOENT
 	}
 	if errno := d.createDenied(); errno != 0 {
-		return "", "", errno
+		return "", errno
 	}
 	if !isTmpl {
-		if d.liveChildLocked(name) != nil {
-			return "", "", syscall.EEXIST
+		if d.children[name] != nil {
+			return "", syscall.EEXIST
 		}
-		return name, "", 0
+		d.addChildLocked(name, n)
+		return name, 0
 	}
-	realName, err := tmpl.Draw(func(candidate string) bool { return d.liveChildLocked(candidate) != nil })
+	realName, err := tmpl.Draw(func(candidate string) bool { return d.children[candidate] != nil })
 	if err != nil {
-		return "", "", toErrno(d.fs.log, "template draw", err)
+		return "", toErrno(d.fs.log, "template draw", err)
 	}
-	oldAlias, d.alias = d.alias, name
+	d.addChildLocked(realName, n)
 	if pid != 0 {
 		d.recordCreatedLocked(pid, realName)
 	}
 	d.fs.counts.templateEntries.Add(1)
-	return realName, oldAlias, 0
+	return realName, 0
+}
+
+// addChildLocked links n under name in d; the name is free. The caller holds FS.nsMu.
+func (d *Dir) addChildLocked(name string, n node) {
+	if d.children == nil {
+		d.children = make(map[string]node)
+	}
+	d.children[name] = n
 }
 
 // recordCreatedLocked remembers, for user.tempfs.created, the last name process pid made here.
@@ -145,19 +154,17 @@ func (d *Dir) Create(ctx context.Context, name string, flags uint32, mode uint32
 	ch := d.NewPersistentInode(ctx, f, fusefs.StableAttr{Mode: syscall.S_IFREG})
 
 	d.fs.nsMu.Lock()
-	realName, oldAlias, errno := d.claimNameLocked(name, tmpl, isTmpl, pid)
+	realName, errno := d.claimNameLocked(name, tmpl, isTmpl, pid, f)
 	if errno != 0 {
 		d.fs.nsMu.Unlock()
 		f.data.Close()
 		return nil, nil, 0, errno
 	}
 	if isTmpl {
-		d.AddChild(realName, ch, true) // over a stale child, if any (see liveChildLocked)
-		f.ephemeral = true             // links[0], set below, is the generated name
+		f.ephemeral = true // links[0], set below, is the generated name
 		d.fs.counts.ephemeralFiles.Add(1)
 	}
 	f.links = []link{{d, realName}}
-	d.entries++
 	h := f.openLocked(flags)
 	ended := d.fs.tagLocked(f, creator)
 	d.fs.nsMu.Unlock()
@@ -165,7 +172,6 @@ func (d *Dir) Create(ctx context.Context, name string, flags uint32, mode uint32
 
 	d.fs.counts.files.Add(1)
 	d.fs.counts.created.Add(1)
-	d.dropAlias(oldAlias)
 	d.attrs.touchModified()
 	d.newEntryOut(f, isTmpl, out)
 	if isTmpl {
@@ -197,16 +203,12 @@ func (d *Dir) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.Ent
 	ch := d.NewPersistentInode(ctx, sub, fusefs.StableAttr{Mode: syscall.S_IFDIR})
 
 	d.fs.nsMu.Lock()
-	realName, oldAlias, errno := d.claimNameLocked(name, tmpl, isTmpl, pid)
+	realName, errno := d.claimNameLocked(name, tmpl, isTmpl, pid, sub)
 	if errno != 0 {
 		d.fs.nsMu.Unlock()
 		return nil, errno
 	}
-	if isTmpl {
-		d.AddChild(realName, ch, true) // over a stale child, if any (see liveChildLocked)
-	}
 	sub.parent, sub.name = d, realName
-	d.entries++
 	d.subdirs++
 	ended := d.fs.tagLocked(sub, creator)
 	d.fs.nsMu.Unlock()
@@ -214,7 +216,6 @@ func (d *Dir) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.Ent
 
 	d.fs.counts.dirs.Add(1)
 	d.fs.counts.created.Add(1)
-	d.dropAlias(oldAlias)
 	d.attrs.touchModified()
 	d.newEntryOut(sub, isTmpl, out)
 	return ch, 0
@@ -298,7 +299,7 @@ func (d *Dir) addLeaf(ctx context.Context, name string, n leafNode, out *fuse.En
 	}
 	ch := d.NewPersistentInode(ctx, n, fusefs.StableAttr{Mode: n.base().fileType()})
 	d.fs.nsMu.Lock()
-	if _, _, errno := d.claimNameLocked(name, naming.Template{}, false, 0); errno != 0 {
+	if _, errno := d.claimNameLocked(name, naming.Template{}, false, 0, n); errno != 0 {
 		d.fs.nsMu.Unlock()
 		if f, ok := n.(*File); ok {
 			f.data.Close()
@@ -306,7 +307,6 @@ func (d *Dir) addLeaf(ctx context.Context, name string, n leafNode, out *fuse.En
 		return nil, errno
 	}
 	n.leafPart().links = []link{{d, name}}
-	d.entries++
 	ended := d.fs.tagLocked(n, creator)
 	d.fs.nsMu.Unlock()
 	d.fs.requeue(ended)
@@ -341,12 +341,9 @@ func (d *Dir) Link(ctx context.Context, target fusefs.InodeEmbedder, name string
 	}
 	var ended *owner.Owner
 	d.fs.nsMu.Lock()
-	if _, _, errno := d.claimNameLocked(name, naming.Template{}, false, 0); errno != 0 {
-		d.fs.nsMu.Unlock()
-		return nil, errno
-	}
 	l := n.leafPart()
-	if len(l.links) == 0 {
+	firstName := len(l.links) == 0
+	if firstName {
 		// A node without names gets one only if it is a linkable O_TMPFILE file, and only once, as the
 		// kernel's I_LINKABLE rule says; the kernel does not always know (its link count can be stale).
 		f, ok := n.(*File)
@@ -358,6 +355,13 @@ func (d *Dir) Link(ctx context.Context, target fusefs.InodeEmbedder, name string
 			d.fs.nsMu.Unlock()
 			return nil, syscall.EDQUOT // its bytes would take the owner the name gives it past its quota
 		}
+	}
+	if _, errno := d.claimNameLocked(name, naming.Template{}, false, 0, n); errno != 0 {
+		d.fs.nsMu.Unlock()
+		return nil, errno
+	}
+	if firstName {
+		f := n.(*File)
 		f.linkable = false
 		if creator == nil {
 			d.fs.chargeToLocked(f, nil) // an unowned name: its bytes are charged to nobody from now on
@@ -368,7 +372,6 @@ func (d *Dir) Link(ctx context.Context, target fusefs.InodeEmbedder, name string
 		ended = d.fs.tagLocked(n, o)
 	}
 	l.links = append(l.links, link{d, name})
-	d.entries++
 	d.fs.nsMu.Unlock()
 	d.fs.requeue(ended)
 	n.base().touchChanged()

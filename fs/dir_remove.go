@@ -2,7 +2,6 @@ package fs
 
 import (
 	"context"
-	"slices"
 	"syscall"
 
 	fusefs "github.com/hanwen/go-fuse/v2/fs"
@@ -12,97 +11,50 @@ import (
 	"github.com/tempfs/tempfs/naming"
 )
 
-// This file holds the operations that remove or move entries. go-fuse updates its own tree after each of these
-// returns OK; they update the metadata tempfs keeps beside it.
+// This file holds the operations that remove or move entries. Each changes d.children (the names);
+// go-fuse updates its own tree after each of these returns OK.
 
-// lookupRealLocked finds a live entry (never a template alias), or answers why there is none. The caller holds
-// FS.nsMu.
+// lookupRealLocked finds an entry, or answers why there is none. The caller holds FS.nsMu.
 func (d *Dir) lookupRealLocked(name string) (node, syscall.Errno) {
 	if err := naming.ValidateName(name); err != nil {
 		return nil, toErrno(d.fs.log, "name", err)
 	}
-	n := d.liveChildLocked(name)
+	n := d.children[name]
 	if n == nil {
 		return nil, syscall.ENOENT
 	}
 	return n, 0
 }
 
-// liveChildLocked is the entry named name in d, or nil. tempfs's own links are the truth about names; go-fuse's
-// tree is an index into them that go-fuse also updates by itself after a request returns (it links the node of
-// every LOOKUP, CREATE, LINK reply, and moves it at RENAME). A LOOKUP answered just before the daemon removed the
-// name on its own (last close of a template file, --max-age) is linked back into the tree after the removal:
-// such a stale child, and a template alias, is not a live entry. The caller holds FS.nsMu.
-func (d *Dir) liveChildLocked(name string) node {
-	ch := d.GetChild(name)
-	if ch == nil {
-		return d.whiteoutLocked(name)
-	}
-	n, ok := ch.Operations().(node)
-	if !ok || !d.namesLocked(n, name) {
-		return d.whiteoutLocked(name)
-	}
-	return n
-}
-
-// whiteoutLocked is the whiteout a RENAME_WHITEOUT left at name that go-fuse's tree does not hold yet, or nil;
-// one that lost its name meanwhile is forgotten. The caller holds FS.nsMu.
-func (d *Dir) whiteoutLocked(name string) node {
-	w, ok := d.whiteouts[name]
-	if !ok {
-		return nil
-	}
-	if !d.namesLocked(w, name) {
-		delete(d.whiteouts, name)
-		return nil
-	}
-	return w
-}
-
-// namesLocked reports whether (d, name) is one of n's names in tempfs's namespace. The caller holds FS.nsMu.
-func (d *Dir) namesLocked(n node, name string) bool {
-	switch n := n.(type) {
-	case *Dir:
-		return !n.removed && n.parent == d && n.name == name
-	case leafNode:
-		return slices.Contains(n.leafPart().links, link{d, name})
-	}
-	return false
-}
-
-// dropLeafNameLocked removes the name (d, name) of l from tempfs's namespace and from go-fuse's tree at once,
-// with the template alias go-fuse may have linked to l; it is how the daemon removes a name on its own (last
-// close of a template file, --max-age). It reports false, changing nothing, when (d, name) is not a name of l
-// any more. The caller holds FS.nsMu and tells the kernel afterwards, without it.
-func (d *Dir) dropLeafNameLocked(l leafNode, name string) bool {
-	if !l.leafPart().removeLinkLocked(d, name) {
-		return false
-	}
-	d.entries--
-	ino := l.EmbeddedInode()
-	if d.GetChild(name) == ino {
+// forgetChild drops name from go-fuse's tree if it still leads to n there: the daemon removed the name on its
+// own (last close, --max-age, owner gone), with no request after which go-fuse would. go-fuse's tree is never
+// asked what exists; this only keeps it from holding the node under a dead name until the kernel forgets it.
+func (d *Dir) forgetChild(name string, n node) {
+	if d.GetChild(name) == n.EmbeddedInode() {
 		d.RmChild(name)
 	}
-	if d.alias != "" && d.GetChild(d.alias) == ino {
-		d.RmChild(d.alias)
+}
+
+// dropLeafNameLocked removes the name (d, name) of l; it is how the daemon removes a name on its own (last
+// close of a template file, --max-age, owner gone). It reports false, changing nothing, when (d, name) is not
+// a name of l any more. The caller holds FS.nsMu, and afterwards, without it, calls d.forgetChild and tells
+// the kernel.
+func (d *Dir) dropLeafNameLocked(l leafNode, name string) bool {
+	if d.children[name] != l {
+		return false
 	}
+	delete(d.children, name)
+	l.leafPart().removeLinkLocked(d, name)
 	return true
 }
 
-// dropSubdirLocked removes the empty directory (d, name) from tempfs's namespace and from go-fuse's tree at
-// once, as dropLeafNameLocked does for leaves. The caller holds FS.nsMu.
+// dropSubdirLocked removes the empty directory (d, name), as dropLeafNameLocked does for leaves. The caller
+// holds FS.nsMu.
 func (d *Dir) dropSubdirLocked(sub *Dir, name string) bool {
-	if sub.entries > 0 || !d.namesLocked(sub, name) {
+	if len(sub.children) > 0 || d.children[name] != sub {
 		return false
 	}
-	d.removeSubdirLocked(sub)
-	if sub.alias != "" {
-		sub.RmChild(sub.alias)
-		sub.alias = ""
-	}
-	if d.GetChild(name) == sub.EmbeddedInode() {
-		d.RmChild(name)
-	}
+	d.removeSubdirLocked(sub, name)
 	return true
 }
 
@@ -138,9 +90,8 @@ func (d *Dir) unlinkLeafLocked(l leafNode, name string) bool {
 	if f, ok := l.(*File); ok && f.isGeneratedLocked(d, name) {
 		f.persistLocked() // the generated name goes now: nothing is left to remove at last close
 	}
-	if l.leafPart().removeLinkLocked(d, name) {
-		d.entries--
-	}
+	delete(d.children, name)
+	l.leafPart().removeLinkLocked(d, name)
 	unused := l.takeUnusedLocked()
 	return unused
 }
@@ -157,7 +108,7 @@ func (d *Dir) Rmdir(ctx context.Context, name string) syscall.Errno {
 		d.fs.nsMu.Unlock()
 		return syscall.ENOTDIR
 	}
-	if sub.entries > 0 {
+	if len(sub.children) > 0 {
 		d.fs.nsMu.Unlock()
 		return syscall.ENOTEMPTY
 	}
@@ -165,11 +116,8 @@ func (d *Dir) Rmdir(ctx context.Context, name string) syscall.Errno {
 		d.fs.nsMu.Unlock()
 		return errno
 	}
-	d.removeSubdirLocked(sub)
-	alias := sub.alias
-	sub.alias = ""
+	d.removeSubdirLocked(sub, name)
 	d.fs.nsMu.Unlock()
-	sub.dropAlias(alias)
 	d.fs.noteRemoved(removedUnlink, 1)
 	d.attrs.touchModified()
 	d.fs.counts.dirs.Add(-1)
@@ -177,12 +125,12 @@ func (d *Dir) Rmdir(ctx context.Context, name string) syscall.Errno {
 	return 0
 }
 
-// removeSubdirLocked detaches an empty directory from d. The caller holds nsMu.
-func (d *Dir) removeSubdirLocked(sub *Dir) {
+// removeSubdirLocked detaches the empty directory (d, name). The caller holds nsMu.
+func (d *Dir) removeSubdirLocked(sub *Dir, name string) {
+	delete(d.children, name)
 	sub.removed = true
 	sub.parent = nil
 	sub.created = nil
-	d.entries--
 	d.subdirs--
 }
 
@@ -225,7 +173,12 @@ func (d *Dir) Rename(ctx context.Context, name string, newParent fusefs.InodeEmb
 		fsys.nsMu.Unlock()
 		return syscall.ENOENT
 	}
-	dst := nd.liveChildLocked(newName)
+	dst := nd.children[newName]
+	if dst == src {
+		// Two names of one node (or one name twice): rename(2) does nothing, successfully.
+		fsys.nsMu.Unlock()
+		return 0
+	}
 	if errno := renameDenied(d, src, nd, dst); errno != 0 {
 		fsys.nsMu.Unlock()
 		return errno
@@ -236,8 +189,7 @@ func (d *Dir) Rename(ctx context.Context, name string, newParent fusefs.InodeEmb
 			fsys.nsMu.Unlock()
 			return syscall.ENOENT
 		}
-		d.moveLocked(src, name, nd, newName)
-		nd.moveLocked(dst, newName, d, name)
+		d.exchangeLocked(src, name, nd, dst, newName)
 		fsys.nsMu.Unlock()
 		src.base().touchChanged()
 		dst.base().touchChanged()
@@ -251,7 +203,7 @@ func (d *Dir) Rename(ctx context.Context, name string, newParent fusefs.InodeEmb
 
 	var replaced, freeLeaf leafNode
 	var freeDir *Dir
-	if dst != nil && dst != src {
+	if dst != nil {
 		srcDir, srcIsDir := src.(*Dir)
 		dstDir, dstIsDir := dst.(*Dir)
 		switch {
@@ -261,12 +213,12 @@ func (d *Dir) Rename(ctx context.Context, name string, newParent fusefs.InodeEmb
 		case !srcIsDir && dstIsDir:
 			fsys.nsMu.Unlock()
 			return syscall.EISDIR
-		case dstIsDir && dstDir.entries > 0:
+		case dstIsDir && len(dstDir.children) > 0:
 			fsys.nsMu.Unlock()
 			return syscall.ENOTEMPTY
 		case dstIsDir:
 			_ = srcDir
-			nd.removeSubdirLocked(dstDir)
+			nd.removeSubdirLocked(dstDir, newName)
 			freeDir = dstDir
 		default:
 			replaced = dst.(leafNode)
@@ -279,11 +231,7 @@ func (d *Dir) Rename(ctx context.Context, name string, newParent fusefs.InodeEmb
 	var ended *owner.Owner
 	if whiteout != nil {
 		whiteout.links = []link{{d, name}}
-		d.entries++
-		if d.whiteouts == nil {
-			d.whiteouts = make(map[string]*Special)
-		}
-		d.whiteouts[name] = whiteout
+		d.addChildLocked(name, whiteout)
 		ended = fsys.tagLocked(whiteout, creator)
 		whiteout = nil
 		fsys.counts.others.Add(1)
@@ -313,9 +261,24 @@ func (d *Dir) Rename(ctx context.Context, name string, newParent fusefs.InodeEmb
 	return 0
 }
 
-// moveLocked changes n's name (d, name) to (nd, newName) in tempfs's metadata. The caller holds nsMu and has
-// removed whatever was at the destination.
+// moveLocked changes n's name (d, name) to (nd, newName). The caller holds nsMu and has removed whatever was at
+// the destination.
 func (d *Dir) moveLocked(n node, name string, nd *Dir, newName string) {
+	delete(d.children, name)
+	nd.addChildLocked(newName, n)
+	d.renamedLocked(n, name, nd, newName)
+}
+
+// exchangeLocked swaps the entries (d, name), which is n, and (nd, newName), which is m (RENAME_EXCHANGE). The
+// caller holds nsMu.
+func (d *Dir) exchangeLocked(n node, name string, nd *Dir, m node, newName string) {
+	d.children[name], nd.children[newName] = m, n
+	d.renamedLocked(n, name, nd, newName)
+	nd.renamedLocked(m, newName, d, name)
+}
+
+// renamedLocked updates what n knows of its name (d, name), now (nd, newName). The caller holds nsMu.
+func (d *Dir) renamedLocked(n node, name string, nd *Dir, newName string) {
 	switch n := n.(type) {
 	case *Dir:
 		n.parent, n.name = nd, newName
@@ -333,8 +296,6 @@ func (d *Dir) moveLocked(n node, name string, nd *Dir, newName string) {
 			}
 		}
 	}
-	d.entries--
-	nd.entries++
 }
 
 // renameDenied is EPERM when file flags forbid the rename: the source's entry cannot go, the one it replaces
@@ -343,7 +304,7 @@ func renameDenied(d *Dir, src node, nd *Dir, dst node) syscall.Errno {
 	if errno := removeDenied(d, src); errno != 0 {
 		return errno
 	}
-	if dst != nil && dst != src {
+	if dst != nil {
 		return removeDenied(nd, dst)
 	}
 	return nd.createDenied()

@@ -319,8 +319,8 @@ func bypassesPageCache(flags uint32) bool {
 // release is the end of one handle; at the last one an ephemeral file loses its generated name and a file
 // without names frees its data. RELEASE is the only reliable last-close signal (docs/kernel.md, Last close). It arrives
 // asynchronously, so a rename, link or setxattr of the generated name can race with it: the name leaves
-// tempfs's namespace and go-fuse's tree in one step under nsMu (Dir.dropLeafNameLocked), and those operations
-// either find it whole or answer ENOENT.
+// the directory in one step under nsMu (Dir.dropLeafNameLocked), and those operations either find it whole or
+// answer ENOENT.
 func (f *File) release(h *handle) {
 	fsys := f.fs
 	f.opened.Store(monoNow())
@@ -346,6 +346,7 @@ func (f *File) release(h *handle) {
 	if gone.dir != nil {
 		fsys.noteRemoved(removedLastClose, 1)
 		d := gone.dir
+		d.forgetChild(gone.name, f)
 		d.attrs.touchModified()
 		// Tell the kernel the name is gone, so that a cached dentry cannot outlive the file. The
 		// notification takes the directory's lock in the kernel: skip it when no dentry can exist, and

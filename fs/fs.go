@@ -2,14 +2,15 @@
 // syscall.Errno: names come from package naming, file bytes from package spool, and the lifetimes of
 // docs/guarantees.md (open counts, removal at last close, persisting) live here.
 //
-// The go-fuse Inode tree is the directory structure. tempfs keeps, beside it, what go-fuse does not know:
-// the links of each node (for st_nlink and user.tempfs.path), entry counts (for rmdir and st_size), open counts
-// and the template rules. All of that is guarded by FS.nsMu, a namespace lock held for microseconds.
-//
-// Template aliases: when Create or Mkdir answers for a template name, go-fuse's bridge links the new node under
-// the template name too (docs/kernel.md, Templates). tempfs links the generated name itself and treats every child whose
-// name is a template as such an alias: Lookup never finds it, Readdir hides it, and it is dropped on the next
-// template create in that directory or when its node goes away. Real entries never have template names.
+// Names: each Dir owns its entries (Dir.children, name to node). Lookup, readdir, create, link, unlink,
+// rename, rmdir, the last close, --max-age and owner removal read and change only that map; a node's own
+// record of its names (the links of a leaf, the parent and name of a directory) changes with it, under the
+// same lock. go-fuse's Inode tree is told of each change (the bridge links the node a LOOKUP, CREATE, MKDIR
+// or LINK answers, and moves or drops names after RENAME, UNLINK and RMDIR; the daemon's own removals drop
+// the name with Dir.forgetChild) but is never asked what exists. It may lag or hold names tempfs no longer
+// has, such as the template name go-fuse links to the entry a template CREATE or MKDIR made, or a name whose
+// LOOKUP was answered just before the daemon removed it: nothing reads them, the next entry of that name
+// replaces them, and they go with their node when the kernel forgets it.
 package fs
 
 import (
@@ -69,7 +70,7 @@ type FS struct {
 	root *Dir
 
 	// nsMu guards the namespace metadata kept beside go-fuse's tree: links, entry counts, open counts,
-	// template draws and aliases. Lock order: nsMu, then a node's attrs.mu, then spool locks, then go-fuse's
+	// template draws and the directories' children. Lock order: nsMu, then a node's attrs.mu, then spool locks, then go-fuse's
 	// own Inode locks (taken inside GetChild/AddChild/RmChild). Never hold it across a kernel notification.
 	nsMu sync.Mutex
 

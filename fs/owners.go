@@ -335,9 +335,9 @@ func (fsys *FS) removeOwnedLeaf(o *owner.Owner, l leafNode) (removed bool) {
 }
 
 // removeOwnedName removes the name (d, name) of a gone owner's leaf as unlink would: a file still open
-// keeps working for its holders and is freed at its last close. The name leaves tempfs's namespace and
-// go-fuse's tree in one step (Dir.dropLeafNameLocked, as the last close and the reaper remove names), and the
-// kernel is told afterwards.
+// keeps working for its holders and is freed at its last close. The name leaves the directory in one step
+// (Dir.dropLeafNameLocked, as the last close and the reaper remove names); go-fuse's tree and the kernel are
+// told afterwards.
 func (fsys *FS) removeOwnedName(d *Dir, name string, l leafNode) bool {
 	fsys.nsMu.Lock()
 	if f, ok := l.(*File); ok && f.isGeneratedLocked(d, name) {
@@ -349,6 +349,7 @@ func (fsys *FS) removeOwnedName(d *Dir, name string, l leafNode) bool {
 	}
 	unused := l.takeUnusedLocked()
 	fsys.nsMu.Unlock()
+	d.forgetChild(name, l)
 	fsys.noteRemoved(removedOwnerGone, 1)
 	if errno := d.NotifyDelete(name, l.EmbeddedInode()); errno != 0 && errno != syscall.ENOENT {
 		fsys.log.Debug("notify delete", "name", name, "errno", errno)
@@ -375,7 +376,7 @@ func (fsys *FS) sweepOrphans() (left bool) {
 			switch {
 			case d.removed || d.parent == nil:
 				delete(own.orphans, d)
-			case d.entries == 0:
+			case len(d.children) == 0:
 				empty = append(empty, orphan{d, d.parent, d.name})
 			}
 		}

@@ -3,8 +3,6 @@ package fs
 import (
 	"context"
 	"time"
-
-	"github.com/tempfs/tempfs/naming"
 )
 
 // The reaper enforces --max-age: an entry that has been neither opened, read nor modified for that long, and has
@@ -55,25 +53,32 @@ func (a *attrs) lastUsed() int64 {
 
 // reapDir reaps below d and reports whether d is now empty.
 func (fsys *FS) reapDir(d *Dir, cutoff int64) (removed int, empty bool) {
-	for name, ch := range d.Children() {
-		if naming.IsTemplate(name) {
-			continue
-		}
-		switch n := ch.Operations().(type) {
+	type entry struct {
+		name string
+		n    node
+	}
+	fsys.nsMu.Lock()
+	entries := make([]entry, 0, len(d.children))
+	for name, n := range d.children {
+		entries = append(entries, entry{name, n})
+	}
+	fsys.nsMu.Unlock()
+	for _, e := range entries {
+		switch n := e.n.(type) {
 		case *Dir:
 			r, subEmpty := fsys.reapDir(n, cutoff)
 			removed += r
-			if subEmpty && n.attrs.lastUsed() < cutoff && fsys.reapSubdir(d, name, n) {
+			if subEmpty && n.attrs.lastUsed() < cutoff && fsys.reapSubdir(d, e.name, n) {
 				removed++
 			}
 		case leafNode:
-			if n.lastUse() < cutoff && fsys.reapLeaf(d, name, n) {
+			if n.lastUse() < cutoff && fsys.reapLeaf(d, e.name, n) {
 				removed++
 			}
 		}
 	}
 	fsys.nsMu.Lock()
-	empty = d.entries == 0
+	empty = len(d.children) == 0
 	fsys.nsMu.Unlock()
 	return removed, empty
 }
@@ -91,6 +96,7 @@ func (fsys *FS) reapLeaf(d *Dir, name string, l leafNode) bool {
 	}
 	unused := l.takeUnusedLocked()
 	fsys.nsMu.Unlock()
+	d.forgetChild(name, l)
 	_ = d.NotifyDelete(name, l.EmbeddedInode())
 	if unused {
 		l.free()
@@ -106,6 +112,7 @@ func (fsys *FS) reapSubdir(d *Dir, name string, sub *Dir) bool {
 	if !dropped {
 		return false
 	}
+	d.forgetChild(name, sub)
 	_ = d.NotifyDelete(name, sub.EmbeddedInode())
 	fsys.counts.dirs.Add(-1)
 	sub.ForgetPersistent()
