@@ -4,6 +4,7 @@ import (
 	"context"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 
@@ -17,21 +18,24 @@ import (
 // namespace operation reads and changes (see fs.go). go-fuse's Inode children are told of each change but
 // never asked.
 //
-// Lock order: FS.nsMu, then attrs.mu (see fs.go).
+// Lock order: see fs.go.
 type Dir struct {
 	fusefs.Inode
 	attrs
 	fs *FS
 
-	// Guarded by FS.nsMu.
-	parent   *Dir            // nil for the root and after rmdir
-	name     string          // name in parent
-	children map[string]node // the entries, by name; never a template name; its length is st_size's count
-	subdirs  int             // child directories, for st_nlink
-	removed  bool
-	created  map[uint32]createdRecord // user.tempfs.created, by creating thread id
-	fromTmpl bool                     // made by mkdir of a template
-	ownedBy  ownerTag
+	// entriesMu guards the fields below up to ownedBy. A change holds FS.nsMu and then entriesMu for writing
+	// (so that a holder of nsMu may read them); LOOKUP, READDIR and GETATTR hold only entriesMu for reading,
+	// so that they wait for changes in this directory alone.
+	entriesMu sync.RWMutex
+	parent    *Dir            // nil for the root and after rmdir
+	name      string          // name in parent
+	children  map[string]node // the entries, by name; never a template name; its length is st_size's count
+	subdirs   int             // child directories, for st_nlink
+	removed   bool
+	created   map[uint32]createdRecord // user.tempfs.created, by creating thread id
+	fromTmpl  bool                     // made by mkdir of a template
+	ownedBy   ownerTag                 // guarded by FS.nsMu
 
 	// attrsCached: the kernel may hold this directory's attributes (some answer carried them since the
 	// last invalidation). A change the daemon makes behind the kernel's back (a file made from a template
@@ -94,18 +98,29 @@ func (d *Dir) pathLocked() string {
 	return mp + "/" + strings.Join(parts, "/")
 }
 
+// lockEntries takes FS.nsMu, then d's entriesMu for writing: how an operation that changes d's entries starts.
+func (d *Dir) lockEntries() {
+	d.fs.nsMu.Lock()
+	d.entriesMu.Lock()
+}
+
+func (d *Dir) unlockEntries() {
+	d.entriesMu.Unlock()
+	d.fs.nsMu.Unlock()
+}
+
 func (d *Dir) getattr(out *fuse.Attr) {
 	if !d.attrsCached.Load() { // before reading: a change after this point will invalidate
 		d.attrsCached.Store(true) // (only when unset: a lookup-heavy directory is not written on every getattr)
 	}
 	d.attrs.fill(out, d.StableAttr().Ino)
-	d.fs.nsMu.Lock()
+	d.entriesMu.RLock()
 	out.Nlink = uint32(2 + d.subdirs)
 	out.Size = uint64(40 + 20*len(d.children)) // as tmpfs counts: BOGO_DIRENT_SIZE per entry
 	if d.removed {
 		out.Nlink = 0
 	}
-	d.fs.nsMu.Unlock()
+	d.entriesMu.RUnlock()
 	out.Blocks = 0
 }
 
@@ -137,14 +152,16 @@ func (d *Dir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fus
 	if naming.IsTemplate(name) {
 		return nil, syscall.ENOENT
 	}
-	// Under nsMu, so that a removal by the daemon itself (File.release) either comes first, and the name is
-	// not found, or sees lookedUp and tells the kernel, whose invalidation then waits for this lookup's reply.
-	d.fs.nsMu.Lock()
+	// Under entriesMu, so that a removal by the daemon itself (File.release) either comes first, and the name
+	// is not found, or sees lookedUp and tells the kernel, whose invalidation then waits for this lookup's
+	// reply. The child's attributes are read after it is released: a reader holds one directory's lock at a
+	// time (see fs.go).
+	d.entriesMu.RLock()
 	n := d.children[name]
 	if f, isFile := n.(*File); isFile && !f.lookedUp.Load() {
 		f.lookedUp.Store(true) // the kernel now has a dentry for a real name: see File.release
 	}
-	d.fs.nsMu.Unlock()
+	d.entriesMu.RUnlock()
 	if n == nil {
 		return nil, syscall.ENOENT
 	}
@@ -165,7 +182,7 @@ func (d *Dir) Readdir(ctx context.Context) (fusefs.DirStream, syscall.Errno) {
 
 // listing is the directory's entries now, "." and ".." first, the others by name.
 func (d *Dir) listing() []fuse.DirEntry {
-	d.fs.nsMu.Lock()
+	d.entriesMu.RLock()
 	parent := d.parent
 	if parent == nil {
 		parent = d // the root is its own parent
@@ -179,7 +196,7 @@ func (d *Dir) listing() []fuse.DirEntry {
 		ino := n.EmbeddedInode().StableAttr()
 		entries = append(entries, fuse.DirEntry{Name: name, Mode: ino.Mode, Ino: ino.Ino})
 	}
-	d.fs.nsMu.Unlock()
+	d.entriesMu.RUnlock()
 	slices.SortFunc(entries[2:], func(a, b fuse.DirEntry) int { return strings.Compare(a.Name, b.Name) })
 	d.fs.atime.accessed(&d.attrs)
 	return entries

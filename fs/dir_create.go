@@ -59,7 +59,7 @@ func (d *Dir) owner(ctx context.Context, perm uint32, isDir bool) (uid, gid, mod
 // claimNameLocked picks the entry's real name and links n under it in d, in one step: two creates of one name
 // cannot both find it free. pid is the calling process (not thread), for user.tempfs.created. For a template
 // it draws a name that is free in d; for a plain name it fails with EEXIST if the name is taken. The caller
-// holds FS.nsMu.
+// holds FS.nsMu and d.entriesMu.
 func (d *Dir) claimNameLocked(name string, tmpl naming.Template, isTmpl bool, pid uint32, n node) (realName string, errno syscall.Errno) {
 	if d.removed {
 		return "", syscall.ENOENT
@@ -86,7 +86,7 @@ func (d *Dir) claimNameLocked(name string, tmpl naming.Template, isTmpl bool, pi
 	return realName, 0
 }
 
-// addChildLocked links n under name in d; the name is free. The caller holds FS.nsMu.
+// addChildLocked links n under name in d; the name is free. The caller holds FS.nsMu and d.entriesMu.
 func (d *Dir) addChildLocked(name string, n node) {
 	if d.children == nil {
 		d.children = make(map[string]node)
@@ -94,7 +94,8 @@ func (d *Dir) addChildLocked(name string, n node) {
 	d.children[name] = n
 }
 
-// recordCreatedLocked remembers, for user.tempfs.created, the last name process pid made here.
+// recordCreatedLocked remembers, for user.tempfs.created, the last name process pid made here. The caller holds
+// FS.nsMu and d.entriesMu.
 func (d *Dir) recordCreatedLocked(pid uint32, name string) {
 	if d.created == nil {
 		d.created = make(map[uint32]createdRecord)
@@ -153,10 +154,10 @@ func (d *Dir) Create(ctx context.Context, name string, flags uint32, mode uint32
 	inh.apply(&f.attrs)
 	ch := d.NewPersistentInode(ctx, f, fusefs.StableAttr{Mode: syscall.S_IFREG})
 
-	d.fs.nsMu.Lock()
+	d.lockEntries()
 	realName, errno := d.claimNameLocked(name, tmpl, isTmpl, pid, f)
 	if errno != 0 {
-		d.fs.nsMu.Unlock()
+		d.unlockEntries()
 		f.data.Close()
 		return nil, nil, 0, errno
 	}
@@ -164,10 +165,10 @@ func (d *Dir) Create(ctx context.Context, name string, flags uint32, mode uint32
 		f.ephemeral = true // links[0], set below, is the generated name
 		d.fs.counts.ephemeralFiles.Add(1)
 	}
-	f.links = []link{{d, realName}}
+	f.setLinksLocked([]link{{d, realName}})
 	h := f.openLocked(flags)
 	ended := d.fs.tagLocked(f, creator)
-	d.fs.nsMu.Unlock()
+	d.unlockEntries()
 	d.fs.requeue(ended)
 
 	d.fs.counts.files.Add(1)
@@ -202,16 +203,16 @@ func (d *Dir) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.Ent
 	inh.apply(&sub.attrs)
 	ch := d.NewPersistentInode(ctx, sub, fusefs.StableAttr{Mode: syscall.S_IFDIR})
 
-	d.fs.nsMu.Lock()
+	d.lockEntries()
 	realName, errno := d.claimNameLocked(name, tmpl, isTmpl, pid, sub)
 	if errno != 0 {
-		d.fs.nsMu.Unlock()
+		d.unlockEntries()
 		return nil, errno
 	}
 	sub.parent, sub.name = d, realName
 	d.subdirs++
 	ended := d.fs.tagLocked(sub, creator)
-	d.fs.nsMu.Unlock()
+	d.unlockEntries()
 	d.fs.requeue(ended)
 
 	d.fs.counts.dirs.Add(1)
@@ -298,17 +299,17 @@ func (d *Dir) addLeaf(ctx context.Context, name string, n leafNode, out *fuse.En
 		return nil, errno
 	}
 	ch := d.NewPersistentInode(ctx, n, fusefs.StableAttr{Mode: n.base().fileType()})
-	d.fs.nsMu.Lock()
+	d.lockEntries()
 	if _, errno := d.claimNameLocked(name, naming.Template{}, false, 0, n); errno != 0 {
-		d.fs.nsMu.Unlock()
+		d.unlockEntries()
 		if f, ok := n.(*File); ok {
 			f.data.Close()
 		}
 		return nil, errno
 	}
-	n.leafPart().links = []link{{d, name}}
+	n.leafPart().setLinksLocked([]link{{d, name}})
 	ended := d.fs.tagLocked(n, creator)
-	d.fs.nsMu.Unlock()
+	d.unlockEntries()
 	d.fs.requeue(ended)
 	if _, ok := n.(*File); ok {
 		d.fs.counts.files.Add(1)
@@ -340,7 +341,7 @@ func (d *Dir) Link(ctx context.Context, target fusefs.InodeEmbedder, name string
 		return nil, errno
 	}
 	var ended *owner.Owner
-	d.fs.nsMu.Lock()
+	d.lockEntries()
 	l := n.leafPart()
 	firstName := len(l.links) == 0
 	if firstName {
@@ -348,16 +349,16 @@ func (d *Dir) Link(ctx context.Context, target fusefs.InodeEmbedder, name string
 		// kernel's I_LINKABLE rule says; the kernel does not always know (its link count can be stale).
 		f, ok := n.(*File)
 		if !ok || !f.linkable || f.freed || f.unpinned {
-			d.fs.nsMu.Unlock()
+			d.unlockEntries()
 			return nil, syscall.ENOENT
 		}
 		if creator != nil && !d.fs.fitsLocked(f, d.fs.owners.accountLocked(creator)) {
-			d.fs.nsMu.Unlock()
+			d.unlockEntries()
 			return nil, syscall.EDQUOT // its bytes would take the owner the name gives it past its quota
 		}
 	}
 	if _, errno := d.claimNameLocked(name, naming.Template{}, false, 0, n); errno != 0 {
-		d.fs.nsMu.Unlock()
+		d.unlockEntries()
 		return nil, errno
 	}
 	if firstName {
@@ -371,8 +372,8 @@ func (d *Dir) Link(ctx context.Context, target fusefs.InodeEmbedder, name string
 		// A new name for an entry whose owner ended while it was being removed: it goes too.
 		ended = d.fs.tagLocked(n, o)
 	}
-	l.links = append(l.links, link{d, name})
-	d.fs.nsMu.Unlock()
+	l.setLinksLocked(append(l.links, link{d, name}))
+	d.unlockEntries()
 	d.fs.requeue(ended)
 	n.base().touchChanged()
 	d.attrs.touchModified()

@@ -40,6 +40,8 @@ func (d *Dir) forgetChild(name string, n node) {
 // a name of l any more. The caller holds FS.nsMu, and afterwards, without it, calls d.forgetChild and tells
 // the kernel.
 func (d *Dir) dropLeafNameLocked(l leafNode, name string) bool {
+	d.entriesMu.Lock()
+	defer d.entriesMu.Unlock()
 	if d.children[name] != l {
 		return false
 	}
@@ -54,28 +56,30 @@ func (d *Dir) dropSubdirLocked(sub *Dir, name string) bool {
 	if len(sub.children) > 0 || d.children[name] != sub {
 		return false
 	}
+	d.entriesMu.Lock()
 	d.removeSubdirLocked(sub, name)
+	d.entriesMu.Unlock()
 	return true
 }
 
 func (d *Dir) Unlink(ctx context.Context, name string) syscall.Errno {
-	d.fs.nsMu.Lock()
+	d.lockEntries()
 	n, errno := d.lookupRealLocked(name)
 	if errno != 0 {
-		d.fs.nsMu.Unlock()
+		d.unlockEntries()
 		return errno
 	}
 	l, ok := n.(leafNode)
 	if !ok {
-		d.fs.nsMu.Unlock()
+		d.unlockEntries()
 		return syscall.EISDIR
 	}
 	if errno := removeDenied(d, n); errno != 0 {
-		d.fs.nsMu.Unlock()
+		d.unlockEntries()
 		return errno
 	}
 	unused := d.unlinkLeafLocked(l, name)
-	d.fs.nsMu.Unlock()
+	d.unlockEntries()
 	d.fs.noteRemoved(removedUnlink, 1)
 	l.base().touchChanged()
 	d.attrs.touchModified()
@@ -85,7 +89,8 @@ func (d *Dir) Unlink(ctx context.Context, name string) syscall.Errno {
 	return 0
 }
 
-// unlinkLeafLocked drops the name (d, name) of l and reports whether l is now unused. The caller holds nsMu.
+// unlinkLeafLocked drops the name (d, name) of l and reports whether l is now unused. The caller holds nsMu and
+// d.entriesMu.
 func (d *Dir) unlinkLeafLocked(l leafNode, name string) bool {
 	if f, ok := l.(*File); ok && f.isGeneratedLocked(d, name) {
 		f.persistLocked() // the generated name goes now: nothing is left to remove at last close
@@ -97,27 +102,27 @@ func (d *Dir) unlinkLeafLocked(l leafNode, name string) bool {
 }
 
 func (d *Dir) Rmdir(ctx context.Context, name string) syscall.Errno {
-	d.fs.nsMu.Lock()
+	d.lockEntries()
 	n, errno := d.lookupRealLocked(name)
 	if errno != 0 {
-		d.fs.nsMu.Unlock()
+		d.unlockEntries()
 		return errno
 	}
 	sub, ok := n.(*Dir)
 	if !ok {
-		d.fs.nsMu.Unlock()
+		d.unlockEntries()
 		return syscall.ENOTDIR
 	}
 	if len(sub.children) > 0 {
-		d.fs.nsMu.Unlock()
+		d.unlockEntries()
 		return syscall.ENOTEMPTY
 	}
 	if errno := removeDenied(d, sub); errno != 0 {
-		d.fs.nsMu.Unlock()
+		d.unlockEntries()
 		return errno
 	}
 	d.removeSubdirLocked(sub, name)
-	d.fs.nsMu.Unlock()
+	d.unlockEntries()
 	d.fs.noteRemoved(removedUnlink, 1)
 	d.attrs.touchModified()
 	d.fs.counts.dirs.Add(-1)
@@ -125,17 +130,35 @@ func (d *Dir) Rmdir(ctx context.Context, name string) syscall.Errno {
 	return 0
 }
 
-// removeSubdirLocked detaches the empty directory (d, name). The caller holds nsMu.
+// removeSubdirLocked detaches the empty directory (d, name). The caller holds nsMu and d.entriesMu.
 func (d *Dir) removeSubdirLocked(sub *Dir, name string) {
 	delete(d.children, name)
+	d.subdirs--
+	sub.entriesMu.Lock()
 	sub.removed = true
 	sub.parent = nil
 	sub.created = nil
-	d.subdirs--
+	sub.entriesMu.Unlock()
 }
 
 // Rename moves an entry, with RENAME_NOREPLACE, RENAME_EXCHANGE and RENAME_WHITEOUT. A file made from a template becomes
 // ordinary when its generated name is renamed (a rename persists it: docs/guarantees.md, Lifetimes).
+// lockEntries2 takes FS.nsMu, then the entriesMu of d and nd for writing, and returns what releases them.
+func lockEntries2(d, nd *Dir) (unlock func()) {
+	d.fs.nsMu.Lock()
+	d.entriesMu.Lock()
+	if nd != d {
+		nd.entriesMu.Lock()
+	}
+	return func() {
+		if nd != d {
+			nd.entriesMu.Unlock()
+		}
+		d.entriesMu.Unlock()
+		d.fs.nsMu.Unlock()
+	}
+}
+
 func (d *Dir) Rename(ctx context.Context, name string, newParent fusefs.InodeEmbedder, newName string, flags uint32) syscall.Errno {
 	nd, ok := newParent.(*Dir)
 	if !ok {
@@ -163,41 +186,41 @@ func (d *Dir) Rename(ctx context.Context, name string, newParent fusefs.InodeEmb
 			}
 		}()
 	}
-	fsys.nsMu.Lock()
+	unlock := lockEntries2(d, nd)
 	src, errno := d.lookupRealLocked(name)
 	if errno != 0 {
-		fsys.nsMu.Unlock()
+		unlock()
 		return errno
 	}
 	if nd.removed {
-		fsys.nsMu.Unlock()
+		unlock()
 		return syscall.ENOENT
 	}
 	dst := nd.children[newName]
 	if dst == src {
 		// Two names of one node (or one name twice): rename(2) does nothing, successfully.
-		fsys.nsMu.Unlock()
+		unlock()
 		return 0
 	}
 	if errno := renameDenied(d, src, nd, dst); errno != 0 {
-		fsys.nsMu.Unlock()
+		unlock()
 		return errno
 	}
 	switch {
 	case flags&unix.RENAME_EXCHANGE != 0:
 		if dst == nil {
-			fsys.nsMu.Unlock()
+			unlock()
 			return syscall.ENOENT
 		}
 		d.exchangeLocked(src, name, nd, dst, newName)
-		fsys.nsMu.Unlock()
+		unlock()
 		src.base().touchChanged()
 		dst.base().touchChanged()
 		d.attrs.touchModified()
 		nd.attrs.touchModified()
 		return 0
 	case flags&unix.RENAME_NOREPLACE != 0 && dst != nil:
-		fsys.nsMu.Unlock()
+		unlock()
 		return syscall.EEXIST
 	}
 
@@ -208,13 +231,13 @@ func (d *Dir) Rename(ctx context.Context, name string, newParent fusefs.InodeEmb
 		dstDir, dstIsDir := dst.(*Dir)
 		switch {
 		case srcIsDir && !dstIsDir:
-			fsys.nsMu.Unlock()
+			unlock()
 			return syscall.ENOTDIR
 		case !srcIsDir && dstIsDir:
-			fsys.nsMu.Unlock()
+			unlock()
 			return syscall.EISDIR
 		case dstIsDir && len(dstDir.children) > 0:
-			fsys.nsMu.Unlock()
+			unlock()
 			return syscall.ENOTEMPTY
 		case dstIsDir:
 			_ = srcDir
@@ -230,14 +253,14 @@ func (d *Dir) Rename(ctx context.Context, name string, newParent fusefs.InodeEmb
 	d.moveLocked(src, name, nd, newName)
 	var ended *owner.Owner
 	if whiteout != nil {
-		whiteout.links = []link{{d, name}}
+		whiteout.setLinksLocked([]link{{d, name}})
 		d.addChildLocked(name, whiteout)
 		ended = fsys.tagLocked(whiteout, creator)
 		whiteout = nil
 		fsys.counts.others.Add(1)
 		fsys.counts.created.Add(1)
 	}
-	fsys.nsMu.Unlock()
+	unlock()
 	fsys.requeue(ended)
 
 	src.base().touchChanged()
@@ -261,8 +284,8 @@ func (d *Dir) Rename(ctx context.Context, name string, newParent fusefs.InodeEmb
 	return 0
 }
 
-// moveLocked changes n's name (d, name) to (nd, newName). The caller holds nsMu and has removed whatever was at
-// the destination.
+// moveLocked changes n's name (d, name) to (nd, newName). The caller holds nsMu and the entriesMu of d and nd,
+// and has removed whatever was at the destination.
 func (d *Dir) moveLocked(n node, name string, nd *Dir, newName string) {
 	delete(d.children, name)
 	nd.addChildLocked(newName, n)
@@ -270,18 +293,21 @@ func (d *Dir) moveLocked(n node, name string, nd *Dir, newName string) {
 }
 
 // exchangeLocked swaps the entries (d, name), which is n, and (nd, newName), which is m (RENAME_EXCHANGE). The
-// caller holds nsMu.
+// caller holds nsMu and the entriesMu of d and nd.
 func (d *Dir) exchangeLocked(n node, name string, nd *Dir, m node, newName string) {
 	d.children[name], nd.children[newName] = m, n
 	d.renamedLocked(n, name, nd, newName)
 	nd.renamedLocked(m, newName, d, name)
 }
 
-// renamedLocked updates what n knows of its name (d, name), now (nd, newName). The caller holds nsMu.
+// renamedLocked updates what n knows of its name (d, name), now (nd, newName). The caller holds nsMu and the
+// entriesMu of d and nd.
 func (d *Dir) renamedLocked(n node, name string, nd *Dir, newName string) {
 	switch n := n.(type) {
 	case *Dir:
+		n.entriesMu.Lock()
 		n.parent, n.name = nd, newName
+		n.entriesMu.Unlock()
 		d.subdirs--
 		nd.subdirs++
 	case leafNode:

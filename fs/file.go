@@ -88,9 +88,7 @@ func (f *File) getattr(out *fuse.Attr) {
 	f.attrs.fill(out, f.StableAttr().Ino)
 	out.Size = uint64(st.Size)
 	out.Blocks = uint64(st.Blocks)
-	f.fs.nsMu.Lock()
-	out.Nlink = uint32(len(f.links))
-	f.fs.nsMu.Unlock()
+	out.Nlink = f.nlink.Load()
 }
 
 // adoptBackingMtime takes over the backing file's mtime when passthrough writes moved it since the last look:

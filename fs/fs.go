@@ -11,6 +11,21 @@
 // has, such as the template name go-fuse links to the entry a template CREATE or MKDIR made, or a name whose
 // LOOKUP was answered just before the daemon removed it: nothing reads them, the next entry of that name
 // replaces them, and they go with their node when the kernel forgets it.
+//
+// Lock order (every file of the package):
+//
+//	FS.nsMu  →  Dir.entriesMu (the directories an operation changes, then a child directory whose own
+//	            parent, name or removed mark it changes)  →  attrs.mu  →  quota.mu  →  the spool file's locks
+//	         →  go-fuse's own Inode locks (inside GetChild/AddChild/RmChild)
+//	ownership.queueMu and handle.fsyncMu are leaves.
+//
+// nsMu is held by every change of the namespace and of the state that goes with it (a leaf's links, open
+// counts, owner tags); a change of a directory's entries also holds that directory's entriesMu for writing.
+// Reading needs less: LOOKUP, READDIR and GETATTR of a directory hold only its entriesMu for reading, and
+// GETATTR of a leaf holds no namespace lock (its link count is an atomic copy), so lookups, stats and listings
+// never wait for changes in other directories. A reader holds one entriesMu at a time and nothing else while
+// it does. Neither lock is held across a kernel notification or a call into package owner. A function named
+// ...Locked needs the locks its comment names.
 package fs
 
 import (
@@ -69,9 +84,9 @@ type FS struct {
 	pool *spool.Pool
 	root *Dir
 
-	// nsMu guards the namespace metadata kept beside go-fuse's tree: links, entry counts, open counts,
-	// template draws and the directories' children. Lock order: nsMu, then a node's attrs.mu, then spool locks, then go-fuse's
-	// own Inode locks (taken inside GetChild/AddChild/RmChild). Never hold it across a kernel notification.
+	// nsMu serializes changes of the namespace: the directories' entries (with their entriesMu), the links
+	// of leaves, open counts, owner tags and the ownership maps. Lookups and stats do not take it (see the
+	// lock order above).
 	nsMu sync.Mutex
 
 	passthrough       atomic.Bool

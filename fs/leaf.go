@@ -3,6 +3,7 @@ package fs
 import (
 	"slices"
 	"strings"
+	"sync/atomic"
 )
 
 // link is one name of a node: an entry in a directory.
@@ -15,8 +16,10 @@ type link struct {
 // none (unlinked but open, or made with O_TMPFILE).
 type leaf struct {
 	attrs
-	links   []link   // guarded by FS.nsMu
+	links   []link   // guarded by FS.nsMu; change it with setLinksLocked
 	ownedBy ownerTag // guarded by FS.nsMu
+	// nlink is len(links), for GETATTR, which reads it without a lock.
+	nlink atomic.Uint32
 }
 
 // leafNode is implemented by every node type that is not a directory.
@@ -46,8 +49,14 @@ func (l *leaf) removeLinkLocked(d *Dir, name string) bool {
 	if i < 0 {
 		return false
 	}
-	l.links = slices.Delete(l.links, i, i+1)
+	l.setLinksLocked(slices.Delete(l.links, i, i+1))
 	return true
+}
+
+// setLinksLocked sets the node's names; the caller holds FS.nsMu.
+func (l *leaf) setLinksLocked(links []link) {
+	l.links = links
+	l.nlink.Store(uint32(len(links)))
 }
 
 // pathLocked is the absolute path of the node's first remaining name, or "" when it has none.

@@ -300,7 +300,7 @@ func (d *Dir) createdFor(ctx context.Context) string {
 	if pid == 0 {
 		return ""
 	}
-	d.fs.nsMu.Lock()
-	defer d.fs.nsMu.Unlock()
+	d.entriesMu.RLock()
+	defer d.entriesMu.RUnlock()
 	return d.created[pid].name
 }
