@@ -11,7 +11,7 @@ import (
 
 // attrs holds the metadata every node has. It is embedded by value in each node type.
 //
-// Lock order: FS.nsMu, then Dir.entriesMu, then attrs.mu, then the spool file's own lock (see fs.go). attrs.mu
+// Lock order: the namespace locks (see fs.go), then attrs.mu, then the spool file's own lock. attrs.mu
 // is a leaf for everything in this package: no method holding it calls into go-fuse or takes a namespace lock.
 type attrs struct {
 	mu    sync.Mutex

@@ -24,18 +24,20 @@ type Dir struct {
 	attrs
 	fs *FS
 
-	// entriesMu guards the fields below up to ownedBy. A change holds FS.nsMu and then entriesMu for writing
-	// (so that a holder of nsMu may read them); LOOKUP, READDIR and GETATTR hold only entriesMu for reading,
-	// so that they wait for changes in this directory alone.
+	// entriesMu guards the fields below up to fromTmpl: a change of this directory's entries holds it for
+	// writing, and so does a change of the directory's own place (name, parent, removed), nested inside the
+	// parent's (see fs.go). LOOKUP, READDIR and GETATTR hold it for reading.
 	entriesMu sync.RWMutex
-	parent    *Dir            // nil for the root and after rmdir
-	name      string          // name in parent
-	children  map[string]node // the entries, by name; never a template name; its length is st_size's count
-	subdirs   int             // child directories, for st_nlink
-	removed   bool
+	name      string                   // name in parent
+	children  map[string]node          // the entries, by name; never a template name; its length is st_size's count
+	subdirs   int                      // child directories, for st_nlink
 	created   map[uint32]createdRecord // user.tempfs.created, by creating thread id
 	fromTmpl  bool                     // made by mkdir of a template
-	ownedBy   ownerTag                 // guarded by FS.nsMu
+	// parent (nil for the root and after rmdir) and removed are written under entriesMu and read without it
+	// where a lock would come out of order: a rename's ancestry check, the owners' bookkeeping.
+	parent  atomic.Pointer[Dir]
+	removed atomic.Bool
+	ownedBy ownerTag // guarded by FS.ownMu
 
 	// attrsCached: the kernel may hold this directory's attributes (some answer carried them since the
 	// last invalidation). A change the daemon makes behind the kernel's back (a file made from a template
@@ -78,11 +80,21 @@ func (d *Dir) base() *attrs { return &d.attrs }
 
 func (d *Dir) ownerTag() *ownerTag { return &d.ownedBy }
 
-// path is the directory's absolute path in the mount. The caller holds FS.nsMu.
-func (d *Dir) pathLocked() string {
+// path is the directory's absolute path in the mount, "" once removed. It holds FS.renameMu, so that no
+// directory moves to another meanwhile, and each directory's entriesMu in turn to read its name.
+func (d *Dir) path() string {
+	d.fs.renameMu.Lock()
+	defer d.fs.renameMu.Unlock()
 	var parts []string
-	for p := d; p.parent != nil; p = p.parent {
-		parts = append(parts, p.name)
+	for p := d; ; {
+		p.entriesMu.RLock()
+		parent, name := p.parent.Load(), p.name
+		p.entriesMu.RUnlock()
+		if parent == nil {
+			break
+		}
+		parts = append(parts, name)
+		p = parent
 	}
 	if len(parts) == 0 && d != d.fs.root {
 		return "" // removed
@@ -98,16 +110,10 @@ func (d *Dir) pathLocked() string {
 	return mp + "/" + strings.Join(parts, "/")
 }
 
-// lockEntries takes FS.nsMu, then d's entriesMu for writing: how an operation that changes d's entries starts.
-func (d *Dir) lockEntries() {
-	d.fs.nsMu.Lock()
-	d.entriesMu.Lock()
-}
+// lockEntries takes d's entriesMu for writing: how an operation that changes d's entries starts.
+func (d *Dir) lockEntries() { d.entriesMu.Lock() }
 
-func (d *Dir) unlockEntries() {
-	d.entriesMu.Unlock()
-	d.fs.nsMu.Unlock()
-}
+func (d *Dir) unlockEntries() { d.entriesMu.Unlock() }
 
 func (d *Dir) getattr(out *fuse.Attr) {
 	if !d.attrsCached.Load() { // before reading: a change after this point will invalidate
@@ -117,7 +123,7 @@ func (d *Dir) getattr(out *fuse.Attr) {
 	d.entriesMu.RLock()
 	out.Nlink = uint32(2 + d.subdirs)
 	out.Size = uint64(40 + 20*len(d.children)) // as tmpfs counts: BOGO_DIRENT_SIZE per entry
-	if d.removed {
+	if d.removed.Load() {
 		out.Nlink = 0
 	}
 	d.entriesMu.RUnlock()
@@ -183,7 +189,7 @@ func (d *Dir) Readdir(ctx context.Context) (fusefs.DirStream, syscall.Errno) {
 // listing is the directory's entries now, "." and ".." first, the others by name.
 func (d *Dir) listing() []fuse.DirEntry {
 	d.entriesMu.RLock()
-	parent := d.parent
+	parent := d.parent.Load()
 	if parent == nil {
 		parent = d // the root is its own parent
 	}

@@ -59,20 +59,20 @@ func (d *Dir) owner(ctx context.Context, perm uint32, isDir bool) (uid, gid, mod
 // claimNameLocked picks the entry's real name and links n under it in d, in one step: two creates of one name
 // cannot both find it free. pid is the calling process (not thread), for user.tempfs.created. For a template
 // it draws a name that is free in d; for a plain name it fails with EEXIST if the name is taken. The caller
-// holds FS.nsMu and d.entriesMu.
+// holds d.entriesMu.
 func (d *Dir) claimNameLocked(name string, tmpl naming.Template, isTmpl bool, pid uint32, n node) (realName string, errno syscall.Errno) {
-	if d.removed {
+	if !isTmpl {
+		if errno := d.nameFreeLocked(name); errno != 0 {
+			return "", errno
+		}
+		d.addChildLocked(name, n)
+		return name, 0
+	}
+	if d.removed.Load() {
 		return "", syscall.ENOENT
 	}
 	if errno := d.createDenied(); errno != 0 {
 		return "", errno
-	}
-	if !isTmpl {
-		if d.children[name] != nil {
-			return "", syscall.EEXIST
-		}
-		d.addChildLocked(name, n)
-		return name, 0
 	}
 	realName, err := tmpl.Draw(func(candidate string) bool { return d.children[candidate] != nil })
 	if err != nil {
@@ -86,7 +86,22 @@ func (d *Dir) claimNameLocked(name string, tmpl naming.Template, isTmpl bool, pi
 	return realName, 0
 }
 
-// addChildLocked links n under name in d; the name is free. The caller holds FS.nsMu and d.entriesMu.
+// nameFreeLocked answers why a new entry cannot be made under the plain name, or 0. The caller holds d.entriesMu
+// and keeps it until the entry is linked (addChildLocked).
+func (d *Dir) nameFreeLocked(name string) syscall.Errno {
+	if d.removed.Load() {
+		return syscall.ENOENT
+	}
+	if errno := d.createDenied(); errno != 0 {
+		return errno
+	}
+	if d.children[name] != nil {
+		return syscall.EEXIST
+	}
+	return 0
+}
+
+// addChildLocked links n under name in d; the name is free. The caller holds d.entriesMu.
 func (d *Dir) addChildLocked(name string, n node) {
 	if d.children == nil {
 		d.children = make(map[string]node)
@@ -95,7 +110,7 @@ func (d *Dir) addChildLocked(name string, n node) {
 }
 
 // recordCreatedLocked remembers, for user.tempfs.created, the last name process pid made here. The caller holds
-// FS.nsMu and d.entriesMu.
+// d.entriesMu.
 func (d *Dir) recordCreatedLocked(pid uint32, name string) {
 	if d.created == nil {
 		d.created = make(map[uint32]createdRecord)
@@ -161,13 +176,15 @@ func (d *Dir) Create(ctx context.Context, name string, flags uint32, mode uint32
 		f.data.Close()
 		return nil, nil, 0, errno
 	}
+	f.stateMu.Lock()
 	if isTmpl {
 		f.ephemeral = true // links[0], set below, is the generated name
 		d.fs.counts.ephemeralFiles.Add(1)
 	}
 	f.setLinksLocked([]link{{d, realName}})
 	h := f.openLocked(flags)
-	ended := d.fs.tagLocked(f, creator)
+	f.stateMu.Unlock()
+	ended := d.fs.tag(f, creator)
 	d.unlockEntries()
 	d.fs.requeue(ended)
 
@@ -209,9 +226,10 @@ func (d *Dir) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.Ent
 		d.unlockEntries()
 		return nil, errno
 	}
-	sub.parent, sub.name = d, realName
+	sub.parent.Store(d)
+	sub.name = realName // sub is reachable only through d, which is locked
 	d.subdirs++
-	ended := d.fs.tagLocked(sub, creator)
+	ended := d.fs.tag(sub, creator)
 	d.unlockEntries()
 	d.fs.requeue(ended)
 
@@ -237,18 +255,19 @@ func (d *Dir) Tmpfile(ctx context.Context, flags uint32, mode uint32, out *fuse.
 	f := &File{leaf: leaf{attrs: newAttrs(syscall.S_IFREG|perm, uid, gid)}, fs: d.fs, data: d.fs.pool.NewFile()}
 	inh.apply(&f.attrs)
 	ch := d.NewPersistentInode(ctx, f, fusefs.StableAttr{Mode: syscall.S_IFREG})
-	d.fs.nsMu.Lock()
-	if d.removed {
-		d.fs.nsMu.Unlock()
+	if d.removed.Load() {
 		f.data.Close()
 		return nil, nil, 0, syscall.ENOENT
 	}
+	f.stateMu.Lock()
 	h := f.openLocked(flags)
 	f.linkable = flags&syscall.O_EXCL == 0
+	f.stateMu.Unlock()
 	if creator != nil {
+		d.fs.ownMu.Lock()
 		d.fs.chargeToLocked(f, d.fs.owners.accountLocked(creator))
+		d.fs.ownMu.Unlock()
 	}
-	d.fs.nsMu.Unlock()
 	d.fs.counts.files.Add(1)
 	d.fs.counts.created.Add(1)
 	f.getattr(&out.Attr)
@@ -307,8 +326,11 @@ func (d *Dir) addLeaf(ctx context.Context, name string, n leafNode, out *fuse.En
 		}
 		return nil, errno
 	}
-	n.leafPart().setLinksLocked([]link{{d, name}})
-	ended := d.fs.tagLocked(n, creator)
+	l := n.leafPart()
+	l.stateMu.Lock()
+	l.setLinksLocked([]link{{d, name}})
+	l.stateMu.Unlock()
+	ended := d.fs.tag(n, creator)
 	d.unlockEntries()
 	d.fs.requeue(ended)
 	if _, ok := n.(*File); ok {
@@ -343,37 +365,45 @@ func (d *Dir) Link(ctx context.Context, target fusefs.InodeEmbedder, name string
 	var ended *owner.Owner
 	d.lockEntries()
 	l := n.leafPart()
+	l.stateMu.Lock()
+	unlock := func() {
+		l.stateMu.Unlock()
+		d.unlockEntries()
+	}
+	if errno := d.nameFreeLocked(name); errno != 0 {
+		unlock()
+		return nil, errno
+	}
 	firstName := len(l.links) == 0
 	if firstName {
 		// A node without names gets one only if it is a linkable O_TMPFILE file, and only once, as the
 		// kernel's I_LINKABLE rule says; the kernel does not always know (its link count can be stale).
 		f, ok := n.(*File)
-		if !ok || !f.linkable || f.freed || f.unpinned {
-			d.unlockEntries()
+		if !ok || !f.linkable || f.freed.Load() || f.unpinned {
+			unlock()
 			return nil, syscall.ENOENT
 		}
-		if creator != nil && !d.fs.fitsLocked(f, d.fs.owners.accountLocked(creator)) {
-			d.unlockEntries()
+		if creator != nil && !d.fs.fits(f, creator) {
+			unlock()
 			return nil, syscall.EDQUOT // its bytes would take the owner the name gives it past its quota
 		}
 	}
-	if _, errno := d.claimNameLocked(name, naming.Template{}, false, 0, n); errno != 0 {
-		d.unlockEntries()
-		return nil, errno
-	}
+	d.addChildLocked(name, n)
+	l.setLinksLocked(append(l.links, link{d, name}))
 	if firstName {
 		f := n.(*File)
 		f.linkable = false
 		if creator == nil {
+			d.fs.ownMu.Lock()
 			d.fs.chargeToLocked(f, nil) // an unowned name: its bytes are charged to nobody from now on
+			d.fs.ownMu.Unlock()
 		}
-		ended = d.fs.tagLocked(n, creator)
-	} else if o := n.ownerTag().owner; o != nil && o.Gone() {
+		ended = d.fs.tag(n, creator)
+	} else {
 		// A new name for an entry whose owner ended while it was being removed: it goes too.
-		ended = d.fs.tagLocked(n, o)
+		ended = d.fs.retagIfGone(n)
 	}
-	l.setLinksLocked(append(l.links, link{d, name}))
-	d.unlockEntries()
+	unlock()
 	d.fs.requeue(ended)
 	n.base().touchChanged()
 	d.attrs.touchModified()

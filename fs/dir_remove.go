@@ -14,7 +14,7 @@ import (
 // This file holds the operations that remove or move entries. Each changes d.children (the names);
 // go-fuse updates its own tree after each of these returns OK.
 
-// lookupRealLocked finds an entry, or answers why there is none. The caller holds FS.nsMu.
+// lookupRealLocked finds an entry, or answers why there is none. The caller holds d.entriesMu.
 func (d *Dir) lookupRealLocked(name string) (node, syscall.Errno) {
 	if err := naming.ValidateName(name); err != nil {
 		return nil, toErrno(d.fs.log, "name", err)
@@ -37,11 +37,9 @@ func (d *Dir) forgetChild(name string, n node) {
 
 // dropLeafNameLocked removes the name (d, name) of l; it is how the daemon removes a name on its own (last
 // close of a template file, --max-age, owner gone). It reports false, changing nothing, when (d, name) is not
-// a name of l any more. The caller holds FS.nsMu, and afterwards, without it, calls d.forgetChild and tells
-// the kernel.
+// a name of l any more. The caller holds d.entriesMu and l's stateMu, and afterwards, without them, calls
+// d.forgetChild and tells the kernel.
 func (d *Dir) dropLeafNameLocked(l leafNode, name string) bool {
-	d.entriesMu.Lock()
-	defer d.entriesMu.Unlock()
 	if d.children[name] != l {
 		return false
 	}
@@ -51,14 +49,12 @@ func (d *Dir) dropLeafNameLocked(l leafNode, name string) bool {
 }
 
 // dropSubdirLocked removes the empty directory (d, name), as dropLeafNameLocked does for leaves. The caller
-// holds FS.nsMu.
+// holds d.entriesMu and sub.entriesMu.
 func (d *Dir) dropSubdirLocked(sub *Dir, name string) bool {
 	if len(sub.children) > 0 || d.children[name] != sub {
 		return false
 	}
-	d.entriesMu.Lock()
 	d.removeSubdirLocked(sub, name)
-	d.entriesMu.Unlock()
 	return true
 }
 
@@ -89,16 +85,18 @@ func (d *Dir) Unlink(ctx context.Context, name string) syscall.Errno {
 	return 0
 }
 
-// unlinkLeafLocked drops the name (d, name) of l and reports whether l is now unused. The caller holds nsMu and
-// d.entriesMu.
+// unlinkLeafLocked drops the name (d, name) of l and reports whether l is now unused. The caller holds
+// d.entriesMu; l's stateMu is taken here.
 func (d *Dir) unlinkLeafLocked(l leafNode, name string) bool {
+	lp := l.leafPart()
+	lp.stateMu.Lock()
+	defer lp.stateMu.Unlock()
 	if f, ok := l.(*File); ok && f.isGeneratedLocked(d, name) {
 		f.persistLocked() // the generated name goes now: nothing is left to remove at last close
 	}
 	delete(d.children, name)
-	l.leafPart().removeLinkLocked(d, name)
-	unused := l.takeUnusedLocked()
-	return unused
+	lp.removeLinkLocked(d, name)
+	return l.takeUnusedLocked()
 }
 
 func (d *Dir) Rmdir(ctx context.Context, name string) syscall.Errno {
@@ -113,15 +111,19 @@ func (d *Dir) Rmdir(ctx context.Context, name string) syscall.Errno {
 		d.unlockEntries()
 		return syscall.ENOTDIR
 	}
+	sub.entriesMu.Lock() // a child's lock after its parent's (see fs.go)
 	if len(sub.children) > 0 {
+		sub.entriesMu.Unlock()
 		d.unlockEntries()
 		return syscall.ENOTEMPTY
 	}
 	if errno := removeDenied(d, sub); errno != 0 {
+		sub.entriesMu.Unlock()
 		d.unlockEntries()
 		return errno
 	}
 	d.removeSubdirLocked(sub, name)
+	sub.entriesMu.Unlock()
 	d.unlockEntries()
 	d.fs.noteRemoved(removedUnlink, 1)
 	d.attrs.touchModified()
@@ -130,35 +132,51 @@ func (d *Dir) Rmdir(ctx context.Context, name string) syscall.Errno {
 	return 0
 }
 
-// removeSubdirLocked detaches the empty directory (d, name). The caller holds nsMu and d.entriesMu.
+// removeSubdirLocked detaches the empty directory (d, name). The caller holds d.entriesMu and sub.entriesMu.
 func (d *Dir) removeSubdirLocked(sub *Dir, name string) {
 	delete(d.children, name)
 	d.subdirs--
-	sub.entriesMu.Lock()
-	sub.removed = true
-	sub.parent = nil
+	sub.removed.Store(true)
+	sub.parent.Store(nil)
 	sub.created = nil
-	sub.entriesMu.Unlock()
+}
+
+// lockForRename takes the entriesMu of d and nd for writing, and returns what releases them. Between two
+// directories it first takes FS.renameMu, as the kernel serializes such renames, so that no other directory
+// changes its parent meanwhile; then an ancestor's lock comes before its descendant's, as everywhere (see
+// fs.go), and two unrelated directories are taken in the order of their inode numbers.
+func lockForRename(d, nd *Dir) (unlock func()) {
+	if d == nd {
+		d.entriesMu.Lock()
+		return d.entriesMu.Unlock
+	}
+	d.fs.renameMu.Lock()
+	first, second := d, nd
+	if within(d, nd) || !within(nd, d) && nd.StableAttr().Ino < d.StableAttr().Ino {
+		first, second = nd, d
+	}
+	first.entriesMu.Lock()
+	second.entriesMu.Lock()
+	return func() {
+		second.entriesMu.Unlock()
+		first.entriesMu.Unlock()
+		d.fs.renameMu.Unlock()
+	}
+}
+
+// within reports whether d is below anc (or is anc). The caller holds FS.renameMu, so that no directory moves
+// to another meanwhile.
+func within(d, anc *Dir) bool {
+	for p := d; p != nil; p = p.parent.Load() {
+		if p == anc {
+			return true
+		}
+	}
+	return false
 }
 
 // Rename moves an entry, with RENAME_NOREPLACE, RENAME_EXCHANGE and RENAME_WHITEOUT. A file made from a template becomes
 // ordinary when its generated name is renamed (a rename persists it: docs/guarantees.md, Lifetimes).
-// lockEntries2 takes FS.nsMu, then the entriesMu of d and nd for writing, and returns what releases them.
-func lockEntries2(d, nd *Dir) (unlock func()) {
-	d.fs.nsMu.Lock()
-	d.entriesMu.Lock()
-	if nd != d {
-		nd.entriesMu.Lock()
-	}
-	return func() {
-		if nd != d {
-			nd.entriesMu.Unlock()
-		}
-		d.entriesMu.Unlock()
-		d.fs.nsMu.Unlock()
-	}
-}
-
 func (d *Dir) Rename(ctx context.Context, name string, newParent fusefs.InodeEmbedder, newName string, flags uint32) syscall.Errno {
 	nd, ok := newParent.(*Dir)
 	if !ok {
@@ -186,13 +204,13 @@ func (d *Dir) Rename(ctx context.Context, name string, newParent fusefs.InodeEmb
 			}
 		}()
 	}
-	unlock := lockEntries2(d, nd)
+	unlock := lockForRename(d, nd)
 	src, errno := d.lookupRealLocked(name)
 	if errno != 0 {
 		unlock()
 		return errno
 	}
-	if nd.removed {
+	if nd.removed.Load() {
 		unlock()
 		return syscall.ENOENT
 	}
@@ -201,6 +219,21 @@ func (d *Dir) Rename(ctx context.Context, name string, newParent fusefs.InodeEmb
 		// Two names of one node (or one name twice): rename(2) does nothing, successfully.
 		unlock()
 		return 0
+	}
+	if d != nd {
+		// A directory cannot move below itself, nor can one be replaced by its own descendant: the kernel
+		// refuses both before asking, and the locks below rely on it (a child's lock after its parent's).
+		if srcDir, ok := src.(*Dir); ok && within(nd, srcDir) {
+			unlock()
+			return syscall.EINVAL
+		}
+		if dstDir, ok := dst.(*Dir); ok && within(d, dstDir) {
+			unlock()
+			if flags&unix.RENAME_EXCHANGE != 0 {
+				return syscall.EINVAL
+			}
+			return syscall.ENOTEMPTY
+		}
 	}
 	if errno := renameDenied(d, src, nd, dst); errno != 0 {
 		unlock()
@@ -236,12 +269,16 @@ func (d *Dir) Rename(ctx context.Context, name string, newParent fusefs.InodeEmb
 		case !srcIsDir && dstIsDir:
 			unlock()
 			return syscall.EISDIR
-		case dstIsDir && len(dstDir.children) > 0:
-			unlock()
-			return syscall.ENOTEMPTY
 		case dstIsDir:
 			_ = srcDir
+			dstDir.entriesMu.Lock()
+			if len(dstDir.children) > 0 {
+				dstDir.entriesMu.Unlock()
+				unlock()
+				return syscall.ENOTEMPTY
+			}
 			nd.removeSubdirLocked(dstDir, newName)
+			dstDir.entriesMu.Unlock()
 			freeDir = dstDir
 		default:
 			replaced = dst.(leafNode)
@@ -253,9 +290,11 @@ func (d *Dir) Rename(ctx context.Context, name string, newParent fusefs.InodeEmb
 	d.moveLocked(src, name, nd, newName)
 	var ended *owner.Owner
 	if whiteout != nil {
+		whiteout.stateMu.Lock()
 		whiteout.setLinksLocked([]link{{d, name}})
+		whiteout.stateMu.Unlock()
 		d.addChildLocked(name, whiteout)
-		ended = fsys.tagLocked(whiteout, creator)
+		ended = fsys.tag(whiteout, creator)
 		whiteout = nil
 		fsys.counts.others.Add(1)
 		fsys.counts.created.Add(1)
@@ -284,8 +323,8 @@ func (d *Dir) Rename(ctx context.Context, name string, newParent fusefs.InodeEmb
 	return 0
 }
 
-// moveLocked changes n's name (d, name) to (nd, newName). The caller holds nsMu and the entriesMu of d and nd,
-// and has removed whatever was at the destination.
+// moveLocked changes n's name (d, name) to (nd, newName). The caller holds the entriesMu of d and nd, and has
+// removed whatever was at the destination.
 func (d *Dir) moveLocked(n node, name string, nd *Dir, newName string) {
 	delete(d.children, name)
 	nd.addChildLocked(newName, n)
@@ -293,39 +332,42 @@ func (d *Dir) moveLocked(n node, name string, nd *Dir, newName string) {
 }
 
 // exchangeLocked swaps the entries (d, name), which is n, and (nd, newName), which is m (RENAME_EXCHANGE). The
-// caller holds nsMu and the entriesMu of d and nd.
+// caller holds the entriesMu of d and nd.
 func (d *Dir) exchangeLocked(n node, name string, nd *Dir, m node, newName string) {
 	d.children[name], nd.children[newName] = m, n
 	d.renamedLocked(n, name, nd, newName)
 	nd.renamedLocked(m, newName, d, name)
 }
 
-// renamedLocked updates what n knows of its name (d, name), now (nd, newName). The caller holds nsMu and the
-// entriesMu of d and nd.
+// renamedLocked updates what n knows of its name (d, name), now (nd, newName), under n's own lock (a child
+// directory's entriesMu, a leaf's stateMu). The caller holds the entriesMu of d and nd.
 func (d *Dir) renamedLocked(n node, name string, nd *Dir, newName string) {
 	switch n := n.(type) {
 	case *Dir:
 		n.entriesMu.Lock()
-		n.parent, n.name = nd, newName
+		n.parent.Store(nd)
+		n.name = newName
 		n.entriesMu.Unlock()
 		d.subdirs--
 		nd.subdirs++
 	case leafNode:
+		l := n.leafPart()
+		l.stateMu.Lock()
 		if f, ok := n.(*File); ok && f.isGeneratedLocked(d, name) {
 			f.persistLocked()
 		}
-		l := n.leafPart()
 		for i := range l.links {
 			if l.links[i] == (link{d, name}) {
 				l.links[i] = link{nd, newName}
 				break
 			}
 		}
+		l.stateMu.Unlock()
 	}
 }
 
 // renameDenied is EPERM when file flags forbid the rename: the source's entry cannot go, the one it replaces
-// cannot go, or nothing may be made in the target directory. The caller holds FS.nsMu.
+// cannot go, or nothing may be made in the target directory. The caller holds the entriesMu of d and nd.
 func renameDenied(d *Dir, src node, nd *Dir, dst node) syscall.Errno {
 	if errno := removeDenied(d, src); errno != 0 {
 		return errno

@@ -12,19 +12,32 @@
 // LOOKUP was answered just before the daemon removed it: nothing reads them, the next entry of that name
 // replaces them, and they go with their node when the kernel forgets it.
 //
-// Lock order (every file of the package):
+// Lock order (every file of the package; no lock serializes all requests):
 //
-//	FS.nsMu  →  Dir.entriesMu (the directories an operation changes, then a child directory whose own
-//	            parent, name or removed mark it changes)  →  attrs.mu  →  quota.mu  →  the spool file's locks
-//	         →  go-fuse's own Inode locks (inside GetChild/AddChild/RmChild)
-//	ownership.queueMu and handle.fsyncMu are leaves.
+//	FS.renameMu  →  Dir.entriesMu (ancestor before descendant; two unrelated directories by inode number)
+//	             →  leaf.stateMu  →  FS.ownMu  →  attrs.mu, quota.mu  →  the spool file's locks
+//	             →  go-fuse's own Inode locks (inside GetChild/AddChild/RmChild)
 //
-// nsMu is held by every change of the namespace and of the state that goes with it (a leaf's links, open
-// counts, owner tags); a change of a directory's entries also holds that directory's entriesMu for writing.
-// Reading needs less: LOOKUP, READDIR and GETATTR of a directory hold only its entriesMu for reading, and
-// GETATTR of a leaf holds no namespace lock (its link count is an atomic copy), so lookups, stats and listings
-// never wait for changes in other directories. A reader holds one entriesMu at a time and nothing else while
-// it does. Neither lock is held across a kernel notification or a call into package owner. A function named
+// ownership.queueMu and handle.fsyncMu are leaves. What each namespace lock guards:
+//
+//   - Dir.entriesMu (a RWMutex) guards a directory's children and what goes with them (subdirectory count,
+//     user.tempfs.created records) and the directory's own name; parent and removed are written under it
+//     and also read atomically. An operation that changes a directory's entries holds its entriesMu for
+//     writing; one that also changes a child directory's place (rmdir, rename, the reaper) takes that child's
+//     entriesMu after its parent's. LOOKUP, READDIR and GETATTR of a directory hold only its entriesMu for
+//     reading, and a reader holds one at a time and nothing else while it does: lookups, stats and listings
+//     never wait for changes in other directories.
+//   - FS.renameMu is taken only by a rename between two directories (as the kernel's s_vfs_rename_mutex),
+//     before either directory's lock, so that no directory moves meanwhile and ancestry decides the order,
+//     and by user.tempfs.path to read a path that no such rename tears.
+//   - leaf.stateMu guards a leaf's links and a File's open counts and lifetime state. A goroutine holds one
+//     at a time. The last close, which learns under it which name to remove, releases it and takes the
+//     directory's entriesMu and then stateMu again, checking what changed.
+//   - FS.ownMu guards owner tags and the ownership maps (owners.go, quota.go): under it, names are read only
+//     through atomics (leaf.nlink, Dir.removed).
+//   - GETATTR of a leaf takes no namespace lock: its link count is an atomic copy (leaf.nlink).
+//
+// No namespace lock is held across a kernel notification or a call into package owner. A function named
 // ...Locked needs the locks its comment names.
 package fs
 
@@ -84,10 +97,10 @@ type FS struct {
 	pool *spool.Pool
 	root *Dir
 
-	// nsMu serializes changes of the namespace: the directories' entries (with their entriesMu), the links
-	// of leaves, open counts, owner tags and the ownership maps. Lookups and stats do not take it (see the
-	// lock order above).
-	nsMu sync.Mutex
+	// renameMu serializes renames between two directories; ownMu guards owner tags and the ownership maps
+	// (see the lock order above).
+	renameMu sync.Mutex
+	ownMu    sync.Mutex
 
 	passthrough       atomic.Bool
 	passthroughLogged atomic.Bool
@@ -187,6 +200,6 @@ type node interface {
 	base() *attrs
 	// getattr fills out completely (mode, owner, times, size, blocks, nlink).
 	getattr(out *fuse.Attr)
-	// ownerTag is the entry's owner under --owner (guarded by FS.nsMu).
+	// ownerTag is the entry's owner under --owner (guarded by FS.ownMu).
 	ownerTag() *ownerTag
 }

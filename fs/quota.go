@@ -13,7 +13,7 @@ import (
 // owner has no room): no file's bytes escape the cap. An operation first reserves its largest possible growth (the new end of the file), then settles
 // on the file's real size; a file's charge goes when its data is freed.
 //
-// Lock order: quota.mu is a leaf, taken after FS.nsMu where both are held.
+// Lock order: quota.mu is a leaf, taken after FS.ownMu where both are held.
 
 // quota is the daemon's per-owner cap; nil on FS without --owner-quota.
 type quota struct {
@@ -78,10 +78,10 @@ func (fsys *FS) settle(f *File) {
 }
 
 // chargeTo moves a file's charge to another owner's account (nil: nobody), when it is tagged, handed over or
-// kept. The new owner may end up past its cap: handing over never fails for that. The caller holds nsMu.
+// kept. The new owner may end up past its cap: handing over never fails for that. The caller holds FS.ownMu.
 func (fsys *FS) chargeToLocked(n node, account *ownedEntries) {
 	f, ok := n.(*File)
-	if !ok || fsys.quota == nil || f.freed {
+	if !ok || fsys.quota == nil || f.freed.Load() {
 		return
 	}
 	q := fsys.quota
@@ -100,11 +100,11 @@ func (fsys *FS) chargeToLocked(n node, account *ownedEntries) {
 
 // fitsLocked reports whether a file's charge can move to account (nil: nobody) without taking that owner
 // past the cap: how linkat names an O_TMPFILE file, whose bytes were charged to its creator's owner. The
-// caller holds nsMu.
+// caller holds FS.ownMu.
 func (fsys *FS) fitsLocked(n node, account *ownedEntries) bool {
 	f, ok := n.(*File)
 	q := fsys.quota
-	if !ok || q == nil || account == nil || f.freed {
+	if !ok || q == nil || account == nil || f.freed.Load() {
 		return true
 	}
 	size := f.data.Size()

@@ -57,12 +57,12 @@ func (fsys *FS) reapDir(d *Dir, cutoff int64) (removed int, empty bool) {
 		name string
 		n    node
 	}
-	fsys.nsMu.Lock()
+	d.entriesMu.RLock()
 	entries := make([]entry, 0, len(d.children))
 	for name, n := range d.children {
 		entries = append(entries, entry{name, n})
 	}
-	fsys.nsMu.Unlock()
+	d.entriesMu.RUnlock()
 	for _, e := range entries {
 		switch n := e.n.(type) {
 		case *Dir:
@@ -77,25 +77,25 @@ func (fsys *FS) reapDir(d *Dir, cutoff int64) (removed int, empty bool) {
 			}
 		}
 	}
-	fsys.nsMu.Lock()
+	d.entriesMu.RLock()
 	empty = len(d.children) == 0
-	fsys.nsMu.Unlock()
+	d.entriesMu.RUnlock()
 	return removed, empty
 }
 
 // reapLeaf unlinks (d, name) unless the node is open; the kernel is told with NotifyDelete.
 func (fsys *FS) reapLeaf(d *Dir, name string, l leafNode) bool {
-	fsys.nsMu.Lock()
-	if f, ok := l.(*File); ok && f.opens > 0 {
-		fsys.nsMu.Unlock()
+	d.entriesMu.Lock()
+	lp := l.leafPart()
+	lp.stateMu.Lock()
+	f, isFile := l.(*File)
+	dropped := !(isFile && f.opens > 0) && d.dropLeafNameLocked(l, name)
+	unused := dropped && l.takeUnusedLocked()
+	lp.stateMu.Unlock()
+	d.entriesMu.Unlock()
+	if !dropped {
 		return false
 	}
-	if !d.dropLeafNameLocked(l, name) {
-		fsys.nsMu.Unlock()
-		return false
-	}
-	unused := l.takeUnusedLocked()
-	fsys.nsMu.Unlock()
 	d.forgetChild(name, l)
 	_ = d.NotifyDelete(name, l.EmbeddedInode())
 	if unused {
@@ -106,9 +106,11 @@ func (fsys *FS) reapLeaf(d *Dir, name string, l leafNode) bool {
 
 // reapSubdir removes the empty directory (d, name).
 func (fsys *FS) reapSubdir(d *Dir, name string, sub *Dir) bool {
-	fsys.nsMu.Lock()
+	d.entriesMu.Lock()
+	sub.entriesMu.Lock()
 	dropped := d.dropSubdirLocked(sub, name)
-	fsys.nsMu.Unlock()
+	sub.entriesMu.Unlock()
+	d.entriesMu.Unlock()
 	if !dropped {
 		return false
 	}
