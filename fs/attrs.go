@@ -193,6 +193,7 @@ func (a *attrs) killPrivForWrite(ctx context.Context) bool {
 	return a.killPrivForWriteLocked(ctx)
 }
 
+// killPrivForWriteLocked is killPrivForWrite with a.mu held by the caller.
 func (a *attrs) killPrivForWriteLocked(ctx context.Context) bool {
 	if a.mode&(syscall.S_ISUID|syscall.S_ISGID) != 0 {
 		if uid, _, _ := caller(ctx); uid != 0 {

@@ -114,7 +114,8 @@ func (f *File) lastUse() int64 {
 // takeUnusedLocked reports true when free must run: once when the file has lost its last name and its last
 // handle (free then unpins it: it is no longer an entry, and its bytes go at OnForget), and once more if the
 // kernel, which may still open the node by ID after that, forgot it before the RELEASE of such a later
-// handle came (the kernel's FORGET may overtake a RELEASE): free then releases the bytes.
+// handle came (the kernel's FORGET may overtake a RELEASE): free then releases the bytes. The caller holds
+// f.stateMu.
 func (f *File) takeUnusedLocked() bool {
 	if len(f.links) > 0 || f.opens > 0 || f.freed.Load() {
 		return false

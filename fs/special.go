@@ -32,6 +32,7 @@ func (s *Special) getattr(out *fuse.Attr) {
 	out.Nlink = s.nlink.Load()
 }
 
+// takeUnusedLocked: see leafNode. The caller holds s.stateMu.
 func (s *Special) takeUnusedLocked() bool { return len(s.links) == 0 }
 
 func (s *Special) free() {

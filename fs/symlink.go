@@ -35,6 +35,7 @@ func (s *Symlink) getattr(out *fuse.Attr) {
 	out.Nlink = s.nlink.Load()
 }
 
+// takeUnusedLocked: see leafNode. The caller holds s.stateMu.
 func (s *Symlink) takeUnusedLocked() bool { return len(s.links) == 0 }
 
 func (s *Symlink) free() {
