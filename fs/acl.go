@@ -190,6 +190,7 @@ func (a *attrs) chmodACLLocked(mode uint32) {
 	a.xattrs[xattrACLAccess] = encodeACL(entries)
 }
 
+// setXattrLocked stores an attribute. The caller holds a.mu.
 func (a *attrs) setXattrLocked(attr string, value []byte) {
 	if a.xattrs == nil {
 		a.xattrs = make(map[string][]byte)
@@ -197,6 +198,7 @@ func (a *attrs) setXattrLocked(attr string, value []byte) {
 	a.xattrs[attr] = value
 }
 
+// deleteXattrLocked drops an attribute. The caller holds a.mu.
 func (a *attrs) deleteXattrLocked(attr string) {
 	delete(a.xattrs, attr)
 	if len(a.xattrs) == 0 {

@@ -11,8 +11,8 @@ import (
 
 // attrs holds the metadata every node has. It is embedded by value in each node type.
 //
-// Lock order: FS.nsMu, then attrs.mu, then the spool file's own lock. attrs.mu is a leaf for everything in this
-// package: no method holding it calls into go-fuse or takes nsMu.
+// Lock order: the namespace locks (see fs.go), then attrs.mu, then the spool file's own lock. attrs.mu
+// is a leaf for everything in this package: no method holding it calls into go-fuse or takes a namespace lock.
 type attrs struct {
 	mu    sync.Mutex
 	mode  uint32 // S_IFMT | permission bits
@@ -193,6 +193,7 @@ func (a *attrs) killPrivForWrite(ctx context.Context) bool {
 	return a.killPrivForWriteLocked(ctx)
 }
 
+// killPrivForWriteLocked is killPrivForWrite with a.mu held by the caller.
 func (a *attrs) killPrivForWriteLocked(ctx context.Context) bool {
 	if a.mode&(syscall.S_ISUID|syscall.S_ISGID) != 0 {
 		if uid, _, _ := caller(ctx); uid != 0 {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 
@@ -13,29 +14,30 @@ import (
 	"github.com/tempfs/tempfs/naming"
 )
 
-// Dir is a directory. Its children are go-fuse's Inode children; the counts below are kept beside them because
-// go-fuse's tree also holds template aliases and is updated only after a node method returns.
+// Dir is a directory. It owns its entries: children is the one record of the names in it, which every
+// namespace operation reads and changes (see fs.go). go-fuse's Inode children are told of each change but
+// never asked.
 //
-// Lock order: FS.nsMu, then attrs.mu (see fs.go).
+// Lock order: see fs.go.
 type Dir struct {
 	fusefs.Inode
 	attrs
 	fs *FS
 
-	// Guarded by FS.nsMu.
-	parent   *Dir   // nil for the root and after rmdir
-	name     string // name in parent
-	entries  int    // real entries (aliases excluded): rmdir needs 0, st_size counts them
-	subdirs  int    // child directories, for st_nlink
-	removed  bool
-	alias    string                   // last template name go-fuse linked here; dropped on the next template create
-	created  map[uint32]createdRecord // user.tempfs.created, by creating thread id
-	fromTmpl bool                     // made by mkdir of a template
-	ownedBy  ownerTag
-	// whiteouts are the whiteouts RENAME_WHITEOUT left here, by name, until go-fuse's tree holds them: go-fuse
-	// moves whatever its tree has at the old name after RENAME returns, so the rename cannot put them there.
-	// A LOOKUP links one into the tree; until then liveChildLocked and listings find it here.
-	whiteouts map[string]*Special
+	// entriesMu guards the fields below up to fromTmpl: a change of this directory's entries holds it for
+	// writing, and so does a change of the directory's own place (name, parent, removed), nested inside the
+	// parent's (see fs.go). LOOKUP, READDIR and GETATTR hold it for reading.
+	entriesMu sync.RWMutex
+	name      string                   // name in parent
+	children  map[string]node          // the entries, by name; never a template name; its length is st_size's count
+	subdirs   int                      // child directories, for st_nlink
+	created   map[uint32]createdRecord // user.tempfs.created, by creating thread id
+	fromTmpl  bool                     // made by mkdir of a template
+	// parent (nil for the root and after rmdir) and removed are written under entriesMu and read without it
+	// where a lock would come out of order: a rename's ancestry check, the owners' bookkeeping.
+	parent  atomic.Pointer[Dir]
+	removed atomic.Bool
+	ownedBy ownerTag // guarded by FS.ownMu
 
 	// attrsCached: the kernel may hold this directory's attributes (some answer carried them since the
 	// last invalidation). A change the daemon makes behind the kernel's back (a file made from a template
@@ -78,11 +80,21 @@ func (d *Dir) base() *attrs { return &d.attrs }
 
 func (d *Dir) ownerTag() *ownerTag { return &d.ownedBy }
 
-// path is the directory's absolute path in the mount. The caller holds FS.nsMu.
-func (d *Dir) pathLocked() string {
+// path is the directory's absolute path in the mount, "" once removed. It holds FS.renameMu, so that no
+// directory moves to another meanwhile, and each directory's entriesMu in turn to read its name.
+func (d *Dir) path() string {
+	d.fs.renameMu.Lock()
+	defer d.fs.renameMu.Unlock()
 	var parts []string
-	for p := d; p.parent != nil; p = p.parent {
-		parts = append(parts, p.name)
+	for p := d; ; {
+		p.entriesMu.RLock()
+		parent, name := p.parent.Load(), p.name
+		p.entriesMu.RUnlock()
+		if parent == nil {
+			break
+		}
+		parts = append(parts, name)
+		p = parent
 	}
 	if len(parts) == 0 && d != d.fs.root {
 		return "" // removed
@@ -98,18 +110,23 @@ func (d *Dir) pathLocked() string {
 	return mp + "/" + strings.Join(parts, "/")
 }
 
+// lockEntries takes d's entriesMu for writing: how an operation that changes d's entries starts.
+func (d *Dir) lockEntries() { d.entriesMu.Lock() }
+
+func (d *Dir) unlockEntries() { d.entriesMu.Unlock() }
+
 func (d *Dir) getattr(out *fuse.Attr) {
 	if !d.attrsCached.Load() { // before reading: a change after this point will invalidate
 		d.attrsCached.Store(true) // (only when unset: a lookup-heavy directory is not written on every getattr)
 	}
 	d.attrs.fill(out, d.StableAttr().Ino)
-	d.fs.nsMu.Lock()
+	d.entriesMu.RLock()
 	out.Nlink = uint32(2 + d.subdirs)
-	out.Size = uint64(40 + 20*d.entries) // as tmpfs counts: BOGO_DIRENT_SIZE per entry
-	if d.removed {
+	out.Size = uint64(40 + 20*len(d.children)) // as tmpfs counts: BOGO_DIRENT_SIZE per entry
+	if d.removed.Load() {
 		out.Nlink = 0
 	}
-	d.fs.nsMu.Unlock()
+	d.entriesMu.RUnlock()
 	out.Blocks = 0
 }
 
@@ -141,14 +158,16 @@ func (d *Dir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fus
 	if naming.IsTemplate(name) {
 		return nil, syscall.ENOENT
 	}
-	// Under nsMu, so that a removal by the daemon itself (File.release) either comes first, and the name is
-	// not found, or sees lookedUp and tells the kernel, whose invalidation then waits for this lookup's reply.
-	d.fs.nsMu.Lock()
-	n := d.liveChildLocked(name)
+	// Under entriesMu, so that a removal by the daemon itself (File.release) either comes first, and the name
+	// is not found, or sees lookedUp and tells the kernel, whose invalidation then waits for this lookup's
+	// reply. The child's attributes are read after it is released: a reader holds one directory's lock at a
+	// time (see fs.go).
+	d.entriesMu.RLock()
+	n := d.children[name]
 	if f, isFile := n.(*File); isFile && !f.lookedUp.Load() {
 		f.lookedUp.Store(true) // the kernel now has a dentry for a real name: see File.release
 	}
-	d.fs.nsMu.Unlock()
+	d.entriesMu.RUnlock()
 	if n == nil {
 		return nil, syscall.ENOENT
 	}
@@ -169,34 +188,21 @@ func (d *Dir) Readdir(ctx context.Context) (fusefs.DirStream, syscall.Errno) {
 
 // listing is the directory's entries now, "." and ".." first, the others by name.
 func (d *Dir) listing() []fuse.DirEntry {
-	children := d.Children()
-	entries := make([]fuse.DirEntry, 0, len(children)+2)
-	d.fs.nsMu.Lock()
-	parent := d.parent
-	d.fs.nsMu.Unlock()
+	d.entriesMu.RLock()
+	parent := d.parent.Load()
 	if parent == nil {
 		parent = d // the root is its own parent
 	}
+	entries := make([]fuse.DirEntry, 0, len(d.children)+2)
 	// go-fuse leaves "." and ".." to the filesystem; ls -a and programs that count entries expect them.
 	entries = append(entries,
 		fuse.DirEntry{Name: ".", Mode: syscall.S_IFDIR, Ino: d.StableAttr().Ino},
 		fuse.DirEntry{Name: "..", Mode: syscall.S_IFDIR, Ino: parent.StableAttr().Ino})
-	d.fs.nsMu.Lock()
-	for name, ch := range children {
-		// Template aliases and stale children of go-fuse's tree are not entries (see liveChildLocked).
-		if n, ok := ch.Operations().(node); ok && d.namesLocked(n, name) {
-			entries = append(entries, fuse.DirEntry{Name: name, Mode: ch.Mode(), Ino: ch.StableAttr().Ino})
-		}
+	for name, n := range d.children {
+		ino := n.EmbeddedInode().StableAttr()
+		entries = append(entries, fuse.DirEntry{Name: name, Mode: ino.Mode, Ino: ino.Ino})
 	}
-	for name := range d.whiteouts {
-		if ch := children[name]; ch != nil && ch == d.whiteouts[name].EmbeddedInode() {
-			continue // listed above
-		}
-		if w := d.whiteoutLocked(name); w != nil {
-			entries = append(entries, fuse.DirEntry{Name: name, Mode: syscall.S_IFCHR, Ino: w.EmbeddedInode().StableAttr().Ino})
-		}
-	}
-	d.fs.nsMu.Unlock()
+	d.entriesMu.RUnlock()
 	slices.SortFunc(entries[2:], func(a, b fuse.DirEntry) int { return strings.Compare(a.Name, b.Name) })
 	d.fs.atime.accessed(&d.attrs)
 	return entries
@@ -222,12 +228,4 @@ func (d *Dir) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errno
 
 func (d *Dir) Removexattr(ctx context.Context, attr string) syscall.Errno {
 	return removexattr(ctx, d, attr)
-}
-
-// dropAlias removes go-fuse's template alias in d, if any. Aliases are never looked up, so dropping one is
-// always safe, even if it is not the one that was recorded.
-func (d *Dir) dropAlias(name string) {
-	if name != "" {
-		d.RmChild(name)
-	}
 }

@@ -56,36 +56,61 @@ func (d *Dir) owner(ctx context.Context, perm uint32, isDir bool) (uid, gid, mod
 	return uid, gid, perm
 }
 
-// claimNameLocked picks the entry's real name and records the template alias; pid is the calling process
-// (not thread), for user.tempfs.created. For a template it draws a free
-// name under nsMu (the directory's names cannot change meanwhile) and returns the alias to drop; for a plain
-// name it fails with EEXIST if the name is taken. The caller holds FS.nsMu.
-func (d *Dir) claimNameLocked(name string, tmpl naming.Template, isTmpl bool, pid uint32) (realName, oldAlias string, errno syscall.Errno) {
-	if d.removed {
-		return "", "", syscall.ENOENT
+// claimNameLocked picks the entry's real name and links n under it in d, in one step: two creates of one name
+// cannot both find it free. pid is the calling process (not thread), for user.tempfs.created. For a template
+// it draws a name that is free in d; for a plain name it fails with EEXIST if the name is taken. The caller
+// holds d.entriesMu.
+func (d *Dir) claimNameLocked(name string, tmpl naming.Template, isTmpl bool, pid uint32, n node) (realName string, errno syscall.Errno) {
+	if !isTmpl {
+		if errno := d.nameFreeLocked(name); errno != 0 {
+			return "", errno
+		}
+		d.addChildLocked(name, n)
+		return name, 0
+	}
+	if d.removed.Load() {
+		return "", syscall.ENOENT
 	}
 	if errno := d.createDenied(); errno != 0 {
-		return "", "", errno
+		return "", errno
 	}
-	if !isTmpl {
-		if d.liveChildLocked(name) != nil {
-			return "", "", syscall.EEXIST
-		}
-		return name, "", 0
-	}
-	realName, err := tmpl.Draw(func(candidate string) bool { return d.liveChildLocked(candidate) != nil })
+	realName, err := tmpl.Draw(func(candidate string) bool { return d.children[candidate] != nil })
 	if err != nil {
-		return "", "", toErrno(d.fs.log, "template draw", err)
+		return "", toErrno(d.fs.log, "template draw", err)
 	}
-	oldAlias, d.alias = d.alias, name
+	d.addChildLocked(realName, n)
 	if pid != 0 {
 		d.recordCreatedLocked(pid, realName)
 	}
 	d.fs.counts.templateEntries.Add(1)
-	return realName, oldAlias, 0
+	return realName, 0
 }
 
-// recordCreatedLocked remembers, for user.tempfs.created, the last name process pid made here.
+// nameFreeLocked answers why a new entry cannot be made under the plain name, or 0. The caller holds d.entriesMu
+// and keeps it until the entry is linked (addChildLocked).
+func (d *Dir) nameFreeLocked(name string) syscall.Errno {
+	if d.removed.Load() {
+		return syscall.ENOENT
+	}
+	if errno := d.createDenied(); errno != 0 {
+		return errno
+	}
+	if d.children[name] != nil {
+		return syscall.EEXIST
+	}
+	return 0
+}
+
+// addChildLocked links n under name in d; the name is free. The caller holds d.entriesMu.
+func (d *Dir) addChildLocked(name string, n node) {
+	if d.children == nil {
+		d.children = make(map[string]node)
+	}
+	d.children[name] = n
+}
+
+// recordCreatedLocked remembers, for user.tempfs.created, the last name process pid made here. The caller holds
+// d.entriesMu.
 func (d *Dir) recordCreatedLocked(pid uint32, name string) {
 	if d.created == nil {
 		d.created = make(map[uint32]createdRecord)
@@ -144,28 +169,27 @@ func (d *Dir) Create(ctx context.Context, name string, flags uint32, mode uint32
 	inh.apply(&f.attrs)
 	ch := d.NewPersistentInode(ctx, f, fusefs.StableAttr{Mode: syscall.S_IFREG})
 
-	d.fs.nsMu.Lock()
-	realName, oldAlias, errno := d.claimNameLocked(name, tmpl, isTmpl, pid)
+	d.lockEntries()
+	realName, errno := d.claimNameLocked(name, tmpl, isTmpl, pid, f)
 	if errno != 0 {
-		d.fs.nsMu.Unlock()
+		d.unlockEntries()
 		f.data.Close()
 		return nil, nil, 0, errno
 	}
+	f.stateMu.Lock()
 	if isTmpl {
-		d.AddChild(realName, ch, true) // over a stale child, if any (see liveChildLocked)
-		f.ephemeral = true             // links[0], set below, is the generated name
+		f.ephemeral = true // links[0], set below, is the generated name
 		d.fs.counts.ephemeralFiles.Add(1)
 	}
-	f.links = []link{{d, realName}}
-	d.entries++
+	f.setLinksLocked([]link{{d, realName}})
 	h := f.openLocked(flags)
-	ended := d.fs.tagLocked(f, creator)
-	d.fs.nsMu.Unlock()
+	f.stateMu.Unlock()
+	ended := d.fs.tag(f, creator)
+	d.unlockEntries()
 	d.fs.requeue(ended)
 
 	d.fs.counts.files.Add(1)
 	d.fs.counts.created.Add(1)
-	d.dropAlias(oldAlias)
 	d.attrs.touchModified()
 	d.newEntryOut(f, isTmpl, out)
 	if isTmpl {
@@ -196,25 +220,21 @@ func (d *Dir) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.Ent
 	inh.apply(&sub.attrs)
 	ch := d.NewPersistentInode(ctx, sub, fusefs.StableAttr{Mode: syscall.S_IFDIR})
 
-	d.fs.nsMu.Lock()
-	realName, oldAlias, errno := d.claimNameLocked(name, tmpl, isTmpl, pid)
+	d.lockEntries()
+	realName, errno := d.claimNameLocked(name, tmpl, isTmpl, pid, sub)
 	if errno != 0 {
-		d.fs.nsMu.Unlock()
+		d.unlockEntries()
 		return nil, errno
 	}
-	if isTmpl {
-		d.AddChild(realName, ch, true) // over a stale child, if any (see liveChildLocked)
-	}
-	sub.parent, sub.name = d, realName
-	d.entries++
+	sub.parent.Store(d)
+	sub.name = realName // sub is reachable only through d, which is locked
 	d.subdirs++
-	ended := d.fs.tagLocked(sub, creator)
-	d.fs.nsMu.Unlock()
+	ended := d.fs.tag(sub, creator)
+	d.unlockEntries()
 	d.fs.requeue(ended)
 
 	d.fs.counts.dirs.Add(1)
 	d.fs.counts.created.Add(1)
-	d.dropAlias(oldAlias)
 	d.attrs.touchModified()
 	d.newEntryOut(sub, isTmpl, out)
 	return ch, 0
@@ -235,18 +255,19 @@ func (d *Dir) Tmpfile(ctx context.Context, flags uint32, mode uint32, out *fuse.
 	f := &File{leaf: leaf{attrs: newAttrs(syscall.S_IFREG|perm, uid, gid)}, fs: d.fs, data: d.fs.pool.NewFile()}
 	inh.apply(&f.attrs)
 	ch := d.NewPersistentInode(ctx, f, fusefs.StableAttr{Mode: syscall.S_IFREG})
-	d.fs.nsMu.Lock()
-	if d.removed {
-		d.fs.nsMu.Unlock()
+	if d.removed.Load() {
 		f.data.Close()
 		return nil, nil, 0, syscall.ENOENT
 	}
+	f.stateMu.Lock()
 	h := f.openLocked(flags)
 	f.linkable = flags&syscall.O_EXCL == 0
+	f.stateMu.Unlock()
 	if creator != nil {
+		d.fs.ownMu.Lock()
 		d.fs.chargeToLocked(f, d.fs.owners.accountLocked(creator))
+		d.fs.ownMu.Unlock()
 	}
-	d.fs.nsMu.Unlock()
 	d.fs.counts.files.Add(1)
 	d.fs.counts.created.Add(1)
 	f.getattr(&out.Attr)
@@ -297,18 +318,20 @@ func (d *Dir) addLeaf(ctx context.Context, name string, n leafNode, out *fuse.En
 		return nil, errno
 	}
 	ch := d.NewPersistentInode(ctx, n, fusefs.StableAttr{Mode: n.base().fileType()})
-	d.fs.nsMu.Lock()
-	if _, _, errno := d.claimNameLocked(name, naming.Template{}, false, 0); errno != 0 {
-		d.fs.nsMu.Unlock()
+	d.lockEntries()
+	if _, errno := d.claimNameLocked(name, naming.Template{}, false, 0, n); errno != 0 {
+		d.unlockEntries()
 		if f, ok := n.(*File); ok {
 			f.data.Close()
 		}
 		return nil, errno
 	}
-	n.leafPart().links = []link{{d, name}}
-	d.entries++
-	ended := d.fs.tagLocked(n, creator)
-	d.fs.nsMu.Unlock()
+	l := n.leafPart()
+	l.stateMu.Lock()
+	l.setLinksLocked([]link{{d, name}})
+	l.stateMu.Unlock()
+	ended := d.fs.tag(n, creator)
+	d.unlockEntries()
 	d.fs.requeue(ended)
 	if _, ok := n.(*File); ok {
 		d.fs.counts.files.Add(1)
@@ -340,39 +363,51 @@ func (d *Dir) Link(ctx context.Context, target fusefs.InodeEmbedder, name string
 		return nil, errno
 	}
 	var ended *owner.Owner
-	d.fs.nsMu.Lock()
-	if _, _, errno := d.claimNameLocked(name, naming.Template{}, false, 0); errno != 0 {
-		d.fs.nsMu.Unlock()
+	d.lockEntries()
+	l := n.leafPart()
+	l.stateMu.Lock()
+	unlock := func() {
+		l.stateMu.Unlock()
+		d.unlockEntries()
+	}
+	if errno := d.nameFreeLocked(name); errno != 0 {
+		unlock()
 		return nil, errno
 	}
-	l := n.leafPart()
-	if len(l.links) == 0 {
+	firstName := len(l.links) == 0
+	if firstName {
 		// A node without names gets one only if it is a linkable O_TMPFILE file, and only once, as the
 		// kernel's I_LINKABLE rule says; the kernel does not always know (its link count can be stale).
 		f, ok := n.(*File)
-		if !ok || !f.linkable || f.freed || f.unpinned {
-			d.fs.nsMu.Unlock()
+		if !ok || !f.linkable || f.freed.Load() || f.unpinned {
+			unlock()
 			return nil, syscall.ENOENT
 		}
 		// Its bytes move to the owner the name gives it (nobody, for an unowned name), or EDQUOT when they
 		// would take that owner past its quota.
+		d.fs.ownMu.Lock()
 		var set *ownedEntries
 		if creator != nil {
 			set = d.fs.owners.accountLocked(creator)
 		}
-		if errno := d.fs.moveChargeLocked(f, set); errno != 0 {
-			d.fs.nsMu.Unlock()
+		errno := d.fs.moveChargeLocked(f, set)
+		d.fs.ownMu.Unlock()
+		if errno != 0 {
+			unlock()
 			return nil, errno
 		}
-		f.linkable = false
-		ended = d.fs.tagLocked(n, creator)
-	} else if o := n.ownerTag().owner; o != nil && o.Gone() {
-		// A new name for an entry whose owner ended while it was being removed: it goes too.
-		ended = d.fs.tagLocked(n, o)
 	}
-	l.links = append(l.links, link{d, name})
-	d.entries++
-	d.fs.nsMu.Unlock()
+	d.addChildLocked(name, n)
+	l.setLinksLocked(append(l.links, link{d, name}))
+	if firstName {
+		f := n.(*File)
+		f.linkable = false
+		ended = d.fs.tag(n, creator)
+	} else {
+		// A new name for an entry whose owner ended while it was being removed: it goes too.
+		ended = d.fs.retagIfGone(n)
+	}
+	unlock()
 	d.fs.requeue(ended)
 	n.base().touchChanged()
 	d.attrs.touchModified()

@@ -2,7 +2,6 @@ package fs
 
 import (
 	"context"
-	"slices"
 	"syscall"
 
 	fusefs "github.com/hanwen/go-fuse/v2/fs"
@@ -12,118 +11,71 @@ import (
 	"github.com/tempfs/tempfs/naming"
 )
 
-// This file holds the operations that remove or move entries. go-fuse updates its own tree after each of these
-// returns OK; they update the metadata tempfs keeps beside it.
+// This file holds the operations that remove or move entries. Each changes d.children (the names);
+// go-fuse updates its own tree after each of these returns OK.
 
-// lookupRealLocked finds a live entry (never a template alias), or answers why there is none. The caller holds
-// FS.nsMu.
+// lookupRealLocked finds an entry, or answers why there is none. The caller holds d.entriesMu.
 func (d *Dir) lookupRealLocked(name string) (node, syscall.Errno) {
 	if err := naming.ValidateName(name); err != nil {
 		return nil, toErrno(d.fs.log, "name", err)
 	}
-	n := d.liveChildLocked(name)
+	n := d.children[name]
 	if n == nil {
 		return nil, syscall.ENOENT
 	}
 	return n, 0
 }
 
-// liveChildLocked is the entry named name in d, or nil. tempfs's own links are the truth about names; go-fuse's
-// tree is an index into them that go-fuse also updates by itself after a request returns (it links the node of
-// every LOOKUP, CREATE, LINK reply, and moves it at RENAME). A LOOKUP answered just before the daemon removed the
-// name on its own (last close of a template file, --max-age) is linked back into the tree after the removal:
-// such a stale child, and a template alias, is not a live entry. The caller holds FS.nsMu.
-func (d *Dir) liveChildLocked(name string) node {
-	ch := d.GetChild(name)
-	if ch == nil {
-		return d.whiteoutLocked(name)
-	}
-	n, ok := ch.Operations().(node)
-	if !ok || !d.namesLocked(n, name) {
-		return d.whiteoutLocked(name)
-	}
-	return n
-}
-
-// whiteoutLocked is the whiteout a RENAME_WHITEOUT left at name that go-fuse's tree does not hold yet, or nil;
-// one that lost its name meanwhile is forgotten. The caller holds FS.nsMu.
-func (d *Dir) whiteoutLocked(name string) node {
-	w, ok := d.whiteouts[name]
-	if !ok {
-		return nil
-	}
-	if !d.namesLocked(w, name) {
-		delete(d.whiteouts, name)
-		return nil
-	}
-	return w
-}
-
-// namesLocked reports whether (d, name) is one of n's names in tempfs's namespace. The caller holds FS.nsMu.
-func (d *Dir) namesLocked(n node, name string) bool {
-	switch n := n.(type) {
-	case *Dir:
-		return !n.removed && n.parent == d && n.name == name
-	case leafNode:
-		return slices.Contains(n.leafPart().links, link{d, name})
-	}
-	return false
-}
-
-// dropLeafNameLocked removes the name (d, name) of l from tempfs's namespace and from go-fuse's tree at once,
-// with the template alias go-fuse may have linked to l; it is how the daemon removes a name on its own (last
-// close of a template file, --max-age). It reports false, changing nothing, when (d, name) is not a name of l
-// any more. The caller holds FS.nsMu and tells the kernel afterwards, without it.
-func (d *Dir) dropLeafNameLocked(l leafNode, name string) bool {
-	if !l.leafPart().removeLinkLocked(d, name) {
-		return false
-	}
-	d.entries--
-	ino := l.EmbeddedInode()
-	if d.GetChild(name) == ino {
+// forgetChild drops name from go-fuse's tree if it still leads to n there: the daemon removed the name on its
+// own (last close, --max-age, owner gone), with no request after which go-fuse would. go-fuse's tree is never
+// asked what exists; this only keeps it from holding the node under a dead name until the kernel forgets it.
+func (d *Dir) forgetChild(name string, n node) {
+	if d.GetChild(name) == n.EmbeddedInode() {
 		d.RmChild(name)
 	}
-	if d.alias != "" && d.GetChild(d.alias) == ino {
-		d.RmChild(d.alias)
+}
+
+// dropLeafNameLocked removes the name (d, name) of l; it is how the daemon removes a name on its own (last
+// close of a template file, --max-age, owner gone). It reports false, changing nothing, when (d, name) is not
+// a name of l any more. The caller holds d.entriesMu and l's stateMu, and afterwards, without them, calls
+// d.forgetChild and tells the kernel.
+func (d *Dir) dropLeafNameLocked(l leafNode, name string) bool {
+	if d.children[name] != l {
+		return false
 	}
+	delete(d.children, name)
+	l.leafPart().removeLinkLocked(d, name)
 	return true
 }
 
-// dropSubdirLocked removes the empty directory (d, name) from tempfs's namespace and from go-fuse's tree at
-// once, as dropLeafNameLocked does for leaves. The caller holds FS.nsMu.
+// dropSubdirLocked removes the empty directory (d, name), as dropLeafNameLocked does for leaves. The caller
+// holds d.entriesMu and sub.entriesMu.
 func (d *Dir) dropSubdirLocked(sub *Dir, name string) bool {
-	if sub.entries > 0 || !d.namesLocked(sub, name) {
+	if len(sub.children) > 0 || d.children[name] != sub {
 		return false
 	}
-	d.removeSubdirLocked(sub)
-	if sub.alias != "" {
-		sub.RmChild(sub.alias)
-		sub.alias = ""
-	}
-	if d.GetChild(name) == sub.EmbeddedInode() {
-		d.RmChild(name)
-	}
+	d.removeSubdirLocked(sub, name)
 	return true
 }
 
 func (d *Dir) Unlink(ctx context.Context, name string) syscall.Errno {
-	d.fs.nsMu.Lock()
+	d.lockEntries()
 	n, errno := d.lookupRealLocked(name)
 	if errno != 0 {
-		d.fs.nsMu.Unlock()
+		d.unlockEntries()
 		return errno
 	}
 	l, ok := n.(leafNode)
 	if !ok {
-		d.fs.nsMu.Unlock()
+		d.unlockEntries()
 		return syscall.EISDIR
 	}
 	if errno := removeDenied(d, n); errno != 0 {
-		d.fs.nsMu.Unlock()
+		d.unlockEntries()
 		return errno
 	}
 	unused := d.unlinkLeafLocked(l, name)
-	d.fs.nsMu.Unlock()
+	d.unlockEntries()
 	d.fs.noteRemoved(removedUnlink, 1)
 	l.base().touchChanged()
 	d.attrs.touchModified()
@@ -133,43 +85,46 @@ func (d *Dir) Unlink(ctx context.Context, name string) syscall.Errno {
 	return 0
 }
 
-// unlinkLeafLocked drops the name (d, name) of l and reports whether l is now unused. The caller holds nsMu.
+// unlinkLeafLocked drops the name (d, name) of l and reports whether l is now unused. The caller holds
+// d.entriesMu; l's stateMu is taken here.
 func (d *Dir) unlinkLeafLocked(l leafNode, name string) bool {
+	lp := l.leafPart()
+	lp.stateMu.Lock()
+	defer lp.stateMu.Unlock()
 	if f, ok := l.(*File); ok && f.isGeneratedLocked(d, name) {
 		f.persistLocked() // the generated name goes now: nothing is left to remove at last close
 	}
-	if l.leafPart().removeLinkLocked(d, name) {
-		d.entries--
-	}
-	unused := l.takeUnusedLocked()
-	return unused
+	delete(d.children, name)
+	lp.removeLinkLocked(d, name)
+	return l.takeUnusedLocked()
 }
 
 func (d *Dir) Rmdir(ctx context.Context, name string) syscall.Errno {
-	d.fs.nsMu.Lock()
+	d.lockEntries()
 	n, errno := d.lookupRealLocked(name)
 	if errno != 0 {
-		d.fs.nsMu.Unlock()
+		d.unlockEntries()
 		return errno
 	}
 	sub, ok := n.(*Dir)
 	if !ok {
-		d.fs.nsMu.Unlock()
+		d.unlockEntries()
 		return syscall.ENOTDIR
 	}
-	if sub.entries > 0 {
-		d.fs.nsMu.Unlock()
+	sub.entriesMu.Lock() // a child's lock after its parent's (see fs.go)
+	if len(sub.children) > 0 {
+		sub.entriesMu.Unlock()
+		d.unlockEntries()
 		return syscall.ENOTEMPTY
 	}
 	if errno := removeDenied(d, sub); errno != 0 {
-		d.fs.nsMu.Unlock()
+		sub.entriesMu.Unlock()
+		d.unlockEntries()
 		return errno
 	}
-	d.removeSubdirLocked(sub)
-	alias := sub.alias
-	sub.alias = ""
-	d.fs.nsMu.Unlock()
-	sub.dropAlias(alias)
+	d.removeSubdirLocked(sub, name)
+	sub.entriesMu.Unlock()
+	d.unlockEntries()
 	d.fs.noteRemoved(removedUnlink, 1)
 	d.attrs.touchModified()
 	d.fs.counts.dirs.Add(-1)
@@ -177,13 +132,47 @@ func (d *Dir) Rmdir(ctx context.Context, name string) syscall.Errno {
 	return 0
 }
 
-// removeSubdirLocked detaches an empty directory from d. The caller holds nsMu.
-func (d *Dir) removeSubdirLocked(sub *Dir) {
-	sub.removed = true
-	sub.parent = nil
-	sub.created = nil
-	d.entries--
+// removeSubdirLocked detaches the empty directory (d, name). The caller holds d.entriesMu and sub.entriesMu.
+func (d *Dir) removeSubdirLocked(sub *Dir, name string) {
+	delete(d.children, name)
 	d.subdirs--
+	sub.removed.Store(true)
+	sub.parent.Store(nil)
+	sub.created = nil
+}
+
+// lockForRename takes the entriesMu of d and nd for writing, and returns what releases them. Between two
+// directories it first takes FS.renameMu, as the kernel serializes such renames, so that no other directory
+// changes its parent meanwhile; then an ancestor's lock comes before its descendant's, as everywhere (see
+// fs.go), and two unrelated directories are taken in the order of their inode numbers.
+func lockForRename(d, nd *Dir) (unlock func()) {
+	if d == nd {
+		d.entriesMu.Lock()
+		return d.entriesMu.Unlock
+	}
+	d.fs.renameMu.Lock()
+	first, second := d, nd
+	if within(d, nd) || !within(nd, d) && nd.StableAttr().Ino < d.StableAttr().Ino {
+		first, second = nd, d
+	}
+	first.entriesMu.Lock()
+	second.entriesMu.Lock()
+	return func() {
+		second.entriesMu.Unlock()
+		first.entriesMu.Unlock()
+		d.fs.renameMu.Unlock()
+	}
+}
+
+// within reports whether d is below anc (or is anc). The caller holds FS.renameMu, so that no directory moves
+// to another meanwhile.
+func within(d, anc *Dir) bool {
+	for p := d; p != nil; p = p.parent.Load() {
+		if p == anc {
+			return true
+		}
+	}
+	return false
 }
 
 // Rename moves an entry, with RENAME_NOREPLACE, RENAME_EXCHANGE and RENAME_WHITEOUT. A file made from a template becomes
@@ -215,58 +204,81 @@ func (d *Dir) Rename(ctx context.Context, name string, newParent fusefs.InodeEmb
 			}
 		}()
 	}
-	fsys.nsMu.Lock()
+	unlock := lockForRename(d, nd)
 	src, errno := d.lookupRealLocked(name)
 	if errno != 0 {
-		fsys.nsMu.Unlock()
+		unlock()
 		return errno
 	}
-	if nd.removed {
-		fsys.nsMu.Unlock()
+	if nd.removed.Load() {
+		unlock()
 		return syscall.ENOENT
 	}
-	dst := nd.liveChildLocked(newName)
+	dst := nd.children[newName]
+	if dst == src {
+		// Two names of one node (or one name twice): rename(2) does nothing, successfully.
+		unlock()
+		return 0
+	}
+	if d != nd {
+		// A directory cannot move below itself, nor can one be replaced by its own descendant: the kernel
+		// refuses both before asking, and the locks below rely on it (a child's lock after its parent's).
+		if srcDir, ok := src.(*Dir); ok && within(nd, srcDir) {
+			unlock()
+			return syscall.EINVAL
+		}
+		if dstDir, ok := dst.(*Dir); ok && within(d, dstDir) {
+			unlock()
+			if flags&unix.RENAME_EXCHANGE != 0 {
+				return syscall.EINVAL
+			}
+			return syscall.ENOTEMPTY
+		}
+	}
 	if errno := renameDenied(d, src, nd, dst); errno != 0 {
-		fsys.nsMu.Unlock()
+		unlock()
 		return errno
 	}
 	switch {
 	case flags&unix.RENAME_EXCHANGE != 0:
 		if dst == nil {
-			fsys.nsMu.Unlock()
+			unlock()
 			return syscall.ENOENT
 		}
-		d.moveLocked(src, name, nd, newName)
-		nd.moveLocked(dst, newName, d, name)
-		fsys.nsMu.Unlock()
+		d.exchangeLocked(src, name, nd, dst, newName)
+		unlock()
 		src.base().touchChanged()
 		dst.base().touchChanged()
 		d.attrs.touchModified()
 		nd.attrs.touchModified()
 		return 0
 	case flags&unix.RENAME_NOREPLACE != 0 && dst != nil:
-		fsys.nsMu.Unlock()
+		unlock()
 		return syscall.EEXIST
 	}
 
 	var replaced, freeLeaf leafNode
 	var freeDir *Dir
-	if dst != nil && dst != src {
+	if dst != nil {
 		srcDir, srcIsDir := src.(*Dir)
 		dstDir, dstIsDir := dst.(*Dir)
 		switch {
 		case srcIsDir && !dstIsDir:
-			fsys.nsMu.Unlock()
+			unlock()
 			return syscall.ENOTDIR
 		case !srcIsDir && dstIsDir:
-			fsys.nsMu.Unlock()
+			unlock()
 			return syscall.EISDIR
-		case dstIsDir && dstDir.entries > 0:
-			fsys.nsMu.Unlock()
-			return syscall.ENOTEMPTY
 		case dstIsDir:
 			_ = srcDir
-			nd.removeSubdirLocked(dstDir)
+			dstDir.entriesMu.Lock()
+			if len(dstDir.children) > 0 {
+				dstDir.entriesMu.Unlock()
+				unlock()
+				return syscall.ENOTEMPTY
+			}
+			nd.removeSubdirLocked(dstDir, newName)
+			dstDir.entriesMu.Unlock()
 			freeDir = dstDir
 		default:
 			replaced = dst.(leafNode)
@@ -278,18 +290,16 @@ func (d *Dir) Rename(ctx context.Context, name string, newParent fusefs.InodeEmb
 	d.moveLocked(src, name, nd, newName)
 	var ended *owner.Owner
 	if whiteout != nil {
-		whiteout.links = []link{{d, name}}
-		d.entries++
-		if d.whiteouts == nil {
-			d.whiteouts = make(map[string]*Special)
-		}
-		d.whiteouts[name] = whiteout
-		ended = fsys.tagLocked(whiteout, creator)
+		whiteout.stateMu.Lock()
+		whiteout.setLinksLocked([]link{{d, name}})
+		whiteout.stateMu.Unlock()
+		d.addChildLocked(name, whiteout)
+		ended = fsys.tag(whiteout, creator)
 		whiteout = nil
 		fsys.counts.others.Add(1)
 		fsys.counts.created.Add(1)
 	}
-	fsys.nsMu.Unlock()
+	unlock()
 	fsys.requeue(ended)
 
 	src.base().touchChanged()
@@ -313,37 +323,56 @@ func (d *Dir) Rename(ctx context.Context, name string, newParent fusefs.InodeEmb
 	return 0
 }
 
-// moveLocked changes n's name (d, name) to (nd, newName) in tempfs's metadata. The caller holds nsMu and has
+// moveLocked changes n's name (d, name) to (nd, newName). The caller holds the entriesMu of d and nd, and has
 // removed whatever was at the destination.
 func (d *Dir) moveLocked(n node, name string, nd *Dir, newName string) {
+	delete(d.children, name)
+	nd.addChildLocked(newName, n)
+	d.renamedLocked(n, name, nd, newName)
+}
+
+// exchangeLocked swaps the entries (d, name), which is n, and (nd, newName), which is m (RENAME_EXCHANGE). The
+// caller holds the entriesMu of d and nd.
+func (d *Dir) exchangeLocked(n node, name string, nd *Dir, m node, newName string) {
+	d.children[name], nd.children[newName] = m, n
+	d.renamedLocked(n, name, nd, newName)
+	nd.renamedLocked(m, newName, d, name)
+}
+
+// renamedLocked updates what n knows of its name (d, name), now (nd, newName), under n's own lock (a child
+// directory's entriesMu, a leaf's stateMu). The caller holds the entriesMu of d and nd.
+func (d *Dir) renamedLocked(n node, name string, nd *Dir, newName string) {
 	switch n := n.(type) {
 	case *Dir:
-		n.parent, n.name = nd, newName
+		n.entriesMu.Lock()
+		n.parent.Store(nd)
+		n.name = newName
+		n.entriesMu.Unlock()
 		d.subdirs--
 		nd.subdirs++
 	case leafNode:
+		l := n.leafPart()
+		l.stateMu.Lock()
 		if f, ok := n.(*File); ok && f.isGeneratedLocked(d, name) {
 			f.persistLocked()
 		}
-		l := n.leafPart()
 		for i := range l.links {
 			if l.links[i] == (link{d, name}) {
 				l.links[i] = link{nd, newName}
 				break
 			}
 		}
+		l.stateMu.Unlock()
 	}
-	d.entries--
-	nd.entries++
 }
 
 // renameDenied is EPERM when file flags forbid the rename: the source's entry cannot go, the one it replaces
-// cannot go, or nothing may be made in the target directory. The caller holds FS.nsMu.
+// cannot go, or nothing may be made in the target directory. The caller holds the entriesMu of d and nd.
 func renameDenied(d *Dir, src node, nd *Dir, dst node) syscall.Errno {
 	if errno := removeDenied(d, src); errno != 0 {
 		return errno
 	}
-	if dst != nil && dst != src {
+	if dst != nil {
 		return removeDenied(nd, dst)
 	}
 	return nd.createDenied()

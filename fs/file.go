@@ -16,14 +16,15 @@ import (
 // rule of docs/guarantees.md, Lifetimes: a file made from a template loses its generated name when its last handle is
 // released, unless it was persisted (rename, or user.tempfs.lifetime=keep).
 //
-// Lock order: FS.nsMu, then attrs.mu, then the spool file's lock.
+// Lock order: see fs.go (a directory's entriesMu, then the file's stateMu, then FS.ownMu, then attrs.mu, then
+// the spool file's lock).
 type File struct {
 	fusefs.Inode
 	leaf
 	fs   *FS
 	data *spool.File
 
-	// Guarded by FS.nsMu.
+	// Guarded by leaf.stateMu.
 	opens       int32 // open handles of every kind
 	cachedOpens int32 // handles served by the daemon (the others by passthrough)
 	// ephemeral: links[0] is the generated name, removed at last close; false once persisted.
@@ -36,7 +37,7 @@ type File struct {
 	// holds no lookup; forgotten: OnForget came; freed: the bytes are released.
 	unpinned  bool
 	forgotten bool
-	freed     bool
+	freed     atomic.Bool // written under stateMu; read without it by the quota bookkeeping
 	// linkable: made by O_TMPFILE without O_EXCL and not linked yet, so linkat may give it its first name
 	// (the kernel's I_LINKABLE). Any other file without names cannot get one back.
 	linkable bool
@@ -85,9 +86,7 @@ func (f *File) getattr(out *fuse.Attr) {
 	f.attrs.fill(out, f.StableAttr().Ino)
 	out.Size = uint64(st.Size)
 	out.Blocks = uint64(st.Blocks)
-	f.fs.nsMu.Lock()
-	out.Nlink = uint32(len(f.links))
-	f.fs.nsMu.Unlock()
+	out.Nlink = f.nlink.Load()
 }
 
 // adoptBackingMtime takes over the backing file's mtime when passthrough writes moved it since the last look:
@@ -112,9 +111,10 @@ func (f *File) lastUse() int64 {
 // takeUnusedLocked reports true when free must run: once when the file has lost its last name and its last
 // handle (free then unpins it: it is no longer an entry, and its bytes go at OnForget), and once more if the
 // kernel, which may still open the node by ID after that, forgot it before the RELEASE of such a later
-// handle came (the kernel's FORGET may overtake a RELEASE): free then releases the bytes.
+// handle came (the kernel's FORGET may overtake a RELEASE): free then releases the bytes. The caller holds
+// f.stateMu.
 func (f *File) takeUnusedLocked() bool {
-	if len(f.links) > 0 || f.opens > 0 || f.freed {
+	if len(f.links) > 0 || f.opens > 0 || f.freed.Load() {
 		return false
 	}
 	if !f.unpinned {
@@ -122,7 +122,7 @@ func (f *File) takeUnusedLocked() bool {
 		return true
 	}
 	if f.forgotten {
-		f.freed = true
+		f.freed.Store(true)
 		return true
 	}
 	return false
@@ -130,12 +130,9 @@ func (f *File) takeUnusedLocked() bool {
 
 // free releases the bytes when the kernel forgot the node already. Otherwise the file stops being counted as
 // an entry and go-fuse is told the node is no longer persistent, so that it calls OnForget when the kernel
-// holds no lookup of it: at once if it holds none. It runs without FS.nsMu, which OnForget takes.
+// holds no lookup of it: at once if it holds none. It runs without stateMu, which OnForget takes.
 func (f *File) free() {
-	f.fs.nsMu.Lock()
-	release := f.freed
-	f.fs.nsMu.Unlock()
-	if release {
+	if f.freed.Load() {
 		f.releaseData()
 		return
 	}
@@ -148,13 +145,13 @@ func (f *File) free() {
 // unpinned): no request can name it any more. Its bytes go now unless a handle is still open (the kernel's
 // FORGET may arrive before the RELEASE of the last handle: release frees them then).
 func (f *File) OnForget() {
-	f.fs.nsMu.Lock()
+	f.stateMu.Lock()
 	f.forgotten = true
-	release := f.unpinned && len(f.links) == 0 && f.opens == 0 && !f.freed
+	release := f.unpinned && len(f.links) == 0 && f.opens == 0 && !f.freed.Load()
 	if release {
-		f.freed = true
+		f.freed.Store(true)
 	}
-	f.fs.nsMu.Unlock()
+	f.stateMu.Unlock()
 	if release {
 		f.releaseData()
 	}
@@ -167,15 +164,16 @@ func (f *File) releaseData() {
 	}
 }
 
-// ephemeralLocked reports whether the file still goes away at its last close.
+// ephemeralLocked reports whether the file still goes away at its last close. The caller holds f.stateMu.
 func (f *File) ephemeralLocked() bool { return f.ephemeral }
 
-// isGeneratedLocked reports whether (d, name) is the generated name that goes at the last close.
+// isGeneratedLocked reports whether (d, name) is the generated name that goes at the last close. The caller
+// holds f.stateMu.
 func (f *File) isGeneratedLocked(d *Dir, name string) bool {
 	return f.ephemeral && len(f.links) > 0 && f.links[0] == link{d, name}
 }
 
-// persistLocked makes the file ordinary: it keeps its names after the last close.
+// persistLocked makes the file ordinary: it keeps its names after the last close. The caller holds f.stateMu.
 func (f *File) persistLocked() {
 	if f.ephemeral {
 		f.ephemeral = false
@@ -236,13 +234,13 @@ func (f *File) Open(ctx context.Context, flags uint32) (fusefs.FileHandle, uint3
 			f.privDropped()
 		}
 	}
-	f.fs.nsMu.Lock()
-	if f.freed {
-		f.fs.nsMu.Unlock()
+	f.stateMu.Lock()
+	if f.freed.Load() {
+		f.stateMu.Unlock()
 		return nil, 0, syscall.ENOENT
 	}
 	h := f.openLocked(flags)
-	f.fs.nsMu.Unlock()
+	f.stateMu.Unlock()
 	if h.passthrough && flags&syscall.O_ACCMODE != syscall.O_RDONLY {
 		// Passthrough writes never reach the daemon, which must drop set-user-ID and set-group-ID for an
 		// unprivileged writer (FUSE_HANDLE_KILLPRIV_V2): drop them when such a writer opens the file.
@@ -264,7 +262,7 @@ func (f *File) privDropped() {
 	}
 }
 
-// openLocked counts a new handle and decides how the kernel serves it. The caller holds FS.nsMu.
+// openLocked counts a new handle and decides how the kernel serves it. The caller holds f.stateMu.
 func (f *File) openLocked(flags uint32) *handle {
 	h := &handle{file: f, flags: flags, synced: f.data.SyncMark()}
 	f.opened.Store(monoNow())
@@ -309,12 +307,12 @@ func bypassesPageCache(flags uint32) bool {
 // release is the end of one handle; at the last one an ephemeral file loses its generated name and a file
 // without names frees its data. RELEASE is the only reliable last-close signal (docs/kernel.md, Last close). It arrives
 // asynchronously, so a rename, link or setxattr of the generated name can race with it: the name leaves
-// tempfs's namespace and go-fuse's tree in one step under nsMu (Dir.dropLeafNameLocked), and those operations
-// either find it whole or answer ENOENT.
+// the directory in one step under its entriesMu (Dir.dropLeafNameLocked), and those operations either find it whole or
+// answer ENOENT.
 func (f *File) release(h *handle) {
 	fsys := f.fs
 	f.opened.Store(monoNow())
-	fsys.nsMu.Lock()
+	f.stateMu.Lock()
 	f.opens--
 	if !h.passthrough {
 		f.cachedOpens--
@@ -322,20 +320,37 @@ func (f *File) release(h *handle) {
 		f.ptWriters.Add(-1)
 	}
 	var gone link
-	if f.opens == 0 && f.ephemeral {
+	last := f.opens == 0 && f.ephemeral
+	if last {
 		gone = f.links[0]
-		f.persistLocked()
-		if !gone.dir.dropLeafNameLocked(f, gone.name) {
+	}
+	unused := !last && f.takeUnusedLocked()
+	f.stateMu.Unlock()
+	if last {
+		// The generated name goes, under its directory's entriesMu, which comes before stateMu (see fs.go):
+		// what changed in between (a new open, a rename or user.tempfs.lifetime=keep persisting the file) is
+		// seen again.
+		d := gone.dir
+		d.entriesMu.Lock()
+		f.stateMu.Lock()
+		dropped := false
+		if f.opens == 0 && f.ephemeral && f.links[0] == gone {
+			f.persistLocked()
+			dropped = d.dropLeafNameLocked(f, gone.name)
+		}
+		unused = f.takeUnusedLocked()
+		f.stateMu.Unlock()
+		d.entriesMu.Unlock()
+		if !dropped {
 			gone = link{}
 		}
 	}
-	unused := f.takeUnusedLocked()
-	fsys.nsMu.Unlock()
 	fsys.counts.openHandles.Add(-1)
 
 	if gone.dir != nil {
 		fsys.noteRemoved(removedLastClose, 1)
 		d := gone.dir
+		d.forgetChild(gone.name, f)
 		d.attrs.touchModified()
 		// Tell the kernel the name is gone, so that a cached dentry cannot outlive the file. The
 		// notification takes the directory's lock in the kernel: skip it when no dentry can exist, and
@@ -346,7 +361,7 @@ func (f *File) release(h *handle) {
 			}
 		} else if d.attrsCached.Swap(false) {
 			if errno := d.NotifyContent(-1, 0); errno != 0 && errno != syscall.ENOENT {
-				fsys.log.Debug("notify directory attributes", "dir", d.name, "errno", errno)
+				fsys.log.Debug("notify directory attributes", "dir", d.StableAttr().Ino, "errno", errno)
 			}
 		}
 	}

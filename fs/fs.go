@@ -2,14 +2,43 @@
 // syscall.Errno: names come from package naming, file bytes from package spool, and the lifetimes of
 // docs/guarantees.md (open counts, removal at last close, persisting) live here.
 //
-// The go-fuse Inode tree is the directory structure. tempfs keeps, beside it, what go-fuse does not know:
-// the links of each node (for st_nlink and user.tempfs.path), entry counts (for rmdir and st_size), open counts
-// and the template rules. All of that is guarded by FS.nsMu, a namespace lock held for microseconds.
+// Names: each Dir owns its entries (Dir.children, name to node). Lookup, readdir, create, link, unlink,
+// rename, rmdir, the last close, --max-age and owner removal read and change only that map; a node's own
+// record of its names (the links of a leaf, the parent and name of a directory) changes with it, under the
+// same lock. go-fuse's Inode tree is told of each change (the bridge links the node a LOOKUP, CREATE, MKDIR
+// or LINK answers, and moves or drops names after RENAME, UNLINK and RMDIR; the daemon's own removals drop
+// the name with Dir.forgetChild) but is never asked what exists. It may lag or hold names tempfs no longer
+// has, such as the template name go-fuse links to the entry a template CREATE or MKDIR made, or a name whose
+// LOOKUP was answered just before the daemon removed it: nothing reads them, the next entry of that name
+// replaces them, and they go with their node when the kernel forgets it.
 //
-// Template aliases: when Create or Mkdir answers for a template name, go-fuse's bridge links the new node under
-// the template name too (docs/kernel.md, Templates). tempfs links the generated name itself and treats every child whose
-// name is a template as such an alias: Lookup never finds it, Readdir hides it, and it is dropped on the next
-// template create in that directory or when its node goes away. Real entries never have template names.
+// Lock order (every file of the package; no lock serializes all requests):
+//
+//	FS.renameMu  →  Dir.entriesMu (ancestor before descendant; two unrelated directories by inode number)
+//	             →  leaf.stateMu  →  FS.ownMu  →  attrs.mu  →  the spool file's locks (a quota account's too)
+//	             →  go-fuse's own Inode locks (inside GetChild/AddChild/RmChild)
+//
+// ownership.queueMu and handle.fsyncMu are leaves. What each namespace lock guards:
+//
+//   - Dir.entriesMu (a RWMutex) guards a directory's children and what goes with them (subdirectory count,
+//     user.tempfs.created records) and the directory's own name; parent and removed are written under it
+//     and also read atomically. An operation that changes a directory's entries holds its entriesMu for
+//     writing; one that also changes a child directory's place (rmdir, rename, the reaper) takes that child's
+//     entriesMu after its parent's. LOOKUP, READDIR and GETATTR of a directory hold only its entriesMu for
+//     reading, and a reader holds one at a time and nothing else while it does: lookups, stats and listings
+//     never wait for changes in other directories.
+//   - FS.renameMu is taken only by a rename between two directories (as the kernel's s_vfs_rename_mutex),
+//     before either directory's lock, so that no directory moves meanwhile and ancestry decides the order,
+//     and by user.tempfs.path to read a path that no such rename tears.
+//   - leaf.stateMu guards a leaf's links and a File's open counts and lifetime state. A goroutine holds one
+//     at a time. The last close, which learns under it which name to remove, releases it and takes the
+//     directory's entriesMu and then stateMu again, checking what changed.
+//   - FS.ownMu guards owner tags and the ownership maps (owners.go, quota.go): under it, names are read only
+//     through atomics (leaf.nlink, Dir.removed).
+//   - GETATTR of a leaf takes no namespace lock: its link count is an atomic copy (leaf.nlink).
+//
+// No namespace lock is held across a kernel notification or a call into package owner. A function named
+// ...Locked needs the locks its comment names.
 package fs
 
 import (
@@ -68,10 +97,10 @@ type FS struct {
 	pool *spool.Pool
 	root *Dir
 
-	// nsMu guards the namespace metadata kept beside go-fuse's tree: links, entry counts, open counts,
-	// template draws and aliases. Lock order: nsMu, then a node's attrs.mu, then spool locks, then go-fuse's
-	// own Inode locks (taken inside GetChild/AddChild/RmChild). Never hold it across a kernel notification.
-	nsMu sync.Mutex
+	// renameMu serializes renames between two directories; ownMu guards owner tags and the ownership maps
+	// (see the lock order above).
+	renameMu sync.Mutex
+	ownMu    sync.Mutex
 
 	passthrough       atomic.Bool
 	passthroughLogged atomic.Bool
@@ -171,6 +200,6 @@ type node interface {
 	base() *attrs
 	// getattr fills out completely (mode, owner, times, size, blocks, nlink).
 	getattr(out *fuse.Attr)
-	// ownerTag is the entry's owner under --owner (guarded by FS.nsMu).
+	// ownerTag is the entry's owner under --owner (guarded by FS.ownMu).
 	ownerTag() *ownerTag
 }

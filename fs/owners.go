@@ -22,11 +22,13 @@ import (
 // names go at once and the kernel is told, open files live until their last close. A gone owner's directory
 // that still holds entries of a live owner, or kept ones, stays ("orphaned") until it is empty, then goes.
 //
-// Lock order: FS.nsMu guards every ownerTag and the ownership maps; ownership.queueMu is a leaf. Nothing here
-// holds nsMu across a call into package owner (it reads /proc) or a kernel notification.
+// Lock order: FS.ownMu guards every ownerTag and the ownership maps; it comes after the namespace locks (a
+// directory's entriesMu, a leaf's stateMu: see fs.go), so while holding it this file reads a node's names only
+// through atomics (leaf.nlink, Dir.removed). ownership.queueMu is a leaf. Nothing here holds a lock across a
+// call into package owner (it reads /proc) or a kernel notification.
 
 // ownerTag is a node's owner: nil and not kept for an unowned entry (--owner none, or a caller the daemon
-// cannot see), kept once user.tempfs.lifetime=keep took it out of its owner's hands. Guarded by FS.nsMu.
+// cannot see), kept once user.tempfs.lifetime=keep took it out of its owner's hands. Guarded by FS.ownMu.
 type ownerTag struct {
 	owner *owner.Owner
 	kept  bool
@@ -36,7 +38,7 @@ type ownerTag struct {
 type ownership struct {
 	tracker *owner.Tracker
 
-	// Guarded by FS.nsMu.
+	// Guarded by FS.ownMu.
 	entries map[*owner.Owner]*ownedEntries
 	orphans map[*Dir]struct{} // directories of gone owners that still hold entries
 
@@ -209,8 +211,33 @@ func (fsys *FS) ownerErrno(err error) syscall.Errno {
 	return toErrno(fsys.log, "owner", err)
 }
 
-// tagLocked binds a new entry to its owner. It reports an owner that ended meanwhile, which the caller
-// queues again once nsMu is released (see requeue), so that the entry goes with it. The caller holds nsMu.
+// tag binds a new entry (or a new name of one) to its owner, under FS.ownMu. It reports an owner that ended
+// meanwhile, which the caller queues again once its locks are released (see requeue), so that the entry goes
+// with it. The caller holds the lock under which the entry got its name (entriesMu of its directory).
+func (fsys *FS) tag(n node, o *owner.Owner) (ended *owner.Owner) {
+	if o == nil {
+		return nil
+	}
+	fsys.ownMu.Lock()
+	defer fsys.ownMu.Unlock()
+	return fsys.tagLocked(n, o)
+}
+
+// retagIfGone is tag for a new name of an entry whose owner ended while it was being removed: the name goes
+// too.
+func (fsys *FS) retagIfGone(n node) (ended *owner.Owner) {
+	if fsys.owners == nil {
+		return nil
+	}
+	fsys.ownMu.Lock()
+	defer fsys.ownMu.Unlock()
+	if o := n.ownerTag().owner; o != nil && o.Gone() {
+		return fsys.tagLocked(n, o)
+	}
+	return nil
+}
+
+// tagLocked is tag with FS.ownMu held.
 func (fsys *FS) tagLocked(n node, o *owner.Owner) (ended *owner.Owner) {
 	if o == nil {
 		return nil
@@ -229,7 +256,7 @@ func (fsys *FS) tagLocked(n node, o *owner.Owner) (ended *owner.Owner) {
 }
 
 // accountLocked is an owner's set of entries, which also holds its --owner-quota account; made on first use.
-// The caller holds nsMu.
+// The caller holds FS.ownMu.
 func (own *ownership) accountLocked(o *owner.Owner) *ownedEntries {
 	set := own.entries[o]
 	if set == nil {
@@ -246,26 +273,27 @@ func (fsys *FS) requeue(o *owner.Owner) {
 	}
 }
 
-// pruneLocked drops entries that have no name left: removing them with their owner has nothing to do.
+// pruneLocked drops entries that have no name left: removing them with their owner has nothing to do. The
+// caller holds FS.ownMu.
 func (set *ownedEntries) pruneLocked() {
-	set.few = slices.DeleteFunc(set.few, func(n node) bool { return !namedLocked(n) })
-	maps.DeleteFunc(set.many, func(n node, _ struct{}) bool { return !namedLocked(n) })
+	set.few = slices.DeleteFunc(set.few, func(n node) bool { return !named(n) })
+	maps.DeleteFunc(set.many, func(n node, _ struct{}) bool { return !named(n) })
 	set.pruneAt = max(minPruneAt, 2*set.size())
 }
 
-// namedLocked reports whether a node still has a name in the tree. The caller holds nsMu.
-func namedLocked(n node) bool {
+// named reports whether a node still has a name in the tree; it takes no lock (see the lock order above).
+func named(n node) bool {
 	switch n := n.(type) {
 	case *Dir:
-		return !n.removed
+		return !n.removed.Load()
 	case leafNode:
-		return len(n.leafPart().links) > 0
+		return n.leafPart().nlink.Load() > 0
 	}
 	return false
 }
 
 // untagLocked takes a node out of its owner's set; kept says whether it is kept from now on. The caller
-// holds nsMu.
+// holds FS.ownMu.
 func (fsys *FS) untagLocked(n node, kept bool) {
 	tag := n.ownerTag()
 	if tag.owner != nil && fsys.owners != nil {
@@ -285,7 +313,7 @@ func (fsys *FS) untagLocked(n node, kept bool) {
 func (fsys *FS) removeOwned(o *owner.Owner) {
 	own := fsys.owners
 	var leaves []leafNode
-	fsys.nsMu.Lock()
+	fsys.ownMu.Lock()
 	set := own.entries[o]
 	delete(own.entries, o)
 	if set != nil {
@@ -295,17 +323,17 @@ func (fsys *FS) removeOwned(o *owner.Owner) {
 			}
 			switch n := n.(type) {
 			case *Dir:
-				if !n.removed {
+				if !n.removed.Load() {
 					own.orphans[n] = struct{}{}
 				}
 			case leafNode:
-				if len(n.leafPart().links) > 0 {
+				if n.leafPart().nlink.Load() > 0 {
 					leaves = append(leaves, n)
 				}
 			}
 		})
 	}
-	fsys.nsMu.Unlock()
+	fsys.ownMu.Unlock()
 	for _, l := range leaves {
 		if fsys.removeOwnedLeaf(o, l) {
 			own.removed.Add(1)
@@ -320,10 +348,13 @@ const maxRemovalRounds = 100
 // one makes that removal miss, so the names are read again until none is left (or the leaf changed hands).
 func (fsys *FS) removeOwnedLeaf(o *owner.Owner, l leafNode) (removed bool) {
 	for range maxRemovalRounds {
-		fsys.nsMu.Lock()
-		links := slices.Clone(l.leafPart().links)
+		lp := l.leafPart()
+		lp.stateMu.Lock()
+		links := slices.Clone(lp.links)
+		lp.stateMu.Unlock()
+		fsys.ownMu.Lock()
 		mine := l.ownerTag().owner == o
-		fsys.nsMu.Unlock()
+		fsys.ownMu.Unlock()
 		if !mine || len(links) == 0 {
 			return removed
 		}
@@ -336,20 +367,24 @@ func (fsys *FS) removeOwnedLeaf(o *owner.Owner, l leafNode) (removed bool) {
 }
 
 // removeOwnedName removes the name (d, name) of a gone owner's leaf as unlink would: a file still open
-// keeps working for its holders and is freed at its last close. The name leaves tempfs's namespace and
-// go-fuse's tree in one step (Dir.dropLeafNameLocked, as the last close and the reaper remove names), and the
-// kernel is told afterwards.
+// keeps working for its holders and is freed at its last close. The name leaves the directory in one step
+// (Dir.dropLeafNameLocked, as the last close and the reaper remove names); go-fuse's tree and the kernel are
+// told afterwards.
 func (fsys *FS) removeOwnedName(d *Dir, name string, l leafNode) bool {
-	fsys.nsMu.Lock()
+	d.entriesMu.Lock()
+	lp := l.leafPart()
+	lp.stateMu.Lock()
 	if f, ok := l.(*File); ok && f.isGeneratedLocked(d, name) {
 		f.persistLocked() // the generated name goes now: nothing is left to remove at last close
 	}
-	if !d.dropLeafNameLocked(l, name) {
-		fsys.nsMu.Unlock()
+	dropped := d.dropLeafNameLocked(l, name)
+	unused := dropped && l.takeUnusedLocked()
+	lp.stateMu.Unlock()
+	d.entriesMu.Unlock()
+	if !dropped {
 		return false
 	}
-	unused := l.takeUnusedLocked()
-	fsys.nsMu.Unlock()
+	d.forgetChild(name, l)
 	fsys.noteRemoved(removedOwnerGone, 1)
 	if errno := d.NotifyDelete(name, l.EmbeddedInode()); errno != 0 && errno != syscall.ENOENT {
 		fsys.log.Debug("notify delete", "name", name, "errno", errno)
@@ -371,17 +406,26 @@ func (fsys *FS) sweepOrphans() (left bool) {
 			name        string
 		}
 		var empty []orphan
-		fsys.nsMu.Lock()
-		for d := range own.orphans {
+		fsys.ownMu.Lock()
+		dirs := slices.Collect(maps.Keys(own.orphans))
+		fsys.ownMu.Unlock()
+		var gone []*Dir
+		for _, d := range dirs {
+			d.entriesMu.RLock()
 			switch {
-			case d.removed || d.parent == nil:
-				delete(own.orphans, d)
-			case d.entries == 0:
-				empty = append(empty, orphan{d, d.parent, d.name})
+			case d.removed.Load() || d.parent.Load() == nil:
+				gone = append(gone, d)
+			case len(d.children) == 0:
+				empty = append(empty, orphan{d, d.parent.Load(), d.name})
 			}
+			d.entriesMu.RUnlock()
+		}
+		fsys.ownMu.Lock()
+		for _, d := range gone {
+			delete(own.orphans, d)
 		}
 		left = len(own.orphans) > len(empty)
-		fsys.nsMu.Unlock()
+		fsys.ownMu.Unlock()
 		if len(empty) == 0 {
 			return left
 		}
@@ -401,9 +445,9 @@ func (fsys *FS) sweepOrphans() (left bool) {
 
 // ownerXattr answers user.tempfs.owner: the owner in words, "kept", or "none".
 func (fsys *FS) ownerXattr(n node) string {
-	fsys.nsMu.Lock()
+	fsys.ownMu.Lock()
 	tag := *n.ownerTag()
-	fsys.nsMu.Unlock()
+	fsys.ownMu.Unlock()
 	switch {
 	case tag.owner != nil && tag.owner.Gone():
 		return tag.owner.String() + " (gone)"
@@ -434,30 +478,37 @@ func (fsys *FS) handToParent(ctx context.Context, n node) syscall.Errno {
 	if errno := fsys.ownerErrno(err); errno != 0 {
 		return errno
 	}
-	fsys.nsMu.Lock()
+	f, isFile := n.(*File)
+	if isFile {
+		f.stateMu.Lock() // its lifetime changes with its owner
+		defer f.stateMu.Unlock()
+	}
+	fsys.ownMu.Lock()
 	tag := n.ownerTag()
 	switch {
-	case !namedLocked(n):
-		fsys.nsMu.Unlock()
+	case !named(n):
+		fsys.ownMu.Unlock()
 		return syscall.ENOENT // its last name went meanwhile: nothing is left to hand over
 	case mine == nil || tag.owner != mine:
-		fsys.nsMu.Unlock()
+		fsys.ownMu.Unlock()
 		return syscall.EPERM
 	}
-	if f, ok := n.(*File); ok {
+	if isFile {
 		f.persistLocked()
 	}
 	fsys.untagLocked(n, false)
 	ended := fsys.tagLocked(n, parent)
-	fsys.nsMu.Unlock()
+	fsys.ownMu.Unlock()
 	fsys.requeue(ended)
 	return 0
 }
 
-// keepLocked takes an entry out of its owner's hands (user.tempfs.lifetime=keep). The caller holds nsMu.
-func (fsys *FS) keepLocked(n node) {
+// keep takes an entry out of its owner's hands (user.tempfs.lifetime=keep), under FS.ownMu.
+func (fsys *FS) keep(n node) {
 	if fsys.owners != nil {
+		fsys.ownMu.Lock()
 		fsys.untagLocked(n, true)
+		fsys.ownMu.Unlock()
 	}
 }
 
@@ -507,7 +558,7 @@ func (fsys *FS) OwnersReport() OwnersReport {
 		files []*File
 	}
 	var all []owned
-	fsys.nsMu.Lock()
+	fsys.ownMu.Lock()
 	for o, set := range own.entries {
 		if o.Gone() {
 			continue
@@ -524,7 +575,7 @@ func (fsys *FS) OwnersReport() OwnersReport {
 		})
 		all = append(all, e)
 	}
-	fsys.nsMu.Unlock()
+	fsys.ownMu.Unlock()
 	for i := range all {
 		for _, f := range all[i].files {
 			bytes := f.data.Stat().Blocks * 512

@@ -15,7 +15,7 @@ import (
 // charge is a spool.Account, which the spool charges and checks under the file's own lock, in the operation
 // itself; a file's charge goes when its data is freed.
 //
-// Lock order: FS.nsMu, then the spool file's locks (spool.File.ChargeTo).
+// Lock order: FS.ownMu, then the spool file's locks (spool.File.ChargeTo, HandTo).
 
 // quota is the daemon's per-owner cap; nil on FS without --owner-quota.
 type quota struct {
@@ -31,7 +31,7 @@ func (fsys *FS) setOwnerQuota(limit int64) {
 }
 
 // spoolAccountLocked is the spool account of an owner's entries (nil: nobody's), made on first use. The caller
-// holds nsMu.
+// holds FS.ownMu.
 func (q *quota) spoolAccountLocked(set *ownedEntries) *spool.Account {
 	if set == nil {
 		return nil
@@ -43,7 +43,7 @@ func (q *quota) spoolAccountLocked(set *ownedEntries) *spool.Account {
 }
 
 // chargeToLocked moves a file's charge to another owner's account (nil: nobody), when it is tagged, handed over
-// or kept. The new owner may end up past its cap: handing over never fails for that. The caller holds nsMu.
+// or kept. The new owner may end up past its cap: handing over never fails for that. The caller holds FS.ownMu.
 func (fsys *FS) chargeToLocked(n node, set *ownedEntries) {
 	if f, ok := n.(*File); ok && fsys.quota != nil {
 		f.data.HandTo(fsys.quota.spoolAccountLocked(set))
@@ -52,7 +52,7 @@ func (fsys *FS) chargeToLocked(n node, set *ownedEntries) {
 
 // moveChargeLocked moves a file's charge to another owner's account (nil: nobody), or answers EDQUOT, and moves
 // nothing, when that owner has no room for it: how linkat names an O_TMPFILE file, whose bytes were charged to
-// its creator's owner. The caller holds nsMu.
+// its creator's owner. The caller holds FS.ownMu.
 func (fsys *FS) moveChargeLocked(f *File, set *ownedEntries) syscall.Errno {
 	if fsys.quota == nil {
 		return 0

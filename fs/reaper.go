@@ -3,8 +3,6 @@ package fs
 import (
 	"context"
 	"time"
-
-	"github.com/tempfs/tempfs/naming"
 )
 
 // The reaper enforces --max-age: an entry that has been neither opened, read nor modified for that long, and has
@@ -55,42 +53,50 @@ func (a *attrs) lastUsed() int64 {
 
 // reapDir reaps below d and reports whether d is now empty.
 func (fsys *FS) reapDir(d *Dir, cutoff int64) (removed int, empty bool) {
-	for name, ch := range d.Children() {
-		if naming.IsTemplate(name) {
-			continue
-		}
-		switch n := ch.Operations().(type) {
+	type entry struct {
+		name string
+		n    node
+	}
+	d.entriesMu.RLock()
+	entries := make([]entry, 0, len(d.children))
+	for name, n := range d.children {
+		entries = append(entries, entry{name, n})
+	}
+	d.entriesMu.RUnlock()
+	for _, e := range entries {
+		switch n := e.n.(type) {
 		case *Dir:
 			r, subEmpty := fsys.reapDir(n, cutoff)
 			removed += r
-			if subEmpty && n.attrs.lastUsed() < cutoff && fsys.reapSubdir(d, name, n) {
+			if subEmpty && n.attrs.lastUsed() < cutoff && fsys.reapSubdir(d, e.name, n) {
 				removed++
 			}
 		case leafNode:
-			if n.lastUse() < cutoff && fsys.reapLeaf(d, name, n) {
+			if n.lastUse() < cutoff && fsys.reapLeaf(d, e.name, n) {
 				removed++
 			}
 		}
 	}
-	fsys.nsMu.Lock()
-	empty = d.entries == 0
-	fsys.nsMu.Unlock()
+	d.entriesMu.RLock()
+	empty = len(d.children) == 0
+	d.entriesMu.RUnlock()
 	return removed, empty
 }
 
 // reapLeaf unlinks (d, name) unless the node is open; the kernel is told with NotifyDelete.
 func (fsys *FS) reapLeaf(d *Dir, name string, l leafNode) bool {
-	fsys.nsMu.Lock()
-	if f, ok := l.(*File); ok && f.opens > 0 {
-		fsys.nsMu.Unlock()
+	d.entriesMu.Lock()
+	lp := l.leafPart()
+	lp.stateMu.Lock()
+	f, isFile := l.(*File)
+	dropped := !(isFile && f.opens > 0) && d.dropLeafNameLocked(l, name)
+	unused := dropped && l.takeUnusedLocked()
+	lp.stateMu.Unlock()
+	d.entriesMu.Unlock()
+	if !dropped {
 		return false
 	}
-	if !d.dropLeafNameLocked(l, name) {
-		fsys.nsMu.Unlock()
-		return false
-	}
-	unused := l.takeUnusedLocked()
-	fsys.nsMu.Unlock()
+	d.forgetChild(name, l)
 	_ = d.NotifyDelete(name, l.EmbeddedInode())
 	if unused {
 		l.free()
@@ -100,12 +106,15 @@ func (fsys *FS) reapLeaf(d *Dir, name string, l leafNode) bool {
 
 // reapSubdir removes the empty directory (d, name).
 func (fsys *FS) reapSubdir(d *Dir, name string, sub *Dir) bool {
-	fsys.nsMu.Lock()
+	d.entriesMu.Lock()
+	sub.entriesMu.Lock()
 	dropped := d.dropSubdirLocked(sub, name)
-	fsys.nsMu.Unlock()
+	sub.entriesMu.Unlock()
+	d.entriesMu.Unlock()
 	if !dropped {
 		return false
 	}
+	d.forgetChild(name, sub)
 	_ = d.NotifyDelete(name, sub.EmbeddedInode())
 	fsys.counts.dirs.Add(-1)
 	sub.ForgetPersistent()

@@ -29,11 +29,10 @@ func (s *Special) base() *attrs { return &s.attrs }
 
 func (s *Special) getattr(out *fuse.Attr) {
 	s.attrs.fill(out, s.StableAttr().Ino)
-	s.fs.nsMu.Lock()
-	out.Nlink = uint32(len(s.links))
-	s.fs.nsMu.Unlock()
+	out.Nlink = s.nlink.Load()
 }
 
+// takeUnusedLocked: see leafNode. The caller holds s.stateMu.
 func (s *Special) takeUnusedLocked() bool { return len(s.links) == 0 }
 
 func (s *Special) free() {

@@ -32,11 +32,10 @@ func (s *Symlink) base() *attrs { return &s.attrs }
 func (s *Symlink) getattr(out *fuse.Attr) {
 	s.attrs.fill(out, s.StableAttr().Ino)
 	out.Size = uint64(len(s.target))
-	s.fs.nsMu.Lock()
-	out.Nlink = uint32(len(s.links))
-	s.fs.nsMu.Unlock()
+	out.Nlink = s.nlink.Load()
 }
 
+// takeUnusedLocked: see leafNode. The caller holds s.stateMu.
 func (s *Symlink) takeUnusedLocked() bool { return len(s.links) == 0 }
 
 func (s *Symlink) free() {

@@ -36,6 +36,9 @@ func (h *handle) dropTemplateDentry(wait bool) {
 	if td == nil {
 		return
 	}
+	// go-fuse linked the node under the template name when CREATE returned; the name was never an entry
+	// (Lookup and Readdir read only Dir.children), and go-fuse's tree is told it is gone with the kernel.
+	td.dir.forgetChild(td.name, h.file)
 	done := make(chan struct{})
 	go func() {
 		defer close(done)

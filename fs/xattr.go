@@ -50,9 +50,7 @@ func virtualXattr(ctx context.Context, n node, attr string) (value []byte, ok bo
 	fsys := fsOf(n)
 	switch attr {
 	case XattrPath:
-		fsys.nsMu.Lock()
-		p := pathLocked(n)
-		fsys.nsMu.Unlock()
+		p := nodePath(n)
 		if p == "" {
 			return nil, false, 0
 		}
@@ -60,11 +58,11 @@ func virtualXattr(ctx context.Context, n node, attr string) (value []byte, ok bo
 	case XattrLifetime:
 		lifetime := "keep"
 		if f, isFile := n.(*File); isFile {
-			fsys.nsMu.Lock()
+			f.stateMu.Lock()
 			if f.ephemeralLocked() {
 				lifetime = "close"
 			}
-			fsys.nsMu.Unlock()
+			f.stateMu.Unlock()
 		}
 		return []byte(lifetime), true, 0
 	case XattrOwner:
@@ -113,16 +111,16 @@ func fsOf(n node) *FS {
 	panic("fs: unknown node type")
 }
 
-// pathLocked is a node's absolute path in the mount, "" when it has no name. The caller holds nsMu.
-func pathLocked(n node) string {
+// nodePath is a node's absolute path in the mount, "" when it has no name.
+func nodePath(n node) string {
 	switch n := n.(type) {
 	case *Dir:
-		if n.removed {
+		if n.removed.Load() {
 			return ""
 		}
-		return n.pathLocked()
+		return n.path()
 	case leafNode:
-		return n.leafPart().pathLocked()
+		return n.leafPart().path()
 	}
 	return ""
 }
@@ -217,18 +215,18 @@ func setVirtualXattr(ctx context.Context, n node, attr string, data []byte) sysc
 			// A file whose last name went (its last close removed the generated name while this request
 			// was on its way, or it was unlinked) has nothing left to keep: say so instead of answering 0
 			// for a file that is gone.
-			f.fs.nsMu.Lock()
-			defer f.fs.nsMu.Unlock()
+			f.stateMu.Lock()
+			defer f.stateMu.Unlock()
 			if len(f.links) == 0 {
 				return syscall.ENOENT
 			}
 			f.persistLocked()
-			f.fs.keepLocked(f)
+			f.fs.keep(f)
 			return 0
 		case "close":
-			f.fs.nsMu.Lock()
+			f.stateMu.Lock()
 			ephemeral := f.ephemeralLocked()
-			f.fs.nsMu.Unlock()
+			f.stateMu.Unlock()
 			if ephemeral {
 				return 0
 			}
@@ -236,9 +234,7 @@ func setVirtualXattr(ctx context.Context, n node, attr string, data []byte) sysc
 		return syscall.EINVAL
 	case attr == XattrLifetime && value == "keep":
 		// Directories and other entries have no last close: keep only takes them from their owner.
-		fsys.nsMu.Lock()
-		fsys.keepLocked(n)
-		fsys.nsMu.Unlock()
+		fsys.keep(n)
 		return 0
 	case attr == XattrRollover && isFile:
 		if err := f.data.Rollover(); err != nil {
@@ -300,7 +296,7 @@ func (d *Dir) createdFor(ctx context.Context) string {
 	if pid == 0 {
 		return ""
 	}
-	d.fs.nsMu.Lock()
-	defer d.fs.nsMu.Unlock()
+	d.entriesMu.RLock()
+	defer d.entriesMu.RUnlock()
 	return d.created[pid].name
 }

@@ -2,7 +2,7 @@ package spool
 
 // Lock order: see the package comment in pool.go (File.mu → Pool.mu, arena.mu, Store.mu; other Files
 // only by TryLock).
-// Methods whose names start with "_" need f.mu held for writing unless their comment says otherwise.
+// Methods whose names end in "Locked" need f.mu held for writing unless their comment says otherwise.
 
 import (
 	"context"
@@ -107,7 +107,7 @@ func (f *File) ReadExtent(off int64, n int) (e Extent, ok bool, err error) {
 		f.mu.RUnlock()
 		return Extent{}, false, fmt.Errorf("spool: read at negative offset %d: %w", off, errInvalid)
 	}
-	size, err := f._currentSize()
+	size, err := f.currentSizeLocked()
 	fd, base := f.place.at()
 	if err != nil || n <= 0 || fd < 0 || off >= size {
 		f.mu.RUnlock()
@@ -136,21 +136,21 @@ func (f *File) WriteAt(p []byte, off int64) (int, error) {
 	case int64(len(p)) > MaxFileSize || off > MaxFileSize-int64(len(p)):
 		return 0, fmt.Errorf("spool: write of %d bytes at %d: %w", len(p), off, ErrTooLarge)
 	}
-	oldSize, err := f._currentSize()
+	oldSize, err := f.currentSizeLocked()
 	if err != nil {
 		return 0, err
 	}
 	newSize := max(oldSize, off+int64(len(p)))
-	f._beginDiskChange(off, int64(len(p)), oldSize, newSize)
-	if err := f._prepare(oldSize, newSize, off, int64(len(p)), "write"); err != nil {
+	f.beginDiskChangeLocked(off, int64(len(p)), oldSize, newSize)
+	if err := f.prepareLocked(oldSize, newSize, off, int64(len(p)), "write"); err != nil {
 		return 0, err
 	}
 	n, err := f.place.writeAt(f, p, off)
 	if err != nil {
-		f._undoGrowth(oldSize)
+		f.undoGrowthLocked(oldSize)
 		return int(min(int64(n), max(0, oldSize-off))), mapIOError("write", err)
 	}
-	f._commitSize(newSize)
+	f.commitSizeLocked(newSize)
 	return n, nil
 }
 
@@ -168,11 +168,11 @@ func (f *File) Truncate(size int64) error {
 	case size > MaxFileSize:
 		return fmt.Errorf("spool: truncate to %d: %w", size, ErrTooLarge)
 	}
-	oldSize, err := f._currentSize()
+	oldSize, err := f.currentSizeLocked()
 	if err != nil {
 		return err
 	}
-	f._beginDiskChange(0, 0, oldSize, size)
+	f.beginDiskChangeLocked(0, 0, oldSize, size)
 	switch {
 	case size > oldSize:
 		// Growth allocates nothing (the new range is a hole), but it may move the file. A file grown past
@@ -180,23 +180,23 @@ func (f *File) Truncate(size int64) error {
 		if err := f.pool.sizeFitsAccount(f, size); err != nil {
 			return err
 		}
-		if err := f._prepare(oldSize, size, 0, 0, "truncate"); err != nil {
+		if err := f.prepareLocked(oldSize, size, 0, 0, "truncate"); err != nil {
 			return err
 		}
 		if err := f.place.grow(size); err != nil {
-			f._undoGrowth(oldSize)
+			f.undoGrowthLocked(oldSize)
 			return mapIOError("truncate", err)
 		}
 	case size < oldSize:
 		if err := f.place.cut(size, oldSize); err != nil {
-			f._refreshAllocation()
+			f.refreshAllocationLocked()
 			return mapIOError("truncate", err)
 		}
 		if f.tier == Memory && size == 0 {
-			f._dropData()
+			f.dropDataLocked()
 		}
 	}
-	f._commitSize(size)
+	f.commitSizeLocked(size)
 	return nil
 }
 
@@ -226,7 +226,7 @@ func (f *File) Allocate(off, length int64, mode uint32) error {
 	case length > MaxFileSize || off > MaxFileSize-length:
 		return fmt.Errorf("spool: fallocate offset %d length %d: %w", off, length, ErrTooLarge)
 	}
-	oldSize, err := f._currentSize()
+	oldSize, err := f.currentSizeLocked()
 	if err != nil {
 		return err
 	}
@@ -236,30 +236,30 @@ func (f *File) Allocate(off, length int64, mode uint32) error {
 		if off >= end { // an empty RAM file, which has no place, ends here too
 			return nil
 		}
-		f._beginDiskChange(off, end-off, oldSize, oldSize)
+		f.beginDiskChangeLocked(off, end-off, oldSize, oldSize)
 		if mode == allocKeepSize {
 			// Allocating inside the size fills holes: it counts against the caps like a write.
-			if err := f._prepare(oldSize, oldSize, off, end-off, "fallocate"); err != nil {
+			if err := f.prepareLocked(oldSize, oldSize, off, end-off, "fallocate"); err != nil {
 				return err
 			}
 		}
 		if err := f.place.allocate(off, end-off, mode); err != nil {
-			f._refreshAllocation()
+			f.refreshAllocationLocked()
 			return mapIOError("fallocate", err)
 		}
-		f._commitSize(oldSize)
+		f.commitSizeLocked(oldSize)
 		return nil
 	}
 	newSize := max(oldSize, end)
-	f._beginDiskChange(off, length, oldSize, newSize)
-	if err := f._prepare(oldSize, newSize, off, length, "fallocate"); err != nil {
+	f.beginDiskChangeLocked(off, length, oldSize, newSize)
+	if err := f.prepareLocked(oldSize, newSize, off, length, "fallocate"); err != nil {
 		return err
 	}
 	if err := f.place.allocate(off, length, 0); err != nil {
-		f._undoGrowth(oldSize)
+		f.undoGrowthLocked(oldSize)
 		return mapIOError("fallocate", err)
 	}
-	f._commitSize(newSize)
+	f.commitSizeLocked(newSize)
 	return nil
 }
 
@@ -298,7 +298,7 @@ func (f *File) Size() int64 {
 	if f.closed {
 		return 0
 	}
-	size, err := f._currentSize()
+	size, err := f.currentSizeLocked()
 	if err != nil {
 		f.pool.log.Warn("spool: fstat of a passthrough file failed", "err", err)
 		return f.size
@@ -344,7 +344,7 @@ func (f *File) Refresh() {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
 	if !f.closed {
-		if _, err := f._currentSize(); err != nil {
+		if _, err := f.currentSizeLocked(); err != nil {
 			f.pool.log.Warn("spool: fstat of a passthrough file failed", "err", err)
 		}
 	}
@@ -368,10 +368,10 @@ func (f *File) Rollover() error {
 	case f.tier == Disk:
 		return nil
 	}
-	if err := f._rollover(f._ramDataBound(), "explicit", false); err != nil {
+	if err := f.rolloverLocked(f.ramDataBoundLocked(), "explicit", false); err != nil {
 		return err
 	}
-	f._refreshAllocation()
+	f.refreshAllocationLocked()
 	return nil
 }
 
@@ -455,7 +455,7 @@ func (f *File) Close() error {
 	f.closed = true
 	var err error
 	if f.tier == Memory {
-		f._dropData()
+		f.dropDataLocked()
 	} else {
 		err = f.place.release(f)
 		f.place = noBytes
@@ -474,9 +474,9 @@ func (f *File) Close() error {
 	return err
 }
 
-// _currentSize is the logical size. f.mu may be held for reading only: for a passthrough file it
+// currentSizeLocked is the logical size. f.mu may be held for reading only: for a passthrough file it
 // fstats and refreshes the pool's DiskBytes, which pool.mu guards.
-func (f *File) _currentSize() (int64, error) { return f.place.sizeNow(f) }
+func (f *File) currentSizeLocked() (int64, error) { return f.place.sizeNow(f) }
 
 // pagesTouched is the bytes of the whole pages that [off, off+n) touches: the most that writing or
 // allocating that range can add to a file's allocation.
@@ -491,13 +491,13 @@ func pagesTouched(off, n int64) int64 {
 
 func roundUpPage(n int64) int64 { return (n + pageSize - 1) &^ (pageSize - 1) }
 
-// _prepare readies the file for an operation that takes it from oldSize to newSize (>= oldSize) and
+// prepareLocked readies the file for an operation that takes it from oldSize to newSize (>= oldSize) and
 // may allocate the pages of [off, off+n): it moves the file to disk if MaxSize or the memory budget
 // requires it, gives it a place big enough (a bigger arena slot, or a memfd of its own past
 // ArenaMaxFileSize), and reserves the allocation the operation can reach in its tier's counter
 // (checking the disk cap). Nothing changes if it fails. The caller then does the I/O and calls
-// _commitSize on success or _undoGrowth on failure, which set the reservation to the real allocation.
-func (f *File) _prepare(oldSize, newSize, off, n int64, op string) error {
+// commitSizeLocked on success or undoGrowthLocked on failure, which set the reservation to the real allocation.
+func (f *File) prepareLocked(oldSize, newSize, off, n int64, op string) error {
 	p := f.pool
 	touched := pagesTouched(off, n)
 	if f.tier == Disk {
@@ -516,7 +516,7 @@ func (f *File) _prepare(oldSize, newSize, off, n int64, op string) error {
 		return nil
 	}
 	if p.cfg.MaxSize > 0 && newSize > p.cfg.MaxSize {
-		return f._rollover(f._ramDataBound()+f.place.holeBytes(off, n), "max-size", true)
+		return f.rolloverLocked(f.ramDataBoundLocked()+f.place.holeBytes(off, n), "max-size", true)
 	}
 	var need int64
 	switch place := f.place.(type) {
@@ -542,10 +542,10 @@ func (f *File) _prepare(oldSize, newSize, off, n int64, op string) error {
 		}
 	}
 	if need <= p.memoryCap.Load() {
-		switch err := f._reserveRAM(need); err {
+		switch err := f.reserveRAMLocked(need); err {
 		case nil:
-			if err := f._place(oldSize, newSize); err != nil {
-				f._refreshAllocation() // gives the reservation back
+			if err := f.placeLocked(oldSize, newSize); err != nil {
+				f.refreshAllocationLocked() // gives the reservation back
 				return err
 			}
 			return nil
@@ -554,12 +554,12 @@ func (f *File) _prepare(oldSize, newSize, off, n int64, op string) error {
 			return fmt.Errorf("spool: %s to size %d: %w", op, newSize, err)
 		}
 	}
-	return f._rollover(f._ramDataBound()+f.place.holeBytes(off, n), "memory-cap", true)
+	return f.rolloverLocked(f.ramDataBoundLocked()+f.place.holeBytes(off, n), "memory-cap", true)
 }
 
-// _place gives a RAM file a place that holds newSize bytes, keeping its first oldSize bytes: a slot
+// placeLocked gives a RAM file a place that holds newSize bytes, keeping its first oldSize bytes: a slot
 // of the arena up to ArenaMaxFileSize, else a memfd of its own.
-func (f *File) _place(oldSize, newSize int64) error {
+func (f *File) placeLocked(oldSize, newSize int64) error {
 	p := f.pool
 	old, inArena := f.place.(*arenaFile)
 	switch {
@@ -607,7 +607,7 @@ func (f *File) _place(oldSize, newSize int64) error {
 			unix.Close(fd)
 			return mapIOError("moving a file out of the arena", err)
 		}
-		// Not _dropData: that also gives back the file's share of the RAM counter, which _prepare has just
+		// Not dropDataLocked: that also gives back the file's share of the RAM counter, which prepareLocked has just
 		// reserved for the new memfd. Given back, other files could take it before this write is counted.
 		old.release(f)
 	}
@@ -616,44 +616,44 @@ func (f *File) _place(oldSize, newSize int64) error {
 	return nil
 }
 
-// _ramDataBound is at most how many bytes a rollover of this RAM file writes to disk.
-func (f *File) _ramDataBound() int64 {
+// ramDataBoundLocked is at most how many bytes a rollover of this RAM file writes to disk.
+func (f *File) ramDataBoundLocked() int64 {
 	if _, inArena := f.place.(*arenaFile); inArena {
 		return roundUpPage(f.size)
 	}
 	return f.accounted
 }
 
-// _refreshAllocation sets the file's share of its tier's counter to what it really allocates (holes are
+// refreshAllocationLocked sets the file's share of its tier's counter to what it really allocates (holes are
 // free): its arena slot, its own memfd's st_blocks × 512, or its backing file's data blocks
 // (Pool.diskAllocation). f.mu may be held for reading only for a passthrough file.
-func (f *File) _refreshAllocation() {
+func (f *File) refreshAllocationLocked() {
 	if allocated, ok := f.place.allocated(f); ok {
 		f.pool.account(f, allocated)
 	}
 }
 
-// _beginDiskChange tells a disk file, before an operation that may change the data blocks of
+// beginDiskChangeLocked tells a disk file, before an operation that may change the data blocks of
 // [off, off+n) and the size from oldSize to newSize, to record what it has there now, so that
-// _refreshAllocation measures only that range again (diskFile.beginChange). Nothing is recorded for a
+// refreshAllocationLocked measures only that range again (diskFile.beginChange). Nothing is recorded for a
 // RAM file (a rollover during the operation measures the whole new backing file) or a passthrough file
 // (counted by st_blocks).
-func (f *File) _beginDiskChange(off, n, oldSize, newSize int64) {
+func (f *File) beginDiskChangeLocked(off, n, oldSize, newSize int64) {
 	if d, ok := f.place.(*diskFile); ok {
 		d.beginChange(f, off, n, oldSize, newSize)
 	}
 }
 
-// errRAMFull is _reserveRAM's answer when it cannot make room in the memory budget.
+// errRAMFull is reserveRAMLocked's answer when it cannot make room in the memory budget.
 var errRAMFull = errors.New("spool: no room in the memory budget")
 
-// _reserveRAM grows the file's share of the memory budget (and its account's charge) to size, first
+// reserveRAMLocked grows the file's share of the memory budget (and its account's charge) to size, first
 // moving other RAM files to disk, largest first, while the budget is short. It answers ErrOverQuota when
 // the file's account has no room, and errRAMFull when it cannot make room in the budget (no other RAM file
 // could be locked without waiting, or the disk refused one); the caller then moves this file to disk
 // instead. Victims are locked with TryLock while f.mu is held, which is why this cannot deadlock against a
 // writer of a victim doing the same with f.
-func (f *File) _reserveRAM(size int64) error {
+func (f *File) reserveRAMLocked(size int64) error {
 	p := f.pool
 	for {
 		p.mu.Lock()
@@ -671,9 +671,9 @@ func (f *File) _reserveRAM(size int64) error {
 		if victim == nil {
 			return errRAMFull
 		}
-		err := victim._rollover(victim._ramDataBound(), "memory budget (largest other RAM file)", false)
+		err := victim.rolloverLocked(victim.ramDataBoundLocked(), "memory budget (largest other RAM file)", false)
 		if err == nil {
-			victim._refreshAllocation()
+			victim.refreshAllocationLocked()
 		}
 		victim.mu.Unlock()
 		if err != nil {
@@ -688,12 +688,12 @@ func (f *File) _reserveRAM(size int64) error {
 	}
 }
 
-// _rollover moves a Memory file to a new backing file in the store, keeping holes, and reserves
+// rolloverLocked moves a Memory file to a new backing file in the store, keeping holes, and reserves
 // reserve (>= its size) bytes of disk for it. Under the disk cap and on store errors it fails
 // with the file still in RAM, unchanged. ownGrowth says that the rollover is part of an operation on the
 // file that grows it: then what the reservation adds to the file's allocation must fit its account too
 // (else ErrOverQuota); a file moved for other reasons keeps its charge, whatever the move costs.
-func (f *File) _rollover(reserve int64, reason string, ownGrowth bool) error {
+func (f *File) rolloverLocked(reserve int64, reason string, ownGrowth bool) error {
 	p := f.pool
 	p.mu.Lock()
 	if ownGrowth {
@@ -716,7 +716,7 @@ func (f *File) _rollover(reserve int64, reason string, ownGrowth bool) error {
 	}
 	p.mu.Unlock()
 
-	backing, copied, err := f._copyToBacking()
+	backing, copied, err := f.copyToBackingLocked()
 	if err != nil {
 		p.mu.Lock()
 		p.diskBytes -= reserve
@@ -751,9 +751,9 @@ func (f *File) _rollover(reserve int64, reason string, ownGrowth bool) error {
 	return nil
 }
 
-// _copyToBacking makes a backing file of the same size with the same data ranges as f's place in RAM,
+// copyToBackingLocked makes a backing file of the same size with the same data ranges as f's place in RAM,
 // and returns it with the number of data bytes copied.
-func (f *File) _copyToBacking() (backing int, copied int64, err error) {
+func (f *File) copyToBackingLocked() (backing int, copied int64, err error) {
 	backing, err = f.pool.cfg.Store.createBackingFd()
 	if err != nil {
 		return -1, 0, f.pool.descriptorError("creating a backing file in the store", err)
@@ -771,29 +771,29 @@ func (f *File) _copyToBacking() (backing int, copied int64, err error) {
 	return backing, copied, nil
 }
 
-// _undoGrowth puts the size back after _prepare succeeded but the I/O failed: the file is cut back
+// undoGrowthLocked puts the size back after prepareLocked succeeded but the I/O failed: the file is cut back
 // to oldSize (a partial write may have extended it) and its reservation shrinks to what it allocates.
-func (f *File) _undoGrowth(oldSize int64) {
+func (f *File) undoGrowthLocked(oldSize int64) {
 	if err := f.place.cutBack(oldSize); err != nil {
 		f.pool.log.Warn("spool: cutting back after a failed write failed", "size", oldSize, "err", err)
 	}
 	if f.tier == Memory && oldSize == 0 {
-		f._dropData()
+		f.dropDataLocked()
 	}
-	f._refreshAllocation()
+	f.refreshAllocationLocked()
 }
 
-// _commitSize records the size after a successful operation and sets the file's share of its tier's
-// counter from the reservation _prepare made to what the file really allocates now.
-func (f *File) _commitSize(size int64) {
+// commitSizeLocked records the size after a successful operation and sets the file's share of its tier's
+// counter from the reservation prepareLocked made to what the file really allocates now.
+func (f *File) commitSizeLocked(size int64) {
 	if _, live := f.place.(*passthroughFile); !live { // its size is the backing file's
 		f.size = size
 	}
-	f._refreshAllocation()
+	f.refreshAllocationLocked()
 }
 
-// _dropData gives back a RAM file's arena slot or memfd, and its share of the RAM counter.
-func (f *File) _dropData() {
+// dropDataLocked gives back a RAM file's arena slot or memfd, and its share of the RAM counter.
+func (f *File) dropDataLocked() {
 	f.place.release(f)
 	f.place = noBytes
 	f.pool.account(f, 0)

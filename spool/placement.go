@@ -103,7 +103,7 @@ type ramPlacement interface {
 }
 
 // emptyFile is the placement of a RAM file that holds no bytes and no descriptor, so that idle empty
-// files cost nothing. Operations that give it bytes move it first (File._place).
+// files cost nothing. Operations that give it bytes move it first (File.placeLocked).
 type emptyFile struct{}
 
 // noBytes is the one emptyFile.
@@ -126,5 +126,5 @@ func (emptyFile) stat(f *File) Stat                              { return Stat{S
 func (emptyFile) release(*File) error                            { return nil }
 func (emptyFile) copyTo(*File, int64, int, int64) (int64, error) { return 0, nil }
 
-// errNoPlace is an emptyFile asked to hold bytes: File._prepare places a file before any I/O.
+// errNoPlace is an emptyFile asked to hold bytes: File.prepareLocked places a file before any I/O.
 var errNoPlace = errors.New("spool: internal error: I/O on a file with no place")

@@ -27,9 +27,9 @@
 //
 // A goroutine takes at most one File.mu by blocking: the File it operates on. While holding it,
 // it may take other Files' locks only with TryLock (memory-budget victims, see
-// File._reserveRAM), so two writers that want each other's files never wait on each other.
+// File.reserveRAMLocked), so two writers that want each other's files never wait on each other.
 // Pool.mu is a leaf for blocking purposes: nothing blocks while holding it (TryLock never
-// blocks), and no I/O larger than a stat is done under it. Functions whose names start with "_"
+// blocks), and no I/O larger than a stat is done under it. Functions whose names end in "Locked"
 // need the receiver File's mu held for writing, unless their comment says otherwise.
 package spool
 
@@ -241,9 +241,9 @@ func (p *Pool) ShrinkToCap() error {
 		if victim == nil {
 			return fmt.Errorf("spool: RAM files hold %d bytes over the memory cap, and none could be moved now", over)
 		}
-		err := victim._rollover(victim._ramDataBound(), "memory cap lowered", false)
+		err := victim.rolloverLocked(victim.ramDataBoundLocked(), "memory cap lowered", false)
 		if err == nil {
-			victim._refreshAllocation()
+			victim.refreshAllocationLocked()
 		}
 		victim.mu.Unlock()
 		if err != nil {
