@@ -247,13 +247,18 @@ func (m *nsModel) apply(op *nsOp) fuse.Status {
 		m.addNode(op, op.dir, "", &mNode{mode: syscall.S_IFREG, opens: 1, linkable: op.flags&syscall.O_EXCL == 0})
 		m.handles[op.seq] = op.seq
 	case nsLink:
+		n := m.nodes[op.target]
 		if d.removed {
 			return errENOENT
 		}
 		if _, ok := d.kids[op.name]; ok {
+			if n.links == 0 && (!n.linkable || n.gone) && op.st == errENOENT {
+				// Both answers apply; which the filesystem checks first is its own (the kernel checks the
+				// name before it sends LINK).
+				return errENOENT
+			}
 			return errEEXIST
 		}
-		n := m.nodes[op.target]
 		if n.links == 0 {
 			if !n.linkable || n.gone {
 				return errENOENT
