@@ -41,7 +41,7 @@ var nsSeed = flag.Uint64("fs.seed", 0, "seed for the namespace model tests (0: f
 // kind of conflict found.
 var (
 	nsSequentialSeeds = []uint64{}
-	nsConcurrentSeeds = []uint64{1796668801236116690, 1796668819474784502, 1796668823673470926, 1796668826375353239, 1796668837080963840}
+	nsConcurrentSeeds = []uint64{1796668801236116690, 1796668823673470926, 1796668826375353239, 1796668819474784502, 1796669803625767504}
 )
 
 var (
@@ -233,11 +233,17 @@ func (m *nsModel) apply(op *nsOp) fuse.Status {
 		m.handles[op.seq] = op.seq
 		m.created++
 	case nsMkdir:
+		if d.removed {
+			return errENOENT
+		}
 		if _, ok := d.kids[op.name]; ok {
 			return errEEXIST
 		}
 		m.addNode(op, op.dir, op.name, &mNode{mode: syscall.S_IFDIR, kids: map[string]int{}})
 	case nsMkdirTemplate:
+		if d.removed {
+			return errENOENT
+		}
 		m.addNode(op, op.dir, placeholder(op.seq), &mNode{mode: syscall.S_IFDIR, kids: map[string]int{}})
 		m.created++
 	case nsTmpfile:
@@ -498,10 +504,11 @@ func (r *nsRun) generated(dirs bool) [][2]any {
 // gen makes a request; used lists the handles other requests of its batch release.
 func (r *nsRun) gen(solo bool, used map[int]bool) *nsOp {
 	r.seq++
-	op := &nsOp{seq: r.seq, owner: -1}
-	if r.rng.IntN(3) == 0 {
-		op.owner = r.rng.IntN(len(r.owners))
+	owner := -1
+	if len(r.owners) > 0 && r.rng.IntN(3) == 0 {
+		owner = r.rng.IntN(len(r.owners))
 	}
+	op := &nsOp{}
 	var handles []int
 	for _, h := range slices.Sorted(maps.Keys(r.m.handles)) {
 		if !used[h] {
@@ -510,11 +517,12 @@ func (r *nsRun) gen(solo bool, used map[int]bool) *nsOp {
 	}
 	dirs := r.dirs()
 	for {
+		*op = nsOp{seq: r.seq, owner: owner} // afresh: a choice given up below may have filled in fields
 		w := r.rng.IntN(100)
 		switch {
 		case solo && w < 1:
 			op.kind = nsReap
-		case solo && w < 2:
+		case solo && w < 2 && len(r.owners) > 0:
 			op.kind = nsOwnerGone
 			op.owner = r.rng.IntN(len(r.owners))
 		case w < 14:
