@@ -1026,8 +1026,8 @@ func TestNamespaceModel(t *testing.T) {
 // batch checked against every order of its requests; sweeps and owners' ends run alone between batches.
 func TestNamespaceModelConcurrent(t *testing.T) {
 	batches := 1000
-	if testing.Short() {
-		batches = 200
+	if testing.Short() || raceEnabled {
+		batches = 400
 	}
 	for _, seed := range nsSeeds(t, nsConcurrentSeeds) {
 		t.Run(fmt.Sprint(seed), func(t *testing.T) {
@@ -1100,8 +1100,8 @@ func (r *nsRun) resolve(op *nsOp) {
 // against every order of the batch.
 func TestNamespaceConcurrentConflicts(t *testing.T) {
 	rounds := 300
-	if testing.Short() {
-		rounds = 50
+	if testing.Short() || raceEnabled {
+		rounds = 100
 	}
 	for _, c := range nsConflicts {
 		t.Run(strings.ReplaceAll(c.name, " ", "_"), func(t *testing.T) {
