@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime"
 	"runtime/debug"
 	"runtime/pprof"
 	"strings"
@@ -589,6 +590,17 @@ func runMount(ctx context.Context, o *mountOptions, flags *pflag.FlagSet, arg st
 				f.Close()
 			}()
 		}
+	}
+	if path := os.Getenv("TEMPFS_MUTEXPROFILE"); path != "" {
+		// For performance work (scripts/bench, scripts/lockprofile): every wait for a lock, attributed to the
+		// code that held it, written at unmount.
+		runtime.SetMutexProfileFraction(1)
+		defer func() {
+			if f, err := os.Create(path); err == nil {
+				_ = pprof.Lookup("mutex").WriteTo(f, 0)
+				f.Close()
+			}
+		}()
 	}
 	p, err := o.prepare(arg)
 	if err != nil {

@@ -36,17 +36,19 @@ type config struct {
 	emptyN     int   // workload 6: empty files per directory
 	emptyBigN  int   // workload 6, once per target: the growth check (0: skipped)
 	memEntries int   // workload 7: empty files whose daemon memory is measured
+	parCycleN  int   // workload 8: small cycles per client
+	parStatN   int   // workload 8: stats per client
 	real       realSizes
 }
 
 func fullConfig() config {
 	return config{reps: 5, smallN: 20000, bigSize: 1 << 30, ramFiles: 200, ramSize: 512 << 10,
-		emptyN: 20000, emptyBigN: 200000, memEntries: 100000, real: fullRealSizes()}
+		emptyN: 20000, emptyBigN: 200000, memEntries: 100000, parCycleN: 4000, parStatN: 40000, real: fullRealSizes()}
 }
 
 func quickConfig() config {
 	return config{reps: 5, smallN: 2000, bigSize: 256 << 20, ramFiles: 200, ramSize: 512 << 10,
-		emptyN: 5000, emptyBigN: 0, memEntries: 20000, real: fullRealSizes().divided(5)}
+		emptyN: 5000, emptyBigN: 0, memEntries: 20000, parCycleN: 1000, parStatN: 10000, real: fullRealSizes().divided(5)}
 }
 
 // broken reports something that is not a slow result but a failure (wrong data, a leftover entry, an error),
@@ -69,21 +71,28 @@ func main() {
 		reps        = flag.Int("reps", 0, "repetitions (default 5; at least 5 for a meaningful median)")
 		strict      = flag.Bool("strict", false, "exit 1 when a performance target is missed")
 		trace       = flag.Bool("trace", false, "print the time of every workload run on stderr")
-		only        = flag.String("only", "all", "which workloads: micro (the syscall workloads), real (the real programs) or all")
+		only        = flag.String("only", "all", "which workloads: micro (the syscall workloads, parallel ones included), parallel (the parallel clients only), real (the real programs) or all")
 		work        = flag.String("work", "", "a private directory, not on a target, for the real programs' inputs (needed unless -only micro)")
 		repo        = flag.String("repo", ".", "the tempfs repository, whose naming and spool tests the real workload R7 runs")
+		clientKind  = flag.String("client", "", "internal: run as a client process of the parallel workload (cycle or stat)")
+		clientDir   = flag.String("client-dir", "", "internal: the client's directory")
+		clientN     = flag.Int("client-n", 0, "internal: the client's operations")
 	)
 	flag.Parse()
-	usage := "usage: benchrun -tmpfs DIR -plain DIR -loopback DIR -tempfs DIR -tempfs-pid PID [-work DIR] [-only micro|real|all] [-quick] [-reps N] [-strict]"
+	if *clientKind != "" {
+		clientMain(*clientKind, *clientDir, *clientN)
+		return
+	}
+	usage := "usage: benchrun -tmpfs DIR -plain DIR -loopback DIR -tempfs DIR -tempfs-pid PID [-work DIR] [-only micro|parallel|real|all] [-quick] [-reps N] [-strict]"
 	if *tmpfsDir == "" || *plainDir == "" || *loopbackDir == "" || *tempfsDir == "" || *tempfsPid <= 0 {
 		fmt.Fprintln(os.Stderr, usage)
 		os.Exit(2)
 	}
-	if *only != "micro" && *only != "real" && *only != "all" {
-		fmt.Fprintf(os.Stderr, "benchrun: -only %q: want micro, real or all\n%s\n", *only, usage)
+	if *only != "micro" && *only != "parallel" && *only != "real" && *only != "all" {
+		fmt.Fprintf(os.Stderr, "benchrun: -only %q: want micro, parallel, real or all\n%s\n", *only, usage)
 		os.Exit(2)
 	}
-	if *only != "micro" && *work == "" {
+	if *only != "micro" && *only != "parallel" && *work == "" {
 		fmt.Fprintf(os.Stderr, "benchrun: the real workloads need -work DIR\n%s\n", usage)
 		os.Exit(2)
 	}
@@ -113,8 +122,9 @@ func main() {
 		t.dir = abs
 	}
 	b := &bench{cfg: cfg, targets: targets, pid: *tempfsPid, res: newResults(), seed: uint64(time.Now().UnixNano()), trace: *trace,
-		micro: *only != "real", realWanted: *only != "micro", work: *work, repo: *repo}
-	if *only != "micro" {
+		micro: *only == "micro" || *only == "all", parallel: *only != "real", realWanted: *only == "real" || *only == "all",
+		work: *work, repo: *repo}
+	if b.realWanted {
 		for _, p := range []*string{&b.work, &b.repo} {
 			abs, err := filepath.Abs(*p)
 			if err != nil {

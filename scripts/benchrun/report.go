@@ -5,6 +5,7 @@ import (
 	"io"
 	"math"
 	"os"
+	"runtime"
 	"slices"
 	"strings"
 	"text/tabwriter"
@@ -75,6 +76,9 @@ func (b *bench) rows() []row {
 	var rows []row
 	if b.micro {
 		rows = b.microRows()
+	}
+	if b.parallel {
+		rows = append(rows, b.parallelRows()...)
 	}
 	for _, w := range b.real {
 		title := w.title
@@ -184,6 +188,9 @@ func (b *bench) goals() []goal {
 	if b.micro {
 		gs = b.microGoals()
 	}
+	if b.parallel {
+		gs = append(gs, b.parallelGoals()...)
+	}
 	return append(gs, b.realGoals()...)
 }
 
@@ -269,6 +276,11 @@ func (b *bench) report() int {
 		fmt.Println("Cold reads follow sync and drop_caches; that cannot apply to RAM, so on tmpfs and on the loopback (served")
 		fmt.Println("from a tmpfs) cold is a second warm read, while tempfs's file is past --max-size, on its disk store.")
 		fmt.Println("Template cycles on tempfs are timed until the directory is empty again (files go after RELEASE).")
+	}
+	if b.parallel {
+		fmt.Println("8: client processes at once, each in its own directory; ops/s of all clients together. Stats use statx with")
+		fmt.Println("AT_STATX_FORCE_SYNC, so that each reaches a FUSE daemon. Speed-up: 4 clients over 1 (RATIO ...-speedup-4/1/TARGET,")
+		fmt.Printf("from the medians, and -best from the best runs); this machine has %d CPUs for the clients and the daemon.\n", runtime.NumCPU())
 	}
 	if b.realWanted {
 		fmt.Println("R1-R7 are real programs, in seconds (lower is better), run with a clean environment (PATH, HOME in the work")

@@ -23,10 +23,12 @@ type bench struct {
 	requests requestTally
 	// micro: run the syscall workloads of this file (-only micro or all); real: run the real programs (real.go).
 	micro, realWanted bool
-	work, repo        string // real programs: the private work directory, and this repository
-	real              []*realWorkload
-	realSkipped       map[string]string // workload id -> why it did not run ("no gcc")
-	realFailures      int               // real-program runs whose program failed (runOnce)
+	// parallel: run workload 8, the parallel clients (parallel.go): with -only micro, parallel or all.
+	parallel     bool
+	work, repo   string // real programs: the private work directory, and this repository
+	real         []*realWorkload
+	realSkipped  map[string]string // workload id -> why it did not run ("no gcc")
+	realFailures int               // real-program runs whose program failed (runOnce)
 }
 
 func (b *bench) tempfsTarget() *target {
@@ -43,6 +45,9 @@ func (b *bench) tempfsTarget() *target {
 func (b *bench) run() {
 	if b.micro {
 		b.runMicro()
+	}
+	if b.parallel {
+		b.runParallel()
 	}
 	if b.realWanted {
 		b.runReal()
