@@ -5,6 +5,8 @@ import (
 	"testing"
 
 	"github.com/hanwen/go-fuse/v2/fuse"
+
+	"github.com/tempfs/tempfs/fs/owner"
 )
 
 // TestLinkEdges: LINK refuses a template name and a directory, gives an O_TMPFILE file its first name once
@@ -88,4 +90,44 @@ func TestRenameAndRmdirEdges(t *testing.T) {
 	if _, st := b.mknod(root, "tXXXXXX", syscall.S_IFIFO, b.pid); st != fuse.EINVAL {
 		t.Errorf("mknod of a template name = %v, want EINVAL", st)
 	}
+}
+
+// TestTmpfileEdges: an O_TMPFILE file in a removed directory is refused, and one made under --owner-quota
+// is charged to its creator's owner while it has no name (a write past the quota fails with EDQUOT).
+func TestTmpfileEdges(t *testing.T) {
+	b := newBridge(t)
+	root := uint64(fuse.FUSE_ROOT_ID)
+	dir, st := b.mkdir(root, "gone", b.pid)
+	if st != fuse.OK {
+		t.Fatal(st)
+	}
+	if st := b.rmdir(root, "gone"); st != fuse.OK {
+		t.Fatal(st)
+	}
+	if _, st := b.tmpfile(dir.NodeId, 0, b.pid); st != fuse.Status(syscall.ENOENT) {
+		t.Errorf("O_TMPFILE in a removed directory = %v, want ENOENT", st)
+	}
+
+	if err := b.fsys.WatchOwners(owner.Process); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(b.fsys.StopOwners)
+	b.fsys.setOwnerQuota(8 << 10)
+	creator := ownerProcess(t)
+	tmp, st := b.tmpfile(root, 0, uint32(creator.Process.Pid))
+	if st != fuse.OK {
+		t.Fatal(st)
+	}
+	write := func(size int) fuse.Status {
+		in := &fuse.WriteIn{InHeader: b.hdr(tmp.NodeId, uint32(creator.Process.Pid)), Fh: tmp.Fh, Size: uint32(size)}
+		_, st := b.raw.Write(nil, in, make([]byte, size))
+		return st
+	}
+	if st := write(4 << 10); st != fuse.OK {
+		t.Errorf("a write within the quota = %v", st)
+	}
+	if st := write(16 << 10); st != fuse.Status(syscall.EDQUOT) {
+		t.Errorf("a write past the creator's quota to a file without a name = %v, want EDQUOT", st)
+	}
+	b.release(tmp.NodeId, tmp.Fh)
 }
