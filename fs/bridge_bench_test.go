@@ -53,29 +53,21 @@ func BenchmarkBridgeLookup(b *testing.B) {
 	})
 }
 
-func BenchmarkBridgeGetattr(b *testing.B) {
-	br := newBridge(b)
-	client := benchDirs(b, br)
-	b.RunParallel(func(pb *testing.PB) {
-		_, file := client()
-		in := &fuse.GetAttrIn{InHeader: br.hdr(file, br.pid)}
-		var out fuse.AttrOut
-		for pb.Next() {
-			if st := br.raw.GetAttr(nil, in, &out); st != fuse.OK {
-				b.Error(st)
-				return
-			}
-		}
-	})
-}
+func BenchmarkBridgeGetattr(b *testing.B) { benchGetattr(b, false) }
 
 // BenchmarkBridgeGetattrDir is GETATTR of a directory (its size and link count count its entries).
-func BenchmarkBridgeGetattrDir(b *testing.B) {
+func BenchmarkBridgeGetattrDir(b *testing.B) { benchGetattr(b, true) }
+
+// benchGetattr is GETATTR of each client's file, or of its directory.
+func benchGetattr(b *testing.B, ofDir bool) {
 	br := newBridge(b)
 	client := benchDirs(b, br)
 	b.RunParallel(func(pb *testing.PB) {
-		dir, _ := client()
-		in := &fuse.GetAttrIn{InHeader: br.hdr(dir, br.pid)}
+		node, file := client()
+		if !ofDir {
+			node = file
+		}
+		in := &fuse.GetAttrIn{InHeader: br.hdr(node, br.pid)}
 		var out fuse.AttrOut
 		for pb.Next() {
 			if st := br.raw.GetAttr(nil, in, &out); st != fuse.OK {

@@ -4,12 +4,9 @@ import (
 	"sort"
 	"syscall"
 	"testing"
-	"time"
 
 	fusefs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
-
-	"github.com/tempfs/tempfs/spool"
 )
 
 // bridge drives a filesystem only through go-fuse's raw bridge (fusefs.NewNodeFS), as the kernel would, without
@@ -37,16 +34,7 @@ func (quietServer) InodeRetrieveCache(node uint64, off int64, dest []byte) (int,
 
 func newBridge(tb testing.TB) *bridge {
 	tb.Helper()
-	store, err := spool.OpenStore(tb.TempDir())
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() { store.Close() })
-	pool, err := spool.NewPool(spool.Config{MaxSize: 1 << 20, MemoryCap: 64 << 20, Store: store})
-	if err != nil {
-		tb.Fatal(err)
-	}
-	fsys := New(Options{Mountpoint: "/mnt", Pool: pool, RootMode: 01777, EntryTimeout: time.Second, AttrTimeout: time.Second})
+	fsys := newTestFS(tb)
 	raw := fusefs.NewNodeFS(fsys.Root(), &fusefs.Options{ServerCallbacks: quietServer{}, NullPermissions: true})
 	return &bridge{fsys: fsys, raw: raw, pid: 4242}
 }

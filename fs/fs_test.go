@@ -1,7 +1,6 @@
 package fs
 
 import (
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -45,18 +44,25 @@ type testTree struct {
 	server *fakeServer
 }
 
-func newTestTree(t *testing.T) *testTree {
-	t.Helper()
-	store, err := spool.OpenStore(t.TempDir())
+// newTestFS is a filesystem over a pool of its own (1 MiB max-size, 64 MiB of RAM, a store in a test
+// directory), with a world-writable sticky root, not yet served.
+func newTestFS(tb testing.TB) *FS {
+	tb.Helper()
+	store, err := spool.OpenStore(tb.TempDir())
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
-	t.Cleanup(func() { store.Close() })
+	tb.Cleanup(func() { store.Close() })
 	pool, err := spool.NewPool(spool.Config{MaxSize: 1 << 20, MemoryCap: 64 << 20, Store: store})
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
-	fsys := New(Options{Mountpoint: "/mnt", Pool: pool, RootMode: 01777, EntryTimeout: time.Second, AttrTimeout: time.Second})
+	return New(Options{Mountpoint: "/mnt", Pool: pool, RootMode: 01777, EntryTimeout: time.Second, AttrTimeout: time.Second})
+}
+
+func newTestTree(t *testing.T) *testTree {
+	t.Helper()
+	fsys := newTestFS(t)
 	srv := &fakeServer{}
 	// Wrapped as MountFS wraps it, so that the request counters move as on a mount.
 	raw := &recordingFS{fs: fusefs.NewNodeFS(fsys.Root(), &fusefs.Options{ServerCallbacks: srv, NullPermissions: true}), rec: fsys.requests}
@@ -234,50 +240,6 @@ func TestReaperCountsOpensAsUse(t *testing.T) {
 	}
 	if n := tt.fsys.Reap(time.Hour, time.Now().Add(2*time.Hour)); n != 1 {
 		t.Fatalf("reaped %d two hours after its last open, want 1", n)
-	}
-}
-
-// TestConcurrentExclusiveCreate: two CREATEs of one name with O_EXCL, at once through the raw bridge (no
-// kernel holding the directory's lock between them), make one entry and one EEXIST: the directory decides
-// what exists, not go-fuse's tree, which links the winner only after its CREATE returned.
-func TestConcurrentExclusiveCreate(t *testing.T) {
-	tt := newTestTree(t)
-	const rounds = 500
-	for i := range rounds {
-		name := "f" + strings.Repeat("x", i%7) + string(rune('a'+i%26)) + strconv.Itoa(i)
-		var wg sync.WaitGroup
-		var outs [2]fuse.CreateOut
-		var sts [2]fuse.Status
-		for j := range 2 {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				in := &fuse.CreateIn{InHeader: tt.header(fuse.FUSE_ROOT_ID), Flags: syscall.O_RDWR | syscall.O_CREAT | syscall.O_EXCL, Mode: 0o600}
-				sts[j] = tt.raw.Create(nil, in, name, &outs[j])
-			}()
-		}
-		wg.Wait()
-		ok := 0
-		for j := range 2 {
-			switch sts[j] {
-			case fuse.OK:
-				ok++
-				tt.release(outs[j].NodeId, outs[j].Fh)
-			case fuse.Status(syscall.EEXIST):
-			default:
-				t.Fatalf("round %d: create = %v", i, sts[j])
-			}
-		}
-		if ok != 1 {
-			t.Fatalf("round %d: %d of two exclusive creates of %q succeeded, want 1", i, ok, name)
-		}
-	}
-	var attr fuse.AttrOut
-	if st := tt.raw.GetAttr(nil, &fuse.GetAttrIn{InHeader: tt.header(fuse.FUSE_ROOT_ID)}, &attr); st != fuse.OK {
-		t.Fatal(st)
-	}
-	if want := uint64(40 + 20*rounds); attr.Size != want || len(tt.names(t)) != rounds {
-		t.Errorf("root size %d with %d names listed, want %d and %d", attr.Size, len(tt.names(t)), want, rounds)
 	}
 }
 

@@ -17,18 +17,7 @@ import (
 // offers HAS_RESEND), a held descriptor keeps the connection through a kill -9, the last close ends it, and
 // an unmodified go-fuse fuse.Server serves a taken-over connection after a replayed INIT.
 func TestExperiment(t *testing.T) {
-	if reason := cannotMount(); reason != "" {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("cannot mount (%s), and CI=true forbids skipping", reason)
-		}
-		t.Skipf("cannot mount: %s", reason)
-	}
-	dir := t.TempDir()
-	bin := filepath.Join(dir, "takeover")
-	build := exec.Command(filepath.Join(runtime.GOROOT(), "bin", "go"), "build", "-o", bin, ".")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("build: %v\n%s", err, out)
-	}
+	dir, bin := buildExperiment(t)
 	scratch := filepath.Join(dir, "scratch")
 	out, err := exec.Command(bin, "run", "-json", "-dir", scratch).CombinedOutput()
 	t.Logf("experiment output:\n%s", out)
@@ -108,18 +97,7 @@ func TestExperiment(t *testing.T) {
 // each successor resending: no read may fail. (A server reading into fresh pages fails a request now and
 // then, when it is killed while the kernel copies a request to it; the run reports that count too.)
 func TestCrashLoop(t *testing.T) {
-	if reason := cannotMount(); reason != "" {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("cannot mount (%s), and CI=true forbids skipping", reason)
-		}
-		t.Skipf("cannot mount: %s", reason)
-	}
-	dir := t.TempDir()
-	bin := filepath.Join(dir, "takeover")
-	build := exec.Command(filepath.Join(runtime.GOROOT(), "bin", "go"), "build", "-o", bin, ".")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("build: %v\n%s", err, out)
-	}
+	dir, bin := buildExperiment(t)
 	out, err := exec.Command(bin, "run", "-json", "-crash-only", "20", "-dir", filepath.Join(dir, "scratch")).CombinedOutput()
 	t.Logf("experiment output (tail):\n%s", out[max(0, len(out)-1500):])
 	if err != nil {
@@ -149,4 +127,23 @@ func cannotMount() string {
 		return "not root (the experiment mounts with mount(2))"
 	}
 	return ""
+}
+
+// buildExperiment builds the experiment into a test directory, which it returns with the binary's path; it
+// skips (fails, with CI=true) where this process cannot mount.
+func buildExperiment(t *testing.T) (dir, bin string) {
+	t.Helper()
+	if reason := cannotMount(); reason != "" {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("cannot mount (%s), and CI=true forbids skipping", reason)
+		}
+		t.Skipf("cannot mount: %s", reason)
+	}
+	dir = t.TempDir()
+	bin = filepath.Join(dir, "takeover")
+	build := exec.Command(filepath.Join(runtime.GOROOT(), "bin", "go"), "build", "-o", bin, ".")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
+	}
+	return dir, bin
 }
