@@ -1,6 +1,7 @@
 // Command benchrun is the measuring half of scripts/bench: given four mounted targets (a tmpfs, a plain
 // directory on the store's filesystem, go-fuse's loopback example and a tempfs mount), it runs every workload on
-// each target in turn (A, B, C, D, A, B, ...) for several repetitions, from this one process through syscalls,
+// each target in turn for several repetitions (A B C D, then B C D A, ...: each repetition starts one target
+// later), from this one process through syscalls,
 // and prints medians, the headline ratios of tempfs to its peers, and PASS/FAIL per performance target.
 //
 // Exit status: 0 when everything ran (missed targets included, unless -strict), 1 when -strict and a target was
@@ -138,7 +139,7 @@ func main() {
 	for i, t := range targets {
 		names[i] = t.name
 	}
-	fmt.Printf("mode: %s (workloads: %s), %d repetitions, order in each: %s\n", mode, *only, cfg.reps, strings.Join(names, " "))
+	fmt.Printf("mode: %s (workloads: %s), %d repetitions, order in the first: %s (each next one starts one target later)\n", mode, *only, cfg.reps, strings.Join(names, " "))
 	b.printTempfsStats("tempfs at start")
 	b.run()
 	fmt.Printf("workloads took %.1fs; load average before %s, after %s (other processes skew every figure)\n\n",

@@ -52,7 +52,7 @@ func (b *bench) runParallel() {
 		}
 		for rep := 1; rep <= b.cfg.reps; rep++ {
 			for _, k := range parallelClients {
-				for _, t := range b.parallelTargets() {
+				for _, t := range rotated(b.parallelTargets(), rep-1) {
 					note(fmt.Sprintf("parallel %ss, %d client processes", kind, k))
 					b.timed(t, rep, func(t *target, rep int) {
 						b.res.add(fmt.Sprintf("par-%s-%d", kind, k), t.name, runClients(self, t, kind, k, n, rep))

@@ -197,7 +197,7 @@ func (b *bench) runReal() {
 			continue
 		}
 		for rep := 1; rep <= b.cfg.reps; rep++ {
-			for _, t := range b.targets {
+			for _, t := range rotated(b.targets, rep-1) {
 				note(w.title)
 				path, dfd := freshDir(t, fmt.Sprintf("%s-r%d", w.id, rep))
 				r := &realRun{t: t, dir: path, env: append(in.env[:len(in.env):len(in.env)], "TMPDIR="+path)}
