@@ -88,13 +88,19 @@ func formatVersion(info *debug.BuildInfo) string {
 }
 
 func newVersionCommand() *cobra.Command {
+	return newPrintCommand("version", "Print the version of tempfs (module version and VCS revision)",
+		"  tempfs version\n  tempfs --version", func() string { return "tempfs " + versionString() })
+}
+
+// newPrintCommand is a command without arguments or flags of its own that prints one line.
+func newPrintCommand(use, short, example string, line func() string) *cobra.Command {
 	return &cobra.Command{
-		Use:     "version",
-		Short:   "Print the version of tempfs (module version and VCS revision)",
-		Example: "  tempfs version\n  tempfs --version",
+		Use:     use,
+		Short:   short,
+		Example: example,
 		Args:    noArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			fmt.Fprintln(cmd.OutOrStdout(), "tempfs", versionString())
+			fmt.Fprintln(cmd.OutOrStdout(), line())
 			return nil
 		},
 	}
@@ -158,14 +164,6 @@ that is on a FUSE filesystem (a tempfs mount, say): the store search passes over
 }
 
 func newGettempprefixCommand() *cobra.Command {
-	return &cobra.Command{
-		Use:     "gettempprefix",
-		Short:   "Print the default prefix of temporary names (tmp), as Python's tempfile.gettempprefix()",
-		Example: "  tempfs gettempprefix",
-		Args:    noArgs,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			fmt.Fprintln(cmd.OutOrStdout(), naming.TempPrefix)
-			return nil
-		},
-	}
+	return newPrintCommand("gettempprefix", "Print the default prefix of temporary names (tmp), as Python's tempfile.gettempprefix()",
+		"  tempfs gettempprefix", func() string { return naming.TempPrefix })
 }
