@@ -30,11 +30,9 @@ func useFakeClock(t *testing.T) *fakeClock {
 func TestReaperIgnoresWallClockSteps(t *testing.T) {
 	c := useFakeClock(t)
 	tt := newTestTree(t)
-	old := tt.create(t, "old", 0o644)
-	tt.release(old.NodeId, old.Fh)
+	tt.createClosed(t, "old", 0o644)
 	c.mono += 50 * time.Minute
-	young := tt.create(t, "young", 0o644)
-	tt.release(young.NodeId, young.Fh)
+	young := tt.createClosed(t, "young", 0o644)
 	if got := int64(young.Attr.Mtime); got != c.wall.Unix() {
 		t.Errorf("mtime %d, want the wall clock's %d", got, c.wall.Unix())
 	}
@@ -59,8 +57,7 @@ func TestReaperIgnoresWallClockSteps(t *testing.T) {
 func TestReaperCountsSetattrTimesAsUse(t *testing.T) {
 	c := useFakeClock(t)
 	tt := newTestTree(t)
-	out := tt.create(t, "extracted", 0o644)
-	tt.release(out.NodeId, out.Fh)
+	out := tt.createClosed(t, "extracted", 0o644)
 	c.mono += 2 * time.Hour
 	long := uint64(c.wall.Add(-48 * time.Hour).Unix())
 	set := &fuse.SetAttrIn{SetAttrInCommon: fuse.SetAttrInCommon{InHeader: tt.header(out.NodeId),

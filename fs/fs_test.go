@@ -86,6 +86,14 @@ func (tt *testTree) create(t *testing.T, name string, mode uint32) fuse.CreateOu
 	return out
 }
 
+// createClosed is create followed by the release of the handle: a file that exists and is not open.
+func (tt *testTree) createClosed(t *testing.T, name string, mode uint32) fuse.CreateOut {
+	t.Helper()
+	out := tt.create(t, name, mode)
+	tt.release(out.NodeId, out.Fh)
+	return out
+}
+
 func (tt *testTree) lookup(name string) (fuse.EntryOut, fuse.Status) {
 	var out fuse.EntryOut
 	h := tt.header(fuse.FUSE_ROOT_ID)
@@ -199,8 +207,7 @@ func TestRenamePersistsTemplateFile(t *testing.T) {
 func TestReaperSparesOpenFiles(t *testing.T) {
 	tt := newTestTree(t)
 	openOut := tt.create(t, "open", 0o644)
-	closed := tt.create(t, "closed", 0o644)
-	tt.release(closed.NodeId, closed.Fh)
+	tt.createClosed(t, "closed", 0o644)
 	var mk fuse.EntryOut
 	if st := tt.raw.Mkdir(nil, &fuse.MkdirIn{InHeader: tt.header(fuse.FUSE_ROOT_ID), Mode: 0o755}, "dir", &mk); st != fuse.OK {
 		t.Fatal(st)
@@ -220,8 +227,7 @@ func TestReaperSparesOpenFiles(t *testing.T) {
 // its atime at most daily; its opens still reach the daemon, and --max-age must count them as use.
 func TestReaperCountsOpensAsUse(t *testing.T) {
 	tt := newTestTree(t)
-	out := tt.create(t, "read-often", 0o644)
-	tt.release(out.NodeId, out.Fh)
+	out := tt.createClosed(t, "read-often", 0o644)
 	long := uint64(time.Now().Add(-3 * time.Hour).Unix())
 	set := &fuse.SetAttrIn{SetAttrInCommon: fuse.SetAttrInCommon{InHeader: tt.header(out.NodeId),
 		Valid: fuse.FATTR_ATIME | fuse.FATTR_MTIME, Atime: long, Mtime: long}}

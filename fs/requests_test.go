@@ -81,14 +81,12 @@ func TestActivity(t *testing.T) {
 	}
 	tmpl := tt.create(t, "jobXXXXXX", 0o600)
 	tt.release(tmpl.NodeId, tmpl.Fh) // last close: the generated name goes
-	plain := tt.create(t, "plain", 0o600)
-	tt.release(plain.NodeId, plain.Fh)
+	tt.createClosed(t, "plain", 0o600)
 	h := tt.header(fuse.FUSE_ROOT_ID)
 	if st := tt.raw.Unlink(nil, &h, "plain"); st != fuse.OK {
 		t.Fatalf("unlink: %v", st)
 	}
-	old := tt.create(t, "old", 0o600)
-	tt.release(old.NodeId, old.Fh)
+	tt.createClosed(t, "old", 0o600)
 	if n := tt.fsys.Reap(time.Minute, time.Now().Add(time.Hour)); n != 1 {
 		t.Fatalf("Reap removed %d entries, want 1", n)
 	}
