@@ -14,6 +14,17 @@ import (
 // This file holds the operations that remove or move entries. Each changes d.children (the names);
 // go-fuse updates its own tree after each of these returns OK.
 
+// lockEntry takes d's entriesMu for writing and finds the entry name, as an operation that removes it starts. On
+// success the lock stays held; when there is no such entry it is released and the answer says why.
+func (d *Dir) lockEntry(name string) (node, syscall.Errno) {
+	d.lockEntries()
+	n, errno := d.lookupRealLocked(name)
+	if errno != 0 {
+		d.unlockEntries()
+	}
+	return n, errno
+}
+
 // lookupRealLocked finds an entry, or answers why there is none. The caller holds d.entriesMu.
 func (d *Dir) lookupRealLocked(name string) (node, syscall.Errno) {
 	if err := naming.ValidateName(name); err != nil {
@@ -59,10 +70,8 @@ func (d *Dir) dropSubdirLocked(sub *Dir, name string) bool {
 }
 
 func (d *Dir) Unlink(ctx context.Context, name string) syscall.Errno {
-	d.lockEntries()
-	n, errno := d.lookupRealLocked(name)
+	n, errno := d.lockEntry(name)
 	if errno != 0 {
-		d.unlockEntries()
 		return errno
 	}
 	l, ok := n.(leafNode)
@@ -100,10 +109,8 @@ func (d *Dir) unlinkLeafLocked(l leafNode, name string) bool {
 }
 
 func (d *Dir) Rmdir(ctx context.Context, name string) syscall.Errno {
-	d.lockEntries()
-	n, errno := d.lookupRealLocked(name)
+	n, errno := d.lockEntry(name)
 	if errno != 0 {
-		d.unlockEntries()
 		return errno
 	}
 	sub, ok := n.(*Dir)
