@@ -83,13 +83,16 @@ func (fsys *FS) reapDir(d *Dir, cutoff int64) (removed int, empty bool) {
 	return removed, empty
 }
 
-// reapLeaf unlinks (d, name) unless the node is open; the kernel is told with NotifyDelete.
+// reapLeaf unlinks (d, name) unless the node is open or the name is a template file's generated name; the
+// kernel is told with NotifyDelete. A generated name with no handle open is one whose last close is under
+// way (File.release counted the handle closed and waits for d's lock to remove the name): that close removes
+// it, and it must find it there.
 func (fsys *FS) reapLeaf(d *Dir, name string, l leafNode) bool {
 	d.entriesMu.Lock()
 	lp := l.leafPart()
 	lp.stateMu.Lock()
 	f, isFile := l.(*File)
-	dropped := !(isFile && f.opens > 0) && d.dropLeafNameLocked(l, name)
+	dropped := !(isFile && (f.opens > 0 || f.isGeneratedLocked(d, name))) && d.dropLeafNameLocked(l, name)
 	unused := dropped && l.takeUnusedLocked()
 	lp.stateMu.Unlock()
 	d.entriesMu.Unlock()
@@ -104,9 +107,15 @@ func (fsys *FS) reapLeaf(d *Dir, name string, l leafNode) bool {
 	return true
 }
 
-// reapSubdir removes the empty directory (d, name).
+// reapSubdir removes the empty directory (d, name). The sweeps read (d, name, sub) earlier: sub may have left
+// d since, even become its ancestor, so sub's lock is taken only once d's lock shows sub still in d (a child's
+// lock after its parent's, see fs.go).
 func (fsys *FS) reapSubdir(d *Dir, name string, sub *Dir) bool {
 	d.entriesMu.Lock()
+	if d.children[name] != sub {
+		d.entriesMu.Unlock()
+		return false
+	}
 	sub.entriesMu.Lock()
 	dropped := d.dropSubdirLocked(sub, name)
 	sub.entriesMu.Unlock()
