@@ -320,7 +320,10 @@ func (f *File) release(h *handle) {
 		f.ptWriters.Add(-1)
 	}
 	var gone link
-	last := f.opens == 0 && f.ephemeral
+	// A file that goes at its last close keeps its generated name until then (every other remover of that
+	// name persists the file first); the length check only keeps a broken promise from panicking here, with
+	// its directory's lock held below.
+	last := f.opens == 0 && f.ephemeral && len(f.links) > 0
 	if last {
 		gone = f.links[0]
 	}
@@ -334,7 +337,7 @@ func (f *File) release(h *handle) {
 		d.entriesMu.Lock()
 		f.stateMu.Lock()
 		dropped := false
-		if f.opens == 0 && f.ephemeral && f.links[0] == gone {
+		if f.opens == 0 && f.ephemeral && len(f.links) > 0 && f.links[0] == gone {
 			f.persistLocked()
 			dropped = d.dropLeafNameLocked(f, gone.name)
 		}
