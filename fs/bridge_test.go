@@ -63,6 +63,17 @@ func (b *bridge) mkdir(dir uint64, name string, pid uint32) (fuse.EntryOut, fuse
 	return out, st
 }
 
+// mustMkdir makes directory name in dir as the bridge's caller and returns its node id; it fails the test
+// otherwise.
+func (b *bridge) mustMkdir(tb testing.TB, dir uint64, name string) uint64 {
+	tb.Helper()
+	out, st := b.mkdir(dir, name, b.pid)
+	if st != fuse.OK {
+		tb.Fatalf("mkdir %q: %v", name, st)
+	}
+	return out.NodeId
+}
+
 func (b *bridge) mknod(dir uint64, name string, mode uint32, pid uint32) (fuse.EntryOut, fuse.Status) {
 	var out fuse.EntryOut
 	st := b.raw.Mknod(nil, &fuse.MknodIn{InHeader: b.hdr(dir, pid), Mode: mode | 0o644}, name, &out)

@@ -99,17 +99,14 @@ func TestReaperDuringLastClose(t *testing.T) {
 func TestReapSubdirMovedAboveItsParent(t *testing.T) {
 	b := newBridge(t)
 	root := uint64(fuse.FUSE_ROOT_ID)
-	a, st := b.mkdir(root, "a", b.pid)
-	if st != fuse.OK {
-		t.Fatal(st)
-	}
-	if _, st := b.mkdir(a.NodeId, "b", b.pid); st != fuse.OK {
+	a := b.mustMkdir(t, root, "a")
+	if _, st := b.mkdir(a, "b", b.pid); st != fuse.OK {
 		t.Fatal(st)
 	}
 	aDir := childNamed(b.fsys.root, "a").(*Dir)
 	bDir := childNamed(aDir, "b").(*Dir)
 	// What the sweep read: b, empty, in a. Then the client: mv a/b b; mv a b/a.
-	if st := b.rename(a.NodeId, "b", root, "b", 0, b.pid); st != fuse.OK {
+	if st := b.rename(a, "b", root, "b", 0, b.pid); st != fuse.OK {
 		t.Fatal(st)
 	}
 	bEntry, st := b.lookup(root, "b")

@@ -21,14 +21,11 @@ func TestLinkEdges(t *testing.T) {
 	if _, st := b.link(f.NodeId, root, "aXXXXXX", b.pid); st != fuse.EINVAL {
 		t.Errorf("link to a template name = %v, want EINVAL", st)
 	}
-	dir, st := b.mkdir(root, "dir", b.pid)
-	if st != fuse.OK {
-		t.Fatal(st)
-	}
-	if _, st := b.link(dir.NodeId, root, "dirlink", b.pid); st != fuse.EPERM {
+	dir := b.mustMkdir(t, root, "dir")
+	if _, st := b.link(dir, root, "dirlink", b.pid); st != fuse.EPERM {
 		t.Errorf("link to a directory = %v, want EPERM", st)
 	}
-	if _, st := b.link(f.NodeId, dir.NodeId, "g", b.pid); st != fuse.OK {
+	if _, st := b.link(f.NodeId, dir, "g", b.pid); st != fuse.OK {
 		t.Fatal(st)
 	}
 	if attr, _ := b.getattr(f.NodeId); attr.Nlink != 2 {
@@ -97,14 +94,11 @@ func TestRenameAndRmdirEdges(t *testing.T) {
 func TestTmpfileEdges(t *testing.T) {
 	b := newBridge(t)
 	root := uint64(fuse.FUSE_ROOT_ID)
-	dir, st := b.mkdir(root, "gone", b.pid)
-	if st != fuse.OK {
-		t.Fatal(st)
-	}
+	dir := b.mustMkdir(t, root, "gone")
 	if st := b.rmdir(root, "gone"); st != fuse.OK {
 		t.Fatal(st)
 	}
-	if _, st := b.tmpfile(dir.NodeId, 0, b.pid); st != fuse.Status(syscall.ENOENT) {
+	if _, st := b.tmpfile(dir, 0, b.pid); st != fuse.Status(syscall.ENOENT) {
 		t.Errorf("O_TMPFILE in a removed directory = %v, want ENOENT", st)
 	}
 
