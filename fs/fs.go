@@ -132,6 +132,10 @@ type FS struct {
 	nextIno atomic.Uint64
 	refs    refTable
 	handles handleTable
+	// adopting is set while a new daemon rebuilds go-fuse's tables (adopt.go), before it serves; adoptedBacking
+	// holds the passthrough backing ids the previous daemon gave the kernel.
+	adopting       *adoption
+	adoptedBacking *adoptedBacking
 }
 
 // SetMemoryCap moves the pool's memory cap while mounted (the daemon's memory limit moved), spilling RAM files
