@@ -508,3 +508,27 @@ func TestImportCostPerOwner(t *testing.T) {
 		}
 	}
 }
+
+// TestImportRefusesAnotherCgroupView: cgroup names mean directories only in the view they were read in; a
+// tracker that sees the tree otherwise refuses them rather than find every cgroup gone.
+func TestImportRefusesAnotherCgroupView(t *testing.T) {
+	info, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cgroup2Mount(visibleCgroup2Mounts(info)); err != nil {
+		skipOrFail(t, err)
+	}
+	old, _ := newTracker(t, Cgroup)
+	st := exportState(t, old, nil)
+	if st.CgroupView == nil {
+		t.Fatal("no cgroup view exported")
+	}
+	view := *st.CgroupView
+	view.NSRoot = "/elsewhere"
+	st.CgroupView = &view
+	tr, _ := newTracker(t, Cgroup)
+	if owners, err := tr.Import(st); err == nil {
+		t.Errorf("imported with another cgroup view: %v", owners)
+	}
+}
