@@ -387,9 +387,10 @@ func (s *Store) export() (StoreState, []Descriptor, error) {
 	}, nil
 }
 
-// ImportPool builds a pool from a state and its descriptors (by name, as received; nil log means
-// slog.Default()), with log for the pool's and its store's log lines. It returns the files and accounts in
-// the state's order: files[i] is st.Files[i], accounts[j] is st.Accounts[j].
+// ImportPool builds a pool from a state and its descriptors (by name, as received), with log for the pool's
+// and its store's log lines (nil: slog.Default()). It returns the files and accounts in the state's order:
+// files[i] is st.Files[i], accounts[j] is st.Accounts[j]. The pool uses the store's directory through the
+// descriptor received, and Close of that Store (Config().Store) removes it at the end, as in the old process.
 //
 // Descriptors: ImportPool takes every descriptor the state names out of fds (deletes its entry), whether it
 // succeeds or fails. On success the pool owns them (its files, arena and store close them); on failure
