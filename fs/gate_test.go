@@ -122,7 +122,9 @@ func TestGateParksUntilThaw(t *testing.T) {
 		t.Fatal(err)
 	}
 	done := make(chan fuse.Status, 3)
-	go func() { done <- r.GetAttr(nil, &fuse.GetAttrIn{InHeader: fuse.InHeader{Unique: 4, NodeId: 9}}, &fuse.AttrOut{}) }()
+	go func() {
+		done <- r.GetAttr(nil, &fuse.GetAttrIn{InHeader: fuse.InHeader{Unique: 4, NodeId: 9}}, &fuse.AttrOut{})
+	}()
 	go func() {
 		r.ReleaseDir(&fuse.ReleaseIn{InHeader: fuse.InHeader{Unique: 6, NodeId: 9}, Fh: 1})
 		done <- fuse.OK
