@@ -333,9 +333,13 @@ func runTakeover(ctx context.Context, o *mountOptions, flags *pflag.FlagSet, arg
 	closeRest()
 	b, _ := json.Marshal(takeoverAnswer{Ready: true})
 	if _, err := conn.Write(b); err != nil {
-		// The old daemon is gone or went on serving: either way this one must not serve.
-		closeMetrics()
-		return failure(fmt.Errorf("take-over of %s: telling the old daemon: %w", mp, err))
+		// The old daemon froze before it described the mount and applied nothing since, so if it died
+		// meanwhile the state is still the mount's: serve it. If it lives, it went on serving: this one must not.
+		if waitExited(oldPidfd, 0) != nil {
+			closeMetrics()
+			return failure(fmt.Errorf("take-over of %s: telling the old daemon: %w", mp, err))
+		}
+		log.Warn("the old daemon died before it heard ready; serving the state it handed over", "pid", cred.Pid)
 	}
 	// The old daemon exits on "ready"; its readers must be gone before this one resends and reads.
 	if err := waitExited(oldPidfd, takeoverReadyTimeout); err != nil {
@@ -387,24 +391,21 @@ func closeInheritedBelow(mountpoint string, keep int) {
 	}
 }
 
-// waitExited waits until the process behind pidfd has exited.
+// waitExited waits until the process behind pidfd has exited; a timeout of 0 only looks.
 func waitExited(pidfd int, timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
 	for {
-		left := time.Until(deadline)
-		if left <= 0 {
-			return errors.New("timed out")
-		}
 		fds := []unix.PollFd{{Fd: int32(pidfd), Events: unix.POLLIN}}
-		n, err := unix.Poll(fds, int(left.Milliseconds())+1)
-		if err == syscall.EINTR {
+		n, err := unix.Poll(fds, int(max(time.Until(deadline), 0).Milliseconds()))
+		switch {
+		case err == syscall.EINTR:
 			continue
-		}
-		if err != nil {
+		case err != nil:
 			return err
-		}
-		if n > 0 {
+		case n > 0:
 			return nil
+		case time.Now().After(deadline):
+			return errors.New("timed out")
 		}
 	}
 }
