@@ -260,6 +260,7 @@ func runTakeover(ctx context.Context, o *mountOptions, flags *pflag.FlagSet, arg
 	}
 	defer unix.Close(oldPidfd)
 	received, err := handover.Receive(conn, handover.ReceiveOptions{Versions: []int{tempfs.StateVersion}})
+	receivedAt := monotonicNanos()
 	if err != nil {
 		return failure(fmt.Errorf("take-over of %s: %w", mp, err))
 	}
@@ -331,6 +332,7 @@ func runTakeover(ctx context.Context, o *mountOptions, flags *pflag.FlagSet, arg
 		return refuse(err)
 	}
 	closeRest()
+	rebuiltAt := monotonicNanos()
 	b, _ := json.Marshal(takeoverAnswer{Ready: true})
 	if _, err := conn.Write(b); err != nil {
 		// The old daemon froze before it described the mount and applied nothing since, so if it died
@@ -346,14 +348,18 @@ func runTakeover(ctx context.Context, o *mountOptions, flags *pflag.FlagSet, arg
 		closeMetrics()
 		return failure(fmt.Errorf("take-over of %s: the old daemon (pid %d) did not exit: %w", mp, cred.Pid, err))
 	}
+	exitedAt := monotonicNanos()
 	if err := m.ServeAdopted(); err != nil {
 		closeMetrics()
 		return failure(fmt.Errorf("take-over of %s: %w", mp, err))
 	}
-	pause := time.Duration(monotonicNanos() - msg.FrozenAt)
+	now := monotonicNanos()
+	// The pause, from the old daemon's freeze to this one serving, and its parts: describing and sending,
+	// rebuilding, the old daemon's exit.
 	log.Info("took the mount over", "mountpoint", mp, "from_pid", cred.Pid, "from", received.From,
-		"pause", pause, "files", msg.Mount.Tree.Counters.Files, "handles", len(msg.Mount.Tree.Handles),
-		"descriptors", len(received.FDs))
+		"pause", time.Duration(now-msg.FrozenAt), "send", time.Duration(receivedAt-msg.FrozenAt),
+		"rebuild", time.Duration(rebuiltAt-receivedAt), "old_exit", time.Duration(exitedAt-rebuiltAt),
+		"files", msg.Mount.Tree.Counters.Files, "handles", len(msg.Mount.Tree.Handles), "descriptors", len(received.FDs))
 
 	s := &served{mount: m, store: m.FS().Store(), log: log.Logger, stopReaper: func() {}, stopOwners: m.FS().StopOwners,
 		nofileBefore: nofileBefore}
