@@ -253,6 +253,9 @@ func runTakeover(ctx context.Context, o *mountOptions, flags *pflag.FlagSet, arg
 	if err != nil {
 		return failure(fmt.Errorf("take-over socket: %w", err))
 	}
+	if cred.Uid != uint32(os.Geteuid()) {
+		return usageErrorf("the daemon serving %s runs as uid %d: only that user can take its mount over", mp, cred.Uid)
+	}
 	// The old daemon's pidfd, taken before it can exit, so that its pid cannot be another process's by then.
 	oldPidfd, err := unix.PidfdOpen(int(cred.Pid), 0)
 	if err != nil {
