@@ -29,12 +29,16 @@ type adoption struct {
 	next   openHandle      // what the next OPEN or OPENDIR answers
 }
 
-// adoptedBacking counts, per passthrough backing id the kernel was given by the old daemon, the handles still
-// open with it: the kernel keeps each id until it is unregistered, which the new daemon does after the last.
+// adoptedBacking holds the passthrough backing ids the old daemon gave the kernel, by node, with the handles
+// open with each. The kernel gives every passthrough open of an inode the backing file of the first, so while
+// one is open a new passthrough open of that node must be answered with the same id, which go-fuse's new
+// bridge does not know: tableFS answers it (attachAdopted). The new daemon unregisters an id after the last
+// handle opened with it is released; later opens get one of go-fuse's again.
 type adoptedBacking struct {
 	mu     sync.Mutex
 	server *fuse.Server
 	users  map[int32]int
+	byNode map[uint64]int32
 }
 
 // attrs are the node's attributes, its idle stamp moved onto this process's Mono clock by rebase.
@@ -309,7 +313,7 @@ func (fsys *FS) adopt(bridge fuse.RawFileSystem, server *fuse.Server, handles ma
 		last = max(last, id)
 	}
 	var placeholders []uint64
-	backing := &adoptedBacking{server: server, users: map[int32]int{}}
+	backing := &adoptedBacking{server: server, users: map[int32]int{}, byNode: map[uint64]int32{}}
 	for id := uint64(1); id <= last; id++ {
 		e, ok := handles[id]
 		var out fuse.OpenOut
@@ -328,6 +332,7 @@ func (fsys *FS) adopt(bridge fuse.RawFileSystem, server *fuse.Server, handles ma
 			st = bridge.Open(nil, in, &out)
 			if e.backingID != 0 {
 				backing.users[e.backingID]++
+				backing.byNode[h.file.StableAttr().Ino] = e.backingID
 			}
 		}
 		if !st.Ok() || out.Fh != id {
@@ -363,6 +368,39 @@ func (fsys *FS) adopt(bridge fuse.RawFileSystem, server *fuse.Server, handles ma
 	return nil
 }
 
+// adoptedBackingOf is the old daemon's backing id still in use for node ino (0: none).
+func (fsys *FS) adoptedBackingOf(ino uint64) int32 {
+	b := fsys.adoptedBacking
+	if b == nil {
+		return 0
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.byNode[ino]
+}
+
+// attachAdopted answers a passthrough open of a node whose kernel inode still has the old daemon's backing
+// file with that backing id (go-fuse registered none: handle.PassthroughFd said no). It reports the id, 0 when
+// the last handle with it went meanwhile (the handle is then served by the daemon).
+func (fsys *FS) attachAdopted(ino uint64, out *fuse.OpenOut) int32 {
+	b := fsys.adoptedBacking
+	if b == nil {
+		return 0
+	}
+	b.mu.Lock()
+	id := b.byNode[ino]
+	if id != 0 {
+		b.users[id]++
+	}
+	b.mu.Unlock()
+	if id != 0 {
+		out.BackingID = id
+		out.OpenFlags |= fuse.FOPEN_PASSTHROUGH
+		out.OpenFlags &^= fuse.FOPEN_KEEP_CACHE
+	}
+	return id
+}
+
 // releasedAdopted unregisters a backing id of the old daemon once the last handle the kernel opened with it
 // is released.
 func (fsys *FS) releasedAdopted(e handleEntry) {
@@ -379,6 +417,11 @@ func (fsys *FS) releasedAdopted(e handleEntry) {
 	last := b.users[e.backingID] <= 0
 	if last {
 		delete(b.users, e.backingID)
+		for ino, id := range b.byNode {
+			if id == e.backingID {
+				delete(b.byNode, ino)
+			}
+		}
 	}
 	b.mu.Unlock()
 	if last && b.server != nil {

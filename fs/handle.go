@@ -61,8 +61,9 @@ var (
 
 // PassthroughFd is asked by go-fuse once per inode, at the first open, to register the backing file.
 func (h *handle) PassthroughFd() (int, bool) {
-	// A handle carried over in a take-over keeps the backing id the kernel has (fsys.adoptedBacking).
-	if !h.passthrough || h.file.fs.adopting != nil {
+	// A handle carried over in a take-over keeps the backing id the kernel has, and so does a new open of
+	// its node while one is open (adoptedBacking): go-fuse registers none for those.
+	if !h.passthrough || h.file.fs.adopting != nil || h.file.fs.adoptedBackingOf(h.file.StableAttr().Ino) != 0 {
 		return -1, false
 	}
 	return h.file.data.PassthroughFd()

@@ -150,10 +150,13 @@ func (t *handleTable) made(ctx context.Context, h openHandle) {
 }
 
 // answered files the handle the request made under the id go-fuse answered with.
-func (t *handleTable) answered(cancel <-chan struct{}, st fuse.Status, out *fuse.OpenOut) {
+func (t *handleTable) answered(fsys *FS, cancel <-chan struct{}, st fuse.Status, out *fuse.OpenOut) {
 	v, ok := t.pending.LoadAndDelete(cancel)
 	if !ok || !st.Ok() || out.Fh == 0 {
 		return
+	}
+	if h, ok := v.(*handle); ok && h.passthrough && out.OpenFlags&fuse.FOPEN_PASSTHROUGH == 0 {
+		fsys.attachAdopted(h.file.StableAttr().Ino, out)
 	}
 	t.put(out.Fh, handleEntry{h: v.(openHandle), backingID: out.BackingID})
 }
@@ -214,25 +217,25 @@ func (t tableFS) Forget(nodeID, nlookup uint64) {
 
 func (t tableFS) Open(c <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut) fuse.Status {
 	st := t.RawFileSystem.Open(c, in, out)
-	t.fsys.handles.answered(c, st, out)
+	t.fsys.handles.answered(t.fsys, c, st, out)
 	return st
 }
 
 func (t tableFS) OpenDir(c <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut) fuse.Status {
 	st := t.RawFileSystem.OpenDir(c, in, out)
-	t.fsys.handles.answered(c, st, out)
+	t.fsys.handles.answered(t.fsys, c, st, out)
 	return st
 }
 
 func (t tableFS) Create(c <-chan struct{}, in *fuse.CreateIn, name string, out *fuse.CreateOut) fuse.Status {
 	st := t.RawFileSystem.Create(c, in, name, out)
-	t.fsys.handles.answered(c, st, &out.OpenOut)
+	t.fsys.handles.answered(t.fsys, c, st, &out.OpenOut)
 	return st
 }
 
 func (t tableFS) Tmpfile(c <-chan struct{}, in *fuse.CreateIn, out *fuse.CreateOut) fuse.Status {
 	st := t.RawFileSystem.Tmpfile(c, in, out)
-	t.fsys.handles.answered(c, st, &out.OpenOut)
+	t.fsys.handles.answered(t.fsys, c, st, &out.OpenOut)
 	return st
 }
 
