@@ -178,16 +178,17 @@ type toTiming struct {
 	logLines              []string
 }
 
-// toLaunchTakeover runs `tempfs mount --takeover --ready-fd=3 DIR` against the daemon serving old's mount and
-// waits for its ready signal or its exit. It returns the new daemon and whether it became ready.
-func toLaunchTakeover(t testing.TB, old *mount, env []string) (*mount, bool) {
+// toLaunchTakeover runs `tempfs mount --takeover --ready-fd=3 [extra] DIR` against the daemon serving old's
+// mount and waits for its ready signal or its exit. It returns the new daemon and whether it became ready.
+func toLaunchTakeover(t testing.TB, old *mount, env []string, extra ...string) (*mount, bool) {
 	t.Helper()
 	n := &mount{Dir: old.Dir, StoreParent: old.StoreParent, log: &syncBuffer{}, exited: make(chan struct{})}
 	r, w, err := os.Pipe()
 	if err != nil {
 		t.Fatal(err)
 	}
-	n.cmd = exec.Command(tempfsBin, "mount", "--takeover", "--ready-fd=3", old.Dir)
+	args := append([]string{"mount", "--takeover", "--ready-fd=3"}, extra...)
+	n.cmd = exec.Command(tempfsBin, append(args, old.Dir)...)
 	n.cmd.Stdout, n.cmd.Stderr = n.log, n.log
 	n.cmd.Env = append(os.Environ(), env...)
 	n.cmd.ExtraFiles = []*os.File{w}
@@ -694,4 +695,107 @@ func TestTakeoverUnderLoad(t *testing.T) {
 		t.Errorf("the store of the emptied mount holds %v (%v)", left, err)
 	}
 	c.cur.stop(t)
+}
+
+// TestTakeoverRefused: a take-over that cannot happen leaves the serving daemon serving with nothing lost: a
+// directory that no tempfs serves, a mount flag beside --takeover (the settings come from the running daemon),
+// and a new process that refuses the state it is handed (TEMPFS_TAKEOVER_REFUSE=1). A stat loop and a
+// half-read directory run throughout; afterwards a real take-over still works.
+func TestTakeoverRefused(t *testing.T) {
+	m := startMount(t, "--max-size", "64KiB")
+	c := &toChain{cur: m, all: []*mount{m}}
+	t.Cleanup(func() { c.cur.stop(t) })
+	for _, d := range []string{"plain", "list"} {
+		if err := os.Mkdir(m.Path(d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	toMakePlain(t, m.Path("plain"), 64<<10)
+	for i := range 100 {
+		if err := os.WriteFile(m.Path("list", fmt.Sprintf("e%03d", i)), nil, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(m.Path("probe"), []byte("probe"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Setxattr(m.Path("probe"), "user.k", []byte("v"), 0); err != nil {
+		t.Fatal(err)
+	}
+	held, err := os.OpenFile(m.Path("held"), os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.Close()
+	if _, err := held.Write([]byte("held before")); err != nil {
+		t.Fatal(err)
+	}
+	rd := toStart(t, "readdir", nil, "readdir", m.Path("list"), "100")
+	probe := toStart(t, "stat loop", nil, "statloop", m.Path("probe"))
+	rd.await(t, "ready ")
+	probe.await(t, "ready")
+	before := toSnapshot(t, m.Path("plain"))
+
+	serving := func(when string) {
+		t.Helper()
+		select {
+		case <-m.exited:
+			t.Fatalf("%s: the daemon exited (%v); its log:\n%s", when, m.exitErr, m.Log())
+		default:
+		}
+		if diffs := toSnapshotDiff(before, toSnapshot(t, m.Path("plain"))); len(diffs) > 0 {
+			t.Fatalf("%s: the files changed:\n%s", when, strings.Join(diffs, "\n"))
+		}
+		buf := make([]byte, 64)
+		if n, err := held.ReadAt(buf, 0); string(buf[:n]) != "held before" {
+			t.Fatalf("%s: read through the held handle: %q, %v", when, buf[:n], err)
+		}
+		rd.send(t, "step")
+		rd.await(t, "listed ")
+		if err := os.WriteFile(m.Path("plain-new"), []byte(when), 0o644); err != nil {
+			t.Fatalf("%s: a new file: %v", when, err)
+		}
+		if err := os.Remove(m.Path("plain-new")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	refused := func(what string, n *mount, ok bool) {
+		t.Helper()
+		if ok {
+			t.Fatalf("%s: the take-over succeeded; its log:\n%s", what, n.Log())
+		}
+		if n.exitErr == nil || strings.TrimSpace(n.Log()) == "" {
+			t.Errorf("%s: the new process exited with %v and said %q; want a non-zero status and a message", what, n.exitErr, n.Log())
+		}
+		t.Logf("%s: %v: %s", what, n.exitErr, strings.TrimSpace(n.Log()))
+	}
+
+	plain := &mount{Dir: t.TempDir(), StoreParent: t.TempDir()}
+	n, ok := toLaunchTakeover(t, plain, nil)
+	refused("a directory no tempfs serves", n, ok)
+	if isMounted(plain.Dir) {
+		_ = syscall.Unmount(plain.Dir, syscall.MNT_DETACH)
+		t.Errorf("a refused take-over left a mount on %s", plain.Dir)
+	}
+	serving("after a take-over of another directory")
+
+	n, ok = toLaunchTakeover(t, m, nil, "--max-size", "1MiB")
+	refused("--max-size beside --takeover", n, ok)
+	serving("after a take-over with a mount flag")
+
+	n, ok = toLaunchTakeover(t, m, []string{"TEMPFS_TAKEOVER_REFUSE=1"})
+	refused("a new process that refuses the state", n, ok)
+	serving("after a refused take-over")
+
+	takeOver(t, c)
+	m = c.cur
+	serving("after a take-over that worked")
+
+	probe.send(t, "stop")
+	probe.await(t, "gaps")
+	probe.await(t, "ok")
+	probe.exit(t)
+	rd.send(t, "finish")
+	rd.await(t, "ok")
+	rd.exit(t)
 }
