@@ -463,7 +463,9 @@ func toMedian(ds []time.Duration) time.Duration {
 func TestTakeoverUnderLoad(t *testing.T) {
 	const maxSize = 256 << 10
 	const takeovers = 20
-	m := startMount(t, "--max-size", "256KiB", "--owner", "session")
+	// --owner-quota and --max-age are far from reached: they are here so that the charges and the idle clocks
+	// go with every take-over (a mismatch of the charges refuses it; a clock gone wrong removes files).
+	m := startMount(t, "--max-size", "256KiB", "--owner", "session", "--owner-quota", "1GiB", "--max-age", "10d")
 	c := &toChain{cur: m, all: []*mount{m}}
 	// Runs after the workload processes are killed (cleanups run last first), before m's own (a no-op once m
 	// handed over): unmounts through whichever daemon serves last and checks that nothing is left.
@@ -649,6 +651,10 @@ func TestTakeoverUnderLoad(t *testing.T) {
 	}
 	<-sess.done
 	tlWaitGone(t, m.Path("sess"), filepath.Base(sessDir), "after its session was killed")
+	if st := daemonStats(t, m.Dir); toStat(st, "owners_gone") < 1 || toStat(st, "removed.max_age") != 0 {
+		t.Errorf("stats after the session went: owners_gone %v (want 1 or more), removed.max_age %v (want 0)",
+			st["owners_gone"], toStat(st, "removed.max_age"))
+	}
 
 	// Open handles: the template holder's and the test's.
 	eventually(t, tlGoneTimeout, "open handles reach 2 (the template's and the test's)", func() bool {
