@@ -35,7 +35,7 @@ func (quietServer) InodeRetrieveCache(node uint64, off int64, dest []byte) (int,
 func newBridge(tb testing.TB) *bridge {
 	tb.Helper()
 	fsys := newTestFS(tb)
-	raw := fusefs.NewNodeFS(fsys.Root(), &fusefs.Options{ServerCallbacks: quietServer{}, NullPermissions: true})
+	raw := fsys.rawFS(&fusefs.Options{ServerCallbacks: quietServer{}, NullPermissions: true})
 	return &bridge{fsys: fsys, raw: raw, pid: 4242}
 }
 

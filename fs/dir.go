@@ -48,7 +48,7 @@ type Dir struct {
 
 var (
 	_ = (fusefs.NodeLookuper)((*Dir)(nil))
-	_ = (fusefs.NodeReaddirer)((*Dir)(nil))
+	_ = (fusefs.NodeOpendirHandler)((*Dir)(nil))
 	_ = (fusefs.NodeGetattrer)((*Dir)(nil))
 	_ = (fusefs.NodeSetattrer)((*Dir)(nil))
 	_ = (fusefs.NodeStatfser)((*Dir)(nil))
@@ -176,14 +176,17 @@ func (d *Dir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fus
 	if f, isFile := n.(*File); isFile {
 		out.SetAttrTimeout(f.attrTimeout()) // 0 while passthrough may write it unseen
 	}
-	return n.EmbeddedInode(), 0
+	return d.fs.handedOut(n), 0
 }
 
-// Readdir lists the live entries, in a stable order (by name) so that concurrent readers of one directory see
-// consistent offsets. The stream keeps that listing for its handle, so that one pass over the directory
+// OpendirHandle opens a listing of the live entries, in a stable order (by name) so that concurrent readers of
+// one directory see consistent offsets. The handle keeps that listing, so that one pass over the directory
 // neither repeats nor skips an entry while others change it; a rewind (rewinddir, lseek to 0) lists afresh.
-func (d *Dir) Readdir(ctx context.Context) (fusefs.DirStream, syscall.Errno) {
-	return &dirStream{dir: d, entries: d.listing()}, 0
+// The listing is taken at the first READDIR, not at OPENDIR, as on tmpfs.
+func (d *Dir) OpendirHandle(ctx context.Context, flags uint32) (fusefs.FileHandle, uint32, syscall.Errno) {
+	s := &dirStream{dir: d}
+	d.fs.handles.made(ctx, s)
+	return s, 0, 0
 }
 
 // listing is the directory's entries now, "." and ".." first, the others by name.

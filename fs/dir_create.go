@@ -167,7 +167,7 @@ func (d *Dir) Create(ctx context.Context, name string, flags uint32, mode uint32
 	}
 	f := &File{leaf: leaf{attrs: newAttrs(syscall.S_IFREG|perm, uid, gid)}, fs: d.fs, data: d.fs.pool.NewFile()}
 	inh.apply(&f.attrs)
-	ch := d.NewPersistentInode(ctx, f, fusefs.StableAttr{Mode: syscall.S_IFREG})
+	ch := d.NewPersistentInode(ctx, f, d.fs.stable(syscall.S_IFREG))
 
 	d.lockEntries()
 	realName, errno := d.claimNameLocked(name, tmpl, isTmpl, pid, f)
@@ -197,6 +197,8 @@ func (d *Dir) Create(ctx context.Context, name string, flags uint32, mode uint32
 		// /proc/self/fd link, which names the template anyway, then reads "(deleted)".
 		h.templateDentry.Store(&templateDentry{dir: d, name: name})
 	}
+	d.fs.handles.made(ctx, h)
+	d.fs.refs.add(f)
 	return ch, h, h.openFlags(), 0
 }
 
@@ -218,7 +220,7 @@ func (d *Dir) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.Ent
 	}
 	sub := &Dir{attrs: newAttrs(syscall.S_IFDIR|perm, uid, gid), fs: d.fs, fromTmpl: isTmpl}
 	inh.apply(&sub.attrs)
-	ch := d.NewPersistentInode(ctx, sub, fusefs.StableAttr{Mode: syscall.S_IFDIR})
+	ch := d.NewPersistentInode(ctx, sub, d.fs.stable(syscall.S_IFDIR))
 
 	d.lockEntries()
 	realName, errno := d.claimNameLocked(name, tmpl, isTmpl, pid, sub)
@@ -237,6 +239,7 @@ func (d *Dir) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.Ent
 	d.fs.counts.created.Add(1)
 	d.attrs.touchModified()
 	d.newEntryOut(sub, isTmpl, out)
+	d.fs.refs.add(sub)
 	return ch, 0
 }
 
@@ -254,7 +257,7 @@ func (d *Dir) Tmpfile(ctx context.Context, flags uint32, mode uint32, out *fuse.
 	}
 	f := &File{leaf: leaf{attrs: newAttrs(syscall.S_IFREG|perm, uid, gid)}, fs: d.fs, data: d.fs.pool.NewFile()}
 	inh.apply(&f.attrs)
-	ch := d.NewPersistentInode(ctx, f, fusefs.StableAttr{Mode: syscall.S_IFREG})
+	ch := d.NewPersistentInode(ctx, f, d.fs.stable(syscall.S_IFREG))
 	if d.removed.Load() {
 		f.data.Close()
 		return nil, nil, 0, syscall.ENOENT
@@ -275,6 +278,8 @@ func (d *Dir) Tmpfile(ctx context.Context, flags uint32, mode uint32, out *fuse.
 	out.Attr.Nlink = 1
 	out.SetEntryTimeout(0)
 	out.SetAttrTimeout(0)
+	d.fs.handles.made(ctx, h)
+	d.fs.refs.add(f)
 	return ch, h, h.openFlags(), 0
 }
 
@@ -317,7 +322,7 @@ func (d *Dir) addLeaf(ctx context.Context, name string, n leafNode, out *fuse.En
 		}
 		return nil, errno
 	}
-	ch := d.NewPersistentInode(ctx, n, fusefs.StableAttr{Mode: n.base().fileType()})
+	ch := d.NewPersistentInode(ctx, n, d.fs.stable(n.base().fileType()))
 	d.lockEntries()
 	if _, errno := d.claimNameLocked(name, naming.Template{}, false, 0, n); errno != 0 {
 		d.unlockEntries()
@@ -342,6 +347,7 @@ func (d *Dir) addLeaf(ctx context.Context, name string, n leafNode, out *fuse.En
 	}
 	d.attrs.touchModified()
 	d.newEntryOut(n, false, out)
+	d.fs.refs.add(n)
 	return ch, 0
 }
 
@@ -412,5 +418,5 @@ func (d *Dir) Link(ctx context.Context, target fusefs.InodeEmbedder, name string
 	n.base().touchChanged()
 	d.attrs.touchModified()
 	d.newEntryOut(n, false, out)
-	return n.EmbeddedInode(), 0
+	return d.fs.handedOut(n), 0
 }

@@ -204,7 +204,7 @@ func (d *Dir) Rename(ctx context.Context, name string, newParent fusefs.InodeEmb
 		}
 		uid, gid, _ := caller(ctx)
 		whiteout = &Special{leaf: leaf{attrs: newAttrs(syscall.S_IFCHR, uid, gid)}, fs: fsys}
-		d.NewPersistentInode(ctx, whiteout, fusefs.StableAttr{Mode: syscall.S_IFCHR})
+		d.NewPersistentInode(ctx, whiteout, d.fs.stable(syscall.S_IFCHR))
 		defer func() {
 			if whiteout != nil { // not used: the rename failed
 				whiteout.ForgetPersistent()

@@ -249,6 +249,7 @@ func (f *File) Open(ctx context.Context, flags uint32) (fusefs.FileHandle, uint3
 		f.attrs.killPrivForWrite(ctx)
 		f.privDropped()
 	}
+	f.fs.handles.made(ctx, h)
 	return h, h.openFlags(), 0
 }
 

@@ -127,6 +127,11 @@ type FS struct {
 	atime atimePolicy
 	// acl is whether POSIX ACLs are on: the kernel negotiated FUSE_POSIX_ACL and FUSE_DONT_MASK (see acl.go).
 	acl atomic.Bool
+	// nextIno is the last inode number handed out (the root's is 1); refs and handles are the numbers the
+	// kernel holds (kernelrefs.go).
+	nextIno atomic.Uint64
+	refs    refTable
+	handles handleTable
 }
 
 // SetMemoryCap moves the pool's memory cap while mounted (the daemon's memory limit moved), spilling RAM files
@@ -173,6 +178,7 @@ func New(opts Options) *FS {
 	fsys.setOwnerQuota(opts.OwnerQuota)
 	fsys.root = &Dir{attrs: newAttrs(syscall.S_IFDIR|opts.RootMode&07777, opts.RootUID, opts.RootGID)}
 	fsys.root.fs = fsys
+	fsys.nextIno.Store(fuse.FUSE_ROOT_ID)
 	fsys.counts.dirs.Add(1)
 	return fsys
 }

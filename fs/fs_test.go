@@ -65,7 +65,7 @@ func newTestTree(t *testing.T) *testTree {
 	fsys := newTestFS(t)
 	srv := &fakeServer{}
 	// Wrapped as MountFS wraps it, so that the request counters move as on a mount.
-	raw := &recordingFS{fs: fusefs.NewNodeFS(fsys.Root(), &fusefs.Options{ServerCallbacks: srv, NullPermissions: true}), rec: fsys.requests}
+	raw := &recordingFS{fs: fsys.rawFS(&fusefs.Options{ServerCallbacks: srv, NullPermissions: true}), rec: fsys.requests}
 	return &testTree{fsys: fsys, raw: raw, server: srv}
 }
 
@@ -108,13 +108,8 @@ func (tt *testTree) release(node, fh uint64) {
 // names lists the root as readdir answers it, without "." and "..".
 func (tt *testTree) names(t *testing.T) []string {
 	t.Helper()
-	ds, errno := tt.fsys.root.Readdir(&fuse.Context{Caller: testCaller})
-	if errno != 0 {
-		t.Fatal(errno)
-	}
 	var names []string
-	for ds.HasNext() {
-		e, _ := ds.Next()
+	for _, e := range tt.fsys.root.listing() {
 		if e.Name != "." && e.Name != ".." {
 			names = append(names, e.Name)
 		}

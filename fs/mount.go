@@ -96,12 +96,8 @@ func MountFS(mountpoint string, fsys *FS, cfg MountConfig) (*Mount, error) {
 		// (docs/kernel.md, Templates); every answer sets its own.
 		NullPermissions: true,
 		Logger:          stdLog,
-		// Small inode numbers, as tmpfs hands out: go-fuse's default starts at 2^63, which breaks programs
-		// built without large-file support (stat fails with EOVERFLOW). The counter only grows, so numbers
-		// stay unique for the mount's life.
-		FirstAutomaticIno: 2,
 	}
-	var nodeFS fuse.RawFileSystem = fusefs.NewNodeFS(fsys.root, nodeOpts)
+	nodeFS := fsys.rawFS(nodeOpts)
 	if cfg.DefaultPermissions {
 		nodeFS = umaskFS{nodeFS}
 		fsys.acl.Store(true) // before the first request; taken back below if the kernel does not agree
