@@ -152,6 +152,12 @@ func (d *Dir) Setattr(ctx context.Context, f fusefs.FileHandle, in *fuse.SetAttr
 // Lookup finds a real entry. A template name never matches anything (docs/guarantees.md, Names and templates), so a template can
 // never be shadowed and open without O_CREAT on it fails with ENOENT.
 func (d *Dir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fusefs.Inode, syscall.Errno) {
+	if a := d.fs.adopting; a != nil {
+		if n := a.byName[name]; n != nil { // a name no kernel sends: see adopt
+			n.getattr(&out.Attr)
+			return n.EmbeddedInode(), 0
+		}
+	}
 	if len(name) > naming.MaxNameLen {
 		return nil, syscall.ENAMETOOLONG
 	}
@@ -184,6 +190,11 @@ func (d *Dir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fus
 // neither repeats nor skips an entry while others change it; a rewind (rewinddir, lseek to 0) lists afresh.
 // The listing is taken at the first READDIR, not at OPENDIR, as on tmpfs.
 func (d *Dir) OpendirHandle(ctx context.Context, flags uint32) (fusefs.FileHandle, uint32, syscall.Errno) {
+	if a := d.fs.adopting; a != nil && a.next != nil {
+		h := a.next
+		a.next = nil
+		return h, 0, 0
+	}
 	s := &dirStream{dir: d}
 	d.fs.handles.made(ctx, s)
 	return s, 0, 0

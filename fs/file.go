@@ -223,6 +223,11 @@ func (f *File) Setattr(ctx context.Context, fh fusefs.FileHandle, in *fuse.SetAt
 // handle is open, and RAM-resident files are always daemon-served (the daemon must see their writes to roll
 // them over and keep the memory cap).
 func (f *File) Open(ctx context.Context, flags uint32) (fusefs.FileHandle, uint32, syscall.Errno) {
+	if a := f.fs.adopting; a != nil && a.next != nil { // a handle carried over: see adopt
+		h := a.next
+		a.next = nil
+		return h, 0, 0
+	}
 	if errno := f.attrs.openDenied(flags); errno != 0 {
 		return nil, 0, errno
 	}

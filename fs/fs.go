@@ -18,7 +18,8 @@
 //	             →  leaf.stateMu  →  FS.ownMu  →  attrs.mu  →  the spool file's locks (a quota account's too)
 //	             →  go-fuse's own Inode locks (inside GetChild/AddChild/RmChild)
 //
-// ownership.queueMu and handle.fsyncMu are leaves. What each namespace lock guards:
+// FS.background (held for reading by the reaper, owner removal and a memory cap move, for writing by a frozen
+// take-over) comes before everything else. ownership.queueMu and handle.fsyncMu are leaves. What each namespace lock guards:
 //
 //   - Dir.entriesMu (a RWMutex) guards a directory's children and what goes with them (subdirectory count,
 //     user.tempfs.created records) and the directory's own name; parent and removed are written under it
@@ -132,11 +133,20 @@ type FS struct {
 	nextIno atomic.Uint64
 	refs    refTable
 	handles handleTable
+	// adopting is set while a new daemon rebuilds go-fuse's tables (adopt.go), before it serves; adoptedBacking
+	// holds the passthrough backing ids the previous daemon gave the kernel.
+	adopting       *adoption
+	adoptedBacking *adoptedBacking
+	// background is held for reading by work the daemon does on its own (the reaper's sweeps, owner removal,
+	// a move of the memory cap), and for writing by a take-over while it describes the frozen tree.
+	background sync.RWMutex
 }
 
 // SetMemoryCap moves the pool's memory cap while mounted (the daemon's memory limit moved), spilling RAM files
 // to disk down to it, and says why in the status from now on.
 func (fsys *FS) SetMemoryCap(size int64, source string) error {
+	fsys.background.RLock() // not while a take-over describes the pool
+	defer fsys.background.RUnlock()
 	fsys.memorySource.Store(&source)
 	return fsys.pool.SetMemoryCap(size)
 }

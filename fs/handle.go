@@ -61,7 +61,8 @@ var (
 
 // PassthroughFd is asked by go-fuse once per inode, at the first open, to register the backing file.
 func (h *handle) PassthroughFd() (int, bool) {
-	if !h.passthrough {
+	// A handle carried over in a take-over keeps the backing id the kernel has (fsys.adoptedBacking).
+	if !h.passthrough || h.file.fs.adopting != nil {
 		return -1, false
 	}
 	return h.file.data.PassthroughFd()

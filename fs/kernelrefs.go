@@ -132,8 +132,14 @@ type openHandle interface {
 // handleTable maps handle ids to tempfs's handles, and requests in flight to the handle they made.
 type handleTable struct {
 	mu      sync.Mutex
-	byID    map[uint64]openHandle
+	byID    map[uint64]handleEntry
 	pending sync.Map // request cancel channel -> openHandle
+}
+
+// handleEntry is an open handle with the passthrough backing id the kernel was answered with (0: none).
+type handleEntry struct {
+	h         openHandle
+	backingID int32
 }
 
 // made parks h, made by the request behind ctx, until tableFS learns its id.
@@ -144,24 +150,30 @@ func (t *handleTable) made(ctx context.Context, h openHandle) {
 }
 
 // answered files the handle the request made under the id go-fuse answered with.
-func (t *handleTable) answered(cancel <-chan struct{}, st fuse.Status, fh uint64) {
+func (t *handleTable) answered(cancel <-chan struct{}, st fuse.Status, out *fuse.OpenOut) {
 	v, ok := t.pending.LoadAndDelete(cancel)
-	if !ok || !st.Ok() || fh == 0 {
+	if !ok || !st.Ok() || out.Fh == 0 {
 		return
 	}
+	t.put(out.Fh, handleEntry{h: v.(openHandle), backingID: out.BackingID})
+}
+
+func (t *handleTable) put(fh uint64, e handleEntry) {
 	t.mu.Lock()
 	if t.byID == nil {
-		t.byID = make(map[uint64]openHandle)
+		t.byID = make(map[uint64]handleEntry)
 	}
-	t.byID[fh] = v.(openHandle)
+	t.byID[fh] = e
 	t.mu.Unlock()
 }
 
 // released forgets a handle id.
-func (t *handleTable) released(fh uint64) {
+func (t *handleTable) released(fh uint64) handleEntry {
 	t.mu.Lock()
+	e := t.byID[fh]
 	delete(t.byID, fh)
 	t.mu.Unlock()
+	return e
 }
 
 // rawFS is the tree as go-fuse serves it, with the tables above kept. Node ids are tempfs's inode numbers
@@ -194,31 +206,31 @@ func (t tableFS) Forget(nodeID, nlookup uint64) {
 
 func (t tableFS) Open(c <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut) fuse.Status {
 	st := t.RawFileSystem.Open(c, in, out)
-	t.fsys.handles.answered(c, st, out.Fh)
+	t.fsys.handles.answered(c, st, out)
 	return st
 }
 
 func (t tableFS) OpenDir(c <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut) fuse.Status {
 	st := t.RawFileSystem.OpenDir(c, in, out)
-	t.fsys.handles.answered(c, st, out.Fh)
+	t.fsys.handles.answered(c, st, out)
 	return st
 }
 
 func (t tableFS) Create(c <-chan struct{}, in *fuse.CreateIn, name string, out *fuse.CreateOut) fuse.Status {
 	st := t.RawFileSystem.Create(c, in, name, out)
-	t.fsys.handles.answered(c, st, out.Fh)
+	t.fsys.handles.answered(c, st, &out.OpenOut)
 	return st
 }
 
 func (t tableFS) Tmpfile(c <-chan struct{}, in *fuse.CreateIn, out *fuse.CreateOut) fuse.Status {
 	st := t.RawFileSystem.Tmpfile(c, in, out)
-	t.fsys.handles.answered(c, st, out.Fh)
+	t.fsys.handles.answered(c, st, &out.OpenOut)
 	return st
 }
 
 func (t tableFS) Release(c <-chan struct{}, in *fuse.ReleaseIn) {
 	t.RawFileSystem.Release(c, in)
-	t.fsys.handles.released(in.Fh)
+	t.fsys.releasedAdopted(t.fsys.handles.released(in.Fh))
 }
 
 func (t tableFS) ReleaseDir(in *fuse.ReleaseIn) {

@@ -36,6 +36,15 @@ type Mount struct {
 	server     *fuse.Server
 	fs         *FS
 	mountpoint string
+	// raw is what the server serves: the gate and journal of a take-over are there.
+	raw *recordingFS
+	// opts are the server's options; a server adopting the connection must use the same (adoptServer).
+	opts *fuse.MountOptions
+	// fd is the /dev/fuse descriptor the server reads (devfuse.go); viaHelper: fusermount3 mounted it.
+	fd        int
+	viaHelper bool
+	// initRecord is the INIT request the kernel sent, initReply go-fuse's answer.
+	initRecord, initReply []byte
 }
 
 // fsName is the mount's subtype, and its source unless fsname= gives one: the kernel lists every tempfs mount
@@ -103,16 +112,31 @@ func MountFS(mountpoint string, fsys *FS, cfg MountConfig) (*Mount, error) {
 		fsys.acl.Store(true) // before the first request; taken back below if the kernel does not agree
 	}
 	raw := &recordingFS{fs: nodeFS, rec: fsys.requests}
-	server, helperSaid, err := newServerTellingCause(raw, mountpoint, &nodeOpts.MountOptions)
+	// tempfs mounts and keeps the /dev/fuse descriptor itself, and go-fuse serves it as /dev/fd/N: a
+	// take-over hands that descriptor on (devfuse.go).
+	effectiveMaxWrite(&nodeOpts.MountOptions)
+	conn, err := openConnection(mountpoint, &nodeOpts.MountOptions)
 	if err != nil {
 		return nil, err
 	}
-	if helperSaid != "" {
-		fsys.log.Warn("fusermount3 mounted, and said", "output", helperSaid)
+	if conn.helperSaid != "" {
+		fsys.log.Warn("fusermount3 mounted, and said", "output", conn.helperSaid)
+	}
+	serverOpts := serverOptions(&nodeOpts.MountOptions)
+	server, err := fuse.NewServer(raw, magicMountpoint(conn.fd), serverOpts)
+	if err != nil {
+		// go-fuse closed the descriptor; the mount is left without a server.
+		_ = unmountConnection(mountpoint, conn.viaHelper, true)
+		return nil, err
+	}
+	m := &Mount{server: server, fs: fsys, mountpoint: mountpoint, raw: raw, opts: serverOpts, fd: conn.fd,
+		viaHelper: conn.viaHelper, initRecord: recordInit(server)}
+	if m.initReply, err = initReplyOf(m.initRecord, serverOpts); err != nil {
+		fsys.log.Warn("go-fuse's INIT reply not recorded: this mount cannot be taken over", "err", err)
 	}
 	go server.Serve()
-	if err := server.WaitMount(); err != nil {
-		_ = server.Unmount()
+	if err := pollHack(mountpoint); err != nil {
+		_ = m.Unmount()
 		return nil, err
 	}
 	fsys.directWrites.Store(server.KernelSettings().Flags64()&fuse.CAP_DIRECT_IO_ALLOW_MMAP != 0)
@@ -122,7 +146,7 @@ func MountFS(mountpoint string, fsys *FS, cfg MountConfig) (*Mount, error) {
 	}
 	raiseReadAhead(mountpoint, fsys.log)
 	CloseOnExec()
-	return &Mount{server: server, fs: fsys, mountpoint: mountpoint}, nil
+	return m, nil
 }
 
 // aclCapabilities is FUSE_DONT_MASK when ACLs are on: the kernel then leaves the umask to the filesystem,
@@ -150,16 +174,30 @@ func CloseOnExec() {
 	}
 }
 
-// Unmount detaches the mount if nothing uses it; it fails with EBUSY otherwise.
-func (m *Mount) Unmount() error { return m.server.Unmount() }
+// Unmount detaches the mount if nothing uses it, and returns once the server has stopped; it fails with EBUSY
+// otherwise. go-fuse's own Server.Unmount cannot: it serves /dev/fd/N and does not know the mountpoint.
+func (m *Mount) Unmount() error {
+	if err := unmountRetrying(m.mountpoint, m.viaHelper); err != nil {
+		return err
+	}
+	m.server.Wait()
+	return nil
+}
 
 // Detach lazily unmounts: the name goes now, open handles keep working, and Wait returns after the last one.
-func (m *Mount) Detach() error {
-	if err := syscall.Unmount(m.mountpoint, syscall.MNT_DETACH); err == nil {
-		return nil
-	}
-	return fusermount("-u", "-z", m.mountpoint)
-}
+func (m *Mount) Detach() error { return unmountConnection(m.mountpoint, m.viaHelper, true) }
+
+// DeviceFD is the /dev/fuse descriptor of the mount's connection, the one go-fuse reads. It belongs to the
+// server, which closes it when it stops: a take-over passes a duplicate (SCM_RIGHTS does).
+func (m *Mount) DeviceFD() int { return m.fd }
+
+// InitRecord is the INIT request the kernel sent on this connection, header included, as go-fuse read it:
+// a new server adopting the connection replays it (adoptServer).
+func (m *Mount) InitRecord() []byte { return m.initRecord }
+
+// InitReply is go-fuse's reply to InitRecord, header included: adoptServer refuses a server that answers
+// otherwise. Nil if it could not be recorded.
+func (m *Mount) InitReply() []byte { return m.initReply }
 
 // Wait blocks until the kernel has closed the connection (after an unmount, or when the last handle of a
 // detached mount is gone).

@@ -112,7 +112,11 @@ const (
 )
 
 // WatchOwners binds new entries to their owners in scope (none: does nothing). Call it before mounting.
-func (fsys *FS) WatchOwners(scope owner.Scope) error {
+func (fsys *FS) WatchOwners(scope owner.Scope) error { return fsys.watchOwners(scope, true) }
+
+// watchOwners is WatchOwners; a daemon taking a mount over starts removing gone owners' entries only once it
+// serves (ServeAdopted), after the owners it took over are bound to their entries.
+func (fsys *FS) watchOwners(scope owner.Scope, start bool) error {
 	if scope == owner.None {
 		return nil
 	}
@@ -129,7 +133,9 @@ func (fsys *FS) WatchOwners(scope owner.Scope) error {
 	}
 	own.tracker = tracker
 	fsys.owners = own
-	go fsys.removeGoneOwners()
+	if start {
+		go fsys.removeGoneOwners()
+	}
 	return nil
 }
 
@@ -168,6 +174,7 @@ func (fsys *FS) removeGoneOwners() {
 		case <-own.kick:
 		case <-sweep.C:
 		}
+		fsys.background.RLock() // not while a take-over describes the tree
 		own.queueMu.Lock()
 		gone := own.gone
 		own.gone = nil
@@ -178,6 +185,7 @@ func (fsys *FS) removeGoneOwners() {
 		if fsys.sweepOrphans() {
 			sweep.Reset(orphanSweep)
 		}
+		fsys.background.RUnlock()
 	}
 }
 

@@ -39,6 +39,8 @@ func (fsys *FS) Reap(maxAge time.Duration, now time.Time) int {
 
 // reapAt reaps at the Mono reading now.
 func (fsys *FS) reapAt(maxAge, now time.Duration) int {
+	fsys.background.RLock() // not while a take-over describes the tree
+	defer fsys.background.RUnlock()
 	removed, _ := fsys.reapDir(fsys.root, int64(now-maxAge))
 	fsys.noteRemoved(removedMaxAge, removed)
 	return removed

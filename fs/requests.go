@@ -85,14 +85,26 @@ type recordingFS struct {
 	rec *reqstats.Recorder
 	// enosys: an opcode already answered ENOSYS once (after that the kernel should not send it again).
 	enosys [numOpcodes]atomic.Bool
+
+	// gate parks requests during a take-over; journal keeps the results of requests that are not idempotent
+	// (gate.go).
+	gate    gate
+	journal journal
+	// replayed counts re-delivered requests answered from the journal instead of the filesystem.
+	replayed atomic.Int64
+	// handleKnown, if set, tells whether the filesystem knows a file or directory handle: a re-delivered
+	// release of one it does not know is answered without reaching it.
+	handleKnown func(node, fh uint64) bool
 }
 
 var _ = (fuse.RawFileSystem)((*recordingFS)(nil))
 
 // record counts a request of op that started at start and answered *st (nil: a request without an answer,
-// FORGET, RELEASE, RELEASEDIR). Each method below defers it: the time is taken when the method starts, the
-// status read after the handler returned, and no method holds logic of its own.
+// FORGET, RELEASE, RELEASEDIR), and lets it out of the gate it entered (enter gives start). Each method below
+// defers it: the time is taken when the method starts, the status read after the handler returned, and no
+// method holds logic of its own beyond the journal's two calls.
 func (r *recordingFS) record(op opcode, start time.Time, st *fuse.Status) {
+	defer r.gate.leave()
 	var errno int
 	if st != nil {
 		errno = int(*st)
@@ -130,168 +142,232 @@ func (r *recordingFS) Init(s *fuse.Server) { r.fs.Init(s) }
 func (r *recordingFS) OnUnmount()          { r.fs.OnUnmount() }
 
 func (r *recordingFS) Lookup(c ch, h *fuse.InHeader, name string, out *fuse.EntryOut) (st fuse.Status) {
-	defer r.record(opLookup, time.Now(), &st)
+	defer r.record(opLookup, r.enter(), &st)
 	return r.fs.Lookup(c, h, name, out)
 }
 func (r *recordingFS) Forget(node, nlookup uint64) {
-	defer r.record(opForget, time.Now(), nil)
+	defer r.record(opForget, r.enter(), nil)
 	r.fs.Forget(node, nlookup)
 }
 func (r *recordingFS) GetAttr(c ch, in *fuse.GetAttrIn, out *fuse.AttrOut) (st fuse.Status) {
-	defer r.record(opGetattr, time.Now(), &st)
+	defer r.record(opGetattr, r.enter(), &st)
 	return r.fs.GetAttr(c, in, out)
 }
 func (r *recordingFS) SetAttr(c ch, in *fuse.SetAttrIn, out *fuse.AttrOut) (st fuse.Status) {
-	defer r.record(opSetattr, time.Now(), &st)
+	defer r.record(opSetattr, r.enter(), &st)
 	return r.fs.SetAttr(c, in, out)
 }
 func (r *recordingFS) Mknod(c ch, in *fuse.MknodIn, name string, out *fuse.EntryOut) (st fuse.Status) {
-	defer r.record(opMknod, time.Now(), &st)
+	defer r.record(opMknod, r.enter(), &st)
+	if r.replay(&in.InHeader, fuseMknod, structBytes(out), &st) {
+		return st
+	}
+	defer r.keep(&in.InHeader, fuseMknod, structBytes(out), &st)
 	return r.fs.Mknod(c, in, name, out)
 }
 func (r *recordingFS) Mkdir(c ch, in *fuse.MkdirIn, name string, out *fuse.EntryOut) (st fuse.Status) {
-	defer r.record(opMkdir, time.Now(), &st)
+	defer r.record(opMkdir, r.enter(), &st)
+	if r.replay(&in.InHeader, fuseMkdir, structBytes(out), &st) {
+		return st
+	}
+	defer r.keep(&in.InHeader, fuseMkdir, structBytes(out), &st)
 	return r.fs.Mkdir(c, in, name, out)
 }
 func (r *recordingFS) Unlink(c ch, h *fuse.InHeader, name string) (st fuse.Status) {
-	defer r.record(opUnlink, time.Now(), &st)
+	defer r.record(opUnlink, r.enter(), &st)
+	if r.replay(h, fuseUnlink, nil, &st) {
+		return st
+	}
+	defer r.keep(h, fuseUnlink, nil, &st)
 	return r.fs.Unlink(c, h, name)
 }
 func (r *recordingFS) Rmdir(c ch, h *fuse.InHeader, name string) (st fuse.Status) {
-	defer r.record(opRmdir, time.Now(), &st)
+	defer r.record(opRmdir, r.enter(), &st)
+	if r.replay(h, fuseRmdir, nil, &st) {
+		return st
+	}
+	defer r.keep(h, fuseRmdir, nil, &st)
 	return r.fs.Rmdir(c, h, name)
 }
 func (r *recordingFS) Rename(c ch, in *fuse.RenameIn, oldName, newName string) (st fuse.Status) {
-	defer r.record(opRename, time.Now(), &st)
+	defer r.record(opRename, r.enter(), &st)
+	// RENAME and RENAME2 (flags) both arrive here; the journal keeps them under one opcode.
+	if r.replay(&in.InHeader, fuseRename2, nil, &st) {
+		return st
+	}
+	defer r.keep(&in.InHeader, fuseRename2, nil, &st)
 	return r.fs.Rename(c, in, oldName, newName)
 }
 func (r *recordingFS) Link(c ch, in *fuse.LinkIn, name string, out *fuse.EntryOut) (st fuse.Status) {
-	defer r.record(opLink, time.Now(), &st)
+	defer r.record(opLink, r.enter(), &st)
+	if r.replay(&in.InHeader, fuseLink, structBytes(out), &st) {
+		return st
+	}
+	defer r.keep(&in.InHeader, fuseLink, structBytes(out), &st)
 	return r.fs.Link(c, in, name, out)
 }
 func (r *recordingFS) Symlink(c ch, h *fuse.InHeader, target, name string, out *fuse.EntryOut) (st fuse.Status) {
-	defer r.record(opSymlink, time.Now(), &st)
+	defer r.record(opSymlink, r.enter(), &st)
+	if r.replay(h, fuseSymlink, structBytes(out), &st) {
+		return st
+	}
+	defer r.keep(h, fuseSymlink, structBytes(out), &st)
 	return r.fs.Symlink(c, h, target, name, out)
 }
 func (r *recordingFS) Readlink(c ch, h *fuse.InHeader) (out []byte, st fuse.Status) {
-	defer r.record(opReadlink, time.Now(), &st)
+	defer r.record(opReadlink, r.enter(), &st)
 	return r.fs.Readlink(c, h)
 }
 func (r *recordingFS) Access(c ch, in *fuse.AccessIn) (st fuse.Status) {
-	defer r.record(opAccess, time.Now(), &st)
+	defer r.record(opAccess, r.enter(), &st)
 	return r.fs.Access(c, in)
 }
 func (r *recordingFS) GetXAttr(c ch, h *fuse.InHeader, attr string, dest []byte) (n uint32, st fuse.Status) {
-	defer r.record(opGetxattr, time.Now(), &st)
+	defer r.record(opGetxattr, r.enter(), &st)
 	return r.fs.GetXAttr(c, h, attr, dest)
 }
 func (r *recordingFS) ListXAttr(c ch, h *fuse.InHeader, dest []byte) (n uint32, st fuse.Status) {
-	defer r.record(opListxattr, time.Now(), &st)
+	defer r.record(opListxattr, r.enter(), &st)
 	return r.fs.ListXAttr(c, h, dest)
 }
 func (r *recordingFS) SetXAttr(c ch, in *fuse.SetXAttrIn, attr string, data []byte) (st fuse.Status) {
-	defer r.record(opSetxattr, time.Now(), &st)
+	defer r.record(opSetxattr, r.enter(), &st)
+	if r.replay(&in.InHeader, fuseSetxattr, nil, &st) {
+		return st
+	}
+	defer r.keep(&in.InHeader, fuseSetxattr, nil, &st)
 	return r.fs.SetXAttr(c, in, attr, data)
 }
 func (r *recordingFS) RemoveXAttr(c ch, h *fuse.InHeader, attr string) (st fuse.Status) {
-	defer r.record(opRemovexattr, time.Now(), &st)
+	defer r.record(opRemovexattr, r.enter(), &st)
+	if r.replay(h, fuseRemovexattr, nil, &st) {
+		return st
+	}
+	defer r.keep(h, fuseRemovexattr, nil, &st)
 	return r.fs.RemoveXAttr(c, h, attr)
 }
 func (r *recordingFS) Create(c ch, in *fuse.CreateIn, name string, out *fuse.CreateOut) (st fuse.Status) {
-	defer r.record(opCreate, time.Now(), &st)
+	defer r.record(opCreate, r.enter(), &st)
+	if r.replay(&in.InHeader, fuseCreate, structBytes(out), &st) {
+		return st
+	}
+	defer r.keep(&in.InHeader, fuseCreate, structBytes(out), &st)
 	return r.fs.Create(c, in, name, out)
 }
 func (r *recordingFS) Tmpfile(c ch, in *fuse.CreateIn, out *fuse.CreateOut) (st fuse.Status) {
-	defer r.record(opTmpfile, time.Now(), &st)
+	defer r.record(opTmpfile, r.enter(), &st)
+	if r.replay(&in.InHeader, fuseTmpfile, structBytes(out), &st) {
+		return st
+	}
+	defer r.keep(&in.InHeader, fuseTmpfile, structBytes(out), &st)
 	return r.fs.Tmpfile(c, in, out)
 }
 func (r *recordingFS) Open(c ch, in *fuse.OpenIn, out *fuse.OpenOut) (st fuse.Status) {
-	defer r.record(opOpen, time.Now(), &st)
+	defer r.record(opOpen, r.enter(), &st)
+	if r.replay(&in.InHeader, fuseOpen, structBytes(out), &st) {
+		return st
+	}
+	defer r.keep(&in.InHeader, fuseOpen, structBytes(out), &st)
 	return r.fs.Open(c, in, out)
 }
 func (r *recordingFS) Read(c ch, in *fuse.ReadIn, buf []byte) (res fuse.ReadResult, st fuse.Status) {
-	defer r.record(opRead, time.Now(), &st)
+	defer r.record(opRead, r.enter(), &st)
 	return r.fs.Read(c, in, buf)
 }
 func (r *recordingFS) Lseek(c ch, in *fuse.LseekIn, out *fuse.LseekOut) (st fuse.Status) {
-	defer r.record(opLseek, time.Now(), &st)
+	defer r.record(opLseek, r.enter(), &st)
 	return r.fs.Lseek(c, in, out)
 }
 func (r *recordingFS) GetLk(c ch, in *fuse.LkIn, out *fuse.LkOut) (st fuse.Status) {
-	defer r.record(opGetlk, time.Now(), &st)
+	defer r.record(opGetlk, r.enter(), &st)
 	return r.fs.GetLk(c, in, out)
 }
 func (r *recordingFS) SetLk(c ch, in *fuse.LkIn) (st fuse.Status) {
-	defer r.record(opSetlk, time.Now(), &st)
+	defer r.record(opSetlk, r.enter(), &st)
 	return r.fs.SetLk(c, in)
 }
 func (r *recordingFS) SetLkw(c ch, in *fuse.LkIn) (st fuse.Status) {
-	defer r.record(opSetlkw, time.Now(), &st)
+	defer r.record(opSetlkw, r.enter(), &st)
 	return r.fs.SetLkw(c, in)
 }
 func (r *recordingFS) Release(c ch, in *fuse.ReleaseIn) {
-	defer r.record(opRelease, time.Now(), nil)
+	defer r.record(opRelease, r.enter(), nil)
+	if r.skipRelease(in, fuseRelease) {
+		return
+	}
 	r.fs.Release(c, in)
+	r.journal.record(in.Unique, fuseRelease, fuse.OK, nil)
 }
 func (r *recordingFS) Write(c ch, in *fuse.WriteIn, data []byte) (n uint32, st fuse.Status) {
-	defer r.record(opWrite, time.Now(), &st)
+	defer r.record(opWrite, r.enter(), &st)
 	return r.fs.Write(c, in, data)
 }
 func (r *recordingFS) CopyFileRange(c ch, in *fuse.CopyFileRangeIn) (n uint32, st fuse.Status) {
-	defer r.record(opCopyFileRange, time.Now(), &st)
+	defer r.record(opCopyFileRange, r.enter(), &st)
 	return r.fs.CopyFileRange(c, in)
 }
 func (r *recordingFS) Ioctl(c ch, in *fuse.IoctlIn, inbuf []byte, out *fuse.IoctlOut, outbuf []byte) (st fuse.Status) {
-	defer r.record(opIoctl, time.Now(), &st)
+	defer r.record(opIoctl, r.enter(), &st)
 	return r.fs.Ioctl(c, in, inbuf, out, outbuf)
 }
 func (r *recordingFS) Flush(c ch, in *fuse.FlushIn) (st fuse.Status) {
-	defer r.record(opFlush, time.Now(), &st)
+	defer r.record(opFlush, r.enter(), &st)
 	return r.fs.Flush(c, in)
 }
 func (r *recordingFS) Fsync(c ch, in *fuse.FsyncIn) (st fuse.Status) {
-	defer r.record(opFsync, time.Now(), &st)
+	defer r.record(opFsync, r.enter(), &st)
 	return r.fs.Fsync(c, in)
 }
 func (r *recordingFS) Fallocate(c ch, in *fuse.FallocateIn) (st fuse.Status) {
-	defer r.record(opFallocate, time.Now(), &st)
+	defer r.record(opFallocate, r.enter(), &st)
 	return r.fs.Fallocate(c, in)
 }
 func (r *recordingFS) OpenDir(c ch, in *fuse.OpenIn, out *fuse.OpenOut) (st fuse.Status) {
-	defer r.record(opOpendir, time.Now(), &st)
+	defer r.record(opOpendir, r.enter(), &st)
+	if r.replay(&in.InHeader, fuseOpendir, structBytes(out), &st) {
+		return st
+	}
+	defer r.keep(&in.InHeader, fuseOpendir, structBytes(out), &st)
 	return r.fs.OpenDir(c, in, out)
 }
 func (r *recordingFS) ReadDir(c ch, in *fuse.ReadIn, out *fuse.DirEntryList) (st fuse.Status) {
-	defer r.record(opReaddir, time.Now(), &st)
+	defer r.record(opReaddir, r.enter(), &st)
 	return r.fs.ReadDir(c, in, out)
 }
 func (r *recordingFS) ReadDirPlus(c ch, in *fuse.ReadIn, out *fuse.DirEntryList) (st fuse.Status) {
-	defer r.record(opReaddirplus, time.Now(), &st)
+	defer r.record(opReaddirplus, r.enter(), &st)
 	return r.fs.ReadDirPlus(c, in, out)
 }
 func (r *recordingFS) ReleaseDir(in *fuse.ReleaseIn) {
-	defer r.record(opReleasedir, time.Now(), nil)
+	defer r.record(opReleasedir, r.enter(), nil)
+	if r.skipRelease(in, fuseReleasedir) {
+		return
+	}
 	r.fs.ReleaseDir(in)
+	r.journal.record(in.Unique, fuseReleasedir, fuse.OK, nil)
 }
 func (r *recordingFS) FsyncDir(c ch, in *fuse.FsyncIn) (st fuse.Status) {
-	defer r.record(opFsyncdir, time.Now(), &st)
+	defer r.record(opFsyncdir, r.enter(), &st)
 	return r.fs.FsyncDir(c, in)
 }
 func (r *recordingFS) StatFs(c ch, h *fuse.InHeader, out *fuse.StatfsOut) (st fuse.Status) {
-	defer r.record(opStatfs, time.Now(), &st)
+	defer r.record(opStatfs, r.enter(), &st)
 	return r.fs.StatFs(c, h, out)
 }
 func (r *recordingFS) Statx(c ch, in *fuse.StatxIn, out *fuse.StatxOut) (st fuse.Status) {
-	defer r.record(opStatx, time.Now(), &st)
+	defer r.record(opStatx, r.enter(), &st)
 	return r.fs.Statx(c, in, out)
 }
 
 // Writev is how go-fuse serves WRITE. On ENOSYS it falls back to Write, which then records the request.
-func (r *recordingFS) Writev(c ch, in *fuse.WriteIn, data [][]byte) (uint32, fuse.Status) {
-	start := time.Now()
-	n, st := r.fs.Writev(c, in, data)
-	if st != fuse.ENOSYS {
-		r.record(opWrite, start, &st)
-	}
-	return n, st
+func (r *recordingFS) Writev(c ch, in *fuse.WriteIn, data [][]byte) (n uint32, st fuse.Status) {
+	start := r.enter()
+	defer func() {
+		if st != fuse.ENOSYS {
+			r.record(opWrite, start, &st)
+		} else {
+			r.gate.leave()
+		}
+	}()
+	return r.fs.Writev(c, in, data)
 }

@@ -51,6 +51,7 @@ type arenaClass struct {
 // that a page shared by several small slots is punched out once all of them are free.
 type arenaChunk struct {
 	fd     int
+	id     uint64 // names the memfd when the pool is handed over (Pool.newDescriptorID)
 	class  int
 	free   []uint32 // freed slot indexes, reused first (their pages are warm in the page table)
 	next   uint32   // slots from next on were never handed out
@@ -142,7 +143,7 @@ func (a *arena) newChunkLocked(class int) (*arenaChunk, error) {
 	}
 	slots := arenaChunkBytes / a.classes[class].slotSize
 	a.chunks++
-	return &arenaChunk{fd: fd, class: class, inUse: make([]uint64, (slots+63)/64)}, nil
+	return &arenaChunk{fd: fd, id: a.pool.newDescriptorID(), class: class, inUse: make([]uint64, (slots+63)/64)}, nil
 }
 
 // release gives a slot back. Its bytes are punched out first (whole pages are freed; the part of a page

@@ -611,7 +611,7 @@ func (f *File) placeLocked(oldSize, newSize int64) error {
 		// reserved for the new memfd. Given back, other files could take it before this write is counted.
 		old.release(f)
 	}
-	f.place = &memfdFile{ownFd{fd}}
+	f.place = &memfdFile{ownFd{fd: fd, id: p.newDescriptorID()}}
 	p.noteOwnMemfds(1)
 	return nil
 }
@@ -746,7 +746,7 @@ func (f *File) rolloverLocked(reserve int64, reason string, ownGrowth bool) erro
 	p.diskWrittenBytes += copied
 	p.mu.Unlock()
 
-	f.place = &diskFile{ownFd: ownFd{backing}}
+	f.place = &diskFile{ownFd: ownFd{fd: backing, id: p.newDescriptorID()}}
 	p.log.Debug("spool: rolled over to disk", "reason", reason, "size", f.size, "copied", copied)
 	return nil
 }

@@ -10,8 +10,12 @@ import (
 )
 
 // ownFd is what the placements with a descriptor of their own share: the file's byte 0 is the fd's
-// byte 0, and the fd's size is the file's.
-type ownFd struct{ fd int }
+// byte 0, and the fd's size is the file's. id names the fd when the pool is handed over
+// (Pool.newDescriptorID).
+type ownFd struct {
+	fd int
+	id uint64
+}
 
 func (o *ownFd) at() (int, int64)               { return o.fd, 0 }
 func (o *ownFd) sizeNow(f *File) (int64, error) { return f.size, nil }

@@ -174,6 +174,9 @@ type Pool struct {
 	descriptorLimitHits   atomic.Int64
 	descriptorLimitLogged atomic.Bool
 
+	// lastDescriptorID is the last id given to a descriptor the pool made (newDescriptorID).
+	lastDescriptorID atomic.Uint64
+
 	mu sync.Mutex
 	// The counters behind Stats; each File's share is File.accounted.
 	files, memoryFiles, diskFiles int64
@@ -293,6 +296,12 @@ func (p *Pool) Stats() Stats {
 		StoreError:          storeErr,
 	}
 }
+
+// newDescriptorID names a descriptor the pool makes (an arena chunk, a file's memfd or backing file) for
+// as long as the pool lives, also in the process that takes it over (Export, ImportPool): a name is
+// never given to another descriptor, so a receiver that was sent a pool's descriptors ahead of a
+// hand-over knows which of them it still needs.
+func (p *Pool) newDescriptorID() uint64 { return p.lastDescriptorID.Add(1) }
 
 // descriptorError is the error for a descriptor the pool could not make (memfd_create, a backing file).
 // When the cause is a descriptor limit (EMFILE: the daemon's table is full, ENFILE: the system's), the

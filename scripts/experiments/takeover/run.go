@@ -55,6 +55,16 @@ type summary struct {
 	ChainParked            int               `json:"chain_parked"`
 	ChainResentServed      int               `json:"chain_resent_served"`
 	CrashLoop              map[string]string `json:"crash_loop,omitempty"`
+	ChainMlock             []mlockFigures    `json:"chain_mlock,omitempty"`
+}
+
+// mlockFigures is what one outgoing server's mlockall took (part e with -mlock).
+type mlockFigures struct {
+	Ns          int64 `json:"ns"`
+	RSSBeforeKB int64 `json:"rss_before_kb"`
+	RSSAfterKB  int64 `json:"rss_after_kb"`
+	LckBeforeKB int64 `json:"lck_before_kb"`
+	LckAfterKB  int64 `json:"lck_after_kb"`
 }
 
 type resentReq struct {
@@ -86,6 +96,7 @@ type driver struct {
 	mu                    sync.Mutex
 	procs                 []*proc
 	held                  map[uint64]string // unique → name, for the resent table
+	mlock                 bool              // part (e): outgoing servers mlockall before freezing
 }
 
 func (d *driver) logf(format string, args ...any) {
@@ -101,6 +112,7 @@ func runMain(args []string) error {
 	asJSON := fl.Bool("json", false, "print the summary as JSON too")
 	chainOnly := fl.Int("chain-only", 0, "run only part (e), with this many hand-overs")
 	crashOnly := fl.Int("crash-only", 0, "run only part (f), with this many kills per buffer kind")
+	mlock := fl.Bool("mlock", false, "in part (e), each outgoing server mlockalls before it freezes")
 	if err := fl.Parse(args); err != nil {
 		return err
 	}
@@ -124,6 +136,7 @@ func runMain(args []string) error {
 	}
 	defer d.cleanup()
 	var sum *summary
+	d.mlock = *mlock
 	if *chainOnly > 0 {
 		sum = &summary{}
 		err = d.chain(sum, *chainOnly)
@@ -167,6 +180,18 @@ func (d *driver) printSummary(s *summary) {
 		slices.Sort(p)
 		d.logf("  (e) %d planned go-fuse hand-overs under a reading loop: pause median %s, worst %s; client: %s; requests parked by a frozen server %d, re-delivered ones served %d",
 			s.ChainHandovers, time.Duration(p[len(p)/2]), time.Duration(p[len(p)-1]), s.ChainClient, s.ChainParked, s.ChainResentServed)
+	}
+	if m := s.ChainMlock; len(m) > 0 {
+		ns := make([]int64, len(m))
+		var added, rss int64
+		for i, f := range m {
+			ns[i] = f.Ns
+			added += f.RSSAfterKB - f.RSSBeforeKB
+			rss += f.RSSAfterKB
+		}
+		slices.Sort(ns)
+		d.logf("  (e) mlockall by %d outgoing servers: took median %s, worst %s; RSS added mean %d KiB (to %d KiB); VmLck after %d KiB (first)",
+			len(m), time.Duration(ns[len(ns)/2]), time.Duration(ns[len(ns)-1]), added/int64(len(m)), rss/int64(len(m)), m[0].LckAfterKB)
 	}
 	for _, k := range []string{"pooled buffer", "fresh buffers"} {
 		if r, ok := s.CrashLoop[k]; ok {
@@ -554,7 +579,11 @@ const chainLength = 10
 // loop (part e).
 func (d *driver) chain(s *summary, n int) error {
 	d.logf("\n== (e) %d planned go-fuse hand-overs of %s while a client reads /f0 in a loop", n, d.mnt3)
-	prev, err := d.startRole("gofuse", "E0", -1, "-quiet", "-mount", d.mnt3)
+	role := []string{"-quiet"}
+	if d.mlock {
+		role = append(role, "-mlock")
+	}
+	prev, err := d.startRole("gofuse", "E0", -1, append(role, "-mount", d.mnt3)...)
 	if err != nil {
 		return err
 	}
@@ -582,7 +611,7 @@ func (d *driver) chain(s *summary, n int) error {
 		if err != nil {
 			return err
 		}
-		next, err := d.startRole("gofuse", fmt.Sprintf("E%d", k), pair[1], "-quiet")
+		next, err := d.startRole("gofuse", fmt.Sprintf("E%d", k), pair[1], role...)
 		unix.Close(pair[1])
 		if err != nil {
 			unix.Close(pair[0])
@@ -764,6 +793,11 @@ func (d *driver) addCounts(s *summary, p *proc) {
 		}
 		s.ChainParked += parked
 		s.ChainResentServed += resent
+		if i := strings.Index(e.Detail, "mlock_ns="); i >= 0 {
+			var ns, rss0, rss1, lck0, lck1 int64
+			fmt.Sscanf(e.Detail[i:], "mlock_ns=%d rss_kb=%d->%d lck_kb=%d->%d", &ns, &rss0, &rss1, &lck0, &lck1)
+			s.ChainMlock = append(s.ChainMlock, mlockFigures{Ns: ns, RSSBeforeKB: rss0, RSSAfterKB: rss1, LckBeforeKB: lck0, LckAfterKB: lck1})
+		}
 		return
 	}
 }
