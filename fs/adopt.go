@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"sync"
 	"syscall"
+	"time"
 
 	fusefs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
@@ -224,6 +225,7 @@ func (fsys *FS) importTree(st *treeState, files []*spool.File, accounts []*spool
 		fsys.activity.removed[i].Store(c.Removed[i])
 	}
 	fsys.createdSeq.Store(c.CreatedSeq)
+	fsys.started = time.Unix(0, c.StartedUnixNano) // uptime is the mount's
 	fsys.nextIno.Store(st.NextIno)
 	return nodes, nil
 }

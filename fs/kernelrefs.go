@@ -167,6 +167,14 @@ func (t *handleTable) put(fh uint64, e handleEntry) {
 	t.mu.Unlock()
 }
 
+// handleKnown tells whether the kernel's handle id fh is open (a re-delivered RELEASE may name one released).
+func (fsys *FS) handleKnown(node, fh uint64) bool {
+	fsys.handles.mu.Lock()
+	_, ok := fsys.handles.byID[fh]
+	fsys.handles.mu.Unlock()
+	return ok
+}
+
 // released forgets a handle id.
 func (t *handleTable) released(fh uint64) handleEntry {
 	t.mu.Lock()

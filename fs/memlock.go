@@ -6,7 +6,7 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// lockMemoryForExit locks every page of the process in memory, now and for every later mapping, before an
+// LockMemoryForExit locks every page of the process in memory, now and for every later mapping, before an
 // outgoing daemon freezes for a take-over. Why: the kernel fails a request with EIO, and no resend brings it
 // back, when the reader it is being copied to is killed while a page of its buffer must be faulted in; the
 // daemon's exit kills every go-fuse reader blocked in read(2), and go-fuse reads into fresh buffers whenever
@@ -17,7 +17,7 @@ import (
 // soon after, which gives the memory back. It needs CAP_IPC_LOCK or an RLIMIT_MEMLOCK above the process's
 // mapped size (a user's default is 8 MiB): a failure leaves the process as it was, and the take-over goes on
 // with the small risk.
-func lockMemoryForExit() (took time.Duration, err error) {
+func LockMemoryForExit() (took time.Duration, err error) {
 	start := time.Now()
 	err = unix.Mlockall(unix.MCL_CURRENT | unix.MCL_FUTURE)
 	return time.Since(start), err

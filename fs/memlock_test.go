@@ -8,7 +8,7 @@ import (
 	"testing"
 )
 
-// lockChildEnv makes the test binary, run as a child, call lockMemoryForExit (TestLockMemoryChild): locking
+// lockChildEnv makes the test binary, run as a child, call LockMemoryForExit (TestLockMemoryChild): locking
 // memory with MCL_FUTURE would stay in force for every later test of this process.
 const lockChildEnv = "TEMPFS_TEST_LOCK_CHILD"
 
@@ -18,7 +18,7 @@ func TestLockMemoryChild(t *testing.T) {
 		return
 	}
 	before := vmStatus(t, "VmLck")
-	took, err := lockMemoryForExit()
+	took, err := LockMemoryForExit()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -44,7 +44,7 @@ func vmStatus(t *testing.T, field string) int64 {
 	return 0
 }
 
-// TestLockMemoryForExit: lockMemoryForExit locks the process's memory (VmLck grows from nothing to at least
+// TestLockMemoryForExit: LockMemoryForExit locks the process's memory (VmLck grows from nothing to at least
 // what is resident).
 func TestLockMemoryForExit(t *testing.T) {
 	needRootMount(t) // CAP_IPC_LOCK: a user's RLIMIT_MEMLOCK is far below a Go process's mappings

@@ -57,6 +57,46 @@ const maxWrite = 1 << 20
 
 // MountFS serves fsys at mountpoint and returns once the kernel has answered INIT, so that the mount is ready.
 func MountFS(mountpoint string, fsys *FS, cfg MountConfig) (*Mount, error) {
+	nodeOpts, raw := fsys.serving(cfg)
+	// tempfs mounts and keeps the /dev/fuse descriptor itself, and go-fuse serves it as /dev/fd/N: a
+	// take-over hands that descriptor on (devfuse.go).
+	conn, err := openConnection(mountpoint, &nodeOpts.MountOptions)
+	if err != nil {
+		return nil, err
+	}
+	if conn.helperSaid != "" {
+		fsys.log.Warn("fusermount3 mounted, and said", "output", conn.helperSaid)
+	}
+	serverOpts := serverOptions(&nodeOpts.MountOptions)
+	server, err := fuse.NewServer(raw, magicMountpoint(conn.fd), serverOpts)
+	if err != nil {
+		// go-fuse closed the descriptor; the mount is left without a server.
+		_ = unmountConnection(mountpoint, conn.viaHelper, true)
+		return nil, err
+	}
+	m := &Mount{server: server, fs: fsys, mountpoint: mountpoint, raw: raw, opts: serverOpts, fd: conn.fd,
+		viaHelper: conn.viaHelper, initRecord: recordInit(server)}
+	if m.initReply, err = initReplyOf(m.initRecord, serverOpts); err != nil {
+		fsys.log.Warn("go-fuse's INIT reply not recorded: this mount cannot be taken over", "err", err)
+	}
+	go server.Serve()
+	if err := pollHack(mountpoint); err != nil {
+		_ = m.Unmount()
+		return nil, err
+	}
+	fsys.directWrites.Store(server.KernelSettings().Flags64()&fuse.CAP_DIRECT_IO_ALLOW_MMAP != 0)
+	if want := uint64(fuse.CAP_POSIX_ACL | fuse.CAP_DONT_MASK); cfg.DefaultPermissions && server.KernelSettings().Flags64()&want != want {
+		fsys.acl.Store(false)
+		fsys.log.Warn("the kernel offers no POSIX ACLs to FUSE; setfacl answers EOPNOTSUPP", "init_flags", fmt.Sprintf("%#x", server.KernelSettings().Flags64()))
+	}
+	raiseReadAhead(mountpoint, fsys.log)
+	CloseOnExec()
+	return m, nil
+}
+
+// serving is what go-fuse serves for fsys with cfg: its options and the chain of wrappers over the node tree
+// (recordingFS, umaskFS with ACLs, tableFS, go-fuse's bridge). A mount and a take-over build it alike.
+func (fsys *FS) serving(cfg MountConfig) (*fusefs.Options, *recordingFS) {
 	flags, opts, source, atime := mountOptions(cfg.Options)
 	if cfg.DefaultPermissions {
 		opts = append([]string{"default_permissions"}, opts...)
@@ -109,44 +149,11 @@ func MountFS(mountpoint string, fsys *FS, cfg MountConfig) (*Mount, error) {
 	nodeFS := fsys.rawFS(nodeOpts)
 	if cfg.DefaultPermissions {
 		nodeFS = umaskFS{nodeFS}
-		fsys.acl.Store(true) // before the first request; taken back below if the kernel does not agree
+		fsys.acl.Store(true) // before the first request; taken back by MountFS if the kernel does not agree
 	}
-	raw := &recordingFS{fs: nodeFS, rec: fsys.requests}
-	// tempfs mounts and keeps the /dev/fuse descriptor itself, and go-fuse serves it as /dev/fd/N: a
-	// take-over hands that descriptor on (devfuse.go).
+	raw := &recordingFS{fs: nodeFS, rec: fsys.requests, handleKnown: fsys.handleKnown}
 	effectiveMaxWrite(&nodeOpts.MountOptions)
-	conn, err := openConnection(mountpoint, &nodeOpts.MountOptions)
-	if err != nil {
-		return nil, err
-	}
-	if conn.helperSaid != "" {
-		fsys.log.Warn("fusermount3 mounted, and said", "output", conn.helperSaid)
-	}
-	serverOpts := serverOptions(&nodeOpts.MountOptions)
-	server, err := fuse.NewServer(raw, magicMountpoint(conn.fd), serverOpts)
-	if err != nil {
-		// go-fuse closed the descriptor; the mount is left without a server.
-		_ = unmountConnection(mountpoint, conn.viaHelper, true)
-		return nil, err
-	}
-	m := &Mount{server: server, fs: fsys, mountpoint: mountpoint, raw: raw, opts: serverOpts, fd: conn.fd,
-		viaHelper: conn.viaHelper, initRecord: recordInit(server)}
-	if m.initReply, err = initReplyOf(m.initRecord, serverOpts); err != nil {
-		fsys.log.Warn("go-fuse's INIT reply not recorded: this mount cannot be taken over", "err", err)
-	}
-	go server.Serve()
-	if err := pollHack(mountpoint); err != nil {
-		_ = m.Unmount()
-		return nil, err
-	}
-	fsys.directWrites.Store(server.KernelSettings().Flags64()&fuse.CAP_DIRECT_IO_ALLOW_MMAP != 0)
-	if want := uint64(fuse.CAP_POSIX_ACL | fuse.CAP_DONT_MASK); cfg.DefaultPermissions && server.KernelSettings().Flags64()&want != want {
-		fsys.acl.Store(false)
-		fsys.log.Warn("the kernel offers no POSIX ACLs to FUSE; setfacl answers EOPNOTSUPP", "init_flags", fmt.Sprintf("%#x", server.KernelSettings().Flags64()))
-	}
-	raiseReadAhead(mountpoint, fsys.log)
-	CloseOnExec()
-	return m, nil
+	return nodeOpts, raw
 }
 
 // aclCapabilities is FUSE_DONT_MASK when ACLs are on: the kernel then leaves the umask to the filesystem,

@@ -47,6 +47,8 @@ type mountOptions struct {
 	// ownerQuota caps each owner's file data (--owner-quota).
 	ownerQuota sizeValue
 	logFile    string
+	// takeover: take a live mount over from the daemon serving it (takeover.go).
+	takeover bool
 }
 
 func newMountOptions() *mountOptions {
@@ -116,6 +118,7 @@ neither to a file of the mount's own in the store's parent directory (tempfs sta
 	registerMountCompletions(cmd)
 	cmd.Flags().BoolVar(&o.daemon, "daemon", false, "run in the background; return once the mount is ready (exit status 0) or failed")
 	cmd.Flags().IntVar(&o.readyFD, "ready-fd", 0, "write \"ready\\n\" to this inherited file descriptor once the mount is ready, then close it")
+	cmd.Flags().BoolVar(&o.takeover, "takeover", false, "take the live tempfs mount at MOUNTPOINT over from the daemon serving it (an upgrade): same files, handles and settings, no unmount; the old daemon exits")
 	return cmd
 }
 
@@ -362,12 +365,15 @@ type served struct {
 	nofileBefore unix.Rlimit
 	// stopMemoryWatch stops following the memory cgroup limit (watchMemoryLimit).
 	stopMemoryWatch func()
+	// takeoverLn is the take-over socket (takeover.go); metricsFile the metrics listener's descriptor, which a
+	// take-over hands on.
+	takeoverLn  *net.UnixListener
+	metricsFile *os.File
 }
 
 // serve mounts a prepared request. On error nothing is left mounted and the store is gone.
 func (o *mountOptions) serve(p *prepared, log *slog.Logger) (*served, error) {
-	// Every disk file and every RAM file over the small-file arena's size holds a descriptor.
-	nofileBefore, nofile, err := limits.RaiseDescriptors()
+	nofileBefore, nofile, err := raiseDescriptors()
 	if err != nil {
 		log.Warn("could not raise the descriptor limit", "err", err)
 	}
@@ -469,17 +475,36 @@ func (o *mountOptions) serve(p *prepared, log *slog.Logger) (*served, error) {
 	s := &served{mount: m, store: store, log: log, stopReaper: func() {}, stopOwners: fsys.StopOwners,
 		nofileBefore: nofileBefore}
 	s.stopMemoryWatch = watchMemoryLimit(fsys, p.memoryExplicit, memoryCap{bytes: p.memory, source: p.memorySource}, log)
-	if metricsLn != nil {
-		s.metrics = metrics.Serve(metricsLn, m.Stats, log)
-		log.Info("serving metrics", "url", "http://"+listenerAddress(metricsLn)+"/metrics")
-	}
+	s.startMetrics(metricsLn)
 	if o.maxAge.d > 0 {
 		ctx, cancel := context.WithCancel(context.Background())
 		fsys.StartReaper(ctx, o.maxAge.d)
 		s.stopReaper = cancel
 	}
+	s.listenForTakeover(o.settings(p))
 	return s, nil
 }
+
+// startMetrics serves metrics on ln (nil: off), and keeps its descriptor for a take-over.
+func (s *served) startMetrics(ln net.Listener) {
+	if ln == nil {
+		return
+	}
+	s.metrics = metrics.Serve(ln, s.mount.Stats, s.log)
+	s.log.Info("serving metrics", "url", "http://"+listenerAddress(ln)+"/metrics")
+	if tl, ok := ln.(*net.TCPListener); ok {
+		if f, err := tl.File(); err == nil {
+			s.metricsFile = f
+		}
+	}
+}
+
+// signalNotify delivers the signals that unmount.
+func signalNotify(signals chan os.Signal) { signal.Notify(signals, syscall.SIGINT, syscall.SIGTERM) }
+
+// raiseDescriptors raises the descriptor limit: every disk file and every RAM file over the small-file
+// arena's size holds a descriptor.
+func raiseDescriptors() (before, now unix.Rlimit, err error) { return limits.RaiseDescriptors() }
 
 // listenerAddress is ln's host:port, "" for none.
 func listenerAddress(ln net.Listener) string {
@@ -566,6 +591,9 @@ func (s *served) stop() {
 
 // cleanup removes the store directory; every backing file in it was unlinked from the start.
 func (s *served) cleanup() {
+	if s.takeoverLn != nil {
+		s.takeoverLn.Close()
+	}
 	s.stopReaper()
 	s.stopMemoryWatch()
 	s.stopOwners()
@@ -582,6 +610,13 @@ func runMount(ctx context.Context, o *mountOptions, flags *pflag.FlagSet, arg st
 		return daemonize(o, flags, arg)
 	}
 	ready := newReadyNotifier(o.readyFD)
+	if o.takeover {
+		err := runTakeover(ctx, o, flags, arg, ready)
+		if err != nil {
+			ready.fail(err)
+		}
+		return err
+	}
 	if path := os.Getenv("TEMPFS_CPUPROFILE"); path != "" {
 		// For performance work (scripts/bench): a CPU profile of the daemon's whole life.
 		if f, err := os.Create(path); err == nil && pprof.StartCPUProfile(f) == nil {
@@ -620,7 +655,7 @@ func runMount(ctx context.Context, o *mountOptions, flags *pflag.FlagSet, arg st
 		log.Info("detached a dead tempfs mount (its daemon was killed)", "mountpoint", p.mountpoint)
 	}
 	signals := make(chan os.Signal, 4)
-	signal.Notify(signals, syscall.SIGINT, syscall.SIGTERM)
+	signalNotify(signals)
 	defer signal.Stop(signals)
 	s, err := o.serve(p, log.Logger)
 	if err != nil {

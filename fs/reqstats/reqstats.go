@@ -9,6 +9,7 @@
 package reqstats
 
 import (
+	"fmt"
 	"math"
 	"math/bits"
 	"sync/atomic"
@@ -159,4 +160,76 @@ func (k Kind) Quantile(q float64) time.Duration {
 		return lower + time.Duration(frac*float64(BucketBound(i)-lower))
 	}
 	return BucketBound(NumBuckets - 2)
+}
+
+// State is a recorder's counters as data, by kind name, for a process that continues them (a take-over).
+type State struct {
+	Kinds          map[string]KindState `json:"kinds"`
+	Errnos         map[int]uint64       `json:"errnos,omitempty"`
+	ExpectedErrnos map[int]uint64       `json:"expected_errnos,omitempty"`
+}
+
+// KindState is one kind's counters.
+type KindState struct {
+	Buckets  []uint64 `json:"buckets"`
+	Errors   uint64   `json:"errors,omitempty"`
+	Expected uint64   `json:"expected,omitempty"`
+	Nanos    uint64   `json:"nanos"`
+}
+
+// Export is the counters now.
+func (r *Recorder) Export() State {
+	st := State{Kinds: make(map[string]KindState, len(r.kinds)), Errnos: r.Errnos(), ExpectedErrnos: r.ExpectedErrnos()}
+	for i := range r.kinds {
+		k := &r.kinds[i]
+		ks := KindState{Buckets: make([]uint64, NumBuckets), Errors: k.errors.Load(), Expected: k.expected.Load(), Nanos: k.nanos.Load()}
+		for b := range k.buckets {
+			ks.Buckets[b] = k.buckets[b].Load()
+		}
+		st.Kinds[r.names[i]] = ks
+	}
+	return st
+}
+
+// Add adds the counters of st, from a recorder of the same kinds (by name; one this recorder does not have
+// is refused, before anything is added).
+func (r *Recorder) Add(st State) error {
+	index := make(map[string]int, len(r.names))
+	for i, name := range r.names {
+		index[name] = i
+	}
+	for name, ks := range st.Kinds {
+		if _, ok := index[name]; !ok {
+			return fmt.Errorf("reqstats: unknown kind %q", name)
+		}
+		if len(ks.Buckets) != NumBuckets {
+			return fmt.Errorf("reqstats: kind %q has %d buckets, want %d", name, len(ks.Buckets), NumBuckets)
+		}
+	}
+	for errno := range st.Errnos {
+		if errno < 0 || errno > MaxErrno {
+			return fmt.Errorf("reqstats: errno %d out of range", errno)
+		}
+	}
+	for errno := range st.ExpectedErrnos {
+		if errno < 0 || errno > MaxErrno {
+			return fmt.Errorf("reqstats: errno %d out of range", errno)
+		}
+	}
+	for name, ks := range st.Kinds {
+		k := &r.kinds[index[name]]
+		for b, n := range ks.Buckets {
+			k.buckets[b].Add(n)
+		}
+		k.errors.Add(ks.Errors)
+		k.expected.Add(ks.Expected)
+		k.nanos.Add(ks.Nanos)
+	}
+	for errno, n := range st.Errnos {
+		r.errnos[errno].Add(n)
+	}
+	for errno, n := range st.ExpectedErrnos {
+		r.expectedErrnos[errno].Add(n)
+	}
+	return nil
 }

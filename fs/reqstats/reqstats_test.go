@@ -144,3 +144,37 @@ func TestRecordDoesNotAllocate(t *testing.T) {
 		t.Errorf("Record allocates %v times per call", n)
 	}
 }
+
+func TestExportAdd(t *testing.T) {
+	old := New([]string{"A", "B"})
+	old.Record(0, 3*time.Microsecond, 0)
+	old.Record(1, time.Millisecond, 2)
+	old.RecordExpected(1, time.Microsecond, 2)
+	st := old.Export()
+
+	successor := New([]string{"A", "B"})
+	successor.Record(0, time.Microsecond, 0)
+	if err := successor.Add(st); err != nil {
+		t.Fatal(err)
+	}
+	if a := successor.Kind(0); a.Count != 2 {
+		t.Errorf("A counts %d, want 2 (one before, one carried)", a.Count)
+	}
+	if b := successor.Kind(1); b.Count != 2 || b.Errors != 2 || b.Expected != 1 {
+		t.Errorf("B: %+v, want 2 requests, 2 errors, 1 expected", b)
+	}
+	if n := successor.Errnos()[2]; n != 2 {
+		t.Errorf("errno 2 counted %d times, want 2", n)
+	}
+	if n := successor.ExpectedErrnos()[2]; n != 1 {
+		t.Errorf("expected errno 2 counted %d times, want 1", n)
+	}
+
+	other := New([]string{"A"})
+	if err := other.Add(st); err == nil {
+		t.Error("a state with a kind the recorder does not have was added")
+	}
+	if a := other.Kind(0); a.Count != 0 {
+		t.Errorf("a refused state added %d requests", a.Count)
+	}
+}
