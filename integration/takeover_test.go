@@ -143,8 +143,8 @@ func (p *toProc) send(t testing.TB, line string) {
 	t.Helper()
 	if _, err := io.WriteString(p.stdin, line+"\n"); err != nil {
 		select {
-		case <-p.done:
-		default:
+		case <-p.done: // it exited (a broken pipe): what it said is in its lines and errors
+		case <-time.After(10 * time.Second):
 			t.Fatalf("%s: %v", p.name, err)
 		}
 	}
@@ -259,8 +259,8 @@ func takeOver(t testing.TB, c *toChain) toTiming {
 // toPauseRE finds a duration logged as pause=DURATION (slog's text format) in a daemon's log line.
 var toPauseRE = regexp.MustCompile(`pause[a-z_]*="?([0-9.]+(?:ns|us|µs|ms|s))`)
 
-// toLoggedPause is the pause a take-over's daemons logged: the lines of the new daemon's log (and of the old
-// one's) that mention a pause, and the first duration found in them.
+// toLoggedPause is the pause a take-over's new daemon logged: the lines of its log that mention a pause, and
+// the first duration found in them.
 func toLoggedPause(logs ...string) (time.Duration, []string) {
 	var lines []string
 	var d time.Duration
@@ -463,9 +463,9 @@ func toMedian(ds []time.Duration) time.Duration {
 func TestTakeoverUnderLoad(t *testing.T) {
 	const maxSize = 256 << 10
 	const takeovers = 20
-	// --owner-quota and --max-age are far from reached: they are here so that the charges and the idle clocks
-	// go with every take-over (a mismatch of the charges refuses it; a clock gone wrong removes files).
-	m := startMount(t, "--max-size", "256KiB", "--owner", "session", "--owner-quota", "1GiB", "--max-age", "10d")
+	// --max-age is far from reached: it is here so that the idle clocks go with every take-over (a clock gone
+	// wrong removes files). No --owner-quota: it turns passthrough off, and passthrough handles must go over too.
+	m := startMount(t, "--max-size", "256KiB", "--owner", "session", "--max-age", "10d")
 	c := &toChain{cur: m, all: []*mount{m}}
 	// Runs after the workload processes are killed (cleanups run last first), before m's own (a no-op once m
 	// handed over): unmounts through whichever daemon serves last and checks that nothing is left.
@@ -546,7 +546,8 @@ func TestTakeoverUnderLoad(t *testing.T) {
 		rd.send(t, "step")
 		rd.await(t, "listed ")
 		if failed() {
-			t.Errorf("operations failed by take-over %d; stopping the take-overs", i+1)
+			t.Errorf("operations failed by take-over %d; stopping the take-overs; the old daemon's log:\n%s\nthe new daemon's log:\n%s",
+				i+1, c.all[len(c.all)-2].Log(), c.cur.Log())
 			break
 		}
 		time.Sleep(100 * time.Millisecond) // load on this daemon before the next take-over
@@ -584,7 +585,7 @@ func TestTakeoverUnderLoad(t *testing.T) {
 	var logged, observed []time.Duration
 	gaps := strings.Fields(strings.TrimPrefix(gapLine, "gaps"))
 	for i, tm := range timings {
-		tm.logged, tm.logLines = toLoggedPause(c.all[i+1].Log(), c.all[i].Log())
+		tm.logged, tm.logLines = toLoggedPause(c.all[i+1].Log())
 		var worst time.Duration
 		for _, g := range gaps {
 			s, e, _ := strings.Cut(g, ":")
@@ -689,11 +690,30 @@ func TestTakeoverUnderLoad(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	eventually(t, tlGoneTimeout, "the emptied mount's counters reach zero", func() bool {
+	zero := []string{"files", "dirs", "others", "disk_files", "disk_bytes", "memory_files", "ram_bytes", "arena_files", "open_handles"}
+	counts := func() string {
 		st := daemonStats(t, m.Dir)
-		return toStat(st, "files")+toStat(st, "dirs")+toStat(st, "others")+toStat(st, "disk_files")+
-			toStat(st, "disk_bytes")+toStat(st, "memory_files")+toStat(st, "open_handles") == 0
-	})
+		var nonzero []string
+		for _, k := range zero {
+			if v := toStat(st, k); v != 0 {
+				nonzero = append(nonzero, fmt.Sprintf("%s=%v", k, v))
+			}
+		}
+		return strings.Join(nonzero, " ")
+	}
+	deadline := time.Now().Add(tlGoneTimeout)
+	for counts() != "" && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if left := counts(); left != "" {
+		var memfds []string
+		for _, target := range daemonFdTargets(t, c.cur) {
+			if strings.HasPrefix(target, "/memfd:") {
+				memfds = append(memfds, target)
+			}
+		}
+		t.Errorf("the emptied mount's counters are not zero: %s (a walk finds %q; the daemon holds memfds %q)", left, listDir(t, m.Dir), memfds)
+	}
 	if n := deletedStoreFds(t, c.cur, st["store"].(string)); n != 0 {
 		t.Errorf("the last daemon still holds %d backing files of the emptied mount", n)
 	}
@@ -708,7 +728,8 @@ func TestTakeoverUnderLoad(t *testing.T) {
 // and a new process that refuses the state it is handed (TEMPFS_TAKEOVER_REFUSE=1). A stat loop and a
 // half-read directory run throughout; afterwards a real take-over still works.
 func TestTakeoverRefused(t *testing.T) {
-	m := startMount(t, "--max-size", "64KiB")
+	// With an owner quota (the charges go over with the take-over that works), so without passthrough.
+	m := startMount(t, "--max-size", "64KiB", "--owner", "session", "--owner-quota", "1GiB")
 	c := &toChain{cur: m, all: []*mount{m}}
 	t.Cleanup(func() { c.cur.stop(t) })
 	for _, d := range []string{"plain", "list"} {
@@ -804,4 +825,22 @@ func TestTakeoverRefused(t *testing.T) {
 	rd.send(t, "finish")
 	rd.await(t, "ok")
 	rd.exit(t)
+}
+
+// TestTakeoverOwnerSessionOfSeveralProcesses: a session in which more than one process made entries (a shell
+// running mkdir, then writing itself) is carried by a take-over like any owner: its entries stay while it lives
+// and go once it is killed.
+func TestTakeoverOwnerSessionOfSeveralProcesses(t *testing.T) {
+	m := startMount(t, "--owner", "session")
+	c := &toChain{cur: m, all: []*mount{m}}
+	t.Cleanup(func() { c.cur.stop(t) })
+	// The shell stays (a trailing true keeps bash from exec'ing its last command) with a file open.
+	leader, _ := owStart(t, &syscall.SysProcAttr{Setsid: true}, "bash", "-c",
+		`mkdir "$1"/s && echo x > "$1"/s/a && exec 3>>"$1"/s/a && echo ready && sleep 300; true`, "bash", m.Dir)
+	takeOver(t, c)
+	tlStaysPresent(t, m.Path("s"), "a", "after the take-over, while its session lives")
+	if err := syscall.Kill(-leader.Process.Pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	tlWaitGone(t, m.Dir, "s", "after its session was killed")
 }
