@@ -99,6 +99,11 @@ binary units, as dd reads them; KB, MB, GB, TB are decimal (1KB = 1000); units i
 (2gb = 2GB, 4mib = 4MiB). Durations accept
 s, m, h and d (days): 90m, 24h, 10d.
 
+With --takeover, a new daemon (an upgraded binary, say) takes the live tempfs mount at MOUNTPOINT
+over from the daemon serving it, with that daemon's settings: files, open handles and owners are
+kept, programs see a pause of milliseconds, and the old daemon exits without unmounting. If the
+take-over cannot happen, the old daemon serves on.
+
 A missing MOUNTPOINT, an empty string or a live tempfs mount is refused (exit status 2); so are
 a non-empty directory and another filesystem's mountpoint, unless -o nonempty is given. A dead
 tempfs mount left by a killed daemon is detached and mounted afresh. With --daemon, the log goes
@@ -108,7 +113,8 @@ neither to a file of the mount's own in the store's parent directory (tempfs sta
   tempfs mount --max-size 4MiB --memory 2GiB --disk 20GiB /scratch
   tempfs mount -o allow_other --mode 1777 /scratch     # a shared /tmp-like dir
   tempfs mount --daemon --log /var/log/tempfs.log /scratch
-  tempfs mount --owner session -o allow_other /scratch # entries go when the session that made them ends`,
+  tempfs mount --owner session -o allow_other /scratch # entries go when the session that made them ends
+  tempfs mount --daemon --takeover /scratch            # a new binary takes the live mount over`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return runMount(cmd.Context(), o, cmd.Flags(), args[0])

@@ -253,6 +253,9 @@ func runTakeover(ctx context.Context, o *mountOptions, flags *pflag.FlagSet, arg
 	if err != nil {
 		return failure(fmt.Errorf("take-over socket: %w", err))
 	}
+	if cred.Uid != uint32(os.Geteuid()) {
+		return usageErrorf("the daemon serving %s runs as uid %d: only that user can take its mount over", mp, cred.Uid)
+	}
 	// The old daemon's pidfd, taken before it can exit, so that its pid cannot be another process's by then.
 	oldPidfd, err := unix.PidfdOpen(int(cred.Pid), 0)
 	if err != nil {
@@ -260,6 +263,7 @@ func runTakeover(ctx context.Context, o *mountOptions, flags *pflag.FlagSet, arg
 	}
 	defer unix.Close(oldPidfd)
 	received, err := handover.Receive(conn, handover.ReceiveOptions{Versions: []int{tempfs.StateVersion}})
+	receivedAt := monotonicNanos()
 	if err != nil {
 		return failure(fmt.Errorf("take-over of %s: %w", mp, err))
 	}
@@ -331,25 +335,34 @@ func runTakeover(ctx context.Context, o *mountOptions, flags *pflag.FlagSet, arg
 		return refuse(err)
 	}
 	closeRest()
+	rebuiltAt := monotonicNanos()
 	b, _ := json.Marshal(takeoverAnswer{Ready: true})
 	if _, err := conn.Write(b); err != nil {
-		// The old daemon is gone or went on serving: either way this one must not serve.
-		closeMetrics()
-		return failure(fmt.Errorf("take-over of %s: telling the old daemon: %w", mp, err))
+		// The old daemon froze before it described the mount and applied nothing since, so if it died
+		// meanwhile the state is still the mount's: serve it. If it lives, it went on serving: this one must not.
+		if waitExited(oldPidfd, 0) != nil {
+			closeMetrics()
+			return failure(fmt.Errorf("take-over of %s: telling the old daemon: %w", mp, err))
+		}
+		log.Warn("the old daemon died before it heard ready; serving the state it handed over", "pid", cred.Pid)
 	}
 	// The old daemon exits on "ready"; its readers must be gone before this one resends and reads.
 	if err := waitExited(oldPidfd, takeoverReadyTimeout); err != nil {
 		closeMetrics()
 		return failure(fmt.Errorf("take-over of %s: the old daemon (pid %d) did not exit: %w", mp, cred.Pid, err))
 	}
+	exitedAt := monotonicNanos()
 	if err := m.ServeAdopted(); err != nil {
 		closeMetrics()
 		return failure(fmt.Errorf("take-over of %s: %w", mp, err))
 	}
-	pause := time.Duration(monotonicNanos() - msg.FrozenAt)
+	now := monotonicNanos()
+	// The pause, from the old daemon's freeze to this one serving, and its parts: describing and sending,
+	// rebuilding, the old daemon's exit.
 	log.Info("took the mount over", "mountpoint", mp, "from_pid", cred.Pid, "from", received.From,
-		"pause", pause, "files", msg.Mount.Tree.Counters.Files, "handles", len(msg.Mount.Tree.Handles),
-		"descriptors", len(received.FDs))
+		"pause", time.Duration(now-msg.FrozenAt), "send", time.Duration(receivedAt-msg.FrozenAt),
+		"rebuild", time.Duration(rebuiltAt-receivedAt), "old_exit", time.Duration(exitedAt-rebuiltAt),
+		"files", msg.Mount.Tree.Counters.Files, "handles", len(msg.Mount.Tree.Handles), "descriptors", len(received.FDs))
 
 	s := &served{mount: m, store: m.FS().Store(), log: log.Logger, stopReaper: func() {}, stopOwners: m.FS().StopOwners,
 		nofileBefore: nofileBefore}
@@ -387,24 +400,21 @@ func closeInheritedBelow(mountpoint string, keep int) {
 	}
 }
 
-// waitExited waits until the process behind pidfd has exited.
+// waitExited waits until the process behind pidfd has exited; a timeout of 0 only looks.
 func waitExited(pidfd int, timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
 	for {
-		left := time.Until(deadline)
-		if left <= 0 {
-			return errors.New("timed out")
-		}
 		fds := []unix.PollFd{{Fd: int32(pidfd), Events: unix.POLLIN}}
-		n, err := unix.Poll(fds, int(left.Milliseconds())+1)
-		if err == syscall.EINTR {
+		n, err := unix.Poll(fds, int(max(time.Until(deadline), 0).Milliseconds()))
+		switch {
+		case err == syscall.EINTR:
 			continue
-		}
-		if err != nil {
+		case err != nil:
 			return err
-		}
-		if n > 0 {
+		case n > 0:
 			return nil
+		case time.Now().After(deadline):
+			return errors.New("timed out")
 		}
 	}
 }

@@ -10,11 +10,13 @@
 // Part (e) hands a go-fuse mount over ten times in a row under a reading loop (planned: freeze, hand over,
 // exit; the successor waits for the exit, resends, serves) and reports the pauses. Part (f), run with
 // -crash-only N, kills a raw server N times under a reading loop, once reading into a buffer faulted in long
-// before and once into fresh pages, and reports the reads that failed.
+// before and once into fresh pages, and reports the reads that failed. With -mlock, each outgoing server of
+// part (e) calls mlockall(MCL_CURRENT|MCL_FUTURE) before it freezes, so that no page of a reader's buffer is
+// missing when its exit kills it, and the run reports what that took (time, resident and locked memory).
 //
 // Run it as root (it mounts with mount(2) and fd=N):
 //
-//	go run ./scripts/experiments/takeover run [-dir DIR] [-json] [-chain-only N | -crash-only N]
+//	go run ./scripts/experiments/takeover run [-dir DIR] [-json] [-mlock] [-chain-only N | -crash-only N]
 //
 // The run prints one line per event (requests each server read, replies, client results) and ends with a
 // summary of the findings; -json prints the summary as JSON as well. Its test (main_test.go) runs it and
