@@ -122,6 +122,7 @@ func (t *Tracker) Export(owners []*Owner) (TrackerState, error) {
 	}
 	st.Gone = t.goneTotal.Load()
 	t.mu.Unlock()
+	dropRepeatedProcesses(&st)
 
 	t.threads.mu.Lock()
 	if len(t.threads.m) > 0 {
@@ -142,6 +143,25 @@ func (t *Tracker) Export(owners []*Owner) (TrackerState, error) {
 		}
 	}
 	return st, nil
+}
+
+// dropRepeatedProcesses lists each process once: a group's or session's members may hold one process twice (a
+// rescan watches the leader again with a pidfd of its own) or a process that has moved to another group or
+// session since it was seen, which a later request or rescan sorts out. Import takes each pid for one owner's
+// member; the owner listed first keeps it, and Import checks that it is still that owner's.
+func dropRepeatedProcesses(st *TrackerState) {
+	seen := make(map[uint32]bool)
+	for i := range st.Owners {
+		o := &st.Owners[i]
+		o.Processes = slices.DeleteFunc(o.Processes, func(p ProcessState) bool {
+			repeated := seen[p.Pid]
+			seen[p.Pid] = true
+			return repeated
+		})
+		if len(o.Processes) == 0 {
+			o.Processes = nil
+		}
+	}
 }
 
 // ownerStateLocked describes o; seen are the processes seen in it, for a cgroup. The caller holds t.mu.

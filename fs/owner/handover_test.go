@@ -532,3 +532,25 @@ func TestImportRefusesAnotherCgroupView(t *testing.T) {
 		t.Errorf("imported with another cgroup view: %v", owners)
 	}
 }
+
+func TestDropRepeatedProcesses(t *testing.T) {
+	st := TrackerState{Owners: []OwnerState{
+		{ID: 7, Processes: []ProcessState{{Pid: 7, Start: 1}, {Pid: 7, Start: 1}, {Pid: 9, Start: 2}}},
+		{ID: 8, Processes: []ProcessState{{Pid: 9, Start: 2}}},
+		{ID: 10, Processes: []ProcessState{{Pid: 10, Start: 3}}},
+	}}
+	dropRepeatedProcesses(&st)
+	got := fmt.Sprint(st.Owners[0].Processes, st.Owners[1].Processes, st.Owners[2].Processes)
+	if want := "[{7 1} {9 2}] [] [{10 3}]"; got != want {
+		t.Errorf("processes per owner %s, want %s", got, want)
+	}
+	tr, err := New(Config{Scope: Session})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tr.Close()
+	st.Scope = Session.String()
+	if _, err := tr.checkImport(st); err != nil {
+		t.Errorf("import of the deduplicated state: %v", err)
+	}
+}
