@@ -45,6 +45,39 @@ type gate struct {
 	mu      sync.Mutex
 	thawed  chan struct{} // closed by thaw; the parked wait on it; made by freeze
 	drained chan struct{} // one token when inside drops to zero while frozen
+	// held are the FORGETs that came while frozen. A FORGET has no answer and the kernel never sends it
+	// again, so it is not parked (the exit would lose it) but kept, for the daemon that serves next: this one
+	// after a thaw, or the new one, which gets them from the old one's last message.
+	held []Forget
+}
+
+// Forget is a FORGET: the kernel drops n of its references to a node.
+type Forget struct {
+	Node uint64 `json:"node"`
+	N    uint64 `json:"n"`
+}
+
+// holdForget keeps a FORGET that comes while the gate is frozen, and reports whether it did; otherwise the
+// request has entered the gate, as by enter.
+func (g *gate) holdForget(node, n uint64) bool {
+	g.inside.Add(1)
+	if !g.frozen.Load() {
+		return false
+	}
+	g.mu.Lock()
+	g.held = append(g.held, Forget{Node: node, N: n})
+	g.mu.Unlock()
+	g.leave()
+	return true
+}
+
+// takeHeld returns the FORGETs kept while frozen and forgets them.
+func (g *gate) takeHeld() []Forget {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	held := g.held
+	g.held = nil
+	return held
 }
 
 // enter lets a request in, or parks it while the gate is frozen. Each enter is followed by one leave.
@@ -264,8 +297,22 @@ func (r *recordingFS) skipRelease(in *fuse.ReleaseIn, op uint32) bool {
 // returned (and been journaled). On error (ctx ended first) the gate is open again.
 func (r *recordingFS) freeze(ctx context.Context) error { return r.gate.freeze(ctx) }
 
-// thaw lets the parked requests proceed.
-func (r *recordingFS) thaw() { r.gate.thaw() }
+// thaw lets the parked requests proceed, and applies the FORGETs that came meanwhile.
+func (r *recordingFS) thaw() {
+	r.gate.thaw()
+	r.applyForgets(r.gate.takeHeld())
+}
+
+// heldForgets are the FORGETs that came while frozen, for the daemon taking over; they are this daemon's no
+// more.
+func (r *recordingFS) heldForgets() []Forget { return r.gate.takeHeld() }
+
+// applyForgets applies FORGETs kept while frozen (by this daemon or the one it took over from).
+func (r *recordingFS) applyForgets(fs []Forget) {
+	for _, f := range fs {
+		r.Forget(f.Node, f.N)
+	}
+}
 
 // journalEntries returns the journal, oldest first, for the state a take-over carries.
 func (r *recordingFS) journalEntries() []JournalEntry { return r.journal.entries() }

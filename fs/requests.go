@@ -146,7 +146,10 @@ func (r *recordingFS) Lookup(c ch, h *fuse.InHeader, name string, out *fuse.Entr
 	return r.fs.Lookup(c, h, name, out)
 }
 func (r *recordingFS) Forget(node, nlookup uint64) {
-	defer r.record(opForget, r.enter(), nil)
+	if r.gate.holdForget(node, nlookup) {
+		return // frozen: kept for the daemon that serves next (gate.held)
+	}
+	defer r.record(opForget, time.Now(), nil)
 	r.fs.Forget(node, nlookup)
 }
 func (r *recordingFS) GetAttr(c ch, in *fuse.GetAttrIn, out *fuse.AttrOut) (st fuse.Status) {

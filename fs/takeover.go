@@ -169,6 +169,13 @@ func AdoptMount(mountpoint string, opts Options, cfg MountConfig, scope owner.Sc
 	return m, nil
 }
 
+// HeldForgets are the FORGETs the kernel sent since the freeze: the new daemon applies them (ApplyForgets)
+// before it serves. A FORGET read after this call, before the process exits, is lost (see docs/takeover.md).
+func (m *Mount) HeldForgets() []Forget { return m.raw.heldForgets() }
+
+// ApplyForgets applies the FORGETs the old daemon held, before this one serves.
+func (m *Mount) ApplyForgets(fs []Forget) { m.raw.applyForgets(fs) }
+
 // ServeAdopted starts serving a mount AdoptMount rebuilt, once the old daemon is gone: the kernel is asked to
 // send again what the old daemon read and did not answer, before this one reads anything (a resend while
 // serving would re-queue this daemon's own requests in flight).

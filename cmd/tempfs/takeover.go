@@ -78,6 +78,11 @@ type takeoverAnswer struct {
 	Refuse string `json:"refuse,omitempty"`
 }
 
+// takeoverLast is the old daemon's last message, after "ready": the FORGETs the kernel sent since the freeze.
+type takeoverLast struct {
+	Forgets []tempfs.Forget `json:"forgets"`
+}
+
 // metricsFDName names the metrics listener among the descriptors handed over.
 const metricsFDName = "metrics"
 
@@ -208,7 +213,12 @@ func (s *served) handOver(conn *net.UnixConn, settings takeoverSettings) {
 		return
 	}
 	thaw = false
-	log.Info("handed the mount over; exiting", "files", st.Tree.Counters.Files, "handles", len(st.Tree.Handles))
+	last := takeoverLast{Forgets: s.mount.HeldForgets()}
+	if b, err := json.Marshal(last); err == nil {
+		_, _ = conn.Write(b)
+	}
+	log.Info("handed the mount over; exiting", "files", st.Tree.Counters.Files, "handles", len(st.Tree.Handles),
+		"forgets_since_freeze", len(last.Forgets))
 	// Nothing is unmounted or removed: the mount, its store and its descriptors are the new daemon's.
 	os.Exit(0)
 }
@@ -335,6 +345,7 @@ func runTakeover(ctx context.Context, o *mountOptions, flags *pflag.FlagSet, arg
 		return refuse(err)
 	}
 	closeRest()
+	buf := make([]byte, 0, 1<<20)
 	rebuiltAt := monotonicNanos()
 	b, _ := json.Marshal(takeoverAnswer{Ready: true})
 	if _, err := conn.Write(b); err != nil {
@@ -346,11 +357,20 @@ func runTakeover(ctx context.Context, o *mountOptions, flags *pflag.FlagSet, arg
 		}
 		log.Warn("the old daemon died before it heard ready; serving the state it handed over", "pid", cred.Pid)
 	}
+	// The old daemon's last word: the FORGETs it held (none if it died).
+	var last takeoverLast
+	_ = conn.SetReadDeadline(time.Now().Add(takeoverReadyTimeout))
+	if n, err := conn.Read(buf[:cap(buf)]); err == nil {
+		if err := json.Unmarshal(buf[:n], &last); err != nil {
+			log.Warn("the old daemon's last message does not decode; the FORGETs it held are lost", "err", err)
+		}
+	}
 	// The old daemon exits on "ready"; its readers must be gone before this one resends and reads.
 	if err := waitExited(oldPidfd, takeoverReadyTimeout); err != nil {
 		closeMetrics()
 		return failure(fmt.Errorf("take-over of %s: the old daemon (pid %d) did not exit: %w", mp, cred.Pid, err))
 	}
+	m.ApplyForgets(last.Forgets)
 	exitedAt := monotonicNanos()
 	if err := m.ServeAdopted(); err != nil {
 		closeMetrics()
