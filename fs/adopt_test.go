@@ -47,8 +47,8 @@ func takeOverInProcess(t *testing.T, b *bridge) (*bridge, *treeState) {
 	return &bridge{fsys: fsys, raw: nodeFS, pid: b.pid}, &x.state
 }
 
-// comparable is a state with what moves by itself (clock stamps) left out.
-func comparable(st treeState) treeState {
+// withoutClocks is a state with what moves by itself (clock stamps) left out.
+func withoutClocks(st treeState) treeState {
 	st.MonoBase = 0
 	nodes := slices.Clone(st.Nodes)
 	for i := range nodes {
@@ -139,7 +139,7 @@ func TestTakeOverKeepsTheTree(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if a, b := comparable(*before), comparable(x.state); !reflect.DeepEqual(a, b) {
+	if a, b := withoutClocks(*before), withoutClocks(x.state); !reflect.DeepEqual(a, b) {
 		ja, _ := json.Marshal(a)
 		jb, _ := json.Marshal(b)
 		t.Fatalf("state changed in the take-over:\nbefore %s\nafter  %s", ja, jb)

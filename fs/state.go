@@ -157,6 +157,24 @@ type treeExport struct {
 	owners   []*owner.Owner
 }
 
+// numbering returns a function that numbers values in the order it first meets them, appending each new one
+// to list; the zero value (nil) is -1.
+func numbering[T comparable](list *[]T) func(T) int {
+	index := map[T]int{}
+	return func(v T) int {
+		var zero T
+		if v == zero {
+			return -1
+		}
+		if i, ok := index[v]; ok {
+			return i
+		}
+		index[v] = len(*list)
+		*list = append(*list, v)
+		return len(*list) - 1
+	}
+}
+
 // monoBase is CLOCK_MONOTONIC minus the Mono reading now, in nanoseconds.
 func monoBase() int64 {
 	var ts unix.Timespec
@@ -238,30 +256,8 @@ func (fsys *FS) exportTree() (*treeExport, error) {
 		}
 	}
 
-	ownerIndex := map[*owner.Owner]int{}
-	ownerOf := func(o *owner.Owner) int {
-		if o == nil {
-			return -1
-		}
-		if i, ok := ownerIndex[o]; ok {
-			return i
-		}
-		ownerIndex[o] = len(x.owners)
-		x.owners = append(x.owners, o)
-		return len(x.owners) - 1
-	}
-	accountIndex := map[*spool.Account]int{}
-	accountOf := func(a *spool.Account) int {
-		if a == nil {
-			return -1
-		}
-		if i, ok := accountIndex[a]; ok {
-			return i
-		}
-		accountIndex[a] = len(x.accounts)
-		x.accounts = append(x.accounts, a)
-		return len(x.accounts) - 1
-	}
+	ownerOf := numbering(&x.owners)
+	accountOf := numbering(&x.accounts)
 
 	for _, n := range order {
 		a := n.base()
