@@ -2,6 +2,7 @@ package integration
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -344,6 +345,34 @@ var exampleChecks = map[string]func(t *testing.T, e *exampleEnv, ex string){
 		data, err := os.ReadFile(logFile)
 		if !isMounted(e.scratch) || err != nil || !strings.Contains(string(data), "msg=mounted") {
 			t.Errorf("%s: mounted %v, log %q (%v)", ex, isMounted(e.scratch), data, err)
+		}
+	},
+	"tempfs mount --daemon --takeover /scratch": func(t *testing.T, e *exampleEnv, ex string) {
+		e.daemonMount(t, e.scratch, "--max-size", "64KiB")
+		name := filepath.Join(e.scratch, "kept")
+		data := bytes.Repeat([]byte("taken over "), 10000) // past --max-size: on disk
+		if err := os.WriteFile(name, data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		held, err := os.Open(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer held.Close()
+		before := daemonStats(t, e.scratch)
+		r := e.run(t, ex, "")
+		wantExit0(t, ex, r)
+		got := make([]byte, len(data))
+		if n, err := held.ReadAt(got, 0); n != len(data) || err != nil || !bytes.Equal(got, data) {
+			t.Errorf("%s: the file held open across it reads %d bytes, %v", ex, n, err)
+		}
+		if again, err := os.ReadFile(name); err != nil || !bytes.Equal(again, data) {
+			t.Errorf("%s: the file read afresh: %d bytes, %v", ex, len(again), err)
+		}
+		after := daemonStats(t, e.scratch)
+		if after["max_size"] != before["max_size"] || after["entries_created"] != before["entries_created"] {
+			t.Errorf("%s: settings or counters changed: max_size %v then %v, entries_created %v then %v", ex,
+				before["max_size"], after["max_size"], before["entries_created"], after["entries_created"])
 		}
 	},
 	"tempfs mount --owner session -o allow_other /scratch": func(t *testing.T, e *exampleEnv, ex string) {
