@@ -137,21 +137,45 @@ func launchMountVia(t testing.TB, wrapper []string, dir, storeParent string, env
 	t.Helper()
 	requireFUSE(t)
 	m := &mount{Dir: dir, StoreParent: storeParent, log: &syncBuffer{}, exited: make(chan struct{})}
-	r, w, err := os.Pipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	full := append([]string{"mount", "--ready-fd=3", "--store", m.StoreParent}, args...)
+	full := append([]string{"mount", "--store", m.StoreParent}, args...)
 	full = append(full, m.Dir)
 	full = append([]string{tempfsBin}, full...)
 	if wrapper != nil {
 		full = append(slices.Clone(wrapper), full...)
 	}
-	m.cmd = exec.Command(full[0], full[1:]...)
-	m.cmd.Stderr = m.log
 	if env != nil {
-		m.cmd.Env = append(os.Environ(), env...)
+		env = append(os.Environ(), env...)
 	}
+	switch l, ok := m.startReady(t, full, env, attr); {
+	case !ok:
+		_ = m.cmd.Process.Kill()
+		t.Fatalf("tempfs mount: no ready signal after 60s; log:\n%s", m.log.String())
+	case l != "ready":
+		<-m.exited
+		t.Fatalf("tempfs mount did not become ready: %q; exit: %v; log:\n%s", l, m.exitErr, m.log.String())
+	}
+	t.Cleanup(func() { m.stop(t) })
+	return m
+}
+
+// startReady starts argv (a tempfs mount command, possibly after a wrapper's words; --ready-fd=3 is added after
+// "mount") as m's daemon, with env
+// (nil: this process's) and attr, and returns the first line it writes to its ready descriptor: "ready", or
+// an error; ok is false when none came within 60 s.
+func (m *mount) startReady(t testing.TB, argv, env []string, attr *syscall.SysProcAttr) (line string, ok bool) {
+	t.Helper()
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	i := slices.Index(argv, tempfsBin) // after a wrapper's words, if any
+	if i < 0 || i+1 >= len(argv) || argv[i+1] != "mount" {
+		t.Fatalf("not a tempfs mount command: %q", argv)
+	}
+	argv = slices.Insert(slices.Clone(argv), i+2, "--ready-fd=3")
+	m.cmd = exec.Command(argv[0], argv[1:]...)
+	m.cmd.Stdout, m.cmd.Stderr = m.log, m.log
+	m.cmd.Env = env
 	m.cmd.SysProcAttr = attr
 	m.cmd.ExtraFiles = []*os.File{w}
 	if err := m.cmd.Start(); err != nil {
@@ -162,24 +186,18 @@ func launchMountVia(t testing.TB, wrapper []string, dir, storeParent string, env
 		m.exitErr = m.cmd.Wait()
 		close(m.exited)
 	}()
-	line := make(chan string, 1)
+	lines := make(chan string, 1)
 	go func() {
 		s, _ := bufio.NewReader(r).ReadString('\n')
 		r.Close()
-		line <- strings.TrimSpace(s)
+		lines <- strings.TrimSpace(s)
 	}()
 	select {
-	case l := <-line:
-		if l != "ready" {
-			<-m.exited
-			t.Fatalf("tempfs mount did not become ready: %q; exit: %v; log:\n%s", l, m.exitErr, m.log.String())
-		}
+	case l := <-lines:
+		return l, true
 	case <-time.After(60 * time.Second):
-		_ = m.cmd.Process.Kill()
-		t.Fatalf("tempfs mount: no ready signal after 60s; log:\n%s", m.log.String())
+		return "", false
 	}
-	t.Cleanup(func() { m.stop(t) })
-	return m
 }
 
 // Path joins names below the mountpoint.

@@ -183,38 +183,16 @@ type toTiming struct {
 func toLaunchTakeover(t testing.TB, old *mount, env []string, extra ...string) (*mount, bool) {
 	t.Helper()
 	n := &mount{Dir: old.Dir, StoreParent: old.StoreParent, log: &syncBuffer{}, exited: make(chan struct{})}
-	r, w, err := os.Pipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	args := append([]string{"mount", "--takeover", "--ready-fd=3"}, extra...)
-	n.cmd = exec.Command(tempfsBin, append(args, old.Dir)...)
-	n.cmd.Stdout, n.cmd.Stderr = n.log, n.log
-	n.cmd.Env = append(os.Environ(), env...)
-	n.cmd.ExtraFiles = []*os.File{w}
-	if err := n.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	w.Close()
-	go func() {
-		n.exitErr = n.cmd.Wait()
-		close(n.exited)
-	}()
-	line := make(chan string, 1)
-	go func() {
-		s, _ := bufio.NewReader(r).ReadString('\n')
-		r.Close()
-		line <- strings.TrimSpace(s)
-	}()
-	select {
-	case l := <-line:
-		if l == "ready" {
-			return n, true
-		}
+	args := append([]string{tempfsBin, "mount", "--takeover"}, extra...)
+	l, ok := n.startReady(t, append(args, old.Dir), append(os.Environ(), env...), nil)
+	switch {
+	case ok && l == "ready":
+		return n, true
+	case ok:
 		<-n.exited
 		n.stopped = true
 		return n, false
-	case <-time.After(60 * time.Second):
+	default:
 		_ = n.cmd.Process.Kill()
 		<-n.exited
 		n.stopped = true
