@@ -7,7 +7,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -352,18 +351,7 @@ func TestImportChecksWhoIsBehindAPid(t *testing.T) {
 // in the new one without a read of /proc, and to the imported owner.
 func TestImportedThreadCostsNoProcRead(t *testing.T) {
 	old, _ := newTracker(t, Process)
-	tids := make(chan int)
-	release := make(chan struct{})
-	go func() {
-		runtime.LockOSThread() // a thread of this process, never the main one: the goroutine keeps it
-		tids <- unix.Gettid()
-		<-release
-	}()
-	tid := <-tids
-	defer close(release)
-	if tid == os.Getpid() {
-		t.Skip("the goroutine ran on the main thread")
-	}
+	tid := otherThread(t)
 	self := mustOf(t, old, tid)
 	st := exportState(t, old, []*Owner{self})
 	if st.Threads[uint32(tid)] != uint32(os.Getpid()) {

@@ -215,18 +215,7 @@ func TestKnownProcessCostsNoProcRead(t *testing.T) {
 func TestThreadMapsToItsProcess(t *testing.T) {
 	tr, _ := newTracker(t, Process)
 	self := mustOf(t, tr, os.Getpid())
-	tids := make(chan int)
-	release := make(chan struct{})
-	go func() {
-		runtime.LockOSThread() // a thread of this process, never the main one: the goroutine keeps it
-		tids <- unix.Gettid()
-		<-release
-	}()
-	tid := <-tids
-	defer close(release)
-	if tid == os.Getpid() {
-		t.Skip("the goroutine ran on the main thread")
-	}
+	tid := otherThread(t)
 	if o := mustOf(t, tr, tid); o != self {
 		t.Errorf("thread %d: owner %v, want the process's %v", tid, o, self)
 	}
