@@ -141,9 +141,13 @@ func (a *arena) newChunkLocked(class int) (*arenaChunk, error) {
 		unix.Close(fd)
 		return nil, mapIOError("sizing an arena memfd", err)
 	}
+	id := a.pool.newDescriptorID()
+	if err := a.pool.descriptorMade(chunkDescName(id), fd, func() { unix.Close(fd) }); err != nil {
+		return nil, err
+	}
 	slots := arenaChunkBytes / a.classes[class].slotSize
 	a.chunks++
-	return &arenaChunk{fd: fd, id: a.pool.newDescriptorID(), class: class, inUse: make([]uint64, (slots+63)/64)}, nil
+	return &arenaChunk{fd: fd, id: id, class: class, inUse: make([]uint64, (slots+63)/64)}, nil
 }
 
 // release gives a slot back. Its bytes are punched out first (whole pages are freed; the part of a page
@@ -193,6 +197,7 @@ func (a *arena) release(s *arenaSlot) {
 		if err := unix.Close(ch.fd); err != nil {
 			a.pool.log.Warn("spool: closing an empty arena memfd failed", "err", err)
 		}
+		a.pool.descriptorClosed(chunkDescName(ch.id))
 		return
 	}
 	if !ch.listed {

@@ -19,6 +19,8 @@ import (
 // respect to every other call on the File.
 type File struct {
 	pool *Pool
+	// tag is the caller's, set once before the File is shared (fs keeps its node there, for a Watcher).
+	tag any
 
 	mu sync.RWMutex
 	// Guarded by mu.
@@ -595,6 +597,10 @@ func (f *File) placeLocked(oldSize, newSize int64) error {
 	if err != nil {
 		return p.descriptorError("memfd_create", err)
 	}
+	id := p.newDescriptorID()
+	if err := p.descriptorMade(memfdDescName(id), fd, func() { unix.Close(fd) }); err != nil {
+		return err
+	}
 	if inArena {
 		err := ftruncate(fd, oldSize)
 		if err == nil {
@@ -605,13 +611,14 @@ func (f *File) placeLocked(oldSize, newSize int64) error {
 		}
 		if err != nil {
 			unix.Close(fd)
+			p.descriptorClosed(memfdDescName(id))
 			return mapIOError("moving a file out of the arena", err)
 		}
 		// Not dropDataLocked: that also gives back the file's share of the RAM counter, which prepareLocked has just
 		// reserved for the new memfd. Given back, other files could take it before this write is counted.
 		old.release(f)
 	}
-	f.place = &memfdFile{ownFd{fd: fd, id: p.newDescriptorID()}}
+	f.place = &memfdFile{ownFd{fd: fd, id: id}}
 	p.noteOwnMemfds(1)
 	return nil
 }
@@ -716,7 +723,7 @@ func (f *File) rolloverLocked(reserve int64, reason string, ownGrowth bool) erro
 	}
 	p.mu.Unlock()
 
-	backing, copied, err := f.copyToBackingLocked()
+	backing, backingID, copied, err := f.copyToBackingLocked()
 	if err != nil {
 		p.mu.Lock()
 		p.diskBytes -= reserve
@@ -746,17 +753,22 @@ func (f *File) rolloverLocked(reserve int64, reason string, ownGrowth bool) erro
 	p.diskWrittenBytes += copied
 	p.mu.Unlock()
 
-	f.place = &diskFile{ownFd: ownFd{fd: backing, id: p.newDescriptorID()}}
+	f.place = &diskFile{ownFd: ownFd{fd: backing, id: backingID}}
+	p.moved(f)
 	p.log.Debug("spool: rolled over to disk", "reason", reason, "size", f.size, "copied", copied)
 	return nil
 }
 
 // copyToBackingLocked makes a backing file of the same size with the same data ranges as f's place in RAM,
 // and returns it with the number of data bytes copied.
-func (f *File) copyToBackingLocked() (backing int, copied int64, err error) {
+func (f *File) copyToBackingLocked() (backing int, id uint64, copied int64, err error) {
 	backing, err = f.pool.cfg.Store.createBackingFd()
 	if err != nil {
-		return -1, 0, f.pool.descriptorError("creating a backing file in the store", err)
+		return -1, 0, 0, f.pool.descriptorError("creating a backing file in the store", err)
+	}
+	id = f.pool.newDescriptorID()
+	if err := f.pool.descriptorMade(diskDescName(id), backing, func() { unix.Close(backing) }); err != nil {
+		return -1, 0, 0, err
 	}
 	if f.size > 0 {
 		err = ftruncate(backing, f.size)
@@ -765,10 +777,11 @@ func (f *File) copyToBackingLocked() (backing int, copied int64, err error) {
 		}
 		if err != nil {
 			unix.Close(backing)
-			return -1, 0, err
+			f.pool.descriptorClosed(diskDescName(id))
+			return -1, 0, 0, err
 		}
 	}
-	return backing, copied, nil
+	return backing, id, copied, nil
 }
 
 // undoGrowthLocked puts the size back after prepareLocked succeeded but the I/O failed: the file is cut back

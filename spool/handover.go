@@ -129,6 +129,10 @@ type FileState struct {
 	SlotOffset  int64  `json:"slot_offset,omitempty"`
 	FallocPages uint16 `json:"falloc_pages,omitempty"`
 	Pages       int32  `json:"pages,omitempty"`
+	// ChunkID and SlotSize name an arena file's chunk in a crash record, which has no list of chunks to index
+	// (record.go); 0 in a hand-over's state.
+	ChunkID  uint64 `json:"chunk_id,omitempty"`
+	SlotSize int64  `json:"slot_size,omitempty"`
 	// SyncSeq and SyncErrno are the writeback errors Sync collected: how many, and the last one's errno
 	// (0 for none), so that every open description is still told of each once.
 	SyncSeq   uint64 `json:"sync_seq,omitempty"`
@@ -245,21 +249,7 @@ func (p *Pool) Export(files []*File, accounts []*Account) (PoolState, []Descript
 	}
 
 	p.mu.Lock()
-	st.Counters = PoolCounters{
-		Files:               p.files,
-		MemoryFiles:         p.memoryFiles,
-		DiskFiles:           p.diskFiles,
-		RAMBytes:            p.ramBytes,
-		DiskBytes:           p.diskBytes,
-		ArenaFiles:          p.arenaFiles,
-		OwnMemfds:           p.ownMemfds,
-		PeakRAMBytes:        p.peakRAMBytes,
-		PeakDiskBytes:       p.peakDiskBytes,
-		DiskWrittenBytes:    p.diskWrittenBytes,
-		Rollovers:           p.rollovers,
-		SpilledBytes:        p.spilledBytes,
-		DescriptorLimitHits: p.descriptorLimitHits.Load(),
-	}
+	st.Counters = p.countersLocked()
 	for j, a := range accounts {
 		st.Accounts[j] = AccountState{Limit: a.limit, Used: a.used}
 	}
@@ -410,6 +400,11 @@ func (s *Store) export() (StoreState, []Descriptor, error) {
 // carried: the recycled copy buffers, and the order of the arena's lists of chunks with free slots (a new
 // file may get another free slot than it would have in the old process).
 func ImportPool(st PoolState, fds map[string]int, log *slog.Logger) (*Pool, []*File, []*Account, error) {
+	return importPoolTaking(st, fds, log, false)
+}
+
+// importPoolTaking is ImportPool; recovered: the state comes from a crash record (see ImportRecoveredPool).
+func importPoolTaking(st PoolState, fds map[string]int, log *slog.Logger, recovered bool) (*Pool, []*File, []*Account, error) {
 	if log == nil {
 		log = slog.Default()
 	}
@@ -451,7 +446,7 @@ func ImportPool(st PoolState, fds map[string]int, log *slog.Logger) (*Pool, []*F
 		}
 		byFd[fd] = name
 	}
-	p, files, accounts, err := importPool(st, taken, log)
+	p, files, accounts, err := importPool(st, taken, log, recovered)
 	if err != nil {
 		return fail(fmt.Errorf("spool: import: %w", err))
 	}
@@ -484,7 +479,7 @@ func (st *PoolState) descriptorNames() []string {
 }
 
 // importPool is ImportPool once the descriptors are taken: it owns none of them until it succeeds.
-func importPool(st PoolState, fds map[string]int, log *slog.Logger) (*Pool, []*File, []*Account, error) {
+func importPool(st PoolState, fds map[string]int, log *slog.Logger, recovered bool) (*Pool, []*File, []*Account, error) {
 	store, err := importStore(st.Store, fds, log)
 	if err != nil {
 		return nil, nil, nil, err
@@ -538,7 +533,7 @@ func importPool(st PoolState, fds map[string]int, log *slog.Logger) (*Pool, []*F
 	var got PoolCounters
 	files := make([]*File, len(st.Files))
 	for i, fs := range st.Files {
-		f, err := p.importFile(fs, fds[fs.FD], chunks, accounts)
+		f, err := p.importFile(fs, fds[fs.FD], chunks, accounts, recovered)
 		if err == nil && fs.FD != "" {
 			err = newID(fs.ID)
 		}
@@ -587,6 +582,13 @@ func importPool(st PoolState, fds map[string]int, log *slog.Logger) (*Pool, []*F
 	got.ArenaMemfds = p.arena.chunks
 
 	want := st.Counters
+	if recovered {
+		// A crash record keeps the files, not these counters: they are what the files make.
+		want.Files, want.MemoryFiles, want.DiskFiles = got.Files, got.MemoryFiles, got.DiskFiles
+		want.RAMBytes, want.DiskBytes, want.ArenaFiles = got.RAMBytes, got.DiskBytes, got.ArenaFiles
+		want.ArenaMemfds, want.OwnMemfds = got.ArenaMemfds, got.OwnMemfds
+		want.PeakRAMBytes, want.PeakDiskBytes = max(want.PeakRAMBytes, got.RAMBytes), max(want.PeakDiskBytes, got.DiskBytes)
+	}
 	for _, c := range []struct {
 		what      string
 		got, want int64
@@ -728,7 +730,7 @@ func checkMemfd(fd int, size int64) error {
 }
 
 // importFile makes the File of fs, on fd if it has one, and charges it to its account.
-func (p *Pool) importFile(fs FileState, fd int, chunks []importedChunk, accounts []*Account) (*File, error) {
+func (p *Pool) importFile(fs FileState, fd int, chunks []importedChunk, accounts []*Account, recovered bool) (*File, error) {
 	f := &File{pool: p, place: noBytes, heapIndex: -1, size: fs.Size, syncSeq: WritebackMark(fs.SyncSeq)}
 	if fs.SyncErrno != 0 {
 		f.syncErr = mapIOError("writeback", syscall.Errno(fs.SyncErrno))
@@ -791,6 +793,11 @@ func (p *Pool) importFile(fs FileState, fd int, chunks []importedChunk, accounts
 		a.pages.Store(fs.Pages)
 		f.place = a
 	case WhereMemfd:
+		if recovered {
+			if err := cutToRecord(fd, fs.Size, &fs.Accounted, func(st *unix.Stat_t) (int64, error) { return st.Blocks * 512, nil }); err != nil {
+				return nil, err
+			}
+		}
 		if err := checkMemfd(fd, fs.Size); err != nil {
 			return nil, err
 		}
@@ -815,6 +822,14 @@ func (p *Pool) importFile(fs FileState, fd int, chunks []importedChunk, accounts
 			f.place = &passthroughFile{ownFd{fd: fd, id: fs.ID}}
 			break
 		}
+		if recovered {
+			if err := cutToRecord(fd, fs.Size, &fs.Accounted, func(st *unix.Stat_t) (int64, error) { return p.diskAllocation(fd, fs.Size, st) }); err != nil {
+				return nil, err
+			}
+			if err := fstat(fd, &st); err != nil {
+				return nil, err
+			}
+		}
 		if st.Size != fs.Size {
 			return nil, fmt.Errorf("the backing file has %d bytes, the state says %d", st.Size, fs.Size)
 		}
@@ -835,4 +850,23 @@ func (p *Pool) importFile(fs FileState, fd int, chunks []importedChunk, accounts
 		f.account.used += f.accounted
 	}
 	return f, nil
+}
+
+// countersLocked are the pool's counters; the caller holds p.mu.
+func (p *Pool) countersLocked() PoolCounters {
+	return PoolCounters{
+		Files:               p.files,
+		MemoryFiles:         p.memoryFiles,
+		DiskFiles:           p.diskFiles,
+		RAMBytes:            p.ramBytes,
+		DiskBytes:           p.diskBytes,
+		ArenaFiles:          p.arenaFiles,
+		OwnMemfds:           p.ownMemfds,
+		PeakRAMBytes:        p.peakRAMBytes,
+		PeakDiskBytes:       p.peakDiskBytes,
+		DiskWrittenBytes:    p.diskWrittenBytes,
+		Rollovers:           p.rollovers,
+		SpilledBytes:        p.spilledBytes,
+		DescriptorLimitHits: p.descriptorLimitHits.Load(),
+	}
 }

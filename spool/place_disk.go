@@ -88,8 +88,10 @@ func (d *diskFile) allocated(f *File) (int64, bool) {
 	return n, true
 }
 
-func (d *diskFile) release(*File) error {
-	if err := unix.Close(d.fd); err != nil {
+func (d *diskFile) release(f *File) error {
+	err := unix.Close(d.fd)
+	f.pool.descriptorClosed(diskDescName(d.id))
+	if err != nil {
 		return fmt.Errorf("spool: close: %w", err)
 	}
 	return nil
@@ -133,6 +135,7 @@ func (x *passthroughFile) stat(f *File) Stat {
 
 func (x *passthroughFile) release(f *File) error {
 	err := unix.Close(x.fd)
+	f.pool.descriptorClosed(diskDescName(x.id))
 	f.pool.noteExternal(f, false)
 	if err != nil {
 		return fmt.Errorf("spool: close: %w", err)

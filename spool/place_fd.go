@@ -118,6 +118,7 @@ func (m *memfdFile) release(f *File) error {
 	if err := unix.Close(m.fd); err != nil {
 		f.pool.log.Warn("spool: closing a memfd failed", "err", err)
 	}
+	f.pool.descriptorClosed(memfdDescName(m.id))
 	f.pool.noteOwnMemfds(-1)
 	return nil
 }

@@ -151,6 +151,8 @@ type Stats struct {
 type Pool struct {
 	cfg Config
 	log *slog.Logger
+	// watcher learns of descriptors made and closed (watch.go); nil for none.
+	watcher Watcher
 
 	// copyRangeUnsupported remembers that copy_file_range refused memfd → store copies
 	// (cross-filesystem copies answer EXDEV on current kernels), so rollovers go straight to
