@@ -81,6 +81,7 @@ func (fsys *FS) importTree(st *treeState, files []*spool.File, accounts []*spool
 					return nil, fmt.Errorf("node %d: spool file %d of %d", ns.Ino, ns.Spool, len(files))
 				}
 				f.data = files[ns.Spool]
+				f.data.SetTag(f)
 			} else {
 				// The bytes were freed; the kernel may still stat the node until it forgets it.
 				f.data = fsys.pool.NewFile()

@@ -107,6 +107,7 @@ func (d *Dir) addChildLocked(name string, n node) {
 		d.children = make(map[string]node)
 	}
 	d.children[name] = n
+	d.fs.noteEntry(d, name, n)
 }
 
 // recordCreatedLocked remembers, for user.tempfs.created, the last name process pid made here. The caller holds
@@ -165,7 +166,7 @@ func (d *Dir) Create(ctx context.Context, name string, flags uint32, mode uint32
 	if errno != 0 {
 		return nil, nil, 0, errno
 	}
-	f := &File{leaf: leaf{attrs: newAttrs(syscall.S_IFREG|perm, uid, gid)}, fs: d.fs, data: d.fs.pool.NewFile()}
+	f := d.fs.newFileNode(syscall.S_IFREG|perm, uid, gid)
 	inh.apply(&f.attrs)
 	ch := d.NewPersistentInode(ctx, f, d.fs.stable(syscall.S_IFREG))
 
@@ -255,7 +256,7 @@ func (d *Dir) Tmpfile(ctx context.Context, flags uint32, mode uint32, out *fuse.
 			return nil, nil, 0, errno
 		}
 	}
-	f := &File{leaf: leaf{attrs: newAttrs(syscall.S_IFREG|perm, uid, gid)}, fs: d.fs, data: d.fs.pool.NewFile()}
+	f := d.fs.newFileNode(syscall.S_IFREG|perm, uid, gid)
 	inh.apply(&f.attrs)
 	ch := d.NewPersistentInode(ctx, f, d.fs.stable(syscall.S_IFREG))
 	if d.removed.Load() {
@@ -292,7 +293,7 @@ func (d *Dir) Mknod(ctx context.Context, name string, mode uint32, dev uint32, o
 	var n leafNode
 	switch mode & syscall.S_IFMT {
 	case syscall.S_IFREG, 0:
-		n = &File{leaf: leaf{attrs: newAttrs(syscall.S_IFREG|perm, uid, gid)}, fs: d.fs, data: d.fs.pool.NewFile()}
+		n = d.fs.newFileNode(syscall.S_IFREG|perm, uid, gid)
 	case syscall.S_IFIFO, syscall.S_IFSOCK, syscall.S_IFCHR, syscall.S_IFBLK:
 		s := &Special{leaf: leaf{attrs: newAttrs(mode&syscall.S_IFMT|perm, uid, gid)}, fs: d.fs}
 		s.attrs.rdev = dev

@@ -56,6 +56,7 @@ func (d *Dir) dropLeafNameLocked(l leafNode, name string) bool {
 	}
 	delete(d.children, name)
 	l.leafPart().removeLinkLocked(d, name)
+	d.fs.noteEntry(d, name, l)
 	return true
 }
 
@@ -105,6 +106,7 @@ func (d *Dir) unlinkLeafLocked(l leafNode, name string) bool {
 	}
 	delete(d.children, name)
 	lp.removeLinkLocked(d, name)
+	d.fs.noteEntry(d, name, l)
 	return l.takeUnusedLocked()
 }
 
@@ -142,6 +144,7 @@ func (d *Dir) Rmdir(ctx context.Context, name string) syscall.Errno {
 // removeSubdirLocked detaches the empty directory (d, name). The caller holds d.entriesMu and sub.entriesMu.
 func (d *Dir) removeSubdirLocked(sub *Dir, name string) {
 	delete(d.children, name)
+	d.fs.noteEntry(d, name, sub)
 	d.subdirs--
 	sub.removed.Store(true)
 	sub.parent.Store(nil)
@@ -334,6 +337,7 @@ func (d *Dir) Rename(ctx context.Context, name string, newParent fusefs.InodeEmb
 // removed whatever was at the destination.
 func (d *Dir) moveLocked(n node, name string, nd *Dir, newName string) {
 	delete(d.children, name)
+	d.fs.noteEntry(d, name, n)
 	nd.addChildLocked(newName, n)
 	d.renamedLocked(n, name, nd, newName)
 }
@@ -342,6 +346,8 @@ func (d *Dir) moveLocked(n node, name string, nd *Dir, newName string) {
 // caller holds the entriesMu of d and nd.
 func (d *Dir) exchangeLocked(n node, name string, nd *Dir, m node, newName string) {
 	d.children[name], nd.children[newName] = m, n
+	d.fs.noteEntry(d, name, m)
+	d.fs.noteEntry(nd, newName, n)
 	d.renamedLocked(n, name, nd, newName)
 	nd.renamedLocked(m, newName, d, name)
 }

@@ -78,6 +78,13 @@ var (
 
 func (f *File) base() *attrs { return &f.attrs }
 
+// newFileNode is a new regular file of mode and owner ids, with empty bytes of its own in the pool.
+func (fsys *FS) newFileNode(mode, uid, gid uint32) *File {
+	f := &File{leaf: leaf{attrs: newAttrs(mode, uid, gid)}, fs: fsys, data: fsys.pool.NewFile()}
+	f.data.SetTag(f)
+	return f
+}
+
 func (f *File) getattr(out *fuse.Attr) {
 	st := f.data.Stat()
 	if st.External {
@@ -365,9 +372,12 @@ func (f *File) release(h *handle) {
 		// notification takes the directory's lock in the kernel: skip it when no dentry can exist, and
 		// then only drop the directory's cached attributes (mtime, size), if the kernel has them.
 		if f.lookedUp.Load() {
-			if errno := d.NotifyDelete(gone.name, f.EmbeddedInode()); errno != 0 && errno != syscall.ENOENT {
-				fsys.log.Debug("notify delete", "name", gone.name, "errno", errno)
-			}
+			name := gone.name
+			fsys.notifyKernel(func() {
+				if errno := d.NotifyDelete(name, f.EmbeddedInode()); errno != 0 && errno != syscall.ENOENT {
+					fsys.log.Debug("notify delete", "name", name, "errno", errno)
+				}
+			})
 		} else if d.attrsCached.Swap(false) {
 			if errno := d.NotifyContent(-1, 0); errno != 0 && errno != syscall.ENOENT {
 				fsys.log.Debug("notify directory attributes", "dir", d.StableAttr().Ino, "errno", errno)

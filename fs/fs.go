@@ -131,6 +131,8 @@ type FS struct {
 	// nextIno is the last inode number handed out (the root's is 1); refs and handles are the numbers the
 	// kernel holds (kernelrefs.go).
 	nextIno atomic.Uint64
+	// crash is the crash record, nil when there is none (record.go).
+	crash   atomic.Pointer[crashRecord]
 	refs    refTable
 	handles handleTable
 	// adopting is set while a new daemon rebuilds go-fuse's tables (adopt.go), before it serves; adoptedBacking
@@ -142,11 +144,27 @@ type FS struct {
 	background sync.RWMutex
 }
 
+// backgroundWork starts work the daemon does on its own, which changes the tree: not while a take-over
+// describes it (FS.background), and, with a crash record, one at a time with the requests that change it.
+// The function returned ends it.
+func (fsys *FS) backgroundWork() (done func()) {
+	fsys.background.RLock()
+	r := fsys.crash.Load()
+	if r != nil {
+		r.begin()
+	}
+	return func() {
+		if r != nil {
+			r.end()
+		}
+		fsys.background.RUnlock()
+	}
+}
+
 // SetMemoryCap moves the pool's memory cap while mounted (the daemon's memory limit moved), spilling RAM files
 // to disk down to it, and says why in the status from now on.
 func (fsys *FS) SetMemoryCap(size int64, source string) error {
-	fsys.background.RLock() // not while a take-over describes the pool
-	defer fsys.background.RUnlock()
+	defer fsys.backgroundWork()()
 	fsys.memorySource.Store(&source)
 	return fsys.pool.SetMemoryCap(size)
 }
@@ -189,6 +207,7 @@ func New(opts Options) *FS {
 	fsys.root = &Dir{attrs: newAttrs(syscall.S_IFDIR|opts.RootMode&07777, opts.RootUID, opts.RootGID)}
 	fsys.root.fs = fsys
 	fsys.nextIno.Store(fuse.FUSE_ROOT_ID)
+	fsys.refs.note = fsys.noteNode
 	fsys.counts.dirs.Add(1)
 	return fsys
 }

@@ -177,7 +177,7 @@ type journal struct {
 }
 
 // record keeps a result; out is copied.
-func (j *journal) record(unique uint64, op uint32, st fuse.Status, out []byte) {
+func (j *journal) record(unique uint64, op uint32, st fuse.Status, out []byte) JournalEntry {
 	e := JournalEntry{Unique: unique &^ uniqueResend, Opcode: op, Status: int32(st)}
 	if len(out) > 0 {
 		e.Out = append([]byte(nil), out...)
@@ -190,6 +190,7 @@ func (j *journal) record(unique uint64, op uint32, st fuse.Status, out []byte) {
 		j.next = (j.next + 1) % journalSize
 	}
 	j.mu.Unlock()
+	return e
 }
 
 // entries returns the recorded results, oldest first.
@@ -248,10 +249,67 @@ func structBytes[T any](p *T) []byte {
 	return unsafe.Slice((*byte)(unsafe.Pointer(p)), unsafe.Sizeof(*p))
 }
 
-// enter passes the gate and returns the request's start, for record (which leaves the gate).
-func (r *recordingFS) enter() time.Time {
+// reqStart is when a request entered, and the crash record whose commit it holds (nil: none).
+type reqStart struct {
+	t   time.Time
+	rec *crashRecord
+}
+
+// end writes the request's crash record entry and lets commit go.
+func (s reqStart) end() {
+	if s.rec != nil {
+		s.rec.end()
+	}
+}
+
+// enter passes the gate and returns the request's start, for record (which leaves the gate). A request that
+// changes the tree takes the crash record's commit, if there is a record.
+func (r *recordingFS) enter(op opcode) reqStart {
 	r.gate.enter()
-	return time.Now()
+	return r.entered(op)
+}
+
+// entered is enter once the gate is passed.
+func (r *recordingFS) entered(op opcode) reqStart {
+	s := reqStart{t: time.Now()}
+	if recordedOps[op] {
+		if c := r.crash.Load(); c != nil {
+			c.begin()
+			s.rec = c
+		}
+	}
+	return s
+}
+
+// recordedOps are the requests that change the tree, its lookup counts or its handles: those the crash
+// record writes an entry for, one at a time.
+var recordedOps = [numOpcodes]bool{
+	opLookup: true, opForget: true, opSetattr: true, opMknod: true, opMkdir: true, opUnlink: true, opRmdir: true,
+	opRename: true, opLink: true, opSymlink: true, opSetxattr: true, opRemovexattr: true, opCreate: true,
+	opTmpfile: true, opOpen: true, opRelease: true, opWrite: true, opCopyFileRange: true, opIoctl: true,
+	opFallocate: true, opOpendir: true, opReaddir: true, opReaddirplus: true, opReleasedir: true,
+}
+
+// noteIno and noteHandle tell the crash record, if any, that the request changes a node or a handle.
+func (r *recordingFS) noteIno(ino uint64) {
+	if r.crash.Load() != nil && r.fsys != nil {
+		r.fsys.noteIno(ino)
+	}
+}
+
+func (r *recordingFS) noteHandle(fh uint64) {
+	if r.crash.Load() != nil && r.fsys != nil {
+		r.fsys.noteHandle(fh)
+	}
+}
+
+// journaled gives the crash record, if any, a journal entry of the request being recorded.
+func (r *recordingFS) journaled(e JournalEntry) {
+	if c := r.crash.Load(); c != nil {
+		c.mu.Lock()
+		c.journal = append(c.journal, e)
+		c.mu.Unlock()
+	}
 }
 
 // replay answers a re-delivered request from the loaded journal: it copies the recorded reply body into out
@@ -275,7 +333,7 @@ func (r *recordingFS) keep(h *fuse.InHeader, op uint32, out []byte, st *fuse.Sta
 	if *st != fuse.OK {
 		out = nil
 	}
-	r.journal.record(h.Unique, op, *st, out)
+	r.journaled(r.journal.record(h.Unique, op, *st, out))
 }
 
 // skipRelease tells whether a re-delivered RELEASE or RELEASEDIR must not reach the wrapped filesystem:

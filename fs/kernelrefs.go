@@ -27,6 +27,8 @@ const refShards = 64
 
 // refTable is the kernel's lookup count per node id, with the node.
 type refTable struct {
+	// note is told of each node whose count changes (FS.noteNode); nil in tests that build a table alone.
+	note   func(node)
 	shards [refShards]struct {
 		mu    sync.Mutex
 		nodes map[uint64]*kernelRef
@@ -59,23 +61,33 @@ func (t *refTable) add(n node) {
 		s.nodes[ino] = &kernelRef{n: n, count: 1}
 	}
 	s.mu.Unlock()
+	if t.note != nil {
+		t.note(n)
+	}
 }
 
 // addByID counts one more reference of a node the kernel already holds (LOOKUP "." answers it by id).
 func (t *refTable) addByID(ino uint64) {
 	s := t.shard(ino)
 	s.mu.Lock()
+	var n node
 	if r := s.nodes[ino]; r != nil {
 		r.count++
+		n = r.n
 	}
 	s.mu.Unlock()
+	if t.note != nil && n != nil {
+		t.note(n)
+	}
 }
 
 // forget takes back n references of a node id (FORGET).
 func (t *refTable) forget(ino, n uint64) {
 	s := t.shard(ino)
 	s.mu.Lock()
+	var gone node
 	if r := s.nodes[ino]; r != nil {
+		gone = r.n
 		if r.count <= n {
 			delete(s.nodes, ino)
 		} else {
@@ -83,6 +95,31 @@ func (t *refTable) forget(ino, n uint64) {
 		}
 	}
 	s.mu.Unlock()
+	if t.note != nil && gone != nil {
+		t.note(gone)
+	}
+}
+
+// node is the node the kernel knows by ino, nil if it holds no lookup of it.
+func (t *refTable) node(ino uint64) node {
+	s := t.shard(ino)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if r := s.nodes[ino]; r != nil {
+		return r.n
+	}
+	return nil
+}
+
+// count is the kernel's lookup count of ino.
+func (t *refTable) count(ino uint64) uint64 {
+	s := t.shard(ino)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if r := s.nodes[ino]; r != nil {
+		return r.count
+	}
+	return 0
 }
 
 // set records count references of n (a node restored in a take-over).
@@ -159,6 +196,7 @@ func (t *handleTable) answered(fsys *FS, cancel <-chan struct{}, st fuse.Status,
 		fsys.attachAdopted(h.file.StableAttr().Ino, out)
 	}
 	t.put(out.Fh, handleEntry{h: v.(openHandle), backingID: out.BackingID})
+	fsys.noteHandle(out.Fh)
 }
 
 func (t *handleTable) put(fh uint64, e handleEntry) {
@@ -242,9 +280,11 @@ func (t tableFS) Tmpfile(c <-chan struct{}, in *fuse.CreateIn, out *fuse.CreateO
 func (t tableFS) Release(c <-chan struct{}, in *fuse.ReleaseIn) {
 	t.RawFileSystem.Release(c, in)
 	t.fsys.releasedAdopted(t.fsys.handles.released(in.Fh))
+	t.fsys.noteHandle(in.Fh)
 }
 
 func (t tableFS) ReleaseDir(in *fuse.ReleaseIn) {
 	t.RawFileSystem.ReleaseDir(in)
 	t.fsys.handles.released(in.Fh)
+	t.fsys.noteHandle(in.Fh)
 }

@@ -151,7 +151,7 @@ func (fsys *FS) serving(cfg MountConfig) (*fusefs.Options, *recordingFS) {
 		nodeFS = umaskFS{nodeFS}
 		fsys.acl.Store(true) // before the first request; taken back by MountFS if the kernel does not agree
 	}
-	raw := &recordingFS{fs: nodeFS, rec: fsys.requests, handleKnown: fsys.handleKnown}
+	raw := &recordingFS{fs: nodeFS, rec: fsys.requests, handleKnown: fsys.handleKnown, fsys: fsys}
 	effectiveMaxWrite(&nodeOpts.MountOptions)
 	return nodeOpts, raw
 }

@@ -174,7 +174,7 @@ func (fsys *FS) removeGoneOwners() {
 		case <-own.kick:
 		case <-sweep.C:
 		}
-		fsys.background.RLock() // not while a take-over describes the tree
+		done := fsys.backgroundWork()
 		own.queueMu.Lock()
 		gone := own.gone
 		own.gone = nil
@@ -185,7 +185,7 @@ func (fsys *FS) removeGoneOwners() {
 		if fsys.sweepOrphans() {
 			sweep.Reset(orphanSweep)
 		}
-		fsys.background.RUnlock()
+		done()
 	}
 }
 
@@ -394,9 +394,11 @@ func (fsys *FS) removeOwnedName(d *Dir, name string, l leafNode) bool {
 	}
 	d.forgetChild(name, l)
 	fsys.noteRemoved(removedOwnerGone, 1)
-	if errno := d.NotifyDelete(name, l.EmbeddedInode()); errno != 0 && errno != syscall.ENOENT {
-		fsys.log.Debug("notify delete", "name", name, "errno", errno)
-	}
+	fsys.notifyKernel(func() {
+		if errno := d.NotifyDelete(name, l.EmbeddedInode()); errno != 0 && errno != syscall.ENOENT {
+			fsys.log.Debug("notify delete", "name", name, "errno", errno)
+		}
+	})
 	d.attrs.touchModified()
 	if unused {
 		l.free()

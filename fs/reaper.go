@@ -39,8 +39,7 @@ func (fsys *FS) Reap(maxAge time.Duration, now time.Time) int {
 
 // reapAt reaps at the Mono reading now.
 func (fsys *FS) reapAt(maxAge, now time.Duration) int {
-	fsys.background.RLock() // not while a take-over describes the tree
-	defer fsys.background.RUnlock()
+	defer fsys.backgroundWork()()
 	removed, _ := fsys.reapDir(fsys.root, int64(now-maxAge))
 	fsys.noteRemoved(removedMaxAge, removed)
 	return removed
@@ -102,7 +101,7 @@ func (fsys *FS) reapLeaf(d *Dir, name string, l leafNode) bool {
 		return false
 	}
 	d.forgetChild(name, l)
-	_ = d.NotifyDelete(name, l.EmbeddedInode())
+	d.fs.notifyKernel(func() { _ = d.NotifyDelete(name, l.EmbeddedInode()) })
 	if unused {
 		l.free()
 	}
@@ -126,7 +125,7 @@ func (fsys *FS) reapSubdir(d *Dir, name string, sub *Dir) bool {
 		return false
 	}
 	d.forgetChild(name, sub)
-	_ = d.NotifyDelete(name, sub.EmbeddedInode())
+	d.fs.notifyKernel(func() { _ = d.NotifyDelete(name, sub.EmbeddedInode()) })
 	fsys.counts.dirs.Add(-1)
 	sub.ForgetPersistent()
 	return true

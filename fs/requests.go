@@ -95,6 +95,9 @@ type recordingFS struct {
 	// handleKnown, if set, tells whether the filesystem knows a file or directory handle: a re-delivered
 	// release of one it does not know is answered without reaching it.
 	handleKnown func(node, fh uint64) bool
+	// crash is the mount's crash record, nil when there is none (record.go); fsys is the tree it records.
+	crash atomic.Pointer[crashRecord]
+	fsys  *FS
 }
 
 var _ = (fuse.RawFileSystem)((*recordingFS)(nil))
@@ -103,8 +106,10 @@ var _ = (fuse.RawFileSystem)((*recordingFS)(nil))
 // FORGET, RELEASE, RELEASEDIR), and lets it out of the gate it entered (enter gives start). Each method below
 // defers it: the time is taken when the method starts, the status read after the handler returned, and no
 // method holds logic of its own beyond the journal's two calls.
-func (r *recordingFS) record(op opcode, start time.Time, st *fuse.Status) {
+func (r *recordingFS) record(op opcode, s reqStart, st *fuse.Status) {
 	defer r.gate.leave()
+	s.end()
+	start := s.t
 	var errno int
 	if st != nil {
 		errno = int(*st)
@@ -142,26 +147,27 @@ func (r *recordingFS) Init(s *fuse.Server) { r.fs.Init(s) }
 func (r *recordingFS) OnUnmount()          { r.fs.OnUnmount() }
 
 func (r *recordingFS) Lookup(c ch, h *fuse.InHeader, name string, out *fuse.EntryOut) (st fuse.Status) {
-	defer r.record(opLookup, r.enter(), &st)
+	defer r.record(opLookup, r.enter(opLookup), &st)
 	return r.fs.Lookup(c, h, name, out)
 }
 func (r *recordingFS) Forget(node, nlookup uint64) {
 	if r.gate.holdForget(node, nlookup) {
 		return // frozen: kept for the daemon that serves next (gate.held)
 	}
-	defer r.record(opForget, time.Now(), nil)
+	defer r.record(opForget, r.entered(opForget), nil)
 	r.fs.Forget(node, nlookup)
 }
 func (r *recordingFS) GetAttr(c ch, in *fuse.GetAttrIn, out *fuse.AttrOut) (st fuse.Status) {
-	defer r.record(opGetattr, r.enter(), &st)
+	defer r.record(opGetattr, r.enter(opGetattr), &st)
 	return r.fs.GetAttr(c, in, out)
 }
 func (r *recordingFS) SetAttr(c ch, in *fuse.SetAttrIn, out *fuse.AttrOut) (st fuse.Status) {
-	defer r.record(opSetattr, r.enter(), &st)
+	defer r.record(opSetattr, r.enter(opSetattr), &st)
+	r.noteIno(in.NodeId)
 	return r.fs.SetAttr(c, in, out)
 }
 func (r *recordingFS) Mknod(c ch, in *fuse.MknodIn, name string, out *fuse.EntryOut) (st fuse.Status) {
-	defer r.record(opMknod, r.enter(), &st)
+	defer r.record(opMknod, r.enter(opMknod), &st)
 	if r.replay(&in.InHeader, fuseMknod, structBytes(out), &st) {
 		return st
 	}
@@ -169,7 +175,7 @@ func (r *recordingFS) Mknod(c ch, in *fuse.MknodIn, name string, out *fuse.Entry
 	return r.fs.Mknod(c, in, name, out)
 }
 func (r *recordingFS) Mkdir(c ch, in *fuse.MkdirIn, name string, out *fuse.EntryOut) (st fuse.Status) {
-	defer r.record(opMkdir, r.enter(), &st)
+	defer r.record(opMkdir, r.enter(opMkdir), &st)
 	if r.replay(&in.InHeader, fuseMkdir, structBytes(out), &st) {
 		return st
 	}
@@ -177,7 +183,7 @@ func (r *recordingFS) Mkdir(c ch, in *fuse.MkdirIn, name string, out *fuse.Entry
 	return r.fs.Mkdir(c, in, name, out)
 }
 func (r *recordingFS) Unlink(c ch, h *fuse.InHeader, name string) (st fuse.Status) {
-	defer r.record(opUnlink, r.enter(), &st)
+	defer r.record(opUnlink, r.enter(opUnlink), &st)
 	if r.replay(h, fuseUnlink, nil, &st) {
 		return st
 	}
@@ -185,7 +191,7 @@ func (r *recordingFS) Unlink(c ch, h *fuse.InHeader, name string) (st fuse.Statu
 	return r.fs.Unlink(c, h, name)
 }
 func (r *recordingFS) Rmdir(c ch, h *fuse.InHeader, name string) (st fuse.Status) {
-	defer r.record(opRmdir, r.enter(), &st)
+	defer r.record(opRmdir, r.enter(opRmdir), &st)
 	if r.replay(h, fuseRmdir, nil, &st) {
 		return st
 	}
@@ -193,7 +199,7 @@ func (r *recordingFS) Rmdir(c ch, h *fuse.InHeader, name string) (st fuse.Status
 	return r.fs.Rmdir(c, h, name)
 }
 func (r *recordingFS) Rename(c ch, in *fuse.RenameIn, oldName, newName string) (st fuse.Status) {
-	defer r.record(opRename, r.enter(), &st)
+	defer r.record(opRename, r.enter(opRename), &st)
 	// RENAME and RENAME2 (flags) both arrive here; the journal keeps them under one opcode.
 	if r.replay(&in.InHeader, fuseRename2, nil, &st) {
 		return st
@@ -202,7 +208,7 @@ func (r *recordingFS) Rename(c ch, in *fuse.RenameIn, oldName, newName string) (
 	return r.fs.Rename(c, in, oldName, newName)
 }
 func (r *recordingFS) Link(c ch, in *fuse.LinkIn, name string, out *fuse.EntryOut) (st fuse.Status) {
-	defer r.record(opLink, r.enter(), &st)
+	defer r.record(opLink, r.enter(opLink), &st)
 	if r.replay(&in.InHeader, fuseLink, structBytes(out), &st) {
 		return st
 	}
@@ -210,7 +216,7 @@ func (r *recordingFS) Link(c ch, in *fuse.LinkIn, name string, out *fuse.EntryOu
 	return r.fs.Link(c, in, name, out)
 }
 func (r *recordingFS) Symlink(c ch, h *fuse.InHeader, target, name string, out *fuse.EntryOut) (st fuse.Status) {
-	defer r.record(opSymlink, r.enter(), &st)
+	defer r.record(opSymlink, r.enter(opSymlink), &st)
 	if r.replay(h, fuseSymlink, structBytes(out), &st) {
 		return st
 	}
@@ -218,23 +224,24 @@ func (r *recordingFS) Symlink(c ch, h *fuse.InHeader, target, name string, out *
 	return r.fs.Symlink(c, h, target, name, out)
 }
 func (r *recordingFS) Readlink(c ch, h *fuse.InHeader) (out []byte, st fuse.Status) {
-	defer r.record(opReadlink, r.enter(), &st)
+	defer r.record(opReadlink, r.enter(opReadlink), &st)
 	return r.fs.Readlink(c, h)
 }
 func (r *recordingFS) Access(c ch, in *fuse.AccessIn) (st fuse.Status) {
-	defer r.record(opAccess, r.enter(), &st)
+	defer r.record(opAccess, r.enter(opAccess), &st)
 	return r.fs.Access(c, in)
 }
 func (r *recordingFS) GetXAttr(c ch, h *fuse.InHeader, attr string, dest []byte) (n uint32, st fuse.Status) {
-	defer r.record(opGetxattr, r.enter(), &st)
+	defer r.record(opGetxattr, r.enter(opGetxattr), &st)
 	return r.fs.GetXAttr(c, h, attr, dest)
 }
 func (r *recordingFS) ListXAttr(c ch, h *fuse.InHeader, dest []byte) (n uint32, st fuse.Status) {
-	defer r.record(opListxattr, r.enter(), &st)
+	defer r.record(opListxattr, r.enter(opListxattr), &st)
 	return r.fs.ListXAttr(c, h, dest)
 }
 func (r *recordingFS) SetXAttr(c ch, in *fuse.SetXAttrIn, attr string, data []byte) (st fuse.Status) {
-	defer r.record(opSetxattr, r.enter(), &st)
+	defer r.record(opSetxattr, r.enter(opSetxattr), &st)
+	r.noteIno(in.NodeId)
 	if r.replay(&in.InHeader, fuseSetxattr, nil, &st) {
 		return st
 	}
@@ -242,7 +249,8 @@ func (r *recordingFS) SetXAttr(c ch, in *fuse.SetXAttrIn, attr string, data []by
 	return r.fs.SetXAttr(c, in, attr, data)
 }
 func (r *recordingFS) RemoveXAttr(c ch, h *fuse.InHeader, attr string) (st fuse.Status) {
-	defer r.record(opRemovexattr, r.enter(), &st)
+	defer r.record(opRemovexattr, r.enter(opRemovexattr), &st)
+	r.noteIno(h.NodeId)
 	if r.replay(h, fuseRemovexattr, nil, &st) {
 		return st
 	}
@@ -250,7 +258,7 @@ func (r *recordingFS) RemoveXAttr(c ch, h *fuse.InHeader, attr string) (st fuse.
 	return r.fs.RemoveXAttr(c, h, attr)
 }
 func (r *recordingFS) Create(c ch, in *fuse.CreateIn, name string, out *fuse.CreateOut) (st fuse.Status) {
-	defer r.record(opCreate, r.enter(), &st)
+	defer r.record(opCreate, r.enter(opCreate), &st)
 	if r.replay(&in.InHeader, fuseCreate, structBytes(out), &st) {
 		return st
 	}
@@ -258,7 +266,7 @@ func (r *recordingFS) Create(c ch, in *fuse.CreateIn, name string, out *fuse.Cre
 	return r.fs.Create(c, in, name, out)
 }
 func (r *recordingFS) Tmpfile(c ch, in *fuse.CreateIn, out *fuse.CreateOut) (st fuse.Status) {
-	defer r.record(opTmpfile, r.enter(), &st)
+	defer r.record(opTmpfile, r.enter(opTmpfile), &st)
 	if r.replay(&in.InHeader, fuseTmpfile, structBytes(out), &st) {
 		return st
 	}
@@ -266,7 +274,8 @@ func (r *recordingFS) Tmpfile(c ch, in *fuse.CreateIn, out *fuse.CreateOut) (st 
 	return r.fs.Tmpfile(c, in, out)
 }
 func (r *recordingFS) Open(c ch, in *fuse.OpenIn, out *fuse.OpenOut) (st fuse.Status) {
-	defer r.record(opOpen, r.enter(), &st)
+	defer r.record(opOpen, r.enter(opOpen), &st)
+	r.noteIno(in.NodeId)
 	if r.replay(&in.InHeader, fuseOpen, structBytes(out), &st) {
 		return st
 	}
@@ -274,59 +283,64 @@ func (r *recordingFS) Open(c ch, in *fuse.OpenIn, out *fuse.OpenOut) (st fuse.St
 	return r.fs.Open(c, in, out)
 }
 func (r *recordingFS) Read(c ch, in *fuse.ReadIn, buf []byte) (res fuse.ReadResult, st fuse.Status) {
-	defer r.record(opRead, r.enter(), &st)
+	defer r.record(opRead, r.enter(opRead), &st)
 	return r.fs.Read(c, in, buf)
 }
 func (r *recordingFS) Lseek(c ch, in *fuse.LseekIn, out *fuse.LseekOut) (st fuse.Status) {
-	defer r.record(opLseek, r.enter(), &st)
+	defer r.record(opLseek, r.enter(opLseek), &st)
 	return r.fs.Lseek(c, in, out)
 }
 func (r *recordingFS) GetLk(c ch, in *fuse.LkIn, out *fuse.LkOut) (st fuse.Status) {
-	defer r.record(opGetlk, r.enter(), &st)
+	defer r.record(opGetlk, r.enter(opGetlk), &st)
 	return r.fs.GetLk(c, in, out)
 }
 func (r *recordingFS) SetLk(c ch, in *fuse.LkIn) (st fuse.Status) {
-	defer r.record(opSetlk, r.enter(), &st)
+	defer r.record(opSetlk, r.enter(opSetlk), &st)
 	return r.fs.SetLk(c, in)
 }
 func (r *recordingFS) SetLkw(c ch, in *fuse.LkIn) (st fuse.Status) {
-	defer r.record(opSetlkw, r.enter(), &st)
+	defer r.record(opSetlkw, r.enter(opSetlkw), &st)
 	return r.fs.SetLkw(c, in)
 }
 func (r *recordingFS) Release(c ch, in *fuse.ReleaseIn) {
-	defer r.record(opRelease, r.enter(), nil)
+	defer r.record(opRelease, r.enter(opRelease), nil)
+	r.noteIno(in.NodeId)
 	if r.skipRelease(in, fuseRelease) {
 		return
 	}
 	r.fs.Release(c, in)
-	r.journal.record(in.Unique, fuseRelease, fuse.OK, nil)
+	r.journaled(r.journal.record(in.Unique, fuseRelease, fuse.OK, nil))
 }
 func (r *recordingFS) Write(c ch, in *fuse.WriteIn, data []byte) (n uint32, st fuse.Status) {
-	defer r.record(opWrite, r.enter(), &st)
+	defer r.record(opWrite, r.enter(opWrite), &st)
+	r.noteIno(in.NodeId)
 	return r.fs.Write(c, in, data)
 }
 func (r *recordingFS) CopyFileRange(c ch, in *fuse.CopyFileRangeIn) (n uint32, st fuse.Status) {
-	defer r.record(opCopyFileRange, r.enter(), &st)
+	defer r.record(opCopyFileRange, r.enter(opCopyFileRange), &st)
+	r.noteIno(in.NodeIdOut)
 	return r.fs.CopyFileRange(c, in)
 }
 func (r *recordingFS) Ioctl(c ch, in *fuse.IoctlIn, inbuf []byte, out *fuse.IoctlOut, outbuf []byte) (st fuse.Status) {
-	defer r.record(opIoctl, r.enter(), &st)
+	defer r.record(opIoctl, r.enter(opIoctl), &st)
+	r.noteIno(in.NodeId)
 	return r.fs.Ioctl(c, in, inbuf, out, outbuf)
 }
 func (r *recordingFS) Flush(c ch, in *fuse.FlushIn) (st fuse.Status) {
-	defer r.record(opFlush, r.enter(), &st)
+	defer r.record(opFlush, r.enter(opFlush), &st)
 	return r.fs.Flush(c, in)
 }
 func (r *recordingFS) Fsync(c ch, in *fuse.FsyncIn) (st fuse.Status) {
-	defer r.record(opFsync, r.enter(), &st)
+	defer r.record(opFsync, r.enter(opFsync), &st)
 	return r.fs.Fsync(c, in)
 }
 func (r *recordingFS) Fallocate(c ch, in *fuse.FallocateIn) (st fuse.Status) {
-	defer r.record(opFallocate, r.enter(), &st)
+	defer r.record(opFallocate, r.enter(opFallocate), &st)
+	r.noteIno(in.NodeId)
 	return r.fs.Fallocate(c, in)
 }
 func (r *recordingFS) OpenDir(c ch, in *fuse.OpenIn, out *fuse.OpenOut) (st fuse.Status) {
-	defer r.record(opOpendir, r.enter(), &st)
+	defer r.record(opOpendir, r.enter(opOpendir), &st)
 	if r.replay(&in.InHeader, fuseOpendir, structBytes(out), &st) {
 		return st
 	}
@@ -334,43 +348,49 @@ func (r *recordingFS) OpenDir(c ch, in *fuse.OpenIn, out *fuse.OpenOut) (st fuse
 	return r.fs.OpenDir(c, in, out)
 }
 func (r *recordingFS) ReadDir(c ch, in *fuse.ReadIn, out *fuse.DirEntryList) (st fuse.Status) {
-	defer r.record(opReaddir, r.enter(), &st)
+	defer r.record(opReaddir, r.enter(opReaddir), &st)
+	r.noteIno(in.NodeId)
+	r.noteHandle(in.Fh)
 	return r.fs.ReadDir(c, in, out)
 }
 func (r *recordingFS) ReadDirPlus(c ch, in *fuse.ReadIn, out *fuse.DirEntryList) (st fuse.Status) {
-	defer r.record(opReaddirplus, r.enter(), &st)
+	defer r.record(opReaddirplus, r.enter(opReaddirplus), &st)
+	r.noteIno(in.NodeId)
+	r.noteHandle(in.Fh)
 	return r.fs.ReadDirPlus(c, in, out)
 }
 func (r *recordingFS) ReleaseDir(in *fuse.ReleaseIn) {
-	defer r.record(opReleasedir, r.enter(), nil)
+	defer r.record(opReleasedir, r.enter(opReleasedir), nil)
 	if r.skipRelease(in, fuseReleasedir) {
 		return
 	}
 	r.fs.ReleaseDir(in)
-	r.journal.record(in.Unique, fuseReleasedir, fuse.OK, nil)
+	r.journaled(r.journal.record(in.Unique, fuseReleasedir, fuse.OK, nil))
 }
 func (r *recordingFS) FsyncDir(c ch, in *fuse.FsyncIn) (st fuse.Status) {
-	defer r.record(opFsyncdir, r.enter(), &st)
+	defer r.record(opFsyncdir, r.enter(opFsyncdir), &st)
 	return r.fs.FsyncDir(c, in)
 }
 func (r *recordingFS) StatFs(c ch, h *fuse.InHeader, out *fuse.StatfsOut) (st fuse.Status) {
-	defer r.record(opStatfs, r.enter(), &st)
+	defer r.record(opStatfs, r.enter(opStatfs), &st)
 	return r.fs.StatFs(c, h, out)
 }
 func (r *recordingFS) Statx(c ch, in *fuse.StatxIn, out *fuse.StatxOut) (st fuse.Status) {
-	defer r.record(opStatx, r.enter(), &st)
+	defer r.record(opStatx, r.enter(opStatx), &st)
 	return r.fs.Statx(c, in, out)
 }
 
 // Writev is how go-fuse serves WRITE. On ENOSYS it falls back to Write, which then records the request.
 func (r *recordingFS) Writev(c ch, in *fuse.WriteIn, data [][]byte) (n uint32, st fuse.Status) {
-	start := r.enter()
+	start := r.enter(opWrite)
 	defer func() {
 		if st != fuse.ENOSYS {
 			r.record(opWrite, start, &st)
 		} else {
+			start.end()
 			r.gate.leave()
 		}
 	}()
+	r.noteIno(in.NodeId)
 	return r.fs.Writev(c, in, data)
 }

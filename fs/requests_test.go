@@ -157,9 +157,9 @@ func TestExpectedAnswers(t *testing.T) {
 		}
 	}
 	st := fuse.Status(syscall.ENOENT)
-	r.record(opLookup, time.Now(), &st)
+	r.record(opLookup, reqStart{t: time.Now()}, &st)
 	st = fuse.Status(syscall.ENOENT)
-	r.record(opOpen, time.Now(), &st)
+	r.record(opOpen, reqStart{t: time.Now()}, &st)
 	s := requestStats(r.rec)
 	if s.Errors != 2 || s.Expected != 1 || s.ExpectedByErrno["ENOENT"] != 1 || s.ByOpcode["LOOKUP"].Expected != 1 || s.ByOpcode["OPEN"].Expected != 0 {
 		t.Errorf("after an ENOENT to LOOKUP and one to OPEN: %+v", s)

@@ -220,25 +220,9 @@ func (fsys *FS) exportTree() (*treeExport, error) {
 	fsys.handles.mu.Unlock()
 	slices.Sort(ids)
 	for _, id := range ids {
-		e := fsys.handles.byID[id]
-		hs := handleState{ID: id, TemplateDir: -1, BackingID: e.backingID}
-		switch h := e.h.(type) {
-		case *handle:
-			hs.Node = add(h.file)
-			hs.Flags, hs.Passthrough, hs.KeepCache, hs.DirectIO = h.flags, h.passthrough, h.keepCache, h.directIO
-			hs.Synced = uint64(h.synced)
-			if td := h.templateDentry.Load(); td != nil {
-				hs.TemplateDir, hs.TemplateName = add(td.dir), td.name
-			}
-		case *dirStream:
-			hs.Dir = true
-			hs.Node = add(h.dir)
-			hs.Listed, hs.Next = h.listed, h.next
-			for _, e := range h.entries {
-				hs.Entries = append(hs.Entries, direntRow{Name: e.Name, Mode: e.Mode, Ino: e.Ino})
-			}
-		default:
-			return nil, fmt.Errorf("handle %d: unknown kind %T", id, e.h)
+		hs, err := handleStateOf(id, fsys.handles.byID[id], add)
+		if err != nil {
+			return nil, err
 		}
 		x.state.Handles = append(x.state.Handles, hs)
 	}
@@ -259,54 +243,20 @@ func (fsys *FS) exportTree() (*treeExport, error) {
 	ownerOf := numbering(&x.owners)
 	accountOf := numbering(&x.accounts)
 
+	refs := stateRefs{
+		node:  func(c node) int { return index[c] },
+		owner: ownerOf,
+		file: func(f *File) int {
+			x.files = append(x.files, f.data)
+			accountOf(f.data.Account())
+			return len(x.files) - 1
+		},
+		children: true,
+	}
 	for _, n := range order {
-		a := n.base()
-		ns := nodeState{
-			Ino: n.EmbeddedInode().StableAttr().Ino, Mode: a.mode, UID: a.uid, GID: a.gid, Rdev: a.rdev,
-			Atime: timeStateOf(a.atime), Mtime: timeStateOf(a.mtime), Ctime: timeStateOf(a.ctime), Btime: timeStateOf(a.btime),
-			Used: a.used, Flags: a.flags, Xattrs: a.xattrs, Parent: -1, Spool: -1,
-			Owner: ownerOf(n.ownerTag().owner), Kept: n.ownerTag().kept,
-		}
-		switch n := n.(type) {
-		case *Dir:
-			ns.Kind = "dir"
-			ns.Children = make(map[string]int, len(n.children))
-			for name, c := range n.children {
-				ns.Children[name] = index[c]
-			}
-			if p := n.parent.Load(); p != nil {
-				ns.Parent = index[p]
-			}
-			ns.Name, ns.Removed, ns.FromTmpl, ns.Unpinned = n.name, n.removed.Load(), n.fromTmpl, n.removed.Load()
-			for tid, r := range n.created {
-				ns.Created = append(ns.Created, createdState{TID: tid, Name: r.name, Seq: r.seq})
-			}
-		case leafNode:
-			l := n.leafPart()
-			for _, link := range l.links {
-				ns.Links = append(ns.Links, linkState{Dir: index[link.dir], Name: link.name})
-			}
-			switch n := n.(type) {
-			case *File:
-				ns.Kind = "file"
-				if !n.freed.Load() {
-					ns.Spool = len(x.files)
-					x.files = append(x.files, n.data)
-					accountOf(n.data.Account())
-				}
-				ns.Opens, ns.CachedOpens, ns.Ephemeral, ns.PtWritten = n.opens, n.cachedOpens, n.ephemeral, n.ptWritten
-				ns.Unpinned, ns.Forgotten, ns.Linkable, ns.LookedUp = n.unpinned, n.forgotten, n.linkable, n.lookedUp.Load()
-				ns.Opened, ns.BackingSeen = n.opened.Load(), n.backingSeen
-			case *Symlink:
-				ns.Kind = "symlink"
-				ns.Target = n.target
-				ns.Unpinned = len(l.links) == 0
-			case *Special:
-				ns.Kind = "special"
-				ns.Unpinned = len(l.links) == 0
-			default:
-				return nil, fmt.Errorf("node %d: unknown kind %T", ns.Ino, n)
-			}
+		ns, err := nodeStateOf(n, refs, false)
+		if err != nil {
+			return nil, err
 		}
 		x.state.Nodes = append(x.state.Nodes, ns)
 	}
@@ -330,8 +280,129 @@ func (fsys *FS) exportTree() (*treeExport, error) {
 		slices.Sort(x.state.Orphans)
 	}
 
+	x.state.Counters = fsys.countersNow()
+	x.state.NextIno = fsys.nextIno.Load()
+	x.state.MonoBase = monoBase()
+	return x, nil
+}
+
+// stateRefs says how a nodeState refers to what is not in it: other nodes, its spool file, its owner. children:
+// a directory's entries are listed.
+type stateRefs struct {
+	node     func(node) int
+	file     func(*File) int
+	owner    func(*owner.Owner) int
+	children bool
+}
+
+// nodeStateOf describes n. locked: take n's locks (requests run meanwhile); otherwise the daemon is frozen.
+func nodeStateOf(n node, refs stateRefs, locked bool) (nodeState, error) {
+	a := n.base()
+	if locked {
+		a.mu.Lock()
+	}
+	ns := nodeState{
+		Ino: n.EmbeddedInode().StableAttr().Ino, Mode: a.mode, UID: a.uid, GID: a.gid, Rdev: a.rdev,
+		Atime: timeStateOf(a.atime), Mtime: timeStateOf(a.mtime), Ctime: timeStateOf(a.ctime), Btime: timeStateOf(a.btime),
+		Used: a.used, Flags: a.flags, Xattrs: a.xattrs, Parent: -1, Spool: -1,
+		Owner: refs.owner(n.ownerTag().owner), Kept: n.ownerTag().kept,
+	}
+	if locked {
+		if len(a.xattrs) > 0 {
+			ns.Xattrs = make(map[string][]byte, len(a.xattrs))
+			for k, v := range a.xattrs {
+				ns.Xattrs[k] = v
+			}
+		}
+		a.mu.Unlock()
+	}
+	switch n := n.(type) {
+	case *Dir:
+		ns.Kind = "dir"
+		if locked {
+			n.entriesMu.RLock()
+			defer n.entriesMu.RUnlock()
+		}
+		if refs.children {
+			ns.Children = make(map[string]int, len(n.children))
+			for name, c := range n.children {
+				ns.Children[name] = refs.node(c)
+			}
+		}
+		if p := n.parent.Load(); p != nil {
+			ns.Parent = refs.node(p)
+		}
+		ns.Name, ns.Removed, ns.FromTmpl, ns.Unpinned = n.name, n.removed.Load(), n.fromTmpl, n.removed.Load()
+		for tid, r := range n.created {
+			ns.Created = append(ns.Created, createdState{TID: tid, Name: r.name, Seq: r.seq})
+		}
+	case leafNode:
+		l := n.leafPart()
+		if locked {
+			l.stateMu.Lock()
+			defer l.stateMu.Unlock()
+		}
+		for _, link := range l.links {
+			ns.Links = append(ns.Links, linkState{Dir: refs.node(link.dir), Name: link.name})
+		}
+		switch n := n.(type) {
+		case *File:
+			ns.Kind = "file"
+			if !n.freed.Load() {
+				ns.Spool = refs.file(n)
+			}
+			ns.Opens, ns.CachedOpens, ns.Ephemeral, ns.PtWritten = n.opens, n.cachedOpens, n.ephemeral, n.ptWritten
+			ns.Unpinned, ns.Forgotten, ns.Linkable, ns.LookedUp = n.unpinned, n.forgotten, n.linkable, n.lookedUp.Load()
+			ns.Opened = n.opened.Load()
+			if locked {
+				n.attrs.mu.Lock()
+			}
+			ns.BackingSeen = n.backingSeen
+			if locked {
+				n.attrs.mu.Unlock()
+			}
+		case *Symlink:
+			ns.Kind = "symlink"
+			ns.Target = n.target
+			ns.Unpinned = len(l.links) == 0
+		case *Special:
+			ns.Kind = "special"
+			ns.Unpinned = len(l.links) == 0
+		default:
+			return nodeState{}, fmt.Errorf("node %d: unknown kind %T", ns.Ino, n)
+		}
+	}
+	return ns, nil
+}
+
+// handleStateOf describes the open handle id; ref numbers the nodes it refers to.
+func handleStateOf(id uint64, e handleEntry, ref func(node) int) (handleState, error) {
+	hs := handleState{ID: id, TemplateDir: -1, BackingID: e.backingID}
+	switch h := e.h.(type) {
+	case *handle:
+		hs.Node = ref(h.file)
+		hs.Flags, hs.Passthrough, hs.KeepCache, hs.DirectIO = h.flags, h.passthrough, h.keepCache, h.directIO
+		hs.Synced = uint64(h.synced)
+		if td := h.templateDentry.Load(); td != nil {
+			hs.TemplateDir, hs.TemplateName = ref(td.dir), td.name
+		}
+	case *dirStream:
+		hs.Dir = true
+		hs.Node = ref(h.dir)
+		hs.Listed, hs.Next = h.listed, h.next
+		for _, e := range h.entries {
+			hs.Entries = append(hs.Entries, direntRow{Name: e.Name, Mode: e.Mode, Ino: e.Ino})
+		}
+	default:
+		return handleState{}, fmt.Errorf("handle %d: unknown kind %T", id, e.h)
+	}
+	return hs, nil
+}
+
+// countersNow are the tree's counters.
+func (fsys *FS) countersNow() countersState {
 	c := &fsys.counts
-	x.state.Counters = countersState{
+	cs := countersState{
 		Files: c.files.Load(), Dirs: c.dirs.Load(), Others: c.others.Load(), OpenHandles: c.openHandles.Load(),
 		TemplateEntries: c.templateEntries.Load(), Created: c.created.Load(), EphemeralFiles: c.ephemeralFiles.Load(),
 		BytesWritten: c.bytesWritten.Load(), PassthroughOpens: c.passthroughOpens.Load(),
@@ -339,12 +410,10 @@ func (fsys *FS) exportTree() (*treeExport, error) {
 		StartedUnixNano: fsys.started.UnixNano(),
 	}
 	for i := range fsys.activity.removed {
-		x.state.Counters.Removed = append(x.state.Counters.Removed, fsys.activity.removed[i].Load())
+		cs.Removed = append(cs.Removed, fsys.activity.removed[i].Load())
 	}
 	if fsys.owners != nil {
-		x.state.Counters.OwnersRemoved = fsys.owners.removed.Load()
+		cs.OwnersRemoved = fsys.owners.removed.Load()
 	}
-	x.state.NextIno = fsys.nextIno.Load()
-	x.state.MonoBase = monoBase()
-	return x, nil
+	return cs
 }

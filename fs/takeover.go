@@ -100,6 +100,11 @@ func (m *Mount) ExportState() (*TakeoverState, []handover.NamedFD, error) {
 // error); the rest stay the caller's. The mount returned does not serve yet: the caller tells the old daemon
 // to go, waits for it to be gone, then calls ServeAdopted.
 func AdoptMount(mountpoint string, opts Options, cfg MountConfig, scope owner.Scope, st *TakeoverState, fds map[string]int) (m *Mount, err error) {
+	return adoptMount(mountpoint, opts, cfg, scope, st, fds, false)
+}
+
+// adoptMount is AdoptMount; recovered: st comes from a crash record (the pool's counters follow from its files).
+func adoptMount(mountpoint string, opts Options, cfg MountConfig, scope owner.Scope, st *TakeoverState, fds map[string]int, recovered bool) (m *Mount, err error) {
 	fd, ok := fds[fuseFDName]
 	if !ok {
 		return nil, errors.New("no FUSE descriptor among those handed over")
@@ -110,7 +115,11 @@ func AdoptMount(mountpoint string, opts Options, cfg MountConfig, scope owner.Sc
 			unix.Close(fd)
 		}
 	}()
-	pool, files, accounts, err := spool.ImportPool(st.Pool, fds, opts.Logger)
+	importPool := spool.ImportPool
+	if recovered {
+		importPool = spool.ImportRecoveredPool
+	}
+	pool, files, accounts, err := importPool(st.Pool, fds, opts.Logger)
 	if err != nil {
 		return nil, fmt.Errorf("spool: %w", err)
 	}
