@@ -211,6 +211,9 @@ func (o *mountOptions) prepare(arg string) (*prepared, error) {
 		}
 	}
 	p.metricsAddr = o.metrics.addr
+	if o.owner.scope != owner.None && os.Getenv("FDSTORE") != "" && os.Getenv("FDSTORE") != "0" {
+		return nil, usageErrorf("--owner cannot be kept across a crash yet: leave it out, or run the mount without a descriptor store (--hold, FileDescriptorStoreMax=)")
+	}
 	if o.ownerQuota.bytes > 0 && o.owner.scope == owner.None {
 		return nil, usageErrorf("--owner-quota needs --owner process, group, session or cgroup")
 	}
@@ -623,6 +626,16 @@ func runMount(ctx context.Context, o *mountOptions, flags *pflag.FlagSet, arg st
 		}
 		return err
 	}
+	passed, err := passedConnection()
+	if err == nil && passed != nil {
+		err = runRecover(ctx, o, arg, passed, ready)
+	}
+	if err != nil || passed != nil {
+		if err != nil {
+			ready.fail(err)
+		}
+		return err
+	}
 	if path := os.Getenv("TEMPFS_CPUPROFILE"); path != "" {
 		// For performance work (scripts/bench): a CPU profile of the daemon's whole life.
 		if f, err := os.Create(path); err == nil && pprof.StartCPUProfile(f) == nil {
@@ -664,6 +677,13 @@ func runMount(ctx context.Context, o *mountOptions, flags *pflag.FlagSet, arg st
 	signalNotify(signals)
 	defer signal.Stop(signals)
 	s, err := o.serve(p, log.Logger)
+	if err == nil {
+		if err = s.startCrashRecord(o.settings(p)); err != nil {
+			s.stop()
+			s.mount.Wait()
+			s.cleanup()
+		}
+	}
 	if err != nil {
 		ready.fail(err)
 		return err

@@ -160,6 +160,11 @@ func (s *served) handOver(conn *net.UnixConn, settings takeoverSettings) {
 		return
 	}
 	log := s.log.With("new_pid", cred.Pid)
+	if s.mount.CrashRecorded() {
+		// The holder (or systemd) would take this daemon's exit for an unmount and let the descriptors go.
+		log.Warn("take-over refused: this mount keeps a crash record with a holder of its descriptors; upgrade it by restarting the daemon, which the holder follows with the new binary")
+		return
+	}
 	log.Info("taking over: a new daemon asks for the mount")
 	// Every page present before the freeze: a reader of /dev/fuse killed at the exit while the kernel copies
 	// a request into a page it must fault in fails that request with EIO.
@@ -333,13 +338,8 @@ func runTakeover(ctx context.Context, o *mountOptions, flags *pflag.FlagSet, arg
 	if path := os.Getenv("TEMPFS_TEST_CLOCK"); path != "" {
 		tempfs.UseClock(tempfs.TestClockFile(path))
 	}
-	m, err := tempfs.AdoptMount(mp, tempfs.Options{
-		Mountpoint: mp, RootMode: set.Mode, RootUID: set.RootUID, RootGID: set.RootGID,
-		OwnerQuota: set.OwnerQuota, StoreOnFUSE: set.StoreOnFUSE,
-		EntryTimeout: time.Hour, AttrTimeout: time.Hour, Logger: log.Logger, MemorySource: set.MemorySource,
-		LogWhere: log.where, PanicProbe: os.Getenv("TEMPFS_TEST_PANIC") == "1", MetricsAddress: listenerAddress(metricsLn),
-	}, tempfs.MountConfig{AllowOther: set.AllowOther, DefaultPermissions: set.DefaultPermissions,
-		Options: set.KernelOptions, Debug: set.FuseLogs}, scope, msg.Mount, fds)
+	opts, cfg := set.adoptOptions(mp, log, metricsLn)
+	m, err := tempfs.AdoptMount(mp, opts, cfg, scope, msg.Mount, fds)
 	if err != nil {
 		closeMetrics()
 		return refuse(err)
@@ -384,15 +384,7 @@ func runTakeover(ctx context.Context, o *mountOptions, flags *pflag.FlagSet, arg
 		"rebuild", time.Duration(rebuiltAt-receivedAt), "old_exit", time.Duration(exitedAt-rebuiltAt),
 		"files", msg.Mount.Tree.Counters.Files, "handles", len(msg.Mount.Tree.Handles), "descriptors", len(received.FDs))
 
-	s := &served{mount: m, store: m.FS().Store(), log: log.Logger, stopReaper: func() {}, stopOwners: m.FS().StopOwners,
-		nofileBefore: nofileBefore}
-	s.stopMemoryWatch = watchMemoryLimit(m.FS(), set.MemoryExplicit, memoryCap{bytes: set.Memory, source: set.MemorySource}, log.Logger)
-	s.startMetrics(metricsLn)
-	if set.MaxAge > 0 {
-		rctx, cancel := context.WithCancel(context.Background())
-		m.FS().StartReaper(rctx, set.MaxAge)
-		s.stopReaper = cancel
-	}
+	s := servedAdopted(m, set, log.Logger, metricsLn, nofileBefore)
 	s.listenForTakeover(set)
 	signals := make(chan os.Signal, 4)
 	signalNotify(signals)
@@ -401,6 +393,32 @@ func runTakeover(ctx context.Context, o *mountOptions, flags *pflag.FlagSet, arg
 	notifyStopping()
 	log.Info("unmounted", "mountpoint", mp)
 	return nil
+}
+
+// adoptOptions are the options of a mount served by a new daemon (a take-over, a recovery) with settings s.
+func (s takeoverSettings) adoptOptions(mp string, log *mountLog, metricsLn net.Listener) (tempfs.Options, tempfs.MountConfig) {
+	return tempfs.Options{
+			Mountpoint: mp, RootMode: s.Mode, RootUID: s.RootUID, RootGID: s.RootGID,
+			OwnerQuota: s.OwnerQuota, StoreOnFUSE: s.StoreOnFUSE,
+			EntryTimeout: time.Hour, AttrTimeout: time.Hour, Logger: log.Logger, MemorySource: s.MemorySource,
+			LogWhere: log.where, PanicProbe: os.Getenv("TEMPFS_TEST_PANIC") == "1", MetricsAddress: listenerAddress(metricsLn),
+		}, tempfs.MountConfig{AllowOther: s.AllowOther, DefaultPermissions: s.DefaultPermissions,
+			Options: s.KernelOptions, Debug: s.FuseLogs}
+}
+
+// servedAdopted is a mount a new daemon serves (a take-over, a recovery), with the daemon's own work started:
+// the memory watch, metrics, the reaper.
+func servedAdopted(m *tempfs.Mount, set takeoverSettings, log *slog.Logger, metricsLn net.Listener, nofileBefore unix.Rlimit) *served {
+	s := &served{mount: m, store: m.FS().Store(), log: log, stopReaper: func() {}, stopOwners: m.FS().StopOwners,
+		nofileBefore: nofileBefore}
+	s.stopMemoryWatch = watchMemoryLimit(m.FS(), set.MemoryExplicit, memoryCap{bytes: set.Memory, source: set.MemorySource}, log)
+	s.startMetrics(metricsLn)
+	if set.MaxAge > 0 {
+		rctx, cancel := context.WithCancel(context.Background())
+		m.FS().StartReaper(rctx, set.MaxAge)
+		s.stopReaper = cancel
+	}
+	return s
 }
 
 // closeInheritedBelow closes the descriptors this process inherited that are open on files below mountpoint
