@@ -47,6 +47,8 @@ type recordModel struct {
 	lastDesc uint64
 	journal  []JournalEntry
 	monoBase int64
+	// root is the root's inode number (go-fuse's root may carry 0 or 1).
+	root uint64
 }
 
 // ReadCrashRecord reads the newest crash record among the descriptors a new daemon was given (by name). It
@@ -183,6 +185,10 @@ func modelOf(st *TakeoverState) (*recordModel, error) {
 	m := &recordModel{nodes: map[uint64]*nodeState{}, files: map[uint64]spool.FileState{}, refs: map[uint64]uint64{},
 		handles: map[uint64]handleState{}, nextIno: t.NextIno, counters: t.Counters, pool: st.Pool.Counters,
 		lastDesc: st.Pool.LastDescriptorID, journal: st.Journal, monoBase: t.MonoBase}
+	if len(t.Nodes) == 0 {
+		return nil, errors.New("the record's snapshot has no root")
+	}
+	m.root = t.Nodes[0].Ino
 	for i := range t.Nodes {
 		ns := t.Nodes[i]
 		var err error
@@ -208,6 +214,9 @@ func modelOf(st *TakeoverState) (*recordModel, error) {
 			links[j].Name = l.Name
 		}
 		ns.Links = links
+		if ns.Kind == "dir" && ns.Children == nil {
+			ns.Children = map[string]int{} // an empty directory's entries are left out of the JSON
+		}
 		if ns.Spool >= 0 {
 			if ns.Spool >= len(st.Pool.Files) {
 				return nil, fmt.Errorf("node %d: spool file %d of %d", ns.Ino, ns.Spool, len(st.Pool.Files))
@@ -308,7 +317,7 @@ func (m *recordModel) apply(e *recordEntry) error {
 // (as exportTree does), and lists the spool files in the order the nodes refer to them.
 func (m *recordModel) tree() (treeState, []spool.FileState, error) {
 	t := treeState{NextIno: m.nextIno, MonoBase: m.monoBase, Counters: m.counters}
-	if m.nodes[1] == nil {
+	if m.nodes[m.root] == nil {
 		return t, nil, errors.New("the record has no root")
 	}
 	index := map[uint64]int{}
@@ -324,7 +333,7 @@ func (m *recordModel) tree() (treeState, []spool.FileState, error) {
 		order = append(order, ino)
 		return true
 	}
-	add(1)
+	add(m.root)
 	var roots []uint64
 	for ino := range m.refs {
 		roots = append(roots, ino)
