@@ -109,6 +109,10 @@ func runHold(ctx context.Context, o *mountOptions, flags *pflag.FlagSet, arg str
 	if err != nil {
 		return failure(err)
 	}
+	if o.readyFD > 0 {
+		// The holder's own: no daemon may keep it open (its reader waits for the holder's line, or the end).
+		unix.CloseOnExec(o.readyFD)
+	}
 	storeParent := o.store
 	if storeParent == "" {
 		// Only a log file of last resort goes there (openMountLog): the daemon finds and checks the store.
