@@ -230,9 +230,6 @@ func (h *holder) run(ctx context.Context, signals <-chan os.Signal) error {
 			}
 			return failure(fmt.Errorf("holder: poll: %w", err))
 		}
-		if pfds[0].Revents != 0 {
-			h.drain()
-		}
 		if pfds[3].Revents != 0 {
 			h.readReady()
 		}
@@ -243,10 +240,14 @@ func (h *holder) run(ctx context.Context, signals <-chan os.Signal) error {
 				h.stop(syscall.Signal(sig))
 			}
 		}
-		if pfds[1].Revents != 0 {
+		switch {
+		case pfds[1].Revents != 0:
+			// It reads the messages still queued first.
 			if finished, err := h.childExited(); finished {
 				return err
 			}
+		case pfds[0].Revents != 0:
+			h.drain()
 		}
 	}
 }

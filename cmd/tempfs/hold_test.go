@@ -117,6 +117,20 @@ func TestHoldRestartsWithStoredDescriptors(t *testing.T) {
 	}
 }
 
+// TestHoldDrainsAtDeath: a descriptor stored just before the daemon's death counts even when the holder
+// sees the message and the death at once (it was stopped in between): the new daemon gets it.
+func TestHoldDrainsAtDeath(t *testing.T) {
+	h, _, result := fakeHolder(t, "crash-late")
+	_, done := runFake(h)
+	if err := waitHolder(t, done); err != nil {
+		t.Fatalf("holder: %v", err)
+	}
+	got, err := os.ReadFile(result)
+	if want := "data=stored bytes fuse=connection late=stored last"; err != nil || string(got) != want {
+		t.Fatalf("the second daemon found %q (%v), want %q", got, err, want)
+	}
+}
+
 // TestHoldStartLimit: a daemon that dies after every start is started burst times, then the holder gives up.
 func TestHoldStartLimit(t *testing.T) {
 	h, _, _ := fakeHolder(t, "crash-always")
@@ -262,7 +276,29 @@ func TestHoldFakeDaemon(t *testing.T) {
 	os.Exit(0)
 }
 
+// contAfterDeath is the helper of "crash-late": it tells the daemon (through fd 3) that it watches it, waits
+// for its death and sends SIGCONT to the holder it stopped (after 30 s in any case).
+func contAfterDeath() error {
+	var daemon, holder int
+	if _, err := fmt.Sscanf(os.Getenv("HOLD_CONT"), "%d:%d", &daemon, &holder); err != nil {
+		return err
+	}
+	defer syscall.Kill(holder, syscall.SIGCONT)
+	pidfd, err := unix.PidfdOpen(daemon, 0)
+	if err != nil {
+		return err
+	}
+	watching := os.NewFile(3, "watching")
+	_, _ = watching.Write([]byte{1})
+	watching.Close()
+	_, err = unix.Poll([]unix.PollFd{{Fd: int32(pidfd), Events: unix.POLLIN}}, 30000)
+	return err
+}
+
 func fakeDaemon(mode string, readyFD int) error {
+	if mode == "cont" {
+		return contAfterDeath()
+	}
 	passed, err := fdstore.Passed()
 	if err != nil {
 		return err
@@ -272,7 +308,7 @@ func fakeDaemon(mode string, readyFD int) error {
 		return fmt.Errorf("no store: %v", err)
 	}
 	kill := func() { _ = syscall.Kill(os.Getpid(), syscall.SIGKILL); select {} }
-	if mode == "crash-once" && len(passed) > 0 {
+	if (mode == "crash-once" || mode == "crash-late") && len(passed) > 0 {
 		var parts []string
 		for _, name := range slices.Sorted(func(yield func(string) bool) {
 			for n := range passed {
@@ -329,6 +365,31 @@ func fakeDaemon(mode string, readyFD int) error {
 	switch mode {
 	case "crash-once", "crash-always":
 		kill() // at once: the holder must read what was queued before the death
+	case "crash-late":
+		// The holder sees the death and the last message at the same time: stopped until this process is
+		// dead, by a helper that then lets it go on.
+		r, w, err := os.Pipe()
+		if err != nil {
+			return err
+		}
+		helper := exec.Command(os.Args[0], "-test.run=^TestHoldFakeDaemon$")
+		helper.Env = append(os.Environ(), "HOLD_FAKE=cont", fmt.Sprintf("HOLD_CONT=%d:%d", os.Getpid(), os.Getppid()))
+		helper.ExtraFiles = []*os.File{w}
+		helper.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+		if err := helper.Start(); err != nil {
+			return err
+		}
+		w.Close()
+		if _, err := r.Read(make([]byte, 1)); err != nil {
+			return fmt.Errorf("helper: %w", err)
+		}
+		if err := syscall.Kill(os.Getppid(), syscall.SIGSTOP); err != nil {
+			return err
+		}
+		if err := store.Add("late", file("late", "stored last")); err != nil {
+			return err
+		}
+		kill()
 	case "no-fuse":
 		os.Exit(3)
 	case "serve", "serve-crash-on-term":
