@@ -283,6 +283,8 @@ func (h *holder) start(first bool) error {
 	cmd := exec.Command(h.path, h.args(readyFD)...)
 	cmd.Env = env
 	cmd.Stdout, cmd.Stderr = h.stdout, h.stderr
+	// ExtraFiles leaves each descriptor in blocking mode (os.File.Fd): a daemon that wants a socket
+	// non-blocking sets it so itself, as net.FileListener does.
 	cmd.ExtraFiles = files
 	// A process group of its own: a terminal's ^C reaches the holder alone, which forwards it once.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
