@@ -57,8 +57,9 @@ const (
 	recordVersion = 1
 	// recordPrefix names the record in the store: "record.GEN", GEN counting its rewrites.
 	recordPrefix = "record."
-	// compactAfter is how large the record grows before it is rewritten as a snapshot.
-	compactAfter = 64 << 20
+	// compactAfter is how large the record grows (and at least twice its snapshot) before it is rewritten as
+	// a snapshot: it is RAM outside the memory cap, in a memfd.
+	compactAfter = 8 << 20
 )
 
 // recordHeader is the record's first frame.
@@ -247,23 +248,29 @@ func (r *crashRecord) begin() { r.commit.Lock() }
 
 func (r *crashRecord) end() {
 	r.mu.Lock()
-	nodes, entries, handles, closed, journal := r.nodes, r.entries, r.handles, r.closed, r.journal
-	r.nodes, r.entries, r.handles, r.closed, r.journal = map[node]struct{}{}, map[entryKey]struct{}{}, map[uint64]struct{}{}, nil, nil
+	nodes, entries, handles, journal := r.nodes, r.entries, r.handles, r.journal
+	r.nodes, r.entries, r.handles, r.journal = map[node]struct{}{}, map[entryKey]struct{}{}, map[uint64]struct{}{}, nil
 	after, later := r.after, r.later
 	r.after, r.later = nil, nil
 	r.mu.Unlock()
-	if len(nodes)+len(entries)+len(handles)+len(closed)+len(journal) > 0 {
+	if len(nodes)+len(entries)+len(handles)+len(journal) > 0 {
 		if err := r.write(nodes, entries, handles, journal); err != nil {
 			if r.broken == nil {
 				r.log.Error("crash record: an entry could not be written; a crash from now on loses what it lacks", "err", err)
 			}
 			r.broken = err
 		}
-		r.removeClosed(closed)
 	}
+	// Only now that the entry names the files' new places: punch the slots they left (which may close an
+	// empty chunk), then let the store drop what was closed.
 	for _, fn := range later {
 		fn()
 	}
+	r.mu.Lock()
+	closed := r.closed
+	r.closed = nil
+	r.mu.Unlock()
+	r.removeClosed(closed)
 	compact := r.off > r.compactAt && r.compacting.CompareAndSwap(false, true)
 	r.commit.Unlock()
 	for _, fn := range after {
@@ -427,7 +434,7 @@ func (r *crashRecord) startFile(st *TakeoverState, gen uint64) error {
 		return fmt.Errorf("storing the crash record: %w", err)
 	}
 	old, oldGen := r.file, r.gen
-	r.file, r.gen, r.off, r.compactAt = f, gen, off, max(compactAfter, 4*off)
+	r.file, r.gen, r.off, r.compactAt = f, gen, off, max(compactAfter, 2*off)
 	r.mu.Lock()
 	r.stored[name] = true
 	r.mu.Unlock()

@@ -223,8 +223,32 @@ func (p *csiPlugin) volumeStats(t *testing.T, id, target string) (bytes, inodes 
 	return bytes, inodes
 }
 
-// volumeDaemons lists the pids of `tempfs mount` processes serving target (its last argument).
+// volumeDaemons lists the pids of the `tempfs mount` processes serving target (its last argument) that the
+// plugin started: a volume's holder, not the daemon the holder runs (heldDaemon).
 func volumeDaemons(target string) []int {
+	all := volumeProcesses(target)
+	var pids []int
+	for _, pid := range all {
+		if ppid, _ := procStat(pid); !slices.Contains(all, ppid) {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
+
+// volumeHeldDaemon is the daemon the holder of target's volume runs, 0 if none.
+func volumeHeldDaemon(target string) int {
+	all := volumeProcesses(target)
+	for _, pid := range all {
+		if ppid, _ := procStat(pid); slices.Contains(all, ppid) {
+			return pid
+		}
+	}
+	return 0
+}
+
+// volumeProcesses lists the pids of every `tempfs mount` process serving target.
+func volumeProcesses(target string) []int {
 	entries, _ := os.ReadDir("/proc")
 	var pids []int
 	for _, e := range entries {
@@ -435,6 +459,25 @@ func TestCSIDaemonKilled(t *testing.T) {
 	target := filepath.Join(p.Pods, "mount")
 	p.publish(t, "doomed", target, map[string]string{"maxSize": "4Ki"})
 	sh(t, target, "head -c 65536 /dev/zero > spilled")
+
+	// A crash of the daemon alone (an OOM kill, a bug): its holder starts a new one, which serves the volume on
+	// with its files.
+	daemon := volumeHeldDaemon(target)
+	if daemon == 0 {
+		t.Fatalf("no daemon under a holder serves %s: %v", target, volumeProcesses(target))
+	}
+	if err := syscall.Kill(daemon, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 30*time.Second, "no new daemon serves the volume after its daemon was killed", func() bool {
+		d := volumeHeldDaemon(target)
+		return d != 0 && d != daemon
+	})
+	if st, err := os.Stat(filepath.Join(target, "spilled")); err != nil || st.Size() != 65536 {
+		t.Fatalf("the volume's file after a crash of its daemon: %v, %v", st, err)
+	}
+
+	// The holder killed too: the volume is dead, and unpublish clears it.
 	killVolumeDaemon(t, target)
 	p.unpublish(t, "doomed", target)
 	assertVolumeGone(t, p, target)
@@ -453,7 +496,8 @@ func TestCSIDaemonKilled(t *testing.T) {
 	p2.unpublish(t, "doomed2", second)
 }
 
-// killVolumeDaemon kills the daemon serving target with SIGKILL and waits until its mount is dead.
+// killVolumeDaemon kills the process the plugin started for target (the holder, whose daemon dies with it)
+// with SIGKILL and waits until its mount is dead.
 func killVolumeDaemon(t *testing.T, target string) {
 	t.Helper()
 	pids := volumeDaemons(target)

@@ -292,7 +292,9 @@ func (h *holder) start(first bool) error {
 	// non-blocking sets it so itself, as net.FileListener does.
 	cmd.ExtraFiles = files
 	// A process group of its own: a terminal's ^C reaches the holder alone, which forwards it once.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	// The daemon dies with the holder (Pdeathsig): whoever kills the holder ends the mount, as killing a
+	// daemon without a keeper does, instead of leaving a daemon no one keeps or can find.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		return failure(fmt.Errorf("starting the daemon: %w", err))
 	}

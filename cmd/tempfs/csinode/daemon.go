@@ -117,8 +117,8 @@ func findDaemon(store string) *daemon {
 	}
 	for _, e := range entries {
 		pid, err := strconv.Atoi(e.Name())
-		if err != nil || !servesStore(pid, store) {
-			continue
+		if err != nil || !servesStore(pid, store) || servesStore(parentPID(pid), store) {
+			continue // not it, or the daemon a holder runs (the holder is the volume's process)
 		}
 		pidfd, err := unix.PidfdOpen(pid, 0)
 		if err != nil {
@@ -132,6 +132,25 @@ func findDaemon(store string) *daemon {
 		return &daemon{pid: pid, pidfd: pidfd}
 	}
 	return nil
+}
+
+// parentPID is the parent of process pid, 0 when unknown.
+func parentPID(pid int) int {
+	data, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "stat"))
+	if err != nil {
+		return 0
+	}
+	// pid (comm) state ppid ...: comm may hold spaces and parentheses, so read after the last ')'.
+	i := bytes.LastIndexByte(data, ')')
+	if i < 0 {
+		return 0
+	}
+	f := strings.Fields(string(data[i+1:]))
+	if len(f) < 2 {
+		return 0
+	}
+	ppid, _ := strconv.Atoi(f[1])
+	return ppid
 }
 
 // servesStore reports whether process pid is `tempfs mount --store=STORE ...`.
