@@ -359,6 +359,10 @@ func fakeDaemon(mode string, readyFD int) error {
 	if err := store.Add("data", file("data", "stored bytes")); err != nil {
 		return err
 	}
+	// A serving fake listens for the stop signal before it says ready, as the daemon does: the holder may
+	// forward one at once.
+	sigs := make(chan os.Signal, 1)
+	signalNotify(sigs)
 	if err := store.Notify("READY=1"); err != nil {
 		return err
 	}
@@ -393,8 +397,6 @@ func fakeDaemon(mode string, readyFD int) error {
 	case "no-fuse":
 		os.Exit(3)
 	case "serve", "serve-crash-on-term":
-		sigs := make(chan os.Signal, 1)
-		signalNotify(sigs)
 		<-sigs
 		if mode == "serve-crash-on-term" {
 			kill()

@@ -55,6 +55,9 @@ func (s *served) startCrashRecord(settings takeoverSettings) error {
 
 // runRecover serves the mount at arg again after its daemon died, from the descriptors the keeper passed.
 func runRecover(ctx context.Context, o *mountOptions, arg string, passed map[string]int, ready *readyNotifier) error {
+	// A stop asked while recovering (the holder forwards it) is handled once the mount serves: an unmount.
+	signals := make(chan os.Signal, 4)
+	signalNotify(signals)
 	closeAll := func() {
 		for _, fd := range passed {
 			unix.Close(fd)
@@ -122,8 +125,6 @@ func runRecover(ctx context.Context, o *mountOptions, arg string, passed map[str
 	log.Info("recovered the mount after its daemon died", "mountpoint", mp, "entries", rec.Entries, "torn_entry", rec.Torn,
 		"took", time.Since(started), "files", m.FS().Stats().Files)
 	s := servedAdopted(m, set, log.Logger, metricsLn, nofileBefore)
-	signals := make(chan os.Signal, 4)
-	signalNotify(signals)
 	ready.ready()
 	s.waitAndShutdown(ctx, signals)
 	notifyStopping()
