@@ -55,15 +55,15 @@ type recordedTree struct {
 	mount *Mount
 }
 
-func newRecordedTree(t *testing.T) *recordedTree {
+// newRecordedTree is a tree with a record, over a pool of memoryCap bytes of RAM.
+func newRecordedTree(t testing.TB, memoryCap int64) *recordedTree {
 	t.Helper()
 	store, err := spool.OpenStore(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
 	// A small max-size and arena sizes in between, so that files move between the arena, memfds and disk.
-	// A memory cap the files reach, so that writes move other files to disk.
-	pool, err := spool.NewPool(spool.Config{MaxSize: 64 << 10, MemoryCap: 512 << 10, Store: store})
+	pool, err := spool.NewPool(spool.Config{MaxSize: 64 << 10, MemoryCap: memoryCap, Store: store})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -186,7 +186,8 @@ func diffModels(t *testing.T, what string, live, recorded *recordModel) {
 // checks, every few steps, that reading the record back gives the tree as it is: every node, entry,
 // file placement, lookup count and handle.
 func TestCrashRecordFollowsTheTree(t *testing.T) {
-	rt := newRecordedTree(t)
+	// A memory cap the files reach, so that writes move other files to disk.
+	rt := newRecordedTree(t, 512<<10)
 	seed := rand.Uint64()
 	t.Logf("seed %d", seed)
 	r := rand.New(rand.NewPCG(seed, 1))
@@ -411,4 +412,31 @@ func isStoreDescriptor(name string) bool {
 		}
 	}
 	return false
+}
+
+// BenchmarkCrashRecord is the cost of the record to a request that changes the tree: a create, a small write
+// and a release, with and without a record.
+func BenchmarkCrashRecord(b *testing.B) {
+	for _, recorded := range []bool{false, true} {
+		b.Run(fmt.Sprintf("recorded=%v", recorded), func(b *testing.B) {
+			rt := newRecordedTree(b, 1<<30)
+			if !recorded {
+				rt.fsys.crash.Store(nil)
+				rt.raw.crash.Store(nil)
+				rt.fsys.pool.SetWatcher(nil)
+			}
+			raw := rt.raw
+			data := []byte("a small file's bytes")
+			b.ResetTimer()
+			for i := range b.N {
+				in := &fuse.CreateIn{InHeader: fuse.InHeader{NodeId: fuse.FUSE_ROOT_ID, Unique: uint64(i)}, Flags: syscall.O_RDWR | syscall.O_CREAT, Mode: 0o644}
+				var out fuse.CreateOut
+				if st := raw.Create(reqChan(), in, fmt.Sprintf("f%d", i), &out); st != fuse.OK {
+					b.Fatal(st)
+				}
+				raw.Write(reqChan(), &fuse.WriteIn{InHeader: fuse.InHeader{NodeId: out.NodeId}, Fh: out.Fh, Size: uint32(len(data))}, data)
+				raw.Release(reqChan(), &fuse.ReleaseIn{InHeader: fuse.InHeader{NodeId: out.NodeId}, Fh: out.Fh})
+			}
+		})
+	}
 }
