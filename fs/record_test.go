@@ -440,3 +440,31 @@ func BenchmarkCrashRecord(b *testing.B) {
 		})
 	}
 }
+
+// TestCrashRecordStoreFull: once the descriptor store holds as many descriptors as it takes, a file that
+// needs one more (here: one that rolls over to disk) gets ENOSPC, every other file goes on, and the record
+// still gives the tree.
+func TestCrashRecordStoreFull(t *testing.T) {
+	rt := newRecordedTree(t, 64<<20)
+	rt.rec.mu.Lock()
+	rt.rec.maxStored = len(rt.rec.stored) + 2 // two more
+	rt.rec.mu.Unlock()
+	data := make([]byte, 100<<10) // past max-size: a disk file, one descriptor each
+	var got []fuse.Status
+	for i := range 4 {
+		in := &fuse.CreateIn{InHeader: fuse.InHeader{NodeId: fuse.FUSE_ROOT_ID}, Flags: syscall.O_RDWR | syscall.O_CREAT, Mode: 0o644}
+		var out fuse.CreateOut
+		if st := rt.raw.Create(reqChan(), in, fmt.Sprintf("big%d", i), &out); st != fuse.OK {
+			t.Fatal(st)
+		}
+		_, st := rt.raw.Write(reqChan(), &fuse.WriteIn{InHeader: fuse.InHeader{NodeId: out.NodeId}, Fh: out.Fh, Size: uint32(len(data))}, data)
+		got = append(got, st)
+		rt.raw.Release(reqChan(), &fuse.ReleaseIn{InHeader: fuse.InHeader{NodeId: out.NodeId}, Fh: out.Fh})
+	}
+	want := []fuse.Status{fuse.OK, fuse.OK, fuse.Status(syscall.ENOSPC), fuse.Status(syscall.ENOSPC)}
+	if !slices.Equal(got, want) {
+		t.Errorf("writes that each need a descriptor, with room for two: %v, want %v", got, want)
+	}
+	recorded, _ := rt.modelRecorded(t)
+	diffModels(t, "with the store full", rt.modelNow(t), recorded)
+}

@@ -7,7 +7,7 @@ package spool
 // Lock order: the Watcher is called with the File's mu (and the arena's mu) held, so it must take no lock of
 // the pool's.
 
-import "fmt"
+import "golang.org/x/sys/unix"
 
 // Watcher learns of the descriptors the pool makes and closes, and of the files its memory budget moved
 // to disk on behalf of another file's write.
@@ -35,7 +35,9 @@ func (p *Pool) descriptorMade(name string, fd int, close func()) error {
 	}
 	if err := p.watcher.DescriptorMade(name, fd); err != nil {
 		close()
-		return fmt.Errorf("spool: the descriptor store refused %s: %w", name, err)
+		// Counted, logged once and answered ENOSPC as a descriptor limit of the daemon's own is.
+		p.log.Debug("spool: the descriptor store refused a descriptor: the file that needs it gets ENOSPC", "name", name, "err", err)
+		return p.descriptorError("storing "+name+" with the descriptor store", unix.ENFILE)
 	}
 	return nil
 }
