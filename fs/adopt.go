@@ -326,7 +326,12 @@ func (fsys *FS) adopt(bridge fuse.RawFileSystem, server *fuse.Server, handles ma
 			placeholders = append(placeholders, id)
 		case *dirStream:
 			a.next = h
-			st = bridge.OpenDir(nil, &fuse.OpenIn{InHeader: fuse.InHeader{NodeId: h.dir.StableAttr().Ino}}, &out)
+			// The kernel knows the root as FUSE_ROOT_ID; go-fuse's root Inode carries no number of its own.
+			in := &fuse.OpenIn{InHeader: *root}
+			if h.dir != fsys.root {
+				in.NodeId = h.dir.StableAttr().Ino
+			}
+			st = bridge.OpenDir(nil, in, &out)
 		case *handle:
 			a.next = h
 			in := &fuse.OpenIn{InHeader: fuse.InHeader{NodeId: h.file.StableAttr().Ino}, Flags: h.flags & syscall.O_ACCMODE}

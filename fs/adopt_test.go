@@ -128,6 +128,11 @@ func TestTakeOverKeepsTheTree(t *testing.T) {
 	if len(got) == 0 || len(got) > 4 {
 		t.Fatalf("first READDIR listed %v", listed)
 	}
+	// A listing of the root held open: the kernel names the root FUSE_ROOT_ID, its Inode has no number.
+	var rootOpen fuse.OpenOut
+	if st := b.raw.OpenDir(reqChan(), &fuse.OpenIn{InHeader: b.hdr(root, b.pid)}, &rootOpen); st != fuse.OK {
+		t.Fatal(st)
+	}
 	// A handle id freed in the middle, which go-fuse hands out next.
 	spare := open(held.NodeId, syscall.O_RDONLY)
 	b.release(held.NodeId, spare)

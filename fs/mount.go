@@ -14,6 +14,7 @@ import (
 
 	fusefs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
+	"github.com/tempfs/tempfs/fs/owner"
 	"golang.org/x/sys/unix"
 )
 
@@ -45,6 +46,8 @@ type Mount struct {
 	viaHelper bool
 	// initRecord is the INIT request the kernel sent, initReply go-fuse's answer.
 	initRecord, initReply []byte
+	// exportedOwners are the owners of the last ExportState, in the order its state numbers them.
+	exportedOwners []*owner.Owner
 }
 
 // fsName is the mount's subtype, and its source unless fsname= gives one: the kernel lists every tempfs mount

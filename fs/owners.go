@@ -251,6 +251,7 @@ func (fsys *FS) tagLocked(n node, o *owner.Owner) (ended *owner.Owner) {
 		return nil
 	}
 	n.ownerTag().owner = o
+	fsys.noteNode(n)
 	set := fsys.owners.accountLocked(o)
 	set.add(n)
 	if set.size() >= set.pruneAt {
@@ -310,9 +311,13 @@ func (fsys *FS) untagLocked(n node, kept bool) {
 		}
 	}
 	tag.owner, tag.kept = nil, kept
+	fsys.noteNode(n)
 	fsys.chargeToLocked(n, nil)
 	if d, ok := n.(*Dir); ok && fsys.owners != nil {
-		delete(fsys.owners.orphans, d)
+		if _, orphan := fsys.owners.orphans[d]; orphan {
+			delete(fsys.owners.orphans, d)
+			fsys.noteOwners()
+		}
 	}
 }
 
@@ -324,6 +329,7 @@ func (fsys *FS) removeOwned(o *owner.Owner) {
 	fsys.ownMu.Lock()
 	set := own.entries[o]
 	delete(own.entries, o)
+	fsys.noteOwners()
 	if set != nil {
 		set.each(func(n node) {
 			if n.ownerTag().owner != o {
@@ -433,6 +439,9 @@ func (fsys *FS) sweepOrphans() (left bool) {
 		fsys.ownMu.Lock()
 		for _, d := range gone {
 			delete(own.orphans, d)
+		}
+		if len(gone) > 0 {
+			fsys.noteOwners()
 		}
 		left = len(own.orphans) > len(empty)
 		fsys.ownMu.Unlock()

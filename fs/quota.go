@@ -21,12 +21,14 @@ import (
 type quota struct {
 	limit int64
 	pool  *spool.Pool
+	// made is told of each account made (the crash record writes the owners again).
+	made func()
 }
 
 // setOwnerQuota caps each owner's file data at limit bytes (0: no cap), from Options.OwnerQuota.
 func (fsys *FS) setOwnerQuota(limit int64) {
 	if limit > 0 {
-		fsys.quota = &quota{limit: limit, pool: fsys.pool}
+		fsys.quota = &quota{limit: limit, pool: fsys.pool, made: fsys.noteOwners}
 	}
 }
 
@@ -38,6 +40,7 @@ func (q *quota) spoolAccountLocked(set *ownedEntries) *spool.Account {
 	}
 	if set.quota == nil {
 		set.quota = q.pool.NewAccount(q.limit)
+		q.made()
 	}
 	return set.quota
 }

@@ -4,11 +4,12 @@ import (
 	"context"
 	"encoding/binary"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"hash/crc32"
 	"log/slog"
+	"maps"
 	"os"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -86,10 +87,23 @@ type recordEntry struct {
 	Released []uint64      `json:"x,omitempty"`
 	NextIno  uint64        `json:"i"`
 	// MonoBase is this process's: the Used and Opened stamps of Nodes are its Mono readings.
-	MonoBase         int64              `json:"m"`
+	MonoBase int64 `json:"m"`
+	// Owners is written when the owners changed (one numbered, one gone, an orphan, a quota account): nodes
+	// refer to owners by their number, which is their index in Owners.Tracker.Owners.
+	Owners           *ownerSection      `json:"o,omitempty"`
 	Counters         countersState      `json:"c"`
 	Pool             spool.PoolCounters `json:"p"`
 	LastDescriptorID uint64             `json:"d"`
+}
+
+// ownerSection is the owners as an entry gives them (--owner).
+type ownerSection struct {
+	// Tracker.Owners[i] is owner number i.
+	Tracker owner.TrackerState `json:"tracker"`
+	// Orphans are directories of gone owners that still hold others' entries, by inode number.
+	Orphans []uint64 `json:"orphans,omitempty"`
+	// Accounts are the owners' --owner-quota accounts, by owner number: their limits.
+	Accounts map[int]int64 `json:"accounts,omitempty"`
 }
 
 // entryState is one directory entry: Node 0 for none.
@@ -135,6 +149,12 @@ type crashRecord struct {
 	broken    error // the last append failed: logged once
 	monoBase  int64
 
+	// Owners, numbered: ownerNum[o] is o's index in ownerList, never reused until the record is rewritten
+	// (guarded by commit). ownersChanged says an owner section is due (guarded by mu).
+	ownerNum      map[*owner.Owner]int
+	ownerList     []*owner.Owner
+	ownersChanged bool
+
 	compacting atomic.Bool
 	// mount is what compaction freezes; settings go into each snapshot.
 	mount    *Mount
@@ -178,6 +198,15 @@ func (fsys *FS) noteHandle(fh uint64) {
 	}
 }
 
+// noteOwners says that the owners changed beyond a node's tag: one gone, an orphan, a quota account.
+func (fsys *FS) noteOwners() {
+	if r := fsys.crash.Load(); r != nil {
+		r.mu.Lock()
+		r.ownersChanged = true
+		r.mu.Unlock()
+	}
+}
+
 // noteIno notes the node the kernel knows by ino (the root, or one it holds a lookup of).
 func (fsys *FS) noteIno(ino uint64) {
 	if fsys.crash.Load() == nil || ino == 0 {
@@ -211,8 +240,9 @@ func (r *crashRecord) DescriptorMade(name string, fd int) error {
 	r.mu.Lock()
 	n := len(r.stored)
 	r.mu.Unlock()
-	if r.maxStored > 0 && n >= r.maxStored {
-		return fmt.Errorf("it holds %d descriptors, its most: %w", n, syscall.ENFILE)
+	// One place is kept for the record's next generation, stored before the last one leaves.
+	if r.maxStored > 0 && n >= r.maxStored-1 {
+		return fmt.Errorf("it holds %d descriptors of the %d it takes, one kept for the record: %w", n, r.maxStored, syscall.ENFILE)
 	}
 	if err := r.store.Add(name, fd); err != nil {
 		return err
@@ -292,24 +322,95 @@ func (r *crashRecord) removeClosed(closed []string) {
 	}
 }
 
-// recordRefs refer to nodes by inode number.
-var recordRefs = stateRefs{
-	node:  func(n node) int { return int(n.EmbeddedInode().StableAttr().Ino) },
-	file:  func(*File) int { return 0 },
-	owner: func(*owner.Owner) int { return -1 },
+// inoRef refers to a node by its inode number.
+func inoRef(n node) int { return int(n.EmbeddedInode().StableAttr().Ino) }
+
+// refs are how an entry refers to nodes (inode numbers) and owners (their numbers, given on first sight).
+func (r *crashRecord) refs() stateRefs {
+	return stateRefs{
+		node: inoRef,
+		file: func(*File) int { return 0 },
+		owner: func(o *owner.Owner) int {
+			if o == nil {
+				return -1
+			}
+			if i, ok := r.ownerNum[o]; ok {
+				return i
+			}
+			r.ownerNum[o] = len(r.ownerList)
+			r.ownerList = append(r.ownerList, o)
+			r.mu.Lock()
+			r.ownersChanged = true
+			r.mu.Unlock()
+			return r.ownerNum[o]
+		},
+	}
+}
+
+// numberOwners starts the owners' numbering over from a snapshot's: owners[i] is number i.
+func (r *crashRecord) numberOwners(owners []*owner.Owner) {
+	r.ownerNum, r.ownerList = map[*owner.Owner]int{}, slices.Clone(owners)
+	for i, o := range owners {
+		r.ownerNum[o] = i
+	}
+}
+
+// ownerSection describes the owners by their numbers. The caller holds commit.
+func (r *crashRecord) ownerSection() (*ownerSection, error) {
+	fsys := r.fsys
+	own := fsys.owners
+	sec := &ownerSection{}
+	fsys.ownMu.Lock()
+	for d := range own.orphans {
+		sec.Orphans = append(sec.Orphans, d.StableAttr().Ino)
+	}
+	for o, set := range own.entries {
+		if set.quota == nil {
+			continue
+		}
+		if sec.Accounts == nil {
+			sec.Accounts = map[int]int64{}
+		}
+		sec.Accounts[r.refs().owner(o)] = fsys.quota.limit
+	}
+	fsys.ownMu.Unlock()
+	slices.Sort(sec.Orphans)
+	st, err := own.tracker.Export(r.ownerList)
+	if err != nil {
+		return nil, err
+	}
+	sec.Tracker = st
+	return sec, nil
+}
+
+// accountNumbers numbers a file's --owner-quota account by its owner's number, for File.Record.
+func (r *crashRecord) accountNumbers(f *File) map[*spool.Account]int {
+	a := f.data.Account()
+	if a == nil || r.fsys.owners == nil {
+		return nil
+	}
+	r.fsys.ownMu.Lock()
+	defer r.fsys.ownMu.Unlock()
+	for o, set := range r.fsys.owners.entries {
+		if set.quota == a {
+			return map[*spool.Account]int{a: r.refs().owner(o)}
+		}
+	}
+	return nil
 }
 
 // write appends the entry of the touched things.
 func (r *crashRecord) write(nodes map[node]struct{}, entries map[entryKey]struct{}, handles map[uint64]struct{}, journal []JournalEntry) error {
 	fsys := r.fsys
 	e := recordEntry{Journal: journal, MonoBase: r.monoBase}
+	refs := r.refs()
 	for n := range nodes {
-		ns, err := nodeStateOf(n, recordRefs, true)
+		ns, err := nodeStateOf(n, refs, true)
 		if err != nil {
 			return err
 		}
 		if f, ok := n.(*File); ok && ns.Spool >= 0 {
-			fs, err := f.data.Record()
+			fs, err := f.data.Record(r.accountNumbers(f))
 			if err != nil {
 				return fmt.Errorf("node %d: %w", ns.Ino, err)
 			}
@@ -339,11 +440,22 @@ func (r *crashRecord) write(nodes map[node]struct{}, entries map[entryKey]struct
 			e.Released = append(e.Released, fh)
 			continue
 		}
-		hs, err := handleStateOf(fh, he, recordRefs.node)
+		hs, err := handleStateOf(fh, he, inoRef)
 		if err != nil {
 			return err
 		}
 		e.Handles = append(e.Handles, hs)
+	}
+	r.mu.Lock()
+	ownersChanged := r.ownersChanged
+	r.ownersChanged = false
+	r.mu.Unlock()
+	if ownersChanged && fsys.owners != nil {
+		sec, err := r.ownerSection()
+		if err != nil {
+			return fmt.Errorf("owners: %w", err)
+		}
+		e.Owners = sec
 	}
 	e.Counters = fsys.countersNow()
 	e.NextIno = fsys.nextIno.Load()
@@ -390,9 +502,6 @@ func writeSnapshot(st *TakeoverState, settings json.RawMessage, gen uint64) (*os
 // by RecoverMount. maxStored is how many descriptors the store takes (0: unknown). The mount is frozen while
 // its state is described.
 func (m *Mount) StartCrashRecord(store DescriptorStore, maxStored int, settings json.RawMessage) error {
-	if m.fs.owners != nil {
-		return errors.New("owners (--owner) are not kept in a crash record yet")
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if err := m.Freeze(ctx); err != nil {
@@ -435,6 +544,7 @@ func (r *crashRecord) startFile(st *TakeoverState, gen uint64) error {
 	}
 	old, oldGen := r.file, r.gen
 	r.file, r.gen, r.off, r.compactAt = f, gen, off, max(compactAfter, 2*off)
+	r.numberOwners(r.mount.exportedOwners)
 	r.mu.Lock()
 	r.stored[name] = true
 	r.mu.Unlock()
@@ -476,6 +586,19 @@ func (m *Mount) attachRecord(r *crashRecord) {
 	m.fs.pool.SetWatcher(r)
 	m.fs.crash.Store(r)
 	m.raw.crash.Store(r)
+}
+
+// EndCrashRecord takes every descriptor the mount stored out of the store, once it is unmounted: a service
+// restarted after a clean stop must mount afresh, not find a dead connection's leftovers.
+func (m *Mount) EndCrashRecord() {
+	r := m.fs.crash.Load()
+	if r == nil {
+		return
+	}
+	r.mu.Lock()
+	names := slices.Collect(maps.Keys(r.stored))
+	r.mu.Unlock()
+	r.removeClosed(names)
 }
 
 // CrashRecorded tells whether the mount keeps a crash record.

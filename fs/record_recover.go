@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
+	"maps"
 	"slices"
 	"strconv"
 	"strings"
@@ -49,6 +50,11 @@ type recordModel struct {
 	monoBase int64
 	// root is the root's inode number (go-fuse's root may carry 0 or 1).
 	root uint64
+	// owners are the owners by number (nil without --owner), orphans their orphaned directories, accounts
+	// their --owner-quota accounts' limits by owner number; a file's FileState.Account is an owner number.
+	owners   *owner.TrackerState
+	orphans  []uint64
+	accounts map[int]int64
 }
 
 // ReadCrashRecord reads the newest crash record among the descriptors a new daemon was given (by name). It
@@ -157,11 +163,13 @@ func parseRecord(data []byte) (*RecoveredRecord, error) {
 		rec.Entries++
 	}
 	st := h.State
-	tree, files, err := m.tree()
+	tree, files, accounts, err := m.tree()
 	if err != nil {
 		return nil, err
 	}
 	st.Tree = tree
+	st.Owners = m.owners
+	st.Pool.Accounts = accounts
 	st.Journal = m.journal
 	st.Pool.Files = files // RecoverMount turns them into a pool state with the descriptors at hand
 	st.Pool.Counters = m.pool
@@ -173,9 +181,6 @@ func parseRecord(data []byte) (*RecoveredRecord, error) {
 // modelOf turns a snapshot's tree (references by index) into a model (by inode number).
 func modelOf(st *TakeoverState) (*recordModel, error) {
 	t := &st.Tree
-	if st.Owners != nil || len(t.OwnerSets) > 0 {
-		return nil, errors.New("the record has owners, which a crash record does not keep")
-	}
 	inoOf := func(i int) (int, error) {
 		if i < 0 || i >= len(t.Nodes) {
 			return 0, fmt.Errorf("node index %d of %d", i, len(t.Nodes))
@@ -189,6 +194,27 @@ func modelOf(st *TakeoverState) (*recordModel, error) {
 		return nil, errors.New("the record's snapshot has no root")
 	}
 	m.root = t.Nodes[0].Ino
+	m.owners = st.Owners
+	// The snapshot numbers accounts apart from owners; the model by their owner's number.
+	accountOwner := map[int]int{}
+	for _, ss := range t.OwnerSets {
+		if ss.Account >= 0 {
+			if ss.Account >= len(st.Pool.Accounts) {
+				return nil, fmt.Errorf("owner set: account %d of %d", ss.Account, len(st.Pool.Accounts))
+			}
+			if m.accounts == nil {
+				m.accounts = map[int]int64{}
+			}
+			m.accounts[ss.Owner] = st.Pool.Accounts[ss.Account].Limit
+			accountOwner[ss.Account] = ss.Owner
+		}
+	}
+	for _, o := range t.Orphans {
+		if o < 0 || o >= len(t.Nodes) {
+			return nil, fmt.Errorf("orphan %d of %d nodes", o, len(t.Nodes))
+		}
+		m.orphans = append(m.orphans, t.Nodes[o].Ino)
+	}
 	for i := range t.Nodes {
 		ns := t.Nodes[i]
 		var err error
@@ -227,6 +253,13 @@ func modelOf(st *TakeoverState) (*recordModel, error) {
 					return nil, fmt.Errorf("node %d: arena chunk %d of %d", ns.Ino, fs.Chunk, len(st.Pool.Chunks))
 				}
 				fs.ChunkID, fs.SlotSize, fs.Chunk = st.Pool.Chunks[fs.Chunk].ID, st.Pool.Chunks[fs.Chunk].SlotSize, -1
+			}
+			if fs.Account >= 0 {
+				o, ok := accountOwner[fs.Account]
+				if !ok {
+					return nil, fmt.Errorf("node %d: account %d is no owner's", ns.Ino, fs.Account)
+				}
+				fs.Account = o
 			}
 			m.files[ns.Ino] = fs
 			ns.Spool = 0
@@ -304,6 +337,9 @@ func (m *recordModel) apply(e *recordEntry) error {
 	for _, id := range e.Released {
 		delete(m.handles, id)
 	}
+	if e.Owners != nil {
+		m.owners, m.orphans, m.accounts = &e.Owners.Tracker, e.Owners.Orphans, e.Owners.Accounts
+	}
 	m.nextIno, m.counters, m.pool = max(m.nextIno, e.NextIno), e.Counters, e.Pool
 	m.lastDesc = max(m.lastDesc, e.LastDescriptorID)
 	m.journal = append(m.journal, e.Journal...)
@@ -315,10 +351,10 @@ func (m *recordModel) apply(e *recordEntry) error {
 
 // tree turns the model back into a snapshot's tree, keeping the nodes a name, the kernel or a handle reaches
 // (as exportTree does), and lists the spool files in the order the nodes refer to them.
-func (m *recordModel) tree() (treeState, []spool.FileState, error) {
+func (m *recordModel) tree() (treeState, []spool.FileState, []spool.AccountState, error) {
 	t := treeState{NextIno: m.nextIno, MonoBase: m.monoBase, Counters: m.counters}
 	if m.nodes[m.root] == nil {
-		return t, nil, errors.New("the record has no root")
+		return t, nil, nil, errors.New("the record has no root")
 	}
 	index := map[uint64]int{}
 	var order []uint64
@@ -368,6 +404,24 @@ func (m *recordModel) tree() (treeState, []spool.FileState, error) {
 		}
 		ns.Links = slices.DeleteFunc(ns.Links, func(l linkState) bool { return !add(uint64(l.Dir)) })
 	}
+	// Accounts in the order of their owners' numbers.
+	var accounts []spool.AccountState
+	accountIndex := map[int]int{}
+	for _, o := range slices.Sorted(maps.Keys(m.accounts)) {
+		accountIndex[o] = len(accounts)
+		accounts = append(accounts, spool.AccountState{Limit: m.accounts[o]})
+	}
+	accountOf := func(o int) int {
+		if i, ok := accountIndex[o]; ok {
+			return i
+		}
+		return -1
+	}
+	owners := 0
+	if m.owners != nil {
+		owners = len(m.owners.Owners)
+	}
+	sets := map[int][]int{}
 	var files []spool.FileState
 	for _, ino := range order {
 		ns := *m.nodes[ino]
@@ -389,13 +443,37 @@ func (m *recordModel) tree() (treeState, []spool.FileState, error) {
 		if ns.Spool >= 0 {
 			fs, ok := m.files[ino]
 			if !ok {
-				return t, nil, fmt.Errorf("file %d: its bytes are not described", ino)
+				return t, nil, nil, fmt.Errorf("file %d: its bytes are not described", ino)
+			}
+			if fs.Account >= 0 {
+				fs.Account = accountOf(fs.Account)
 			}
 			ns.Spool = len(files)
 			files = append(files, fs)
 		}
+		if ns.Owner >= owners {
+			return t, nil, nil, fmt.Errorf("node %d: owner %d of %d", ino, ns.Owner, owners)
+		}
+		if ns.Owner >= 0 {
+			sets[ns.Owner] = append(sets[ns.Owner], len(t.Nodes))
+		}
 		t.Nodes = append(t.Nodes, ns)
 	}
+	for _, o := range slices.Sorted(maps.Keys(sets)) {
+		t.OwnerSets = append(t.OwnerSets, ownerSetState{Owner: o, Entries: sets[o], Account: accountOf(o)})
+	}
+	// An account whose owner has no entry left is an owner set of its own, as the owners keep them.
+	for _, o := range slices.Sorted(maps.Keys(m.accounts)) {
+		if _, ok := sets[o]; !ok && o < owners {
+			t.OwnerSets = append(t.OwnerSets, ownerSetState{Owner: o, Account: accountOf(o)})
+		}
+	}
+	for _, ino := range m.orphans {
+		if i, ok := index[ino]; ok {
+			t.Orphans = append(t.Orphans, i)
+		}
+	}
+	slices.Sort(t.Orphans)
 	refs := make([]uint64, 0, len(m.refs))
 	for ino := range m.refs {
 		refs = append(refs, ino)
@@ -418,7 +496,7 @@ func (m *recordModel) tree() (treeState, []spool.FileState, error) {
 		}
 		t.Handles = append(t.Handles, hs)
 	}
-	return t, files, nil
+	return t, files, accounts, nil
 }
 
 // RecoverMount rebuilds a mount from its crash record and the descriptors kept (fds, by name: "fuse", the
@@ -426,7 +504,7 @@ func (m *recordModel) tree() (treeState, []spool.FileState, error) {
 // the record no longer names are closed and leave the store. The mount returned does not serve yet: the
 // caller calls ServeAdopted, which asks the kernel to send again what the dead daemon read and did not
 // answer.
-func RecoverMount(mountpoint string, opts Options, cfg MountConfig, rec *RecoveredRecord, fds map[string]int, store DescriptorStore, maxStored int) (*Mount, error) {
+func RecoverMount(mountpoint string, opts Options, cfg MountConfig, scope owner.Scope, rec *RecoveredRecord, fds map[string]int, store DescriptorStore, maxStored int) (*Mount, error) {
 	st := *rec.state
 	kept := make([]string, 0, len(fds))
 	for name := range fds {
@@ -437,7 +515,7 @@ func RecoverMount(mountpoint string, opts Options, cfg MountConfig, rec *Recover
 		return nil, fmt.Errorf("spool: %w", err)
 	}
 	st.Pool = pool
-	m, err := adoptMount(mountpoint, opts, cfg, owner.None, &st, fds, true)
+	m, err := adoptMount(mountpoint, opts, cfg, scope, &st, fds, true)
 	if err != nil {
 		return nil, err
 	}

@@ -72,6 +72,7 @@ func (m *Mount) ExportState() (*TakeoverState, []handover.NamedFD, error) {
 	if err != nil {
 		return nil, nil, err
 	}
+	m.exportedOwners = x.owners
 	st := &TakeoverState{Tree: x.state, Journal: m.raw.journalEntries(), Init: m.initRecord, InitReply: m.initReply,
 		Passthrough: fsys.passthrough.Load(), DirectWrites: fsys.directWrites.Load(), ACL: fsys.acl.Load(),
 		Requests: fsys.requests.Export()}

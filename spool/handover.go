@@ -607,7 +607,7 @@ func importPool(st PoolState, fds map[string]int, log *slog.Logger, recovered bo
 		}
 	}
 	for j, a := range accounts {
-		if a.used != st.Accounts[j].Used {
+		if a.used != st.Accounts[j].Used && !recovered {
 			return nil, nil, nil, fmt.Errorf("account %d: its files allocate %d bytes, the state says %d", j, a.used, st.Accounts[j].Used)
 		}
 	}

@@ -14,7 +14,6 @@ package spool
 // Lock order: Record takes the File's mu for reading, then the pool's mu (as export does).
 
 import (
-	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
@@ -23,9 +22,9 @@ import (
 )
 
 // Record describes f for a crash record: its FileState with Chunk -1 and, in the arena, ChunkID and SlotSize
-// naming its chunk. A file charged to an account is refused: accounts are not recorded.
-func (f *File) Record() (FileState, error) {
-	fs, chunk, _, err := f.export(nil)
+// naming its chunk; Account is accounts' number for the account it is charged to (which must be there).
+func (f *File) Record(accounts map[*Account]int) (FileState, error) {
+	fs, chunk, _, err := f.export(accounts)
 	if err != nil {
 		return FileState{}, err
 	}
@@ -110,11 +109,9 @@ func RecoveredPoolState(base PoolState, files []FileState, counters PoolCounters
 }
 
 // ImportRecoveredPool is ImportPool for a state RecoveredPoolState made: the counters that follow from the
-// files are recomputed rather than checked, and each memfd or backing file is cut back to its recorded size.
+// files, and the accounts' use, are recomputed rather than checked, and each memfd or backing file is cut back
+// to its recorded size.
 func ImportRecoveredPool(st PoolState, fds map[string]int, log *slog.Logger) (*Pool, []*File, []*Account, error) {
-	if len(st.Accounts) > 0 {
-		return nil, nil, nil, errors.New("spool: a crash record keeps no accounts")
-	}
 	return importPoolTaking(st, fds, log, true)
 }
 

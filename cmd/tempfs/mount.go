@@ -110,10 +110,9 @@ With --hold, tempfs runs the daemon under a small holder process that keeps the 
 daemon stores (the FUSE connection, the files' data), as systemd's file descriptor store does for
 a unit with FileDescriptorStoreMax=, and starts a new daemon with them if the daemon dies. The new
 daemon serves the same mount from the daemon's crash record: files, names, open handles and
-directory listings go on, and requests in flight are sent again by the kernel. A daemon that keeps
-dying within a second of its start is started at most 5 times in 30 s. Signals to the holder reach
-the daemon; the holder exits when the daemon exits after an unmount. --owner cannot be kept across
-a crash yet and is refused with --hold.
+directory listings and owners go on, and requests in flight are sent again by the kernel. A daemon
+that keeps dying within a second of its start is started at most 5 times in 30 s. Signals to the
+holder reach the daemon; the holder exits when the daemon exits after an unmount.
 
 A missing MOUNTPOINT, an empty string or a live tempfs mount is refused (exit status 2); so are
 a non-empty directory and another filesystem's mountpoint, unless -o nonempty is given. A dead
@@ -224,9 +223,6 @@ func (o *mountOptions) prepare(arg string) (*prepared, error) {
 		}
 	}
 	p.metricsAddr = o.metrics.addr
-	if o.owner.scope != owner.None && os.Getenv("FDSTORE") != "" && os.Getenv("FDSTORE") != "0" {
-		return nil, usageErrorf("--owner cannot be kept across a crash yet: leave it out, or run the mount without a descriptor store (--hold, FileDescriptorStoreMax=)")
-	}
 	if o.ownerQuota.bytes > 0 && o.owner.scope == owner.None {
 		return nil, usageErrorf("--owner-quota needs --owner process, group, session or cgroup")
 	}
@@ -616,6 +612,7 @@ func (s *served) cleanup() {
 	if s.takeoverLn != nil {
 		s.takeoverLn.Close()
 	}
+	s.mount.EndCrashRecord()
 	s.stopReaper()
 	s.stopMemoryWatch()
 	s.stopOwners()

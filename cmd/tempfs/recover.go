@@ -3,12 +3,12 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -17,6 +17,7 @@ import (
 	"github.com/tempfs/tempfs/cmd/tempfs/metrics"
 	tempfs "github.com/tempfs/tempfs/fs"
 	"github.com/tempfs/tempfs/fs/fdstore"
+	"github.com/tempfs/tempfs/fs/owner"
 )
 
 // Surviving a crash (docs/takeover.md, "Crash"): when a keeper of descriptors runs the daemon (systemd's fd
@@ -110,8 +111,13 @@ func runRecover(ctx context.Context, o *mountOptions, arg string, passed map[str
 	if path := os.Getenv("TEMPFS_TEST_CLOCK"); path != "" {
 		tempfs.UseClock(tempfs.TestClockFile(path))
 	}
+	scope, err := owner.ParseScope(set.Owner)
+	if err != nil {
+		closeAll()
+		return failure(fmt.Errorf("recovering %s: the record's settings: %w", mp, err))
+	}
 	opts, cfg := set.adoptOptions(mp, log, metricsLn)
-	m, err := tempfs.RecoverMount(mp, opts, cfg, rec, passed, store, store.Max())
+	m, err := tempfs.RecoverMount(mp, opts, cfg, scope, rec, passed, store, store.Max())
 	if err != nil {
 		closeAll()
 		if metricsLn != nil {
@@ -141,12 +147,20 @@ func passedConnection() (map[string]int, error) {
 	}
 	if _, ok := passed["fuse"]; !ok {
 		if len(passed) > 0 {
+			// Left by a mount that is gone (the store dropped its dead connection): nothing to serve again. They
+			// leave the store, and the daemon mounts afresh.
+			store, _ := fdstore.FromEnv()
 			names := make([]string, 0, len(passed))
 			for name, fd := range passed {
 				names = append(names, name)
 				unix.Close(fd)
+				if store != nil {
+					_ = store.Remove(name)
+				}
 			}
-			return nil, failure(errors.New("descriptors were passed without a FUSE connection among them: " + strings.Join(names, ", ")))
+			slices.Sort(names)
+			slog.Warn("descriptors without a FUSE connection were passed (left by a mount that is gone): dropped; mounting afresh",
+				"names", strings.Join(names, ", "))
 		}
 		return nil, nil
 	}

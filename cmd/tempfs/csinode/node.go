@@ -5,7 +5,6 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -231,11 +230,8 @@ func (d *Driver) publish(ctx context.Context, id, target, real string, flags []s
 			"volume", id, "asked", ask, "granted", rec.MemoryGranted, "budget", d.cfg.MemoryBudget)
 	}
 	args := []string{"--store=" + rec.Store, "--options=allow_other,nosuid,nodev"}
-	// Under a holder, the volume outlives a crash of its daemon (an OOM kill, a bug); --owner is not kept
-	// across one yet, so a volume with owners goes without.
-	if !slices.ContainsFunc(flags, func(f string) bool { return strings.HasPrefix(f, "--owner=") }) {
-		args = append([]string{"--hold"}, args...)
-	}
+	// Under a holder, the volume outlives a crash of its daemon (an OOM kill, a bug).
+	args = append([]string{"--hold"}, args...)
 	for _, f := range flags {
 		if !strings.HasPrefix(f, "--memory=") {
 			args = append(args, f)
