@@ -242,6 +242,59 @@ func TestOpsSystemdUnitAfterCrash(t *testing.T) {
 	}
 	t.Run("fd store", func(t *testing.T) { opsUnitCrash(t, unit, max) })
 	t.Run("no fd store", func(t *testing.T) { opsUnitCrash(t, unit, 0) })
+	t.Run("full fd store", func(t *testing.T) { opsUnitFullStore(t, unit) })
+}
+
+// opsUnitFullStore runs the unit with a store of a few descriptors: a file that would need one more than the
+// store keeps is refused with ENOSPC, the daemon sends no more than the store keeps (systemd would close the
+// rest), and the files stored before come back after a crash.
+func opsUnitFullStore(t *testing.T, unit map[string]string) {
+	const max = 12
+	mp := filepath.Join(t.TempDir(), "scratch")
+	store := t.TempDir()
+	unmountAfter(t, mp)
+	start, _ := opsUnitCommand(t, unit["ExecStart"], mp)
+	if err := os.Mkdir(mp, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	sd := newOpsSystemd(t, max)
+	env := []string{"TMPDIR=" + store}
+	first := sd.startMain(t, "first start", start, env)
+	// Each RAM file over 64 KiB takes a descriptor of its own.
+	var written []string
+	var err error
+	for i := range max + 1 {
+		name := fmt.Sprintf("f%d", i)
+		if err = os.WriteFile(filepath.Join(mp, name), opsUnitBytes(name, 100<<10), 0o644); err != nil {
+			break
+		}
+		written = append(written, name)
+	}
+	if !errors.Is(err, syscall.ENOSPC) {
+		t.Fatalf("%d files of 100 KiB under FDSTORE=%d: the next one failed with %v, want ENOSPC", len(written), max, err)
+	}
+	if names := sd.names(); len(names) != max {
+		t.Errorf("the store holds %d descriptors %q, want it full (%d)", len(names), names, max)
+	}
+	if w := sd.warned(); len(w) > 0 {
+		t.Errorf("systemd would have warned: %q", w)
+	}
+	if err := first.cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	_ = first.wait(t, "the first daemon after SIGKILL", 30*time.Second)
+	second := sd.startMain(t, "restart after kill -9", start, env)
+	for _, name := range written {
+		if got, err := os.ReadFile(filepath.Join(mp, name)); err != nil || !bytes.Equal(got, opsUnitBytes(name, 100<<10)) {
+			t.Errorf("after the crash, %s reads %d bytes, %v", name, len(got), err)
+		}
+	}
+	if err := second.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if err := second.wait(t, "the restarted daemon after SIGTERM", 60*time.Second); err != nil {
+		t.Errorf("the restarted daemon exited with %v after SIGTERM; stderr:\n%s", err, second.stderr.String())
+	}
 }
 
 // opsUnitFiles are the files the unit's test writes before the crash: in the arena, a RAM file of its own
