@@ -10,10 +10,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -221,9 +221,12 @@ func opsUnitCommand(t *testing.T, line, mp string) (argv []string, ignoreFailure
 	return argv, ignoreFailure
 }
 
-// TestOpsSystemdUnitAfterCrash runs the README's systemd unit by hand, as systemd would after a crash: start,
-// kill -9 of the daemon, then ExecStartPre and ExecStart again (Restart=on-failure). The unit must come back
-// with a fresh mount.
+// TestOpsSystemdUnitAfterCrash runs the README's systemd unit by hand, as systemd would: start, kill -9 of the
+// daemon, then ExecStartPre and ExecStart again (Restart=on-failure), and a stop (SIGTERM). With the unit's
+// FileDescriptorStoreMax=, systemd keeps the descriptors the daemon stores and passes them to the new daemon,
+// which serves the same mount on: the files written before the crash are there with their bytes, and a file
+// held open across it keeps working. ExecStartPre must not wait on the mount, which nobody serves until
+// ExecStart runs. Without a store, the restarted unit mounts afresh.
 func TestOpsSystemdUnitAfterCrash(t *testing.T) {
 	requireFUSE(t)
 	unit := opsReadmeUnit(t)
@@ -233,54 +236,184 @@ func TestOpsSystemdUnitAfterCrash(t *testing.T) {
 	if unit["Type"] != "notify" {
 		t.Fatalf("the README's unit has Type=%q; this test speaks sd_notify", unit["Type"])
 	}
+	max, err := strconv.Atoi(unit["FileDescriptorStoreMax"])
+	if err != nil || max <= 0 {
+		t.Fatalf("the README's unit has FileDescriptorStoreMax=%q, want a count of descriptors: without a store a crash loses every file", unit["FileDescriptorStoreMax"])
+	}
+	t.Run("fd store", func(t *testing.T) { opsUnitCrash(t, unit, max) })
+	t.Run("no fd store", func(t *testing.T) { opsUnitCrash(t, unit, 0) })
+	t.Run("full fd store", func(t *testing.T) { opsUnitFullStore(t, unit) })
+}
+
+// opsUnitFullStore runs the unit with a store of a few descriptors: a file that would need one more than the
+// store keeps is refused with ENOSPC, the daemon sends no more than the store keeps (systemd would close the
+// rest), and the files stored before come back after a crash.
+func opsUnitFullStore(t *testing.T, unit map[string]string) {
+	const max = 12
+	mp := filepath.Join(t.TempDir(), "scratch")
+	store := t.TempDir()
+	unmountAfter(t, mp)
+	start, _ := opsUnitCommand(t, unit["ExecStart"], mp)
+	if err := os.Mkdir(mp, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	sd := newOpsSystemd(t, max)
+	env := []string{"TMPDIR=" + store}
+	first := sd.startMain(t, "first start", start, env)
+	// Each RAM file over 64 KiB takes a descriptor of its own.
+	var written []string
+	var err error
+	for i := range max + 1 {
+		name := fmt.Sprintf("f%d", i)
+		if err = os.WriteFile(filepath.Join(mp, name), opsUnitBytes(name, 100<<10), 0o644); err != nil {
+			break
+		}
+		written = append(written, name)
+	}
+	if !errors.Is(err, syscall.ENOSPC) {
+		t.Fatalf("%d files of 100 KiB under FDSTORE=%d: the next one failed with %v, want ENOSPC", len(written), max, err)
+	}
+	if names := sd.names(); len(names) != max {
+		t.Errorf("the store holds %d descriptors %q, want it full (%d)", len(names), names, max)
+	}
+	if w := sd.warned(); len(w) > 0 {
+		t.Errorf("systemd would have warned: %q", w)
+	}
+	if err := first.cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	_ = first.wait(t, "the first daemon after SIGKILL", 30*time.Second)
+	second := sd.startMain(t, "restart after kill -9", start, env)
+	for _, name := range written {
+		if got, err := os.ReadFile(filepath.Join(mp, name)); err != nil || !bytes.Equal(got, opsUnitBytes(name, 100<<10)) {
+			t.Errorf("after the crash, %s reads %d bytes, %v", name, len(got), err)
+		}
+	}
+	if err := second.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if err := second.wait(t, "the restarted daemon after SIGTERM", 60*time.Second); err != nil {
+		t.Errorf("the restarted daemon exited with %v after SIGTERM; stderr:\n%s", err, second.stderr.String())
+	}
+}
+
+// opsUnitFiles are the files the unit's test writes before the crash: in the arena, a RAM file of its own
+// (over 64 KiB), and a disk file (over the unit's --max-size of 4 MiB).
+var opsUnitFiles = map[string]int{"small": 100, "d/ram": 200 << 10, "disk": 5 << 20}
+
+func opsUnitBytes(name string, size int) []byte {
+	return bytes.Repeat([]byte(name+"\n"), size/(len(name)+1)+1)[:size]
+}
+
+// opsUnitCrash runs the unit through a crash with a store of max descriptors (0: FileDescriptorStoreMax= left
+// out).
+func opsUnitCrash(t *testing.T, unit map[string]string, max int) {
 	mp := filepath.Join(t.TempDir(), "scratch")
 	store := t.TempDir()
 	unmountAfter(t, mp)
 	pre, preMayFail := opsUnitCommand(t, unit["ExecStartPre"], mp)
 	start, _ := opsUnitCommand(t, unit["ExecStart"], mp)
-	sock := filepath.Join(t.TempDir(), "notify")
-	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: sock, Net: "unixgram"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
+	sd := newOpsSystemd(t, max)
+	env := []string{"TMPDIR=" + store}
 
-	startUnit := func(what string) *exec.Cmd {
+	execPre := func(what string) {
 		t.Helper()
-		out, err := exec.Command(pre[0], pre[1:]...).CombinedOutput()
-		if err != nil && !preMayFail {
-			t.Fatalf("%s: ExecStartPre %q failed (%v: %s) without a '-' prefix: the unit does not start", what, pre, err, out)
-		}
-		cmd := exec.Command(start[0], start[1:]...)
-		cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+sock, "TMPDIR="+store)
-		var stderr syncBuffer
-		cmd.Stderr = &stderr
+		cmd := exec.Command(pre[0], pre[1:]...)
+		var out syncBuffer
+		cmd.Stdout, cmd.Stderr = &out, &out
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
-		buf := make([]byte, 256)
-		_ = conn.SetReadDeadline(time.Now().Add(60 * time.Second))
-		n, err := conn.Read(buf)
-		if err != nil || string(buf[:n]) != "READY=1" {
+		done := make(chan error, 1)
+		go func() { done <- cmd.Wait() }()
+		select {
+		case err := <-done:
+			if err != nil && !preMayFail {
+				t.Fatalf("%s: ExecStartPre %q failed (%v: %s) without a '-' prefix: the unit does not start", what, pre, err, out.String())
+			}
+		case <-time.After(30 * time.Second):
 			_ = cmd.Process.Kill()
-			_ = cmd.Wait()
-			t.Fatalf("%s: ExecStart %q: notify %q, %v; want READY=1; stderr:\n%s", what, start, buf[:n], err, stderr.String())
+			<-done
+			t.Fatalf("%s: ExecStartPre %q still runs 30s later: it waits on the mount, which nobody serves until ExecStart runs", what, pre)
 		}
-		return cmd
 	}
-	first := startUnit("first start")
-	opsLookAtEverything(t, mp)
-	if err := first.Process.Kill(); err != nil {
+
+	execPre("first start")
+	first := sd.startMain(t, "first start", start, env)
+	for name, size := range opsUnitFiles {
+		if err := os.MkdirAll(filepath.Dir(filepath.Join(mp, name)), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(mp, name), opsUnitBytes(name, size), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var held *coreHolder
+	if max > 0 {
+		held = startCoreHolder(t, filepath.Join(mp, "held"))
+		if got := held.do(t, "write 61"); got != "wrote 65536" {
+			t.Fatalf("the held file before the crash: %q", got)
+		}
+		names := sd.names()
+		if !slices.Contains(names, "fuse") {
+			t.Fatalf("the daemon stored %q under FDSTORE=%d: no FUSE connection (\"fuse\"), so a crash ends the mount", names, max)
+		}
+	}
+	// A listing last leaves the root's attributes stale in the kernel: a stat of the mountpoint after the
+	// crash asks the daemon. The kernel releases the listing's handle after close returns; the crash comes
+	// once the daemon has seen that release (the held file is the one handle left).
+	listDir(t, mp)
+	var want int64
+	if held != nil {
+		want = 1
+	}
+	eventually(t, 10*time.Second, "the listing's directory handle is released", func() bool {
+		return cliNumber(t, daemonStats(t, mp), "open_handles") == want
+	})
+
+	if err := first.cmd.Process.Kill(); err != nil {
 		t.Fatal(err)
 	}
-	_ = first.Wait()
-	second := startUnit("restart after kill -9")
-	opsExpectFresh(t, mp)
-	if err := second.Process.Signal(syscall.SIGTERM); err != nil {
+	_ = first.wait(t, "the first daemon after SIGKILL", 30*time.Second)
+	stored := sd.names()
+	execPre("restart after kill -9")
+	second := sd.startMain(t, "restart after kill -9", start, env)
+	if max == 0 {
+		opsExpectFresh(t, mp)
+	} else {
+		if !strings.Contains(second.stderr.String(), "recovered the mount") {
+			t.Errorf("the restarted daemon, given %q, did not log that it recovered the mount; stderr:\n%s", stored, second.stderr.String())
+		}
+		for name, size := range opsUnitFiles {
+			got, err := os.ReadFile(filepath.Join(mp, name))
+			if err != nil || !bytes.Equal(got, opsUnitBytes(name, size)) {
+				t.Errorf("after the crash, %s reads %d bytes, %v; want the %d written before", name, len(got), err, size)
+			}
+		}
+		if got := held.do(t, "write 62"); got != "wrote 65536" {
+			t.Errorf("the file held open across the crash: write %q", got)
+		}
+		data := append(bytes.Repeat([]byte{0x61}, 65536), bytes.Repeat([]byte{0x62}, 65536)...)
+		if got, want := held.do(t, "read"), fmt.Sprintf("read %s %d %d 1", coreSHA256(data), len(data), len(data)); got != want {
+			t.Errorf("the file held open across the crash reads %q, want %q", got, want)
+		}
+		if got, err := os.ReadFile(filepath.Join(mp, "held")); err != nil || !bytes.Equal(got, data) {
+			t.Errorf("a new open of the held file reads %d bytes, %v; want %d", len(got), err, len(data))
+		}
+		if got := held.do(t, "close"); got != "closed" {
+			t.Fatal(got)
+		}
+	}
+
+	// systemctl stop: SIGTERM (KillSignal=), then systemd closes the store once the unit is stopped.
+	if err := second.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
-	if err := second.Wait(); err != nil {
-		t.Errorf("the restarted unit's daemon exited with %v after SIGTERM", err)
+	if err := second.wait(t, "the restarted daemon after SIGTERM", 60*time.Second); err != nil {
+		t.Errorf("the restarted unit's daemon exited with %v after SIGTERM; stderr:\n%s", err, second.stderr.String())
+	}
+	if !sd.sentStopping() {
+		t.Error("the daemon did not send STOPPING=1")
 	}
 	if isMounted(mp) {
 		t.Error("still mounted after the unit stopped")
@@ -288,6 +421,10 @@ func TestOpsSystemdUnitAfterCrash(t *testing.T) {
 	if left := storeDirs(t, store); len(left) > 0 {
 		t.Errorf("stores left behind: %v", left)
 	}
+	if w := sd.warned(); len(w) > 0 {
+		t.Errorf("systemd would have warned: %q", w)
+	}
+	sd.flush()
 }
 
 // opsPanicProbe makes the daemon of mp answer EIO from a panicking handler (TEMPFS_TEST_PANIC=1).
