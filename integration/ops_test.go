@@ -246,8 +246,9 @@ func TestOpsSystemdUnitAfterCrash(t *testing.T) {
 }
 
 // opsUnitFullStore runs the unit with a store of a few descriptors: a file that would need one more than the
-// store keeps is refused with ENOSPC, the daemon sends no more than the store keeps (systemd would close the
-// rest), and the files stored before come back after a crash.
+// store keeps (less one place, kept for the record's next generation) is refused with ENOSPC, the daemon
+// sends no more than the store keeps (systemd would close the rest), the files stored before come back after
+// a crash, and after a second one, and a clean stop leaves the store empty.
 func opsUnitFullStore(t *testing.T, unit map[string]string) {
 	const max = 12
 	mp := filepath.Join(t.TempDir(), "scratch")
@@ -273,8 +274,8 @@ func opsUnitFullStore(t *testing.T, unit map[string]string) {
 	if !errors.Is(err, syscall.ENOSPC) {
 		t.Fatalf("%d files of 100 KiB under FDSTORE=%d: the next one failed with %v, want ENOSPC", len(written), max, err)
 	}
-	if names := sd.names(); len(names) != max {
-		t.Errorf("the store holds %d descriptors %q, want it full (%d)", len(names), names, max)
+	if names := sd.names(); len(names) != max-1 {
+		t.Errorf("the store holds %d descriptors %q, want it full but for the record's place (%d)", len(names), names, max-1)
 	}
 	if w := sd.warned(); len(w) > 0 {
 		t.Errorf("systemd would have warned: %q", w)
@@ -284,16 +285,31 @@ func opsUnitFullStore(t *testing.T, unit map[string]string) {
 	}
 	_ = first.wait(t, "the first daemon after SIGKILL", 30*time.Second)
 	second := sd.startMain(t, "restart after kill -9", start, env)
-	for _, name := range written {
-		if got, err := os.ReadFile(filepath.Join(mp, name)); err != nil || !bytes.Equal(got, opsUnitBytes(name, 100<<10)) {
-			t.Errorf("after the crash, %s reads %d bytes, %v", name, len(got), err)
+	check := func(when string) {
+		for _, name := range written {
+			if got, err := os.ReadFile(filepath.Join(mp, name)); err != nil || !bytes.Equal(got, opsUnitBytes(name, 100<<10)) {
+				t.Errorf("%s, %s reads %d bytes, %v", when, name, len(got), err)
+			}
 		}
 	}
-	if err := second.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+	check("after the crash")
+	if w := sd.warned(); len(w) > 0 {
+		t.Errorf("systemd would have warned after the recovery: %q", w)
+	}
+	if err := second.cmd.Process.Kill(); err != nil {
 		t.Fatal(err)
 	}
-	if err := second.wait(t, "the restarted daemon after SIGTERM", 60*time.Second); err != nil {
-		t.Errorf("the restarted daemon exited with %v after SIGTERM; stderr:\n%s", err, second.stderr.String())
+	_ = second.wait(t, "the second daemon after SIGKILL", 30*time.Second)
+	third := sd.startMain(t, "restart after a second kill -9", start, env)
+	check("after a second crash")
+	if err := third.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if err := third.wait(t, "the restarted daemon after SIGTERM", 60*time.Second); err != nil {
+		t.Errorf("the restarted daemon exited with %v after SIGTERM; stderr:\n%s", err, third.stderr.String())
+	}
+	if names := sd.names(); len(names) > 0 {
+		t.Errorf("after a clean stop the store still holds %q: a restarted service would find them", names)
 	}
 }
 
