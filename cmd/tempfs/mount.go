@@ -49,6 +49,8 @@ type mountOptions struct {
 	logFile    string
 	// takeover: take a live mount over from the daemon serving it (takeover.go).
 	takeover bool
+	// hold: run the daemon under a holder that keeps its descriptors and restarts it (hold.go).
+	hold bool
 }
 
 func newMountOptions() *mountOptions {
@@ -104,6 +106,12 @@ over from the daemon serving it, with that daemon's settings: files, open handle
 kept, programs see a pause of milliseconds, and the old daemon exits without unmounting. If the
 take-over cannot happen, the old daemon serves on.
 
+With --hold, tempfs runs the daemon under a small holder process that keeps the descriptors the
+daemon stores (the FUSE connection, the files' data), as systemd's file descriptor store does for
+a unit with FileDescriptorStoreMax=, and starts a new daemon with them if the daemon dies (at most
+5 starts in 30 s). Signals to the holder reach the daemon; the holder exits when the daemon exits
+after an unmount.
+
 A missing MOUNTPOINT, an empty string or a live tempfs mount is refused (exit status 2); so are
 a non-empty directory and another filesystem's mountpoint, unless -o nonempty is given. A dead
 tempfs mount left by a killed daemon is detached and mounted afresh. With --daemon, the log goes
@@ -114,7 +122,8 @@ neither to a file of the mount's own in the store's parent directory (tempfs sta
   tempfs mount -o allow_other --mode 1777 /scratch     # a shared /tmp-like dir
   tempfs mount --daemon --log /var/log/tempfs.log /scratch
   tempfs mount --owner session -o allow_other /scratch # entries go when the session that made them ends
-  tempfs mount --daemon --takeover /scratch            # a new binary takes the live mount over`,
+  tempfs mount --daemon --takeover /scratch            # a new binary takes the live mount over
+  tempfs mount --daemon --hold /scratch                # a holder keeps the descriptors and restarts a dead daemon`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return runMount(cmd.Context(), o, cmd.Flags(), args[0])
@@ -124,6 +133,7 @@ neither to a file of the mount's own in the store's parent directory (tempfs sta
 	registerMountCompletions(cmd)
 	cmd.Flags().BoolVar(&o.daemon, "daemon", false, "run in the background; return once the mount is ready (exit status 0) or failed")
 	cmd.Flags().IntVar(&o.readyFD, "ready-fd", 0, "write \"ready\\n\" to this inherited file descriptor once the mount is ready, then close it")
+	cmd.Flags().BoolVar(&o.hold, "hold", false, "run the daemon under a holder process that keeps the descriptors it stores and starts a new daemon with them if it dies")
 	cmd.Flags().BoolVar(&o.takeover, "takeover", false, "take the live tempfs mount at MOUNTPOINT over from the daemon serving it (an upgrade): same files, handles and settings, no unmount; the old daemon exits")
 	return cmd
 }
@@ -619,6 +629,9 @@ func runMount(ctx context.Context, o *mountOptions, flags *pflag.FlagSet, arg st
 		return daemonize(o, flags, arg)
 	}
 	ready := newReadyNotifier(o.readyFD)
+	if o.hold {
+		return runHold(ctx, o, flags, arg, ready)
+	}
 	if o.takeover {
 		err := runTakeover(ctx, o, flags, arg, ready)
 		if err != nil {
