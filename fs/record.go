@@ -121,6 +121,8 @@ type crashRecord struct {
 	closed  []string
 	journal []JournalEntry
 	after   []func()
+	// later is the spool's work that must wait for the entry (Later).
+	later []func()
 	// stored are the names in the store; mounted is false until the record is on (notes are dropped).
 	stored map[string]bool
 
@@ -226,6 +228,12 @@ func (r *crashRecord) DescriptorClosed(name string) {
 	r.mu.Unlock()
 }
 
+func (r *crashRecord) Later(fn func()) {
+	r.mu.Lock()
+	r.later = append(r.later, fn)
+	r.mu.Unlock()
+}
+
 func (r *crashRecord) Moved(f *spool.File) {
 	if n, ok := f.Tag().(*File); ok {
 		r.mu.Lock()
@@ -241,8 +249,8 @@ func (r *crashRecord) end() {
 	r.mu.Lock()
 	nodes, entries, handles, closed, journal := r.nodes, r.entries, r.handles, r.closed, r.journal
 	r.nodes, r.entries, r.handles, r.closed, r.journal = map[node]struct{}{}, map[entryKey]struct{}{}, map[uint64]struct{}{}, nil, nil
-	after := r.after
-	r.after = nil
+	after, later := r.after, r.later
+	r.after, r.later = nil, nil
 	r.mu.Unlock()
 	if len(nodes)+len(entries)+len(handles)+len(closed)+len(journal) > 0 {
 		if err := r.write(nodes, entries, handles, journal); err != nil {
@@ -252,6 +260,9 @@ func (r *crashRecord) end() {
 			r.broken = err
 		}
 		r.removeClosed(closed)
+	}
+	for _, fn := range later {
+		fn()
 	}
 	compact := r.off > r.compactAt && r.compacting.CompareAndSwap(false, true)
 	r.commit.Unlock()

@@ -314,6 +314,7 @@ func (r *recordingFS) Release(c ch, in *fuse.ReleaseIn) {
 func (r *recordingFS) Write(c ch, in *fuse.WriteIn, data []byte) (n uint32, st fuse.Status) {
 	defer r.record(opWrite, r.enter(opWrite), &st)
 	r.noteIno(in.NodeId)
+	r.noteHandle(in.Fh) // its template name goes at the first write
 	return r.fs.Write(c, in, data)
 }
 func (r *recordingFS) CopyFileRange(c ch, in *fuse.CopyFileRangeIn) (n uint32, st fuse.Status) {
@@ -392,5 +393,6 @@ func (r *recordingFS) Writev(c ch, in *fuse.WriteIn, data [][]byte) (n uint32, s
 		}
 	}()
 	r.noteIno(in.NodeId)
+	r.noteHandle(in.Fh)
 	return r.fs.Writev(c, in, data)
 }

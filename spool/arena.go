@@ -155,6 +155,17 @@ func (a *arena) newChunkLocked(class int) (*arenaChunk, error) {
 // closed at once: an idle mount holds no memfd, and the daemon's descriptors come back to where they
 // were (a new chunk costs a memfd_create and an ftruncate, a few microseconds against a FUSE round trip).
 func (a *arena) release(s *arenaSlot) {
+	if w := a.pool.watcher; w != nil {
+		// The punch destroys the bytes a crash record may still place here: it waits until the record says
+		// the file is elsewhere. The slot stays in use until then, so nothing else can have it.
+		w.Later(func() { a.releaseNow(s) })
+		return
+	}
+	a.releaseNow(s)
+}
+
+// releaseNow is release, at once.
+func (a *arena) releaseNow(s *arenaSlot) {
 	ch := s.chunk
 	slotSize := s.size
 	idx := uint32(s.off / slotSize)

@@ -19,6 +19,9 @@ type Watcher interface {
 	DescriptorClosed(name string)
 	// Moved is called when f's bytes changed place (a rollover to disk).
 	Moved(f *File)
+	// Later is given work that destroys bytes a record may still name (the punch of an arena slot a file
+	// left): the watcher runs it once its record names the file's new place.
+	Later(fn func())
 }
 
 // SetWatcher makes w the pool's watcher (nil: none). Set it before the pool is used concurrently.

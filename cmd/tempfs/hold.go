@@ -42,9 +42,12 @@ const holdFuseName = "fuse"
 // holdStartBurst daemons started within holdStartInterval are the most the holder starts (systemd's
 // StartLimitBurst= and StartLimitIntervalSec=, with a longer interval since a tempfs daemon that dies at
 // once after every start dies of the state it is given, which a later start does not change).
+// A daemon that served for holdHealthy before it died was no crash loop: its death clears the count, so
+// that an operator's occasional kill -9 (an upgrade, a test) never exhausts it.
 const (
 	holdStartBurst    = 5
 	holdStartInterval = 30 * time.Second
+	holdHealthy       = time.Second
 )
 
 // holdFDMargin is how many descriptors under its limit the holder keeps free: a few for itself (its
@@ -82,6 +85,8 @@ type holder struct {
 	child  *exec.Cmd
 	pidfd  int
 	starts []time.Time
+	// childReadyAt is when the daemon running now said READY=1 (zero: not yet).
+	childReadyAt time.Time
 	// readyR is the first daemon's ready pipe (-1 once read to its end); readyLine what came through it.
 	readyR    int
 	readyLine []byte
@@ -108,6 +113,10 @@ func runHold(ctx context.Context, o *mountOptions, flags *pflag.FlagSet, arg str
 	self, err := os.Executable()
 	if err != nil {
 		return failure(err)
+	}
+	if o.readyFD > 0 {
+		// The holder's own: no daemon may keep it open (its reader waits for the holder's line, or the end).
+		unix.CloseOnExec(o.readyFD)
 	}
 	storeParent := o.store
 	if storeParent == "" {
@@ -226,9 +235,6 @@ func (h *holder) run(ctx context.Context, signals <-chan os.Signal) error {
 			}
 			return failure(fmt.Errorf("holder: poll: %w", err))
 		}
-		if pfds[0].Revents != 0 {
-			h.drain()
-		}
 		if pfds[3].Revents != 0 {
 			h.readReady()
 		}
@@ -239,10 +245,14 @@ func (h *holder) run(ctx context.Context, signals <-chan os.Signal) error {
 				h.stop(syscall.Signal(sig))
 			}
 		}
-		if pfds[1].Revents != 0 {
+		switch {
+		case pfds[1].Revents != 0:
+			// It reads the messages still queued first.
 			if finished, err := h.childExited(); finished {
 				return err
 			}
+		case pfds[0].Revents != 0:
+			h.drain()
 		}
 	}
 }
@@ -278,6 +288,8 @@ func (h *holder) start(first bool) error {
 	cmd := exec.Command(h.path, h.args(readyFD)...)
 	cmd.Env = env
 	cmd.Stdout, cmd.Stderr = h.stdout, h.stderr
+	// ExtraFiles leaves each descriptor in blocking mode (os.File.Fd): a daemon that wants a socket
+	// non-blocking sets it so itself, as net.FileListener does.
 	cmd.ExtraFiles = files
 	// A process group of its own: a terminal's ^C reaches the holder alone, which forwards it once.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
@@ -292,6 +304,7 @@ func (h *holder) start(first bool) error {
 		return failure(fmt.Errorf("watching the daemon (pid %d): %w", cmd.Process.Pid, err))
 	}
 	h.child, h.pidfd = cmd, pidfd
+	h.childReadyAt = time.Time{}
 	h.starts = append(h.starts, time.Now())
 	return nil
 }
@@ -351,6 +364,7 @@ func (h *holder) handle(m *fdstore.Message) {
 		h.log.Debug("removed", "name", name, "stored", len(h.stored))
 	}
 	if m.Fields["READY"] == "1" {
+		h.childReadyAt = time.Now()
 		h.markReady()
 	}
 }
@@ -443,6 +457,11 @@ func (h *holder) childExited() (finished bool, err error) {
 		return true, nil
 	case h.stopping:
 		return true, &exitError{code: code, err: fmt.Errorf("the daemon (pid %d) ended with %s while stopping", pid, how)}
+	}
+	if !h.childReadyAt.IsZero() && time.Since(h.childReadyAt) >= holdHealthy {
+		h.starts = nil
+	}
+	switch {
 	case !h.has(holdFuseName):
 		return true, &exitError{code: code, err: fmt.Errorf("the daemon (pid %d) ended with %s and had stored no FUSE descriptor: nothing to keep", pid, how)}
 	case h.recentStarts() >= h.burst:

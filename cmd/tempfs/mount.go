@@ -108,9 +108,12 @@ take-over cannot happen, the old daemon serves on.
 
 With --hold, tempfs runs the daemon under a small holder process that keeps the descriptors the
 daemon stores (the FUSE connection, the files' data), as systemd's file descriptor store does for
-a unit with FileDescriptorStoreMax=, and starts a new daemon with them if the daemon dies (at most
-5 starts in 30 s). Signals to the holder reach the daemon; the holder exits when the daemon exits
-after an unmount.
+a unit with FileDescriptorStoreMax=, and starts a new daemon with them if the daemon dies. The new
+daemon serves the same mount from the daemon's crash record: files, names, open handles and
+directory listings go on, and requests in flight are sent again by the kernel. A daemon that keeps
+dying within a second of its start is started at most 5 times in 30 s. Signals to the holder reach
+the daemon; the holder exits when the daemon exits after an unmount. --owner cannot be kept across
+a crash yet and is refused with --hold.
 
 A missing MOUNTPOINT, an empty string or a live tempfs mount is refused (exit status 2); so are
 a non-empty directory and another filesystem's mountpoint, unless -o nonempty is given. A dead

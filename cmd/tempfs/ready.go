@@ -2,10 +2,11 @@ package main
 
 import (
 	"fmt"
-	"net"
 	"os"
 	"strings"
 	"sync"
+
+	"github.com/tempfs/tempfs/fs/fdstore"
 )
 
 // readyNotifier tells whoever started the daemon that the mount is ready, or why it is not: a line on an
@@ -47,19 +48,6 @@ func notifyStopping() { stoppingOnce.Do(func() { sdNotify("STOPPING=1") }) }
 
 var stoppingOnce sync.Once
 
-// sdNotify sends one state line to systemd when NOTIFY_SOCKET is set (a path, or @abstract).
-func sdNotify(state string) {
-	addr := os.Getenv("NOTIFY_SOCKET")
-	if addr == "" {
-		return
-	}
-	if strings.HasPrefix(addr, "@") {
-		addr = "\x00" + addr[1:]
-	}
-	conn, err := net.DialUnix("unixgram", nil, &net.UnixAddr{Name: addr, Net: "unixgram"})
-	if err != nil {
-		return
-	}
-	defer conn.Close()
-	_, _ = conn.Write([]byte(state))
-}
+// sdNotify sends one state line to systemd when NOTIFY_SOCKET is set (a path, or @abstract); a failure to
+// reach it changes nothing for the mount.
+func sdNotify(state string) { _ = fdstore.Notify(state) }

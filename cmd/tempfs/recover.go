@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -59,7 +60,8 @@ func runRecover(ctx context.Context, o *mountOptions, arg string, passed map[str
 			unix.Close(fd)
 		}
 	}
-	mp, err := resolveMountpoint(arg)
+	// The mountpoint is not looked at: until this daemon serves, a stat there waits for it, forever.
+	mp, err := mountpointUnseen(arg)
 	if err != nil {
 		closeAll()
 		return err
@@ -148,4 +150,20 @@ func passedConnection() (map[string]int, error) {
 		return nil, nil
 	}
 	return passed, nil
+}
+
+// mountpointUnseen makes arg absolute with its parent's symlinks resolved, without looking at arg itself.
+func mountpointUnseen(arg string) (string, error) {
+	if arg == "" {
+		return "", usageErrorf("the mountpoint is an empty string (an unset variable?)")
+	}
+	abs, err := filepath.Abs(arg)
+	if err != nil {
+		return "", usageErrorf("mountpoint %q: %v", arg, err)
+	}
+	parent, err := filepath.EvalSymlinks(filepath.Dir(abs))
+	if err != nil {
+		return "", usageErrorf("mountpoint %s: %v", abs, errnoOf(err))
+	}
+	return filepath.Join(parent, filepath.Base(abs)), nil
 }

@@ -360,3 +360,49 @@ func passedChild() {
 	fmt.Println(strings.Join(parts, " "))
 	os.Exit(0)
 }
+
+// BenchmarkStoreAdd is the cost of storing one descriptor with a receiver reading as fast as it can (as
+// the holder does): the sender waits whenever the receiver's queue is full (net.unix.max_dgram_qlen).
+func BenchmarkStoreAdd(b *testing.B) {
+	l, err := Listen("")
+	if err != nil {
+		b.Fatal(err)
+	}
+	s, err := New(l.Addr(), 1<<20)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	fd, err := unix.MemfdCreate("bench", unix.MFD_CLOEXEC)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer unix.Close(fd)
+	done := make(chan int)
+	go func() {
+		n := 0
+		for n < b.N {
+			m, err := l.Receive()
+			if errors.Is(err, ErrNoMessage) {
+				_, _ = unix.Poll([]unix.PollFd{{Fd: int32(l.FD()), Events: unix.POLLIN}}, -1)
+				continue
+			}
+			if err != nil {
+				break
+			}
+			m.CloseFDs()
+			n++
+		}
+		done <- n
+	}()
+	b.ResetTimer()
+	for range b.N {
+		if err := s.Add("file", fd); err != nil {
+			b.Fatal(err)
+		}
+	}
+	if n := <-done; n != b.N {
+		b.Fatalf("received %d of %d", n, b.N)
+	}
+	l.Close()
+}
