@@ -442,8 +442,14 @@ func daemonStats(t testing.TB, dir string) map[string]any {
 // file). It is how a test sees from outside that a disk-resident file's data is still held or freed.
 func deletedStoreFds(t testing.TB, m *mount, store string) int {
 	t.Helper()
+	return deletedStoreFdsOf(t, m.Pid(), store)
+}
+
+// deletedStoreFdsOf is deletedStoreFds of any process: a held daemon, or the holder keeping its descriptors.
+func deletedStoreFdsOf(t testing.TB, pid int, store string) int {
+	t.Helper()
 	n := 0
-	for _, target := range daemonFdTargets(t, m) {
+	for _, target := range pidFdTargets(t, pid) {
 		if strings.HasPrefix(target, store+"/") && strings.HasSuffix(target, " (deleted)") {
 			n++
 		}
@@ -454,7 +460,13 @@ func deletedStoreFds(t testing.TB, m *mount, store string) int {
 // daemonFdTargets lists what the daemon's open descriptors point to, as /proc/PID/fd shows it.
 func daemonFdTargets(t testing.TB, m *mount) []string {
 	t.Helper()
-	dir := fmt.Sprintf("/proc/%d/fd", m.Pid())
+	return pidFdTargets(t, m.Pid())
+}
+
+// pidFdTargets lists what process pid's open descriptors point to (a held daemon's, its holder's).
+func pidFdTargets(t testing.TB, pid int) []string {
+	t.Helper()
+	dir := fmt.Sprintf("/proc/%d/fd", pid)
 	entries, err := os.ReadDir(dir)
 	if err != nil {
 		t.Fatal(err)

@@ -98,6 +98,8 @@ func toChildMain(mode string, args []string) int {
 		err = toReaddir(c, args)
 	case "statloop":
 		err = toStatLoop(c, args)
+	case "bigwrite":
+		err = crBigWrite(c, args)
 	default:
 		err = fmt.Errorf("unknown mode %q", mode)
 	}
