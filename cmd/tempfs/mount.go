@@ -336,12 +336,9 @@ func (o *mountOptions) prepareStore(p *prepared) error {
 // resolveMountpoint makes a mountpoint argument absolute with its symlinks resolved, as /proc/self/mountinfo
 // names mounts. A dead mount cannot be looked at, so only its parent is resolved then.
 func resolveMountpoint(arg string) (string, error) {
-	if arg == "" {
-		return "", usageErrorf("the mountpoint is an empty string (an unset variable?)")
-	}
-	abs, err := filepath.Abs(arg)
+	abs, err := absMountpoint(arg)
 	if err != nil {
-		return "", usageErrorf("mountpoint %q: %v", arg, err)
+		return "", err
 	}
 	resolved, err := filepath.EvalSymlinks(abs)
 	switch {
@@ -350,9 +347,40 @@ func resolveMountpoint(arg string) (string, error) {
 	case errors.Is(err, os.ErrNotExist):
 		return "", usageErrorf("mountpoint %s does not exist", abs)
 	}
-	parent, parentErr := filepath.EvalSymlinks(filepath.Dir(abs))
-	if parentErr != nil {
-		return "", usageErrorf("mountpoint %s: %v", abs, errnoOf(err))
+	return withParentResolved(abs, err)
+}
+
+// mountpointUnseen is resolveMountpoint without looking at the mountpoint itself: a recovering daemon's
+// mount is there and unserved, and a stat of it would wait for that very daemon.
+func mountpointUnseen(arg string) (string, error) {
+	abs, err := absMountpoint(arg)
+	if err != nil {
+		return "", err
+	}
+	return withParentResolved(abs, nil)
+}
+
+// absMountpoint is a mountpoint argument made absolute.
+func absMountpoint(arg string) (string, error) {
+	if arg == "" {
+		return "", usageErrorf("the mountpoint is an empty string (an unset variable?)")
+	}
+	abs, err := filepath.Abs(arg)
+	if err != nil {
+		return "", usageErrorf("mountpoint %q: %v", arg, err)
+	}
+	return abs, nil
+}
+
+// withParentResolved is abs with its parent's symlinks resolved; why is why abs itself was not (nil: not
+// tried), for the error.
+func withParentResolved(abs string, why error) (string, error) {
+	parent, err := filepath.EvalSymlinks(filepath.Dir(abs))
+	if err != nil {
+		if why == nil {
+			why = err
+		}
+		return "", usageErrorf("mountpoint %s: %v", abs, errnoOf(why))
 	}
 	return filepath.Join(parent, filepath.Base(abs)), nil
 }

@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"net"
 	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"time"
@@ -165,20 +164,4 @@ func passedConnection() (map[string]int, error) {
 		return nil, nil
 	}
 	return passed, nil
-}
-
-// mountpointUnseen makes arg absolute with its parent's symlinks resolved, without looking at arg itself.
-func mountpointUnseen(arg string) (string, error) {
-	if arg == "" {
-		return "", usageErrorf("the mountpoint is an empty string (an unset variable?)")
-	}
-	abs, err := filepath.Abs(arg)
-	if err != nil {
-		return "", usageErrorf("mountpoint %q: %v", arg, err)
-	}
-	parent, err := filepath.EvalSymlinks(filepath.Dir(abs))
-	if err != nil {
-		return "", usageErrorf("mountpoint %s: %v", abs, errnoOf(err))
-	}
-	return filepath.Join(parent, filepath.Base(abs)), nil
 }
