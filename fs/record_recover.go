@@ -423,6 +423,10 @@ func (m *recordModel) tree() (treeState, []spool.FileState, []spool.AccountState
 	}
 	sets := map[int][]int{}
 	var files []spool.FileState
+	handled := map[uint64]bool{}
+	for _, hs := range m.handles {
+		handled[uint64(hs.Node)] = true
+	}
 	for _, ino := range order {
 		ns := *m.nodes[ino]
 		if ns.Children != nil {
@@ -440,6 +444,12 @@ func (m *recordModel) tree() (treeState, []spool.FileState, []spool.AccountState
 			links[j] = linkState{Dir: index[uint64(l.Dir)], Name: l.Name}
 		}
 		ns.Links = links
+		if ns.Kind == "file" && ns.Spool >= 0 && len(ns.Links) == 0 && !handled[ino] {
+			// No name and no open handle: nothing can read the bytes again. The kernel forgets such a file at
+			// once, and a FORGET the dead daemon read and had not applied is never sent again, which would keep
+			// the bytes until unmount. The node stays for the kernel's count.
+			ns.Spool = -1
+		}
 		if ns.Spool >= 0 {
 			fs, ok := m.files[ino]
 			if !ok {

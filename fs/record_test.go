@@ -151,32 +151,43 @@ func (m *recordModel) comparable() map[string]any {
 	return map[string]any{"nodes": nodes, "files": files, "refs": m.refs, "handles": m.handles, "next_ino": m.nextIno}
 }
 
-// reachable drops the nodes a recovery would drop (no name, lookup or handle reaches them) from m.
-func (m *recordModel) reachable(t *testing.T) *recordModel {
-	tree, _, _, err := m.tree()
+// recovered is m as a recovery makes it: without the nodes nothing reaches, and without the bytes of files
+// nothing can read (no name, no handle).
+func (m *recordModel) recovered(t *testing.T) *recordModel {
+	t.Helper()
+	tree, files, accounts, err := m.tree()
 	if err != nil {
 		t.Fatal(err)
 	}
-	keep := map[uint64]bool{}
-	for _, ns := range tree.Nodes {
-		keep[ns.Ino] = true
+	again, err := modelOf(&TakeoverState{Tree: tree, Owners: m.owners, Pool: spool.PoolState{Files: files, Accounts: accounts}})
+	if err != nil {
+		t.Fatal(err)
 	}
-	for ino := range m.nodes {
-		if !keep[ino] {
-			delete(m.nodes, ino)
-			delete(m.files, ino)
-		}
-	}
-	return m
+	return again
 }
 
 func diffModels(t *testing.T, what string, live, recorded *recordModel) {
 	t.Helper()
-	a, b := live.reachable(t).comparable(), recorded.reachable(t).comparable()
+	a, b := live.recovered(t).comparable(), recorded.recovered(t).comparable()
 	for k := range a {
 		if !reflect.DeepEqual(a[k], b[k]) {
 			ja, _ := json.Marshal(a[k])
 			jb, _ := json.Marshal(b[k])
+			// The first element that differs, when both are maps.
+			var ma, mb map[string]json.RawMessage
+			if json.Unmarshal(ja, &ma) == nil && json.Unmarshal(jb, &mb) == nil {
+				for key, va := range ma {
+					if string(mb[key]) != string(va) {
+						ja, jb = []byte(key+": "+string(va)), []byte(key+": "+string(mb[key]))
+						break
+					}
+				}
+				for key, vb := range mb {
+					if _, ok := ma[key]; !ok {
+						ja, jb = []byte(key+": (none)"), []byte(key+": "+string(vb))
+					}
+				}
+			}
 			t.Fatalf("%s: the record's %s differ from the tree's:\ntree   %s\nrecord %s", what, k, ja, jb)
 		}
 	}
@@ -374,26 +385,34 @@ func TestCrashRecordFollowsTheTree(t *testing.T) {
 	if rec.Entries == 0 || rec.Torn {
 		t.Errorf("record: %d entries, torn %v", rec.Entries, rec.Torn)
 	}
-	// Every descriptor the record names is in the store, and no other (besides the record itself).
+	// Every descriptor the record names is in the store, and the store holds no other than the live tree's
+	// (besides the record itself).
 	_, rec2 := rt.modelRecorded(t)
-	names := rec2.state.Pool.Files
-	want := map[string]bool{}
-	for _, fs := range names {
+	named := map[string]bool{}
+	for _, fs := range rec2.state.Pool.Files {
 		if fs.FD != "" {
-			want[fs.FD] = true
+			named[fs.FD] = true
 		}
 		if fs.ChunkID != 0 {
-			want[fmt.Sprintf("spool/arena/%d", fs.ChunkID)] = true
+			named[fmt.Sprintf("spool/arena/%d", fs.ChunkID)] = true
 		}
 	}
+	_, liveFDs, err := rt.mount.ExportState()
+	if err != nil {
+		t.Fatal(err)
+	}
+	live := map[string]bool{}
+	for _, d := range liveFDs {
+		live[d.Name] = true
+	}
 	var missing, extra []string
-	for n := range want {
+	for n := range named {
 		if _, ok := rt.store.fds[n]; !ok {
 			missing = append(missing, n)
 		}
 	}
 	for n := range rt.store.fds {
-		if !want[n] && !isStoreDescriptor(n) {
+		if !live[n] && !isStoreDescriptor(n) {
 			extra = append(extra, n)
 		}
 	}

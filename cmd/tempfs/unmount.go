@@ -33,7 +33,12 @@ cleaned up too.`,
 }
 
 func runUnmount(o *unmountOptions, arg string) error {
-	mp, err := resolveMountpoint(arg)
+	// A mount whose daemon is being started again (under a holder or systemd's store) is not served until it
+	// is: looked up by its path in the mount table first, it is not stat'ed, which would wait.
+	mp, err := mountpointUnseen(arg)
+	if _, mounted := mountinfo.Find(mp); err != nil || !mounted {
+		mp, err = resolveMountpoint(arg)
+	}
 	if err != nil {
 		return err
 	}
