@@ -185,89 +185,22 @@ func crBackingFds(t testing.TB, m *mount, daemon int, store string) (inDaemon, i
 	return deletedStoreFdsOf(t, daemon, store), deletedStoreFdsOf(t, m.Pid(), store)
 }
 
-// TestCrashUnderLoad kills the daemon of a held mount with SIGKILL 20 times in a row while fsx, fsstress, a held
-// template file, a half-read directory and a stat loop run in processes of their own, then checks that no
-// operation failed, every byte, name, attribute and handle is there, the counters agree with the tree, and an
-// emptied mount's store and descriptors are empty. It logs each crash's pause: from the kill to the new daemon's
-// recovery line (with the recovery's own logged time), and the longest gap of the stat loop around it. The
-// take-over test's session writer is left out: --owner is refused with --hold, since owners cannot be kept
-// across a crash yet.
+// TestCrashUnderLoad kills the daemon of a held mount (--owner session) with SIGKILL 20 times in a row while
+// fsx, fsstress, a held template file, a half-read directory, a stat loop and a session's writer run in
+// processes of their own (toLoad), then checks that no operation failed, every byte, name, attribute and handle
+// is there, the session's files go with it, the counters agree with the tree, and an emptied mount's store and
+// descriptors are empty. It logs each crash's pause: from the kill to the new daemon's recovery line (with the
+// recovery's own logged time), and the longest gap of the stat loop around it.
 func TestCrashUnderLoad(t *testing.T) {
 	const maxSize = 256 << 10
 	const crashes = 20
 	seen := crTrackDaemons(t)
 	// --max-age is far from reached: the idle clocks must go on with every crash (a clock gone wrong removes
-	// files).
-	m := startMount(t, "--hold", "--max-size", "256KiB", "--max-age", "10d")
+	// files). --owner session: the session's writer's files must go with it after the crashes.
+	m := startMount(t, "--hold", "--max-size", "256KiB", "--max-age", "10d", "--owner", "session")
 	daemon := crDaemon(t, m, seen, 0)
-	for _, d := range []string{"plain", "fsx", "fsstress", "tmpl", "list"} {
-		if err := os.Mkdir(m.Path(d), 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	toMakePlain(t, m.Path("plain"), maxSize)
-	for i := range 500 {
-		if err := os.WriteFile(m.Path("list", fmt.Sprintf("e%03d", i)), nil, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	// Never read nor listed, so that its atime must stay as set.
-	if err := os.WriteFile(m.Path("untouched"), []byte("untouched"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Chtimes(m.Path("untouched"), time.Unix(1234567890, 123456789), time.Unix(1134567890, 987654321)); err != nil {
-		t.Fatal(err)
-	}
-	untouched := toStatLine(t, m.Path("untouched"))
-	if err := os.WriteFile(m.Path("probe"), []byte("probe"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if err := unix.Setxattr(m.Path("probe"), "user.k", []byte("v"), 0); err != nil {
-		t.Fatal(err)
-	}
-	// A handle of the test's own, held through the crashes.
-	heldData := make([]byte, maxSize+4096)
-	toFill(heldData, 77)
-	if err := os.WriteFile(m.Path("held"), heldData, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	held, err := os.OpenFile(m.Path("held"), os.O_RDWR, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer held.Close()
+	load := toStartLoad(t, m, maxSize, "crash", true)
 
-	seed := uint64(time.Now().UnixNano())
-	t.Logf("workload seed %d", seed)
-	fsx := toStart(t, "fsx", nil, "fsx", m.Path("fsx"), strconv.Itoa(4*maxSize), strconv.FormatUint(seed, 10))
-	fsstress := toStart(t, "fsstress", nil, "fsstress", m.Path("fsstress"), strconv.FormatUint(seed+1, 10))
-	tmpl := toStart(t, "template holder", nil, "template", m.Path("tmpl", "holdXXXXXX"), strconv.Itoa(2*maxSize/4096))
-	rd := toStart(t, "readdir", nil, "readdir", m.Path("list"), "500")
-	probe := toStart(t, "stat loop", nil, "statloop", m.Path("probe"))
-	procs := []*toProc{fsx, fsstress, tmpl, rd, probe}
-	fsx.await(t, "ready")
-	fsstress.await(t, "ready")
-	tmplPath := strings.TrimPrefix(tmpl.await(t, "ready "), "ready ")
-	listed0 := rd.await(t, "ready ")
-	probe.await(t, "ready")
-	t.Logf("template file %s, directory handle %s", tmplPath, listed0)
-
-	plainBefore := toSnapshot(t, m.Path("plain"))
-	if again := toSnapshot(t, m.Path("plain")); len(toSnapshotDiff(plainBefore, again)) > 0 {
-		t.Fatalf("the plain files change by being looked at: %q", toSnapshotDiff(plainBefore, again))
-	}
-	statsBefore := daemonStats(t, m.Dir)
-	// Let the load run on the first daemon (a duration of load, not a synchronization).
-	time.Sleep(500 * time.Millisecond)
-
-	failed := func() bool {
-		for _, p := range procs {
-			if len(p.errors()) > 0 {
-				return true
-			}
-		}
-		return false
-	}
 	// The counters of what the mount did go on across each crash; the request counters do not (they are the
 	// daemon's own, not in the crash record, and a crash could not keep those of the requests in flight anyway).
 	counters := []string{"entries_created", "bytes_written", "rollovers"}
@@ -283,9 +216,8 @@ func TestCrashUnderLoad(t *testing.T) {
 				t.Errorf("stats %s went from %v before crash %d to %v after it", k, b, i+1, a)
 			}
 		}
-		rd.send(t, "step")
-		rd.await(t, "listed ")
-		if failed() {
+		load.step(t)
+		if load.failed() {
 			t.Errorf("operations failed by crash %d; stopping the crashes; the log:\n%s", i+1, m.Log())
 			break
 		}
@@ -293,33 +225,7 @@ func TestCrashUnderLoad(t *testing.T) {
 		// longer counts a daemon's start against its start limit (TestCrashRecoveryEdges checks that limit).
 		time.Sleep(1500 * time.Millisecond)
 	}
-
-	// Stop the load, and collect what every process saw.
-	ask := func(p *toProc, cmd, prefix string) string {
-		p.send(t, cmd)
-		l, _ := p.awaitOr(t, prefix)
-		return l
-	}
-	gapLine := ask(probe, "stop", "gaps")
-	probeSummary, _ := probe.awaitOr(t, "ok")
-	fsxSummary := ask(fsx, "stop", "ok")
-	fsstressSummary := ask(fsstress, "stop", "ok")
-	rdSummary := ask(rd, "finish", "ok")
-	tmplSummary := ask(tmpl, "stop", "verified")
-	for _, p := range []*toProc{probe, fsx, fsstress, rd} {
-		p.exit(t)
-	}
-	t.Logf("%d crashes; fsx: %s; fsstress: %s; readdir: %s; template: %s; stat loop: %s",
-		len(timings), fsxSummary, fsstressSummary, rdSummary, tmplSummary, probeSummary)
-	for _, p := range procs {
-		p.report(t)
-	}
-	if t.Failed() {
-		t.FailNow()
-	}
-	if strings.HasSuffix(fsxSummary, " disk=0") {
-		t.Errorf("fsx: no round's file was on disk at its end (%s): the file never rolled over", fsxSummary)
-	}
+	gapLine := load.stop(t, len(timings))
 
 	// The pauses.
 	var serving, took, observed []time.Duration
@@ -349,23 +255,10 @@ func TestCrashUnderLoad(t *testing.T) {
 		}
 	}
 
-	// The plain files, and the test's own handle.
-	if diffs := toSnapshotDiff(plainBefore, toSnapshot(t, m.Path("plain"))); len(diffs) > 0 {
-		t.Errorf("the plain files changed across the crashes:\n%s", strings.Join(diffs, "\n"))
-	}
-	if after := toStatLine(t, m.Path("untouched")); after != untouched {
-		t.Errorf("an untouched file's lstat changed across the crashes:\n  before %s\n  after  %s", untouched, after)
-	}
-	got := make([]byte, len(heldData))
-	if n, err := held.ReadAt(got, 0); err != nil || n != len(got) || firstDiff(got, heldData) >= 0 {
-		t.Errorf("read through the handle held across the crashes: %d bytes, %v, differs at %d", n, err, firstDiff(got, heldData))
-	}
-	if _, err := held.WriteAt([]byte("after"), 10); err != nil {
-		t.Errorf("write through the handle held across the crashes: %v", err)
-	}
+	load.checkKept(t)
 
 	// Counters continue, the store and settings stay the same.
-	statsAfter := daemonStats(t, m.Dir)
+	statsBefore, statsAfter := load.statsBefore, daemonStats(t, m.Dir)
 	for _, k := range counters {
 		if b, a := toStat(statsBefore, k), toStat(statsAfter, k); a < b || b < 0 {
 			t.Errorf("stats %s went from %v to %v across the crashes", k, b, a)
@@ -374,70 +267,25 @@ func TestCrashUnderLoad(t *testing.T) {
 	if toStat(statsAfter, "rollovers") <= toStat(statsBefore, "rollovers") {
 		t.Errorf("no rollover during the crashes (stats rollovers %v, then %v)", toStat(statsBefore, "rollovers"), toStat(statsAfter, "rollovers"))
 	}
-	if statsBefore["store"] != statsAfter["store"] || toStat(statsAfter, "max_size") != maxSize || toStat(statsAfter, "removed.max_age") != 0 {
-		t.Errorf("settings changed across the crashes: store %v then %v, max size %v, removed.max_age %v",
-			statsBefore["store"], statsAfter["store"], statsAfter["max_size"], toStat(statsAfter, "removed.max_age"))
+	if statsBefore["store"] != statsAfter["store"] || statsAfter["owner_scope"] != "session" || toStat(statsAfter, "max_size") != maxSize ||
+		toStat(statsAfter, "removed.max_age") != 0 {
+		t.Errorf("settings changed across the crashes: store %v then %v, owner scope %v, max size %v, removed.max_age %v",
+			statsBefore["store"], statsAfter["store"], statsAfter["owner_scope"], statsAfter["max_size"], toStat(statsAfter, "removed.max_age"))
 	}
 
-	// Open handles: the template holder's and the test's.
-	eventually(t, tlGoneTimeout, "open handles reach 2 (the template's and the test's)", func() bool {
-		return toStat(daemonStats(t, m.Dir), "open_handles") == 2
-	})
-	tmpl.send(t, "close")
-	tmpl.await(t, "closed")
-	tmpl.exit(t)
-	tlWaitGone(t, filepath.Dir(tmplPath), filepath.Base(tmplPath), "after its last close")
-	if err := held.Close(); err != nil {
-		t.Errorf("close of the held handle: %v", err)
-	}
-	eventually(t, tlGoneTimeout, "open handles reach 0", func() bool {
-		return toStat(daemonStats(t, m.Dir), "open_handles") == 0
-	})
-
-	// The counters agree with a walk of the tree.
-	files, dirs, others := toWalkCounts(t, m.Dir)
-	st := daemonStats(t, m.Dir)
-	if toStat(st, "files") != float64(files) || toStat(st, "dirs") != float64(dirs) || toStat(st, "others") != float64(others) {
-		t.Errorf("stats count files %v, dirs %v, others %v; a walk finds %d, %d, %d",
-			st["files"], st["dirs"], st["others"], files, dirs, others)
-	}
+	// The session's files go with it; the handles close; the counters agree with a walk.
+	load.sessionEnds(t)
+	st := load.closeHandles(t)
 
 	// Empty the mount: the store holds nothing but its lock, neither the daemon nor the holder keeps a backing
-	// file; then unmount.
-	entries, err := os.ReadDir(m.Dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, e := range entries {
-		if err := os.RemoveAll(m.Path(e.Name())); err != nil {
-			t.Fatal(err)
-		}
-	}
+	// file.
 	store := st["store"].(string)
-	zero := []string{"files", "dirs", "others", "disk_files", "disk_bytes", "memory_files", "ram_bytes", "arena_files", "open_handles"}
-	left := func() string {
-		st := daemonStats(t, m.Dir)
-		var nonzero []string
-		for _, k := range zero {
-			if v := toStat(st, k); v != 0 {
-				nonzero = append(nonzero, fmt.Sprintf("%s=%v", k, v))
-			}
-		}
+	load.empty(t, store, func() string {
 		if d, h := crBackingFds(t, m, daemon, store); d != 0 || h != 0 {
-			nonzero = append(nonzero, fmt.Sprintf("backing files held by the daemon=%d by the holder=%d", d, h))
+			return fmt.Sprintf("backing files held by the daemon=%d by the holder=%d", d, h)
 		}
-		return strings.Join(nonzero, " ")
-	}
-	deadline := time.Now().Add(tlGoneTimeout)
-	for left() != "" && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
-	}
-	if l := left(); l != "" {
-		t.Errorf("the emptied mount is not empty: %s (a walk finds %q); the log:\n%s", l, listDir(t, m.Dir), m.Log())
-	}
-	if left, err := os.ReadDir(store); err != nil || len(left) > 1 || len(left) == 1 && left[0].Name() != ".lock" {
-		t.Errorf("the store of the emptied mount holds %v (%v)", left, err)
-	}
+		return ""
+	})
 	crUnmount(t, m, seen)
 }
 

@@ -448,82 +448,12 @@ func TestTakeoverUnderLoad(t *testing.T) {
 	// Runs after the workload processes are killed (cleanups run last first), before m's own (a no-op once m
 	// handed over): unmounts through whichever daemon serves last and checks that nothing is left.
 	t.Cleanup(func() { c.cur.stop(t) })
-	for _, d := range []string{"plain", "fsx", "fsstress", "tmpl", "sess", "list"} {
-		if err := os.Mkdir(m.Path(d), 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	toMakePlain(t, m.Path("plain"), maxSize)
-	for i := range 500 {
-		if err := os.WriteFile(m.Path("list", fmt.Sprintf("e%03d", i)), nil, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	// Never read nor listed, so that its atime must stay as set.
-	if err := os.WriteFile(m.Path("untouched"), []byte("untouched"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Chtimes(m.Path("untouched"), time.Unix(1234567890, 123456789), time.Unix(1134567890, 987654321)); err != nil {
-		t.Fatal(err)
-	}
-	untouched := toStatLine(t, m.Path("untouched"))
-	if err := os.WriteFile(m.Path("probe"), []byte("probe"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if err := unix.Setxattr(m.Path("probe"), "user.k", []byte("v"), 0); err != nil {
-		t.Fatal(err)
-	}
-	// A handle of the test's own, held through the take-overs.
-	heldData := make([]byte, maxSize+4096)
-	toFill(heldData, 77)
-	if err := os.WriteFile(m.Path("held"), heldData, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	held, err := os.OpenFile(m.Path("held"), os.O_RDWR, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer held.Close()
-
-	seed := uint64(time.Now().UnixNano())
-	t.Logf("workload seed %d", seed)
-	fsx := toStart(t, "fsx", nil, "fsx", m.Path("fsx"), strconv.Itoa(4*maxSize), strconv.FormatUint(seed, 10))
-	fsstress := toStart(t, "fsstress", nil, "fsstress", m.Path("fsstress"), strconv.FormatUint(seed+1, 10))
-	tmpl := toStart(t, "template holder", nil, "template", m.Path("tmpl", "holdXXXXXX"), strconv.Itoa(2*maxSize/4096))
-	sess := toStart(t, "session writer", &syscall.SysProcAttr{Setsid: true}, "session", m.Path("sess"))
-	rd := toStart(t, "readdir", nil, "readdir", m.Path("list"), "500")
-	probe := toStart(t, "stat loop", nil, "statloop", m.Path("probe"))
-	procs := []*toProc{fsx, fsstress, tmpl, sess, rd, probe}
-	fsx.await(t, "ready")
-	fsstress.await(t, "ready")
-	tmplPath := strings.TrimPrefix(tmpl.await(t, "ready "), "ready ")
-	sessDir := strings.TrimPrefix(sess.await(t, "ready "), "ready ")
-	listed0 := rd.await(t, "ready ")
-	probe.await(t, "ready")
-	t.Logf("template file %s, session directory %s, directory handle %s", tmplPath, sessDir, listed0)
-
-	plainBefore := toSnapshot(t, m.Path("plain"))
-	if again := toSnapshot(t, m.Path("plain")); len(toSnapshotDiff(plainBefore, again)) > 0 {
-		t.Fatalf("the plain files change by being looked at: %q", toSnapshotDiff(plainBefore, again))
-	}
-	statsBefore := daemonStats(t, m.Dir)
-	// Let the load run on the first daemon (a duration of load, not a synchronization).
-	time.Sleep(500 * time.Millisecond)
-
-	failed := func() bool {
-		for _, p := range procs {
-			if len(p.errors()) > 0 {
-				return true
-			}
-		}
-		return false
-	}
+	load := toStartLoad(t, m, maxSize, "take-over", true)
 	var timings []toTiming
 	for i := range takeovers {
 		timings = append(timings, takeOver(t, c))
-		rd.send(t, "step")
-		rd.await(t, "listed ")
-		if failed() {
+		load.step(t)
+		if load.failed() {
 			t.Errorf("operations failed by take-over %d; stopping the take-overs; the old daemon's log:\n%s\nthe new daemon's log:\n%s",
 				i+1, c.all[len(c.all)-2].Log(), c.cur.Log())
 			break
@@ -531,33 +461,7 @@ func TestTakeoverUnderLoad(t *testing.T) {
 		time.Sleep(100 * time.Millisecond) // load on this daemon before the next take-over
 	}
 
-	// Stop the load, and collect what every process saw.
-	ask := func(p *toProc, cmd, prefix string) string {
-		p.send(t, cmd)
-		l, _ := p.awaitOr(t, prefix)
-		return l
-	}
-	gapLine := ask(probe, "stop", "gaps")
-	probeSummary, _ := probe.awaitOr(t, "ok")
-	fsxSummary := ask(fsx, "stop", "ok")
-	fsstressSummary := ask(fsstress, "stop", "ok")
-	rdSummary := ask(rd, "finish", "ok")
-	tmplSummary := ask(tmpl, "stop", "verified")
-	sessSummary := ask(sess, "check", "ok")
-	for _, p := range []*toProc{probe, fsx, fsstress, rd} {
-		p.exit(t)
-	}
-	t.Logf("%d take-overs; fsx: %s; fsstress: %s; readdir: %s; template: %s; session: %s; stat loop: %s",
-		len(timings), fsxSummary, fsstressSummary, rdSummary, tmplSummary, sessSummary, probeSummary)
-	for _, p := range procs {
-		p.report(t)
-	}
-	if t.Failed() {
-		t.FailNow()
-	}
-	if strings.HasSuffix(fsxSummary, " disk=0") {
-		t.Errorf("fsx: no round's file was on disk at its end (%s): the file never rolled over", fsxSummary)
-	}
+	gapLine := load.stop(t, len(timings))
 
 	// The pauses.
 	var logged, observed []time.Duration
@@ -594,23 +498,11 @@ func TestTakeoverUnderLoad(t *testing.T) {
 		t.Logf("the daemons logged no pause")
 	}
 
-	// The plain files, and the test's own handle.
-	if diffs := toSnapshotDiff(plainBefore, toSnapshot(t, m.Path("plain"))); len(diffs) > 0 {
-		t.Errorf("the plain files changed across the take-overs:\n%s", strings.Join(diffs, "\n"))
-	}
-	if after := toStatLine(t, m.Path("untouched")); after != untouched {
-		t.Errorf("an untouched file's lstat changed across the take-overs:\n  before %s\n  after  %s", untouched, after)
-	}
-	got := make([]byte, len(heldData))
-	if n, err := held.ReadAt(got, 0); err != nil || n != len(got) || firstDiff(got, heldData) >= 0 {
-		t.Errorf("read through the handle held across the take-overs: %d bytes, %v, differs at %d", n, err, firstDiff(got, heldData))
-	}
-	if _, err := held.WriteAt([]byte("after"), 10); err != nil {
-		t.Errorf("write through the handle held across the take-overs: %v", err)
-	}
+	load.checkKept(t)
 
 	// Counters continue, the store stays the same.
 	statsAfter := daemonStats(t, m.Dir)
+	statsBefore := load.statsBefore
 	for _, k := range []string{"entries_created", "bytes_written", "rollovers", "requests.total", "owners_gone"} {
 		if b, a := toStat(statsBefore, k), toStat(statsAfter, k); a < b || b < 0 {
 			t.Errorf("stats %s went from %v to %v across the take-overs", k, b, a)
@@ -625,79 +517,23 @@ func TestTakeoverUnderLoad(t *testing.T) {
 	}
 
 	// The session's files go with it.
-	if err := syscall.Kill(-sess.cmd.Process.Pid, syscall.SIGKILL); err != nil {
-		t.Fatal(err)
-	}
-	<-sess.done
-	tlWaitGone(t, m.Path("sess"), filepath.Base(sessDir), "after its session was killed")
-	if st := daemonStats(t, m.Dir); toStat(st, "owners_gone") < 1 || toStat(st, "removed.max_age") != 0 {
-		t.Errorf("stats after the session went: owners_gone %v (want 1 or more), removed.max_age %v (want 0)",
-			st["owners_gone"], toStat(st, "removed.max_age"))
-	}
+	load.sessionEnds(t)
+	st := load.closeHandles(t)
 
-	// Open handles: the template holder's and the test's.
-	eventually(t, tlGoneTimeout, "open handles reach 2 (the template's and the test's)", func() bool {
-		return toStat(daemonStats(t, m.Dir), "open_handles") == 2
-	})
-	tmpl.send(t, "close")
-	tmpl.await(t, "closed")
-	tmpl.exit(t)
-	tlWaitGone(t, filepath.Dir(tmplPath), filepath.Base(tmplPath), "after its last close")
-	if err := held.Close(); err != nil {
-		t.Errorf("close of the held handle: %v", err)
-	}
-	eventually(t, tlGoneTimeout, "open handles reach 0", func() bool {
-		return toStat(daemonStats(t, m.Dir), "open_handles") == 0
-	})
-
-	// The counters agree with a walk of the tree.
-	files, dirs, others := toWalkCounts(t, m.Dir)
-	st := daemonStats(t, m.Dir)
-	if toStat(st, "files") != float64(files) || toStat(st, "dirs") != float64(dirs) || toStat(st, "others") != float64(others) {
-		t.Errorf("stats count files %v, dirs %v, others %v; a walk finds %d, %d, %d",
-			st["files"], st["dirs"], st["others"], files, dirs, others)
-	}
-
-	// Empty the mount: the store holds nothing but its lock, then unmount (cleanup checks the store is gone).
-	entries, err := os.ReadDir(m.Dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, e := range entries {
-		if err := os.RemoveAll(m.Path(e.Name())); err != nil {
-			t.Fatal(err)
-		}
-	}
-	zero := []string{"files", "dirs", "others", "disk_files", "disk_bytes", "memory_files", "ram_bytes", "arena_files", "open_handles"}
-	counts := func() string {
-		st := daemonStats(t, m.Dir)
-		var nonzero []string
-		for _, k := range zero {
-			if v := toStat(st, k); v != 0 {
-				nonzero = append(nonzero, fmt.Sprintf("%s=%v", k, v))
+	// Empty the mount: the store holds nothing but its lock, and the last daemon no backing file; then unmount
+	// (cleanup checks the store is gone).
+	load.empty(t, st["store"].(string), func() string {
+		if n := deletedStoreFds(t, c.cur, st["store"].(string)); n != 0 {
+			var memfds []string
+			for _, target := range daemonFdTargets(t, c.cur) {
+				if strings.HasPrefix(target, "/memfd:") {
+					memfds = append(memfds, target)
+				}
 			}
+			return fmt.Sprintf("backing files held by the last daemon=%d (its memfds %q)", n, memfds)
 		}
-		return strings.Join(nonzero, " ")
-	}
-	deadline := time.Now().Add(tlGoneTimeout)
-	for counts() != "" && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
-	}
-	if left := counts(); left != "" {
-		var memfds []string
-		for _, target := range daemonFdTargets(t, c.cur) {
-			if strings.HasPrefix(target, "/memfd:") {
-				memfds = append(memfds, target)
-			}
-		}
-		t.Errorf("the emptied mount's counters are not zero: %s (a walk finds %q; the daemon holds memfds %q)", left, listDir(t, m.Dir), memfds)
-	}
-	if n := deletedStoreFds(t, c.cur, st["store"].(string)); n != 0 {
-		t.Errorf("the last daemon still holds %d backing files of the emptied mount", n)
-	}
-	if left, err := os.ReadDir(st["store"].(string)); err != nil || len(left) > 1 || len(left) == 1 && left[0].Name() != ".lock" {
-		t.Errorf("the store of the emptied mount holds %v (%v)", left, err)
-	}
+		return ""
+	})
 	c.cur.stop(t)
 }
 
