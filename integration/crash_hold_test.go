@@ -199,7 +199,7 @@ func TestCrashUnderLoad(t *testing.T) {
 	// files). --owner session: the session's writer's files must go with it after the crashes.
 	m := startMount(t, "--hold", "--max-size", "256KiB", "--max-age", "10d", "--owner", "session")
 	daemon := crDaemon(t, m, seen, 0)
-	load := toStartLoad(t, m, maxSize, "crash", true)
+	load := toStartLoad(t, m, maxSize, "crashes", true)
 
 	// The counters of what the mount did go on across each crash; the request counters do not (they are the
 	// daemon's own, not in the crash record, and a crash could not keep those of the requests in flight anyway).

@@ -20,7 +20,7 @@ import (
 type toLoad struct {
 	m       *mount
 	maxSize int
-	what    string // "take-over", "crash": for the messages
+	what    string // "take-overs", "crashes": for the messages
 
 	fsx, fsstress, tmpl, sess, rd, probe *toProc // sess nil without a session
 	procs                                []*toProc
@@ -152,7 +152,7 @@ func (l *toLoad) stop(t *testing.T, changes int) (gapLine string) {
 	for _, p := range []*toProc{l.probe, l.fsx, l.fsstress, l.rd} {
 		p.exit(t)
 	}
-	t.Logf("%d %ss; fsx: %s; fsstress: %s; readdir: %s; template: %s; session: %s; stat loop: %s",
+	t.Logf("%d %s; fsx: %s; fsstress: %s; readdir: %s; template: %s; session: %s; stat loop: %s",
 		changes, l.what, fsxSummary, fsstressSummary, rdSummary, tmplSummary, sessSummary, probeSummary)
 	for _, p := range l.procs {
 		p.report(t)
@@ -172,17 +172,17 @@ func (l *toLoad) checkKept(t *testing.T) {
 	t.Helper()
 	m := l.m
 	if diffs := toSnapshotDiff(l.plainBefore, toSnapshot(t, m.Path("plain"))); len(diffs) > 0 {
-		t.Errorf("the plain files changed across the %ss:\n%s", l.what, strings.Join(diffs, "\n"))
+		t.Errorf("the plain files changed across the %s:\n%s", l.what, strings.Join(diffs, "\n"))
 	}
 	if after := toStatLine(t, m.Path("untouched")); after != l.untouched {
-		t.Errorf("an untouched file's lstat changed across the %ss:\n  before %s\n  after  %s", l.what, l.untouched, after)
+		t.Errorf("an untouched file's lstat changed across the %s:\n  before %s\n  after  %s", l.what, l.untouched, after)
 	}
 	got := make([]byte, len(l.heldData))
 	if n, err := l.held.ReadAt(got, 0); err != nil || n != len(got) || firstDiff(got, l.heldData) >= 0 {
-		t.Errorf("read through the handle held across the %ss: %d bytes, %v, differs at %d", l.what, n, err, firstDiff(got, l.heldData))
+		t.Errorf("read through the handle held across the %s: %d bytes, %v, differs at %d", l.what, n, err, firstDiff(got, l.heldData))
 	}
 	if _, err := l.held.WriteAt([]byte("after"), 10); err != nil {
-		t.Errorf("write through the handle held across the %ss: %v", l.what, err)
+		t.Errorf("write through the handle held across the %s: %v", l.what, err)
 	}
 }
 

@@ -448,7 +448,7 @@ func TestTakeoverUnderLoad(t *testing.T) {
 	// Runs after the workload processes are killed (cleanups run last first), before m's own (a no-op once m
 	// handed over): unmounts through whichever daemon serves last and checks that nothing is left.
 	t.Cleanup(func() { c.cur.stop(t) })
-	load := toStartLoad(t, m, maxSize, "take-over", true)
+	load := toStartLoad(t, m, maxSize, "take-overs", true)
 	var timings []toTiming
 	for i := range takeovers {
 		timings = append(timings, takeOver(t, c))
