@@ -30,7 +30,7 @@ func writeActivity(row func(label, format string, args ...any), a tempfs.Activit
 	}
 	expected := ""
 	if r.Expected > 0 {
-		expected = fmt.Sprintf("; %d expected answers%s (ENOENT to a lookup, ENODATA to a getxattr, a first ENOSYS)",
+		expected = fmt.Sprintf("; %d expected answers%s (ENOENT to a lookup, ENODATA or ERANGE to a getxattr, a first ENOSYS)",
 			r.Expected, errnoSummary(r.ExpectedByErrno))
 	}
 	row("requests", "%d since mount, %d failed%s%s", r.Total, r.Errors-r.Expected, errnoSummary(failures), expected)
