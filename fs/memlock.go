@@ -23,13 +23,3 @@ func LockMemoryForExit() (took time.Duration, err error) {
 	err = unix.Mlockall(unix.MCL_CURRENT | unix.MCL_FUTURE)
 	return time.Since(start), err
 }
-
-// LockMemoryAsUsed locks each page of the process in memory once it is first used, from now on: a daemon
-// whose mount outlives it (a crash record) can be killed at any moment, and a request the kernel is copying
-// into a page of a go-fuse read buffer that must be faulted in then fails with EIO, which no resend brings
-// back (the reason for LockMemoryForExit). MCL_ONFAULT costs no memory up front, unlike LockMemoryForExit:
-// pages are locked as they are touched, and stay (the Go runtime cannot give locked pages back), so that a
-// buffer used once is present for good; only a page never used before can still fault at the kill.
-func LockMemoryAsUsed() error {
-	return unix.Mlockall(unix.MCL_CURRENT | unix.MCL_FUTURE | unix.MCL_ONFAULT)
-}

@@ -45,7 +45,6 @@ func (s *served) startCrashRecord(settings takeoverSettings) error {
 		return failure(err)
 	}
 	start := time.Now()
-	lockMemoryAsUsed(s.log)
 	if err := s.mount.StartCrashRecord(store, store.Max(), b); err != nil {
 		return failure(fmt.Errorf("starting the crash record: %w", err))
 	}
@@ -79,7 +78,6 @@ func runRecover(ctx context.Context, o *mountOptions, arg string, passed map[str
 		return err
 	}
 	started := time.Now()
-	lockMemoryAsUsed(slog.Default())
 	nofileBefore, _, err := raiseDescriptors()
 	if err != nil {
 		slog.Warn("could not raise the descriptor limit", "err", err)
@@ -166,12 +164,4 @@ func passedConnection() (map[string]int, error) {
 		return nil, nil
 	}
 	return passed, nil
-}
-
-// lockMemoryAsUsed keeps the pages of a daemon that may be killed at any moment present (tempfs.LockMemoryAsUsed);
-// without CAP_IPC_LOCK (a user's mount) it logs why and goes on.
-func lockMemoryAsUsed(log *slog.Logger) {
-	if err := tempfs.LockMemoryAsUsed(); err != nil {
-		log.Warn("mlockall failed: a request the kernel copies to this daemon at the moment it is killed may fail with EIO", "err", err)
-	}
 }
