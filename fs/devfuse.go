@@ -378,6 +378,9 @@ func adoptServer(fd int, initRecord []byte, raw fuse.RawFileSystem, opts *fuse.M
 	if err := unix.Dup3(fd, n, unix.O_CLOEXEC); err != nil {
 		return nil, fmt.Errorf("dup3 of the FUSE descriptor: %w", err)
 	}
+	if err := touchReadBuffers(server); err != nil {
+		return nil, err
+	}
 	return server, nil
 }
 

@@ -333,3 +333,20 @@ func TestAdoptServerServesTheLiveConnection(t *testing.T) {
 		t.Fatal("still mounted after Unmount")
 	}
 }
+
+// TestReadPoolIsThere: go-fuse's Server keeps its read buffers in a sync.Pool field named readPool, whose New
+// touchReadBuffers wraps; a go-fuse that moves it fails here, not by an EIO at a daemon's death.
+func TestReadPoolIsThere(t *testing.T) {
+	s := &fuse.Server{}
+	pool, err := readPool(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool.New = func() any { return make([]byte, 3*pageSize+1) }
+	if err := touchReadBuffers(s); err != nil {
+		t.Fatal(err)
+	}
+	if b, ok := pool.Get().([]byte); !ok || len(b) != 3*pageSize+1 {
+		t.Fatalf("the wrapped pool gives %T of %d bytes", b, len(b))
+	}
+}

@@ -77,6 +77,9 @@ func MountFS(mountpoint string, fsys *FS, cfg MountConfig) (*Mount, error) {
 		_ = unmountConnection(mountpoint, conn.viaHelper, true)
 		return nil, err
 	}
+	if err := touchReadBuffers(server); err != nil {
+		fsys.log.Warn("go-fuse's read buffers cannot be made present: a request read at the moment the daemon is killed may fail with EIO", "err", err)
+	}
 	m := &Mount{server: server, fs: fsys, mountpoint: mountpoint, raw: raw, opts: serverOpts, fd: conn.fd,
 		viaHelper: conn.viaHelper, initRecord: recordInit(server)}
 	if m.initReply, err = initReplyOf(m.initRecord, serverOpts); err != nil {
