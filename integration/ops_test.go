@@ -397,9 +397,11 @@ func opsUnitCrash(t *testing.T, unit map[string]string, max int) {
 	if max == 0 {
 		opsExpectFresh(t, mp)
 	} else {
-		if !strings.Contains(second.stderr.String(), "recovered the mount") {
-			t.Errorf("the restarted daemon, given %q, did not log that it recovered the mount; stderr:\n%s", stored, second.stderr.String())
-		}
+		// The line is written before READY=1, but reaches the test through a pipe the exec package copies from
+		// in a goroutine of its own, which may not have read it yet.
+		eventually(t, 10*time.Second, fmt.Sprintf("the restarted daemon, given %q, did not log that it recovered the mount", stored), func() bool {
+			return strings.Contains(second.stderr.String(), "recovered the mount")
+		})
 		for name, size := range opsUnitFiles {
 			got, err := os.ReadFile(filepath.Join(mp, name))
 			if err != nil || !bytes.Equal(got, opsUnitBytes(name, size)) {
